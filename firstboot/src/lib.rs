@@ -1,0 +1,1 @@
+//! mm-firstboot and mm-sync: bring a micro-mirror node to the state its configuration describes.
