@@ -1,1 +1,1 @@
-//! placeholder
+//! Locating the data directories that hold profiles/, hardware/ and overlays/.

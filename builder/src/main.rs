@@ -5,18 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod check;
-mod data;
-mod diag;
-mod fleet;
-
-/// Exit codes: 0 success, 1 invalid input (fleet, profiles, hardware), 2 usage error (clap),
-/// 3 missing host tool or environment problem, 4 build failure.
-pub mod exit {
-    pub const INVALID_INPUT: u8 = 1;
-    pub const ENVIRONMENT: u8 = 3;
-    pub const BUILD_FAILED: u8 = 4;
-}
+use mmbuild::{check, exit};
 
 #[derive(Parser)]
 #[command(

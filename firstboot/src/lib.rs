@@ -1,1 +1,3 @@
 //! mm-firstboot and mm-sync: bring a micro-mirror node to the state its configuration describes.
+
+pub mod files;
