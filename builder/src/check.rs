@@ -1,6 +1,46 @@
 //! `mmbuild check`: validate a fleet inventory and print every error.
+
 use std::path::Path;
 use std::process::ExitCode;
-pub fn run(_fleet: &Path, _data: Option<&Path>, _json: bool) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("check is not implemented yet")
+
+use anyhow::{Context, Result};
+
+use crate::{exit, fleet};
+
+/// Validate `fleet_path`; print every error on stderr (one per line) or a summary on stdout.
+pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool) -> Result<ExitCode> {
+    match fleet::load(fleet_path, data) {
+        Err(diags) => {
+            eprint!("{diags}");
+            let n = diags.len();
+            eprintln!("{}: {n} error{} found", fleet_path.display(), if n == 1 { "" } else { "s" });
+            Ok(ExitCode::from(exit::INVALID_INPUT))
+        }
+        Ok(fleet) if json => {
+            let out = serde_json::to_string_pretty(&fleet.nodes).context("serializing the resolved nodes")?;
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(fleet) => {
+            println!("{}: fleet \"{}\" is valid: {} node(s)", fleet_path.display(), fleet.name, fleet.nodes.len());
+            for n in &fleet.nodes {
+                let used: u64 = n.projects.iter().map(|p| p.size_gb).sum();
+                let projects: Vec<&str> = n.projects.iter().map(|p| p.name.as_str()).collect();
+                let addrs: Vec<&str> = [n.node.ipv4.as_ref().map(|a| a.address.as_str()), n.node.ipv6.as_ref().map(|a| a.address.as_str())]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                println!(
+                    "  {:<28} {:<9} {:<40} {:>5}/{} GB  {}",
+                    n.node.fqdn,
+                    n.hardware.name,
+                    addrs.join(" "),
+                    used,
+                    n.hardware.data_capacity_gb,
+                    projects.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
