@@ -63,12 +63,12 @@ pub struct DiskFacts {
 impl DiskRule {
     pub fn matches(&self, disk: &DiskFacts) -> bool {
         let gb = disk.size_bytes / 1_000_000_000;
-        self.bus.map_or(true, |b| disk.bus == Some(b))
-            && self.model.as_deref().map_or(true, |m| glob_match(&m.to_lowercase(), &disk.model.to_lowercase()))
-            && self.serial.as_deref().map_or(true, |s| s == disk.serial)
-            && self.path.as_deref().map_or(true, |p| disk.by_path.as_deref().is_some_and(|bp| glob_match(p, bp)))
-            && self.min_size_gb.map_or(true, |min| gb >= min)
-            && self.max_size_gb.map_or(true, |max| gb <= max)
+        self.bus.is_none_or(|b| disk.bus == Some(b))
+            && self.model.as_deref().is_none_or(|m| glob_match(&m.to_lowercase(), &disk.model.to_lowercase()))
+            && self.serial.as_deref().is_none_or(|s| s == disk.serial)
+            && self.path.as_deref().is_none_or(|p| disk.by_path.as_deref().is_some_and(|bp| glob_match(p, bp)))
+            && self.min_size_gb.is_none_or(|min| gb >= min)
+            && self.max_size_gb.is_none_or(|max| gb <= max)
     }
 
     /// A human description, e.g. `bus=nvme, size>=1000GB`.
