@@ -36,3 +36,23 @@ fn schema_mismatch_is_a_clear_error() {
     let err = NodeConfig::from_toml("schema = 99\n", "node.toml").unwrap_err();
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
+
+#[test]
+fn the_required_profiles_exist_and_are_coherent() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+    let required = [
+        "ubuntu-releases", "ubuntu", "debian", "fedora", "epel", "archlinux", "manjaro", "almalinux", "rocky",
+        "alpine", "opensuse", "videolan", "gimp", "tdf", "kde", "kali-images", "rpmfusion", "fdroid",
+    ];
+    for name in required {
+        let path = root.join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let p: Profile = toml::from_str(&text).unwrap();
+        assert!(p.sync.upstream.starts_with("rsync://") && p.sync.upstream.ends_with('/'), "{name}: upstream");
+        assert!(p.http_path.starts_with('/') && p.http_path.ends_with('/'), "{name}: http_path");
+        assert_eq!(p.sync.method == SyncMethod::TwoStage, !p.sync.index_patterns.is_empty(), "{name}: index patterns iff two-stage");
+        assert!(p.sync.min_interval_minutes <= p.sync.every_hours * 60, "{name}: schedule faster than upstream allows");
+        assert!(p.sync.every_hours * 60 <= p.sync.max_interval_minutes, "{name}: schedule slower than upstream requires");
+        assert!(p.size_gb > 0 && p.sync.timeout_seconds > 0, "{name}");
+    }
+}
