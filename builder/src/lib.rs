@@ -6,6 +6,7 @@ pub mod base;
 pub mod check;
 pub mod data;
 pub mod diag;
+pub mod fat;
 pub mod fleet;
 
 /// Exit codes: 0 success, 1 invalid input (fleet, profiles, hardware), 2 usage error (clap),
