@@ -20,6 +20,9 @@ pub fn write_with<T>(dest: &Path, fill: impl FnOnce(&mut File) -> Result<T>) -> 
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let value = fill(tmp.as_file_mut())?;
+    // tempfile creates 0600; outputs are ordinary files for the operator and sha256sum.
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .with_context(|| format!("setting permissions of {}", tmp.path().display()))?;
     tmp.as_file_mut().flush().ok();
     tmp.as_file().sync_all().with_context(|| format!("syncing {}", tmp.path().display()))?;
     tmp.persist(dest).with_context(|| format!("renaming into {}", dest.display()))?;

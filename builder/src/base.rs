@@ -1,15 +1,43 @@
-//! The common base OS (root filesystem image + UKI), built once and cached by content hash.
+//! The common base OS (root filesystem image, UKI, ESP), built once and cached by content hash.
+//!
+//! Two cache layers, so a change to on-node code does not rebuild the OS:
+//! - `os/<hash>`: the Debian root from `mmdebstrap`, trimmed (docs, locales, unused kernel
+//!   modules), keyed by the package list, the module keep-list and the recipe;
+//! - `base/<hash>`: root ext4 image + initramfs + UKI + ESP image, keyed by the `os` hash, the
+//!   `overlays/rootfs` tree, the on-node binaries, the initramfs recipe and the kernel cmdline.
+//!
+//! Every cache entry is built in a temporary directory and renamed into place when complete, so
+//! a killed build never leaves an entry that a later build would reuse.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::hostcmd::{require_tool, run};
+use crate::{esp, initramfs, uki};
+
+/// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
+const OS_RECIPE: &str = "os-recipe-3";
+const BASE_RECIPE: &str = "base-recipe-3";
+const SUITE: &str = "bookworm";
+const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// Label of the root filesystem; the UKI's cmdline and the initramfs find the root by it.
+pub const ROOT_LABEL: &str = "mmroot";
+/// 2025-01-01T00:00:00Z: timestamps inside the images when SOURCE_DATE_EPOCH is not set.
+const DEFAULT_EPOCH: u64 = 1_735_689_600;
 
 /// Inputs of a base build.
 #[derive(Debug, Clone)]
 pub struct BaseOptions {
     /// Cache root, e.g. /var/cache/micromirror (outside the repository).
     pub cache_dir: PathBuf,
-    /// Data directory holding overlays/ (and profiles/, hardware/).
+    /// Data directory holding overlays/ (and hardware/, whose kernel modules go into the initramfs).
     pub data_dir: PathBuf,
     /// Directory holding the static on-node binaries mm-firstboot and mm-sync.
     pub node_bin_dir: PathBuf,
@@ -26,9 +54,380 @@ pub struct Base {
     pub root_img: PathBuf,
     /// The unified kernel image booted from the ESP as \EFI\BOOT\BOOTX64.EFI.
     pub uki: PathBuf,
+    /// The ESP as a FAT32 volume image holding the UKI; identical for every node.
+    pub esp_img: PathBuf,
+    /// Whether this call built it (false: reused from the cache).
+    pub built: bool,
+}
+
+pub const NODE_BINARIES: [&str; 2] = ["mm-firstboot", "mm-sync"];
+
+pub fn source_date_epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_EPOCH)
+}
+
+fn log(quiet: bool, msg: &str) {
+    if !quiet {
+        eprintln!("mmbuild: {msg}");
+    }
 }
 
 /// Build the base, or reuse the cached one with the same content hash.
-pub fn ensure_base(_opts: &BaseOptions) -> Result<Base> {
-    anyhow::bail!("building the base OS is not available in this version yet")
+pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
+    for (tool, pkg) in [("mmdebstrap", "mmdebstrap"), ("mkfs.ext4", "e2fsprogs"), ("objcopy", "binutils"), ("zstd", "zstd")] {
+        require_tool(tool, pkg)?;
+    }
+    require_tool(uki::STUB, "systemd-boot-efi")?;
+    for bin in NODE_BINARIES {
+        let p = opts.node_bin_dir.join(bin);
+        if !p.is_file() {
+            bail!(
+                "on-node binary {} is missing: build it with `cargo build --release -p mm-firstboot --target x86_64-unknown-linux-musl` or point --node-bin at it",
+                p.display()
+            );
+        }
+    }
+    let overlays = opts.data_dir.join("overlays");
+    let packages = read_list(&overlays.join("base/packages"))?;
+    let keep = read_list(&overlays.join("base/modules-keep"))?;
+    let mirror = std::env::var("MM_DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_string());
+
+    let mut h = Sha256::new();
+    for part in [OS_RECIPE, SUITE, &mirror, &packages.join("\n"), &keep.join("\n")] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let os_id = hex(&h.finalize());
+    let os_dir = opts.cache_dir.join("os").join(&os_id[..16]);
+    if !os_dir.join("root").is_dir() {
+        let t = Instant::now();
+        log(opts.quiet, &format!("building the OS tree {} (mmdebstrap {SUITE}, {} packages)", &os_id[..16], packages.len()));
+        build_os(opts, &os_dir, &packages, &keep, &mirror)?;
+        log(opts.quiet, &format!("OS tree built in {:.1} s", t.elapsed().as_secs_f64()));
+    }
+
+    let hw_modules = hardware_modules(&opts.data_dir)?;
+    let cmdline = fs::read_to_string(overlays.join("base/cmdline")).context("reading overlays/base/cmdline")?;
+    let mut h = Sha256::new();
+    h.update(BASE_RECIPE.as_bytes());
+    h.update(os_id.as_bytes());
+    h.update(source_date_epoch().to_le_bytes());
+    h.update(cmdline.trim().as_bytes());
+    h.update(hw_modules.iter().cloned().collect::<Vec<_>>().join(",").as_bytes());
+    hash_file(&mut h, &overlays.join("initramfs/init"))?;
+    hash_tree(&mut h, &overlays.join("rootfs"))?;
+    for bin in NODE_BINARIES {
+        hash_file(&mut h, &opts.node_bin_dir.join(bin))?;
+    }
+    let id = hex(&h.finalize());
+    let dir = opts.cache_dir.join("base").join(&id[..16]);
+    let base = Base {
+        id: id.clone(),
+        root_img: dir.join("root.ext4"),
+        uki: dir.join("BOOTX64.EFI"),
+        esp_img: dir.join("esp.img"),
+        dir: dir.clone(),
+        built: false,
+    };
+    if dir.join("complete").is_file() {
+        log(opts.quiet, &format!("reusing base {} from {}", &id[..16], dir.display()));
+        return Ok(base);
+    }
+    let t = Instant::now();
+    log(opts.quiet, &format!("building base {}", &id[..16]));
+    let parent = opts.cache_dir.join("base");
+    fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = tempfile::Builder::new().prefix(".build-").tempdir_in(&parent).context("creating a build directory")?;
+    build_base(opts, &os_dir.join("root"), tmp.path(), &cmdline, &hw_modules, &id)?;
+    fs::write(tmp.path().join("complete"), format!("{id}\n"))?;
+    let tmp = tmp.keep();
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing the incomplete {}", dir.display()))?;
+    }
+    fs::rename(&tmp, &dir).with_context(|| format!("moving the base into {}", dir.display()))?;
+    log(opts.quiet, &format!("base built in {:.1} s", t.elapsed().as_secs_f64()));
+    Ok(Base { built: true, ..base })
+}
+
+fn build_os(opts: &BaseOptions, os_dir: &Path, packages: &[String], keep: &[String], mirror: &str) -> Result<()> {
+    let parent = os_dir.parent().expect("os dir has a parent");
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let debs = opts.cache_dir.join("debs");
+    fs::create_dir_all(&debs)?;
+    let tmp = tempfile::Builder::new().prefix(".build-").tempdir_in(parent).context("creating a build directory")?;
+    let root = tmp.path().join("root");
+    // Keep the downloaded .debs outside the tree so an input change does not re-download.
+    let debs_q = shell_quote(&debs.display().to_string());
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.arg("--variant=minbase")
+        .arg(format!("--include={}", packages.join(",")))
+        .arg("--aptopt=Acquire::Languages \"none\"")
+        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
+        .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/info/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
+        .arg("--dpkgopt=path-include=/usr/share/locale/locale.alias")
+        .arg(format!("--setup-hook=mkdir -p \"$1/var/cache/apt/archives\" && find {debs_q} -name '*.deb' -exec cp -t \"$1/var/cache/apt/archives/\" {{}} +"))
+        .arg(format!("--customize-hook=find \"$1/var/cache/apt/archives\" -name '*.deb' -exec cp -n -t {debs_q} {{}} +"))
+        .arg(SUITE)
+        .arg(&root)
+        .arg(mirror)
+        .env("SOURCE_DATE_EPOCH", source_date_epoch().to_string());
+    run(&mut cmd).context("building the Debian root with mmdebstrap")?;
+    trim(&root, keep)?;
+    fs::rename(tmp.keep(), os_dir).with_context(|| format!("moving the OS tree into {}", os_dir.display()))?;
+    Ok(())
+}
+
+/// Remove what a mirror appliance never uses; keep the root lean.
+fn trim(root: &Path, keep: &[String]) -> Result<()> {
+    for dir in ["boot/initrd.img", "var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info"] {
+        let p = root.join(dir);
+        let parent = p.parent().unwrap().to_path_buf();
+        let stem = p.file_name().unwrap().to_string_lossy().into_owned();
+        for entry in fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == stem || (stem == "initrd.img" && name.starts_with("initrd.img")) {
+                let path = entry.path();
+                if path.is_dir() {
+                    // Keep the directory itself (apt expects it), empty it.
+                    for e in fs::read_dir(&path)?.flatten() {
+                        let ep = e.path();
+                        if ep.file_name().is_some_and(|n| n == "partial" || n == "lock") {
+                            continue;
+                        }
+                        if ep.is_dir() { fs::remove_dir_all(&ep)? } else { fs::remove_file(&ep)? }
+                    }
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
+    let kver = kernel_version(root)?;
+    let kernel_dir = root.join("usr/lib/modules").join(&kver).join("kernel");
+    let mut removed = 0u64;
+    trim_modules(&kernel_dir, &kernel_dir, keep, &mut removed)?;
+    run(Command::new("chroot").arg(root).args(["depmod", "-a", &kver])).context("regenerating modules.dep")?;
+    // An empty machine-id makes systemd treat the first boot as first boot on every node.
+    fs::write(root.join("etc/machine-id"), b"")?;
+    Ok(())
+}
+
+fn trim_modules(top: &Path, dir: &Path, keep: &[String], removed: &mut u64) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let rel = path.strip_prefix(top).unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            trim_modules(top, &path, keep, removed)?;
+            if fs::read_dir(&path)?.next().is_none() {
+                fs::remove_dir(&path)?;
+            }
+        } else if !module_kept(&rel, keep) {
+            *removed += path.metadata()?.len();
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Keep-list semantics: the last matching line wins; `!glob` removes.
+fn module_kept(rel: &str, keep: &[String]) -> bool {
+    let mut kept = false;
+    for line in keep {
+        let (negate, glob) = line.strip_prefix('!').map_or((false, line.as_str()), |g| (true, g));
+        if mmconfig::disk::glob_match(glob, rel) {
+            kept = !negate;
+        }
+    }
+    kept
+}
+
+pub fn kernel_version(root: &Path) -> Result<String> {
+    let dir = root.join("usr/lib/modules");
+    let mut versions: Vec<String> = fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    versions.sort();
+    versions.pop().with_context(|| format!("no kernel in {}", dir.display()))
+}
+
+/// Union of every hardware profile's kernel modules, plus what the root filesystem needs.
+fn hardware_modules(data_dir: &Path) -> Result<BTreeSet<String>> {
+    let mut mods: BTreeSet<String> = ["ext4", "crc32c_generic", "virtio_pci", "virtio_blk"].iter().map(|s| s.to_string()).collect();
+    let dir = data_dir.join("hardware");
+    for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = fs::read_to_string(&path)?;
+            let hw: mmconfig::Hardware = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            mods.extend(hw.kernel_modules);
+        }
+    }
+    Ok(mods)
+}
+
+fn build_base(opts: &BaseOptions, os_root: &Path, out: &Path, cmdline: &str, modules: &BTreeSet<String>, id: &str) -> Result<()> {
+    let staging = out.join("root");
+    run(Command::new("cp").args(["-a", "--reflink=auto"]).arg(os_root).arg(&staging)).context("copying the OS tree")?;
+    let overlay = opts.data_dir.join("overlays/rootfs");
+    if overlay.is_dir() {
+        run(Command::new("cp").args(["-a", "--no-preserve=ownership"]).arg(format!("{}/.", overlay.display())).arg(&staging))
+            .context("copying overlays/rootfs into the root")?;
+    }
+    for bin in NODE_BINARIES {
+        let dest = staging.join("usr/bin").join(bin);
+        fs::copy(opts.node_bin_dir.join(bin), &dest).with_context(|| format!("installing {bin}"))?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))?;
+    }
+    let epoch = source_date_epoch();
+    run(Command::new("find").arg(&staging).args(["-newermt", &format!("@{epoch}"), "-exec", "touch", "-h", "-d", &format!("@{epoch}"), "{}", "+"]))
+        .context("clamping timestamps to SOURCE_DATE_EPOCH")?;
+
+    let kver = kernel_version(&staging)?;
+    let initrd = out.join("initrd.cpio.zst");
+    initramfs::build(&staging, &kver, modules, &opts.data_dir.join("overlays/initramfs/init"), &initrd)?;
+    let uki_path = out.join("BOOTX64.EFI");
+    uki::build(&staging.join("boot").join(format!("vmlinuz-{kver}")), &initrd, &staging.join("usr/lib/os-release"), cmdline.trim(), &uki_path)?;
+    esp::build(&uki_path, &out.join("esp.img"), id)?;
+
+    make_ext4(&staging, &out.join("root.ext4"), id)?;
+    fs::remove_dir_all(&staging).context("removing the staging tree")?;
+    Ok(())
+}
+
+/// `mkfs.ext4 -d`: an ext4 image of `tree` with a UUID and hash seed derived from `id`.
+fn make_ext4(tree: &Path, dest: &Path, id: &str) -> Result<()> {
+    let used = dir_size(tree)?;
+    // 512 MiB of room for logs, package updates and certificates; small enough that stamping
+    // and hashing a node's image stays cheap. The file stays sparse.
+    let size = (used + (512 << 20)).max(1 << 30).div_ceil(64 << 20) * (64 << 20);
+    let uuid = uuid_from(id, "root-fs");
+    let seed = uuid_from(id, "root-hash-seed");
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.args(["-q", "-F", "-L", ROOT_LABEL, "-U", &uuid, "-b", "4096", "-I", "256"])
+        .arg("-E")
+        .arg(format!("root_owner=0:0,hash_seed={seed},lazy_itable_init=1,lazy_journal_init=1,nodiscard"))
+        .arg("-d")
+        .arg(tree)
+        .arg(dest)
+        .arg(format!("{}k", size / 1024))
+        .env("E2FSPROGS_FAKE_TIME", source_date_epoch().to_string())
+        .env("SOURCE_DATE_EPOCH", source_date_epoch().to_string());
+    run(&mut cmd).context("creating the root filesystem image")?;
+    Ok(())
+}
+
+fn dir_size(p: &Path) -> Result<u64> {
+    let out = run(Command::new("du").args(["-sb"]).arg(p))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().next().and_then(|s| s.parse().ok()).context("parsing du output")
+}
+
+/// An RFC 4122 (version 4 layout) UUID string derived from `id` and `role`.
+pub fn uuid_from(id: &str, role: &str) -> String {
+    let d = Sha256::digest(format!("{id}\0{role}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_list(path: &Path) -> Result<Vec<String>> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+fn hash_file(h: &mut Sha256, path: &Path) -> Result<()> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    h.update(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
+    h.update((data.len() as u64).to_le_bytes());
+    h.update(&data);
+    Ok(())
+}
+
+/// Hash a tree: sorted relative paths, modes, symlink targets and contents.
+fn hash_tree(h: &mut Sha256, top: &Path) -> Result<()> {
+    fn walk(h: &mut Sha256, top: &Path, dir: &Path) -> Result<()> {
+        let mut entries: Vec<PathBuf> = fs::read_dir(dir)?.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            let meta = fs::symlink_metadata(&p)?;
+            let rel = p.strip_prefix(top).unwrap().to_string_lossy().into_owned();
+            h.update(rel.as_bytes());
+            h.update(meta.permissions().mode().to_le_bytes());
+            if meta.file_type().is_symlink() {
+                h.update(fs::read_link(&p)?.to_string_lossy().as_bytes());
+            } else if meta.is_dir() {
+                walk(h, top, &p)?;
+            } else {
+                h.update(fs::read(&p)?);
+            }
+            h.update([0]);
+        }
+        Ok(())
+    }
+    if top.is_dir() {
+        walk(h, top, top)?;
+    }
+    Ok(())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_keep_list_last_match_wins() {
+        let keep: Vec<String> = ["net/*", "!net/wireless/*", "drivers/nvme/*"].iter().map(|s| s.to_string()).collect();
+        assert!(module_kept("net/ipv6/ipv6.ko", &keep));
+        assert!(!module_kept("net/wireless/cfg80211.ko", &keep));
+        assert!(module_kept("drivers/nvme/host/nvme.ko", &keep));
+        assert!(!module_kept("sound/core/snd.ko", &keep));
+    }
+
+    #[test]
+    fn derived_uuids_are_stable_and_well_formed() {
+        let a = uuid_from("abc", "root-fs");
+        assert_eq!(a, uuid_from("abc", "root-fs"));
+        assert_ne!(a, uuid_from("abc", "esp"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+
+    #[test]
+    fn tree_hash_sees_content_mode_and_names() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), "x").unwrap();
+        let digest = |p: &Path| {
+            let mut h = Sha256::new();
+            hash_tree(&mut h, p).unwrap();
+            hex(&h.finalize())
+        };
+        let first = digest(d.path());
+        assert_eq!(first, digest(d.path()));
+        std::fs::write(d.path().join("a"), "y").unwrap();
+        let second = digest(d.path());
+        assert_ne!(first, second);
+        std::fs::set_permissions(d.path().join("a"), fs::Permissions::from_mode(0o755)).unwrap();
+        assert_ne!(second, digest(d.path()));
+    }
 }

@@ -39,8 +39,16 @@ pub const FAT32_MIN_BYTES: u64 = 34 * 1024 * 1024;
 /// Build a FAT volume of exactly `size` bytes into `out` (written from offset 0).
 /// FAT32 when `size >= FAT32_MIN_BYTES`, else FAT16/FAT12 (flat volumes only).
 pub fn build(out: &mut File, size: u64, label: &str, volume_id: u32, files: &[FatFile<'_>]) -> Result<()> {
+    let bytes = build_bytes(size, label, volume_id, files)?;
+    out.seek(SeekFrom::Start(0))?;
+    out.write_all(&bytes).context("writing the FAT volume")?;
+    Ok(())
+}
+
+/// Build a FAT volume in memory (see [`build`]).
+pub fn build_bytes(size: u64, label: &str, volume_id: u32, files: &[FatFile<'_>]) -> Result<Vec<u8>> {
     let label11 = label_bytes(label)?;
-    ensure!(size % 512 == 0, "FAT volume size {size} is not a multiple of 512");
+    ensure!(size.is_multiple_of(512), "FAT volume size {size} is not a multiple of 512");
     let fat32 = size >= FAT32_MIN_BYTES;
     if !fat32 {
         if let Some(f) = files.iter().find(|f| f.path.contains('/')) {
@@ -70,9 +78,7 @@ pub fn build(out: &mut File, size: u64, label: &str, volume_id: u32, files: &[Fa
     }
     let mut bytes = img.into_inner();
     repair(&mut bytes, &label11)?;
-    out.seek(SeekFrom::Start(0))?;
-    out.write_all(&bytes).context("writing the FAT volume")?;
-    Ok(())
+    Ok(bytes)
 }
 
 fn label_bytes(label: &str) -> Result<[u8; 11]> {

@@ -3,11 +3,20 @@
 
 pub mod atomic;
 pub mod base;
+pub mod build;
 pub mod check;
 pub mod data;
 pub mod diag;
+pub mod diskimage;
+pub mod esp;
 pub mod fat;
 pub mod fleet;
+pub mod gpt;
+pub mod hostcmd;
+pub mod initramfs;
+pub mod manifest;
+pub mod qemu;
+pub mod uki;
 
 /// Exit codes: 0 success, 1 invalid input (fleet, profiles, hardware), 2 usage error (clap),
 /// 3 missing host tool or environment problem, 4 build failure.

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use mmbuild::build::{self, BuildOptions, ImageFormat, Outcome};
+use mmbuild::hostcmd::MissingTool;
 use mmbuild::{check, exit};
 
 #[derive(Parser)]
@@ -46,18 +48,129 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build every node's disk image (and install media) into an output directory.
+    ///
+    /// The common base OS (Debian bookworm root, initramfs, UKI, ESP) is built once and cached by
+    /// content hash under --cache; each node then costs one sparse copy plus its own GPT and
+    /// MMCONFIG partition. Writes DIR/<node>/disk.img, DIR/SHA256SUMS (check with
+    /// `cd DIR && sha256sum -c SHA256SUMS`) and DIR/manifest.json. Every file is written to a
+    /// temporary name and renamed when complete: a killed build leaves no partial output.
+    Build {
+        /// The fleet inventory.
+        fleet: PathBuf,
+        /// Output directory.
+        #[arg(long, short, value_name = "DIR")]
+        out: PathBuf,
+        /// Build only this node (repeatable); default: every node.
+        #[arg(long = "node", value_name = "NAME")]
+        nodes: Vec<String>,
+        /// Disk image format.
+        #[arg(long, value_enum, default_value = "raw")]
+        format: ImageFormat,
+        /// Only the kickstart and OEMDRV install media; no base OS, no disk images.
+        #[arg(long)]
+        kickstart_only: bool,
+        /// Nodes built in parallel (default: the number of CPUs).
+        #[arg(long, short)]
+        jobs: Option<usize>,
+        /// Cache directory for the base OS and downloaded packages [default: $MM_CACHE or /var/cache/micromirror].
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        /// Directory with the static on-node binaries mm-firstboot and mm-sync
+        /// [default: $MM_NODE_BIN or target/x86_64-unknown-linux-musl/release of this source tree].
+        #[arg(long, value_name = "DIR")]
+        node_bin: Option<PathBuf>,
+        /// No progress output, only errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Boot a node image under QEMU + OVMF with the serial console on this terminal.
+    ///
+    /// Uses KVM when it really works (probed by booting the firmware), TCG otherwise; force with
+    /// MM_QEMU_ACCEL=kvm|tcg. User networking with the guest's ports 80 and 873 forwarded to
+    /// 127.0.0.1. Quit with Ctrl-A X.
+    Qemu {
+        /// A disk image from `mmbuild build` (raw or .qcow2).
+        image: PathBuf,
+        /// Attach a data disk: a size (8G, 512M) for a new blank sparse disk, or an image file (repeatable).
+        #[arg(long = "data-disk", value_name = "SIZE|FILE")]
+        data_disks: Vec<String>,
+        /// Host port for the guest's HTTP (80).
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Host port for the guest's rsync daemon (873).
+        #[arg(long, default_value_t = 8873)]
+        rsync_port: u16,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// Discard the guest's writes to the image.
+        #[arg(long)]
+        snapshot: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { fleet, json } => check::run(&fleet, cli.data.as_deref(), json),
+        Command::Build { fleet, out, nodes, format, kickstart_only, jobs, cache, node_bin, quiet } => {
+            let opts = BuildOptions {
+                fleet,
+                data: cli.data.clone(),
+                out,
+                nodes,
+                format,
+                kickstart_only,
+                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                cache: cache.unwrap_or_else(build::default_cache),
+                node_bin: node_bin.unwrap_or_else(build::default_node_bin),
+                quiet,
+            };
+            build::run_build(&opts).map(|outcome| match outcome {
+                Outcome::Built(_) => ExitCode::SUCCESS,
+                Outcome::InvalidInput(msg) => {
+                    eprint!("{msg}");
+                    if !msg.ends_with('\n') {
+                        eprintln!();
+                    }
+                    ExitCode::from(exit::INVALID_INPUT)
+                }
+            })
+        }
+        Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
+            run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
+        }
     };
     match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("mmbuild: error: {err:#}");
-            ExitCode::from(exit::BUILD_FAILED)
+            let code = if err.chain().any(|e| e.downcast_ref::<MissingTool>().is_some()) { exit::ENVIRONMENT } else { exit::BUILD_FAILED };
+            ExitCode::from(code)
         }
     }
+}
+
+fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memory: u32, snapshot: bool) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use mmbuild::qemu::{self, Vm, VmOptions};
+    let scratch = std::env::temp_dir().join(format!("mmbuild-qemu-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let mut opts = VmOptions::new(image);
+    for (i, spec) in data_disks.iter().enumerate() {
+        let disk = qemu::data_disk(spec, &scratch, i)?;
+        eprintln!("mmbuild: data disk {i}: {}", disk.display());
+        opts.data_disks.push(disk);
+    }
+    opts.forwards = vec![(http, 80), (rsync, 873)];
+    opts.memory_mib = memory;
+    opts.snapshot = snapshot;
+    let vm = Vm::start(&opts)?;
+    eprintln!(
+        "mmbuild: booting with {:?}; http://127.0.0.1:{http}/ and rsync://127.0.0.1:{rsync}/ once up; Ctrl-A X quits",
+        vm.accel
+    );
+    let status = vm.wait()?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(exit::BUILD_FAILED) })
 }

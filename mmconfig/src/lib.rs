@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
-mod disk;
-pub use disk::{Bus, DiskRule};
+pub mod disk;
+pub use disk::{Bus, DiskFacts, DiskRule};
 
 /// Version of the [`NodeConfig`] layout. Bump when a field changes meaning.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -1,0 +1,251 @@
+//! Booting node images under QEMU + OVMF: for operators (`mmbuild qemu`) and for tests (`Vm`).
+//!
+//! KVM is used only when it really works: `/dev/kvm` can exist and still fail every guest
+//! ("KVM internal error"), so the probe boots OVMF for a few seconds and looks at what it printed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::hostcmd::require_tool;
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// The MAC of the first NIC; tests pin nodes to it.
+pub const GUEST_MAC: &str = "52:54:00:12:34:56";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    pub image: PathBuf,
+    /// Extra virtio disks (data disks), in order; each gets serial `MMDISK<n>`.
+    pub data_disks: Vec<PathBuf>,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// host port -> guest port, on 127.0.0.1.
+    pub forwards: Vec<(u16, u16)>,
+    /// Discard writes to the image (the image file stays as built).
+    pub snapshot: bool,
+    /// Serial console to this file (tests); None = on the terminal.
+    pub serial_log: Option<PathBuf>,
+    /// None = probe.
+    pub accel: Option<Accel>,
+}
+
+impl VmOptions {
+    pub fn new(image: impl Into<PathBuf>) -> Self {
+        VmOptions {
+            image: image.into(),
+            data_disks: Vec::new(),
+            memory_mib: 1024,
+            cpus: 2,
+            forwards: Vec::new(),
+            snapshot: false,
+            serial_log: None,
+            accel: None,
+        }
+    }
+}
+
+/// A running VM; killed when dropped.
+pub struct Vm {
+    child: Child,
+    serial: Option<PathBuf>,
+    _vars: tempfile::TempDir,
+    pub accel: Accel,
+    pub started: Instant,
+}
+
+/// `MM_QEMU_ACCEL=kvm|tcg` forces the choice; otherwise probe once per process.
+pub fn accel() -> Accel {
+    static CHOICE: OnceLock<Accel> = OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var("MM_QEMU_ACCEL").as_deref() {
+        Ok("kvm") => Accel::Kvm,
+        Ok("tcg") => Accel::Tcg,
+        _ => {
+            if kvm_works() {
+                Accel::Kvm
+            } else {
+                Accel::Tcg
+            }
+        }
+    })
+}
+
+fn kvm_works() -> bool {
+    if fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return false;
+    }
+    let Ok(dir) = tempfile::tempdir() else { return false };
+    let vars = dir.path().join("vars.fd");
+    let serial = dir.path().join("serial.log");
+    if fs::copy(OVMF_VARS, &vars).is_err() {
+        return false;
+    }
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-machine", "q35", "-m", "256", "-nodefaults", "-display", "none", "-net", "none"])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else { return false };
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut ok = false;
+    while Instant::now() < deadline {
+        let text = fs::read_to_string(&serial).unwrap_or_default();
+        // OVMF's boot manager prints these once the firmware really runs.
+        if text.contains("BdsDxe") || text.contains("Shell>") {
+            ok = true;
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    ok
+}
+
+impl Vm {
+    pub fn start(opts: &VmOptions) -> Result<Vm> {
+        require_tool("qemu-system-x86_64", "qemu-system-x86 (from bookworm-backports)")?;
+        for f in [OVMF_CODE, OVMF_VARS] {
+            if !Path::new(f).is_file() {
+                bail!("{f} is missing: install the Debian package `ovmf`");
+            }
+        }
+        if !opts.image.is_file() {
+            bail!("{}: no such disk image (build it with `mmbuild build`)", opts.image.display());
+        }
+        let vars_dir = tempfile::tempdir().context("creating a directory for the UEFI variables")?;
+        let vars = vars_dir.path().join("OVMF_VARS.fd");
+        fs::copy(OVMF_VARS, &vars).context("copying the UEFI variable store")?;
+        let accel = opts.accel.unwrap_or_else(accel);
+        let format = if opts.image.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
+
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-machine", "q35", "-nodefaults", "-display", "none", "-no-reboot"]);
+        match accel {
+            Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
+        };
+        cmd.args(["-m", &opts.memory_mib.to_string(), "-smp", &opts.cpus.to_string()]);
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
+        let snap = if opts.snapshot { ",snapshot=on" } else { "" };
+        cmd.arg("-drive").arg(format!("file={},format={format},if=none,id=boot{snap}", opts.image.display()));
+        cmd.args(["-device", "virtio-blk-pci,drive=boot,serial=MMBOOT,bootindex=0"]);
+        for (i, disk) in opts.data_disks.iter().enumerate() {
+            cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=data{i}", disk.display()));
+            cmd.arg("-device").arg(format!("virtio-blk-pci,drive=data{i},serial=MMDISK{i}"));
+        }
+        let fwd: String = opts.forwards.iter().map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}")).collect();
+        cmd.arg("-netdev").arg(format!("user,id=net0,ipv6=on{fwd}"));
+        cmd.arg("-device").arg(format!("virtio-net-pci,netdev=net0,mac={GUEST_MAC}"));
+        match &opts.serial_log {
+            Some(log) => {
+                cmd.arg("-serial").arg(format!("file:{}", log.display()));
+                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            }
+            None => {
+                cmd.args(["-serial", "mon:stdio"]);
+            }
+        }
+        let child = cmd.spawn().context("starting qemu-system-x86_64")?;
+        Ok(Vm { child, serial: opts.serial_log.clone(), _vars: vars_dir, accel, started: Instant::now() })
+    }
+
+    /// What the guest printed on its serial console so far.
+    pub fn serial(&self) -> String {
+        self.serial.as_ref().and_then(|p| fs::read(p).ok()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    /// Wait until the serial console shows `needle`; error (with the console's tail) on timeout
+    /// or if QEMU exits.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<Duration> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.serial().contains(needle) {
+                return Ok(self.started.elapsed());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("QEMU exited ({status}) before the console showed {needle:?}; console tail:\n{}", self.tail(40));
+            }
+            if Instant::now() > deadline {
+                bail!("the console did not show {needle:?} within {} s; console tail:\n{}", timeout.as_secs(), self.tail(40));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn tail(&self, lines: usize) -> String {
+        let s = self.serial();
+        let all: Vec<&str> = s.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Wait for the guest to power off by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        bail!("the VM did not power off within {} s", timeout.as_secs())
+    }
+
+    /// Run interactively until QEMU exits (operator use).
+    pub fn wait(mut self) -> Result<std::process::ExitStatus> {
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `SIZE` (e.g. `8G`, `512M`) creates a sparse blank disk in `dir`; anything else is a path.
+pub fn data_disk(spec: &str, dir: &Path, index: usize) -> Result<PathBuf> {
+    let (num, mult) = match spec.chars().last() {
+        Some('G') | Some('g') => (&spec[..spec.len() - 1], 1u64 << 30),
+        Some('M') | Some('m') => (&spec[..spec.len() - 1], 1u64 << 20),
+        _ => (spec, 0),
+    };
+    match (mult, num.parse::<u64>()) {
+        (m, Ok(n)) if m > 0 => {
+            let path = dir.join(format!("data{index}.img"));
+            let f = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            f.set_len(n * m)?;
+            Ok(path)
+        }
+        _ => {
+            let p = PathBuf::from(spec);
+            if !p.exists() {
+                bail!("--data-disk {spec}: neither a size (8G, 512M) nor an existing file");
+            }
+            Ok(p)
+        }
+    }
+}
