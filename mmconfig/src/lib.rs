@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod disk;
-pub use disk::{Bus, DiskFacts, DiskRule};
+pub use disk::{glob_match, Bus, DiskFacts, DiskRule};
 
 /// Version of the [`NodeConfig`] layout. Bump when a field changes meaning.
 pub const SCHEMA_VERSION: u32 = 1;
