@@ -1,7 +1,12 @@
 //! mm-firstboot and mm-sync: bring a micro-mirror node to the state its configuration describes.
 
+pub mod apply;
+pub mod config;
+pub mod console;
 pub mod files;
 pub mod network;
+pub mod probe;
+pub mod run;
 pub mod storage;
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ pub fn render_nm_keyfiles(cfg: &NodeConfig, ports: &[&Nic]) -> Vec<RenderedFile>
 /// /etc/hostname, /etc/hosts and /etc/resolv.conf (no resolver daemon on the node).
 pub fn render_host_identity(cfg: &NodeConfig) -> Vec<RenderedFile> {
     let n = &cfg.node;
-    let mut hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for a in [n.ipv4.as_ref().map(|a| &a.address), n.ipv6.as_ref().map(|a| &a.address)].into_iter().flatten() {
         let ip = a.split('/').next().unwrap_or(a);
         let _ = writeln!(hosts, "{ip}\t{} {}", n.fqdn, n.name);

@@ -71,7 +71,9 @@ pub struct Plan {
 }
 
 fn describe(d: &Disk) -> String {
-    format!("{} ({} {:.0} GB, serial {})", d.facts.kname, d.facts.model.trim(), d.facts.size_bytes as f64 / 1e9, d.facts.serial)
+    let model = d.facts.model.trim();
+    let model = if model.is_empty() { String::new() } else { format!("{model}, ") };
+    format!("{} ({model}{:.0} GB, serial {})", d.facts.kname, d.facts.size_bytes as f64 / 1e9, d.facts.serial)
 }
 
 /// Decide what to do with the data disk. `mounted` tells whether /srv/mirror already holds MMDATA.

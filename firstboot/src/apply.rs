@@ -1,0 +1,198 @@
+//! The small privileged layer: files under `--root`, and disk commands on explicit devices.
+//!
+//! Every operation checks its post-condition first, so a run killed at any point and started
+//! again picks up where it stopped. `MM_FIRSTBOOT_FAIL_AT=<step>` makes a step fail on purpose
+//! (fault tests).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use mmconfig::{DATA_LABEL, DATA_MOUNT};
+
+use crate::files::RenderedFile;
+use crate::probe;
+use crate::storage::Step;
+
+pub struct Host {
+    /// Target tree; `/` on a real node.
+    pub root: PathBuf,
+    fail_at: Option<String>,
+}
+
+/// Run a command; on failure, the command line and the tail of its stderr.
+pub fn cmd(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program).args(args).output().with_context(|| format!("starting {program}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(10).collect();
+        bail!("`{program} {}` failed ({}): {}", args.join(" "), out.status, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Host {
+    pub fn new(root: &Path) -> Host {
+        Host { root: root.to_path_buf(), fail_at: std::env::var("MM_FIRSTBOOT_FAIL_AT").ok() }
+    }
+
+    /// True on the real node (systemctl and udev are ours to use).
+    pub fn live(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    pub fn path(&self, on_node: &Path) -> PathBuf {
+        self.root.join(on_node.strip_prefix("/").unwrap_or(on_node))
+    }
+
+    fn checkpoint(&self, step: &str) -> Result<()> {
+        if self.fail_at.as_deref() == Some(step) {
+            bail!("injected failure at step {step} (MM_FIRSTBOOT_FAIL_AT)");
+        }
+        Ok(())
+    }
+
+    /// Install `f` atomically unless it is already there with the same contents and mode.
+    /// Returns whether anything changed.
+    pub fn install(&self, f: &RenderedFile) -> Result<bool> {
+        let dest = self.path(&f.path);
+        if let (Ok(old), Ok(meta)) = (fs::read(&dest), fs::metadata(&dest)) {
+            if old == f.contents && meta.permissions().mode() & 0o7777 == f.mode {
+                return Ok(false);
+            }
+        }
+        let dir = dest.parent().context("file without a directory")?;
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut tmp = tempfile::Builder::new().prefix(".mm-").tempfile_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+        std::io::Write::write_all(&mut tmp, &f.contents)?;
+        tmp.as_file().sync_all()?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(f.mode))?;
+        tmp.persist(&dest).with_context(|| format!("installing {}", dest.display()))?;
+        Ok(true)
+    }
+
+    /// Enable a unit by its wants symlink (works on a --root tree too).
+    pub fn enable(&self, unit: &str, target: &str) -> Result<bool> {
+        let wants = self.path(Path::new("/etc/systemd/system")).join(format!("{target}.wants"));
+        let link = wants.join(unit);
+        if fs::symlink_metadata(&link).is_ok() {
+            return Ok(false);
+        }
+        fs::create_dir_all(&wants)?;
+        let unit_path = ["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"]
+            .iter()
+            .map(|d| Path::new(d).join(unit))
+            .find(|p| self.path(p).exists())
+            .unwrap_or_else(|| Path::new("/etc/systemd/system").join(unit));
+        std::os::unix::fs::symlink(&unit_path, &link).with_context(|| format!("enabling {unit}"))?;
+        Ok(true)
+    }
+
+    pub fn step(&self, step: &Step) -> Result<()> {
+        match step {
+            Step::Wipe { device, .. } => {
+                self.checkpoint("wipe")?;
+                cmd("wipefs", &["-a", device])?;
+                cmd("sgdisk", &["--zap-all", device])?;
+            }
+            Step::PartitionWhole { device } => {
+                self.checkpoint("partition")?;
+                cmd("sgdisk", &["-o", "-n", "1:0:0", "-t", "1:8300", "-c", &format!("1:{DATA_LABEL}"), device])?;
+                self.reread(device, false)?;
+            }
+            Step::AddPartition { device } => {
+                self.checkpoint("partition")?;
+                // The image was written to a larger disk: the backup GPT sits where the image ended.
+                cmd("sgdisk", &["-e", device])?;
+                cmd("sgdisk", &["-n", "0:0:0", "-t", "0:8300", "-c", &format!("0:{DATA_LABEL}"), device])?;
+                self.reread(device, true)?;
+            }
+            Step::MakeFs { disk } => {
+                self.checkpoint("mkfs")?;
+                let part = self.data_partition(disk)?;
+                // No -f: mkfs.xfs refuses to overwrite an existing signature, a last safety net.
+                cmd("mkfs.xfs", &["-q", "-L", DATA_LABEL, &part])?;
+            }
+            Step::Grow { disk, device } => {
+                self.checkpoint("grow")?;
+                let num = fs::read_to_string(format!("/sys/class/block/{}/partition", device.trim_start_matches("/dev/")))
+                    .context("reading the partition number")?;
+                let num = num.trim();
+                let start = fs::read_to_string(format!("/sys/class/block/{}/start", device.trim_start_matches("/dev/")))?;
+                let guid = probe::blkid(device).get("PART_ENTRY_UUID").cloned().context("reading the partition GUID")?;
+                cmd("sgdisk", &["-e", disk])?;
+                // Same start, same GUID, new end: the filesystem inside is untouched.
+                cmd("sgdisk", &["-d", num, "-n", &format!("{num}:{}:0", start.trim()), "-t", &format!("{num}:8300"), "-c", &format!("{num}:{DATA_LABEL}"), "-u", &format!("{num}:{guid}"), disk])?;
+                self.reread(disk, true)?;
+                self.mount_now(device)?;
+                cmd("xfs_growfs", &[&self.path(Path::new(DATA_MOUNT)).to_string_lossy()])?;
+            }
+            Step::Mount => {
+                self.checkpoint("mount")?;
+                self.install(&mount_unit())?;
+                self.enable("srv-mirror.mount", "local-fs.target")?;
+                let part = self.find_data_fs()?;
+                self.mount_now(&part)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn reread(&self, disk: &str, in_use: bool) -> Result<()> {
+        if in_use {
+            // The boot disk is busy: tell the kernel about new/changed partitions one by one.
+            let _ = cmd("partx", &["-u", disk]);
+            let _ = cmd("partx", &["-a", disk]);
+        } else {
+            cmd("blockdev", &["--rereadpt", disk])?;
+        }
+        if self.live() {
+            let _ = cmd("udevadm", &["settle", "--timeout=10"]);
+        }
+        Ok(())
+    }
+
+    /// The MMDATA partition of `disk`, waiting briefly for its device node.
+    fn data_partition(&self, disk: &str) -> Result<String> {
+        let kname = disk.trim_start_matches("/dev/");
+        for _ in 0..50 {
+            let mut parts: Vec<String> = fs::read_dir(format!("/sys/block/{kname}"))?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(kname) && n != kname)
+                .collect();
+            parts.sort();
+            for p in parts {
+                let dev = format!("/dev/{p}");
+                if Path::new(&dev).exists() && probe::blkid(&dev).get("PART_ENTRY_NAME").is_some_and(|n| n == DATA_LABEL) {
+                    return Ok(dev);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("no partition named {DATA_LABEL} appeared on {disk}")
+    }
+
+    fn find_data_fs(&self) -> Result<String> {
+        let out = cmd("blkid", &["-l", "-o", "device", "-t", &format!("LABEL={DATA_LABEL}")]).unwrap_or_default();
+        out.lines().next().map(String::from).with_context(|| format!("no filesystem labelled {DATA_LABEL} found"))
+    }
+
+    fn mount_now(&self, device: &str) -> Result<()> {
+        let mp = self.path(Path::new(DATA_MOUNT));
+        if probe::mount_source(&mp).is_some() {
+            return Ok(());
+        }
+        fs::create_dir_all(&mp)?;
+        cmd("mount", &["-t", "xfs", "-o", "noatime", device, &mp.to_string_lossy()])?;
+        Ok(())
+    }
+}
+
+/// srv-mirror.mount: the data filesystem by label, so kernel names never matter.
+pub fn mount_unit() -> RenderedFile {
+    RenderedFile::new("/etc/systemd/system/srv-mirror.mount", 0o644, include_str!("../../overlays/firstboot/srv-mirror.mount"))
+}

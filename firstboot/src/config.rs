@@ -1,0 +1,54 @@
+//! Finding the node configuration: `--config`, the MMCONFIG partition, or the installed copy.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use mmconfig::{NodeConfig, CONFIG_LABEL, INSTALLED_CONFIG, NODE_CONFIG_FILE};
+
+use crate::apply::{cmd, Host};
+use crate::files::RenderedFile;
+
+/// Where the configuration came from, for the log.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: NodeConfig,
+    pub source: String,
+}
+
+/// `explicit`, else node.toml on the partition labelled MMCONFIG (image installs; it wins so an
+/// operator can fix a node by editing that small FAT partition), else the installed copy
+/// (kickstart installs). The chosen config is installed at /etc/micromirror/node.toml.
+pub fn load(host: &Host, explicit: Option<&Path>) -> Result<Loaded> {
+    let loaded = if let Some(p) = explicit {
+        Loaded { config: NodeConfig::load(p)?, source: p.display().to_string() }
+    } else if let Some(text) = read_config_partition()? {
+        let config = NodeConfig::from_toml(&text, "MMCONFIG:/node.toml")?;
+        Loaded { config, source: format!("partition {CONFIG_LABEL}") }
+    } else {
+        let installed = host.path(Path::new(INSTALLED_CONFIG));
+        let config = NodeConfig::load(&installed).with_context(|| {
+            format!("no {CONFIG_LABEL} partition and no {}: this machine has no node configuration", installed.display())
+        })?;
+        Loaded { config, source: installed.display().to_string() }
+    };
+    host.install(&RenderedFile::new(INSTALLED_CONFIG, 0o644, loaded.config.to_toml()))?;
+    Ok(loaded)
+}
+
+fn read_config_partition() -> Result<Option<String>> {
+    let dev = PathBuf::from(format!("/dev/disk/by-label/{CONFIG_LABEL}"));
+    let dev = if dev.exists() {
+        dev.to_string_lossy().into_owned()
+    } else {
+        match cmd("blkid", &["-l", "-o", "device", "-t", &format!("LABEL={CONFIG_LABEL}")]) {
+            Ok(out) if !out.trim().is_empty() => out.trim().to_string(),
+            _ => return Ok(None),
+        }
+    };
+    let mnt = tempfile::Builder::new().prefix("mm-config.").tempdir_in("/run").or_else(|_| tempfile::tempdir())?;
+    let mp = mnt.path().to_string_lossy().into_owned();
+    cmd("mount", &["-t", "vfat", "-o", "ro", &dev, &mp]).with_context(|| format!("mounting the {CONFIG_LABEL} partition {dev}"))?;
+    let text = std::fs::read_to_string(mnt.path().join(NODE_CONFIG_FILE));
+    let _ = cmd("umount", &[&mp]);
+    Ok(Some(text.with_context(|| format!("reading {NODE_CONFIG_FILE} from {dev}"))?))
+}

@@ -1,0 +1,146 @@
+//! The status report for remote hands: on the console, in /etc/issue, and as JSON.
+
+use std::path::Path;
+use std::process::Command;
+
+use mmconfig::{NodeConfig, DATA_MOUNT};
+use serde::Serialize;
+
+use crate::apply::Host;
+use crate::network::{self, Nic};
+use crate::probe;
+use crate::run::RunState;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub fqdn: String,
+    pub lines: Vec<String>,
+    /// What is wrong and what to check; empty when all is well.
+    pub problems: Vec<String>,
+}
+
+impl Status {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The verdict line, also the marker the QEMU tests wait for.
+    pub fn verdict(&self) -> String {
+        if self.ok() {
+            format!("mm-firstboot: {} ready - ALL GOOD, you can leave", self.fqdn)
+        } else {
+            format!("mm-firstboot: {} NEEDS ATTENTION: {}", self.fqdn, self.problems[0])
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = format!("==== Micro Mirror {} ====\n", self.fqdn);
+        for l in &self.lines {
+            s.push_str(&format!("  {l}\n"));
+        }
+        for p in &self.problems {
+            s.push_str(&format!("  PROBLEM: {p}\n"));
+        }
+        s.push_str(&self.verdict());
+        s.push('\n');
+        s
+    }
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Ok(how) when the gateway answered; Err(details) otherwise.
+fn gateway_answers(gw: &str) -> Result<&'static str, String> {
+    let ping = Command::new("ping").args(["-c", "1", "-W", "2", gw]).output();
+    if ping.as_ref().is_ok_and(|o| o.status.success()) {
+        return Ok("answers ping");
+    }
+    // Some gateways (and QEMU's user network) drop ICMP: a resolved neighbour entry means the
+    // gateway answered ARP/ND, which is what a cabling check needs.
+    let neigh = output("ip", &["neigh", "show", "to", gw]).unwrap_or_default();
+    if neigh.contains("lladdr") {
+        return Ok("answers ARP/ND (no ping reply)");
+    }
+    let why = ping.map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string()).unwrap_or_else(|e| e.to_string());
+    Err(format!("ping: {why}; neighbour: {}", neigh.trim()))
+}
+
+/// Look at the machine now and judge it against the configuration and the last run.
+pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status {
+    let mut lines = Vec::new();
+    let mut problems = Vec::new();
+    lines.push(format!("sponsor: {}", cfg.node.sponsor.name.chars().filter(|c| !c.is_control()).collect::<String>()));
+
+    let nics = probe::nics();
+    let ports: Vec<&Nic> = network::select_ports(cfg, &nics);
+    for n in &nics {
+        let used = ports.iter().any(|p| p.name == n.name);
+        lines.push(format!("port {} ({}, {}): link {}{}", n.name, n.mac, n.driver, if n.carrier { "UP" } else { "down" }, if used { " [uplink]" } else { "" }));
+    }
+    if ports.is_empty() {
+        problems.push(match &cfg.node.interface_mac {
+            Some(mac) => format!("no network port with MAC {mac}: check the fleet's interface.mac or the NIC"),
+            None => format!("no network port matches drivers {:?}: is the network card seated?", cfg.hardware.network.nic.drivers),
+        });
+    }
+    for p in &ports {
+        if !p.carrier {
+            problems.push(format!("no link on port {} (MAC {}): plug the uplink cable into this port and check the switch port", p.name, p.mac));
+        }
+    }
+    if let Some(addrs) = output("ip", &["-brief", "address"]) {
+        // Only interfaces that carry addresses (not lo, not an idle bond0 the driver created).
+        for l in addrs.lines().filter(|l| !l.starts_with("lo ") && l.split_whitespace().count() > 2) {
+            lines.push(format!("address {}", l.split_whitespace().collect::<Vec<_>>().join(" ")));
+        }
+    }
+    for gw in [cfg.node.ipv4.as_ref().map(|a| &a.gateway), cfg.node.ipv6.as_ref().map(|a| &a.gateway)].into_iter().flatten() {
+        if host.live() && !ports.is_empty() {
+            match gateway_answers(gw) {
+                Ok(how) => lines.push(format!("gateway {gw}: {how}")),
+                Err(details) => problems.push(format!("gateway {gw} does not answer: check the cable and the sponsor's switch port/VLAN ({details})")),
+            }
+        }
+    }
+
+    let mp = host.path(Path::new(DATA_MOUNT));
+    match probe::mount_source(&mp) {
+        Some(src) => {
+            let df = output("df", &["-B1", "--output=avail,size", &mp.to_string_lossy()]).unwrap_or_default();
+            let nums: Vec<u64> = df.lines().nth(1).unwrap_or("").split_whitespace().filter_map(|n| n.parse().ok()).collect();
+            let free = nums.first().map(|b| format!(", {:.1} GB free of {:.1} GB", *b as f64 / 1e9, nums.get(1).copied().unwrap_or(0) as f64 / 1e9)).unwrap_or_default();
+            lines.push(format!("data disk: {src} mounted at {DATA_MOUNT}{free}"));
+        }
+        None => problems.push(format!("the data disk is not mounted at {DATA_MOUNT}: see the storage lines above")),
+    }
+    if let Some(last) = last {
+        if let Some(d) = &last.data_disk {
+            lines.push(format!("data disk chosen: {d}"));
+        }
+        for p in &last.problems {
+            if !problems.contains(p) {
+                problems.insert(0, p.clone());
+            }
+        }
+    } else {
+        problems.push("mm-firstboot has not run yet".into());
+    }
+    if host.live() {
+        let units = ["mm-firstboot.service", "systemd-networkd.service", "nginx.service", "rsync.service"];
+        let states: Vec<String> = units
+            .iter()
+            .filter(|u| output("systemctl", &["cat", u]).is_some())
+            .map(|u| format!("{} {}", u.trim_end_matches(".service"), output("systemctl", &["is-active", u]).unwrap_or_else(|| "inactive".into()).trim()))
+            .collect();
+        lines.push(format!("services: {}", states.join(", ")));
+        for s in &states {
+            if s.ends_with(" failed") {
+                problems.push(format!("service {} failed: the mirror team can see why with journalctl; nothing to do on site", s.split(' ').next().unwrap_or("")));
+            }
+        }
+    }
+    Status { fqdn: cfg.node.fqdn.clone(), lines, problems }
+}

@@ -1,0 +1,266 @@
+//! Observing the machine: disks (sysfs + blkid), network ports (sysfs), mounts.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use mmconfig::{Bus, DiskFacts, CONFIG_LABEL, DATA_LABEL};
+
+use crate::network::Nic;
+use crate::storage::{Content, Disk};
+
+/// Test and recovery override: consider only this device, with this bus and serial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskOverride {
+    pub device: String,
+    pub bus: Option<Bus>,
+    pub serial: Option<String>,
+}
+
+impl std::str::FromStr for DiskOverride {
+    type Err = String;
+    /// `DEVICE[:BUS[:SERIAL]]`, e.g. `/dev/loop3:virtio:D1`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.splitn(3, ':');
+        let device = parts.next().unwrap_or_default().to_string();
+        if !device.starts_with("/dev/") {
+            return Err(format!("{s}: expected /dev/NAME[:BUS[:SERIAL]]"));
+        }
+        let bus = match parts.next() {
+            None | Some("") => None,
+            Some(b) => Some(
+                serde_json::from_value::<Bus>(serde_json::Value::String(b.into()))
+                    .map_err(|_| format!("{s}: unknown bus {b} (sata, nvme, virtio, usb, scsi)"))?,
+            ),
+        };
+        Ok(DiskOverride { device, bus, serial: parts.next().map(String::from) })
+    }
+}
+
+fn read_trim(p: &Path) -> String {
+    fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// `blkid -p -o export DEV` as a map (empty when there is no signature).
+pub fn blkid(dev: &str) -> BTreeMap<String, String> {
+    let out = Command::new("blkid").args(["-p", "-o", "export", dev]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn bus_of(sys_block: &Path) -> Option<Bus> {
+    let real = fs::canonicalize(sys_block).ok()?.to_string_lossy().into_owned();
+    Some(if real.contains("/virtio") {
+        Bus::Virtio
+    } else if real.contains("/nvme") {
+        Bus::Nvme
+    } else if real.contains("/usb") {
+        Bus::Usb
+    } else if real.contains("/ata") {
+        Bus::Sata
+    } else if real.contains("/host") || real.contains("/target") {
+        Bus::Scsi
+    } else {
+        return None;
+    })
+}
+
+fn by_path(kname: &str) -> Option<String> {
+    let mut names: Vec<String> = fs::read_dir("/dev/disk/by-path")
+        .ok()?
+        .flatten()
+        .filter(|e| fs::read_link(e.path()).is_ok_and(|t| t.file_name().is_some_and(|n| n == kname)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.into_iter().next()
+}
+
+struct Part {
+    dev: String,
+    start: u64,
+    size: u64,
+    info: BTreeMap<String, String>,
+}
+
+/// Every disk worth considering, with its content classified.
+pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Vec<Disk>> {
+    let mut names: Vec<(String, Option<&DiskOverride>)> = Vec::new();
+    if overrides.is_empty() {
+        for e in fs::read_dir("/sys/block").context("reading /sys/block")?.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if ["loop", "ram", "zram", "sr", "dm-", "md", "nbd", "fd"].iter().any(|p| n.starts_with(p)) {
+                continue;
+            }
+            names.push((n, None));
+        }
+    } else {
+        for o in overrides {
+            names.push((o.device.trim_start_matches("/dev/").to_string(), Some(o)));
+        }
+    }
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    for (kname, ov) in names {
+        let sys = PathBuf::from("/sys/block").join(&kname);
+        if !sys.exists() {
+            anyhow::bail!("/dev/{kname}: no such block device");
+        }
+        let size_bytes = read_trim(&sys.join("size")).parse::<u64>().unwrap_or(0) * 512;
+        let serial = ov.and_then(|o| o.serial.clone()).unwrap_or_else(|| {
+            let s = read_trim(&sys.join("device/serial"));
+            if s.is_empty() { read_trim(&sys.join("serial")) } else { s }
+        });
+        let facts = DiskFacts {
+            kname: kname.clone(),
+            bus: ov.and_then(|o| o.bus).or_else(|| bus_of(&sys)),
+            model: read_trim(&sys.join("device/model")),
+            serial,
+            by_path: by_path(&kname),
+            size_bytes,
+            removable: read_trim(&sys.join("removable")) == "1",
+        };
+        let device = format!("/dev/{kname}");
+        let mut parts: Vec<Part> = fs::read_dir(&sys)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&kname) && e.path().join("partition").exists())
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let dev = format!("/dev/{name}");
+                Part {
+                    start: read_trim(&e.path().join("start")).parse().unwrap_or(0),
+                    size: read_trim(&e.path().join("size")).parse().unwrap_or(0),
+                    info: blkid(&dev),
+                    dev,
+                }
+            })
+            .collect();
+        parts.sort_by_key(|p| p.start);
+        let whole = blkid(&device);
+        let is_boot = parts.iter().any(|p| {
+            p.info.get("LABEL").is_some_and(|l| l == CONFIG_LABEL || l == "mmroot") || root_source == Some(p.dev.as_str())
+        }) || root_source == Some(device.as_str());
+        let last_end = parts.iter().map(|p| (p.start + p.size) * 512).max().unwrap_or(0);
+        // The backup GPT needs 33 sectors at the very end.
+        let free_tail_bytes = size_bytes.saturating_sub(last_end).saturating_sub(1 << 20);
+        let content = classify(&device, size_bytes, &whole, &parts);
+        out.push(Disk { facts, device, content, is_boot, free_tail_bytes });
+    }
+    Ok(out)
+}
+
+fn classify(device: &str, size: u64, whole: &BTreeMap<String, String>, parts: &[Part]) -> Content {
+    if let Some(p) = parts.iter().find(|p| p.info.get("LABEL").is_some_and(|l| l == DATA_LABEL) && p.info.get("TYPE").is_some_and(|t| t == "xfs")) {
+        let is_last = parts.last().is_some_and(|l| l.dev == p.dev);
+        let part_end = (p.start + p.size) * 512;
+        return Content::MmData {
+            device: p.dev.clone(),
+            fs_bytes: p.size * 512,
+            part_bytes: p.size * 512,
+            // Worth growing when at least 1 GiB (beyond the backup GPT) lies unused after it.
+            growable: is_last && size.saturating_sub(part_end) > (1 << 30) + (1 << 20),
+        };
+    }
+    if whole.get("LABEL").is_some_and(|l| l == DATA_LABEL) && whole.get("TYPE").is_some_and(|t| t == "xfs") {
+        return Content::MmData { device: device.into(), fs_bytes: size, part_bytes: size, growable: false };
+    }
+    if whole.get("PTTYPE").is_some_and(|t| t == "gpt")
+        && parts.len() == 1
+        && parts[0].info.get("PART_ENTRY_NAME").is_some_and(|n| n == DATA_LABEL)
+        && !parts[0].info.contains_key("TYPE")
+    {
+        return Content::MmPartition { device: parts[0].dev.clone() };
+    }
+    if let Some(t) = whole.get("TYPE") {
+        let label = whole.get("LABEL").map(|l| format!(" labelled \"{l}\"")).unwrap_or_default();
+        return Content::Foreign { what: format!("a {t} filesystem{label}") };
+    }
+    if let Some(pt) = whole.get("PTTYPE") {
+        let fs: Vec<String> = parts
+            .iter()
+            .map(|p| format!("{}{}", p.info.get("TYPE").map_or("no filesystem", String::as_str), p.info.get("LABEL").map(|l| format!(" \"{l}\"")).unwrap_or_default()))
+            .collect();
+        return Content::Foreign { what: format!("a {pt} partition table with {} partition(s) ({})", parts.len(), fs.join(", ")) };
+    }
+    if !parts.is_empty() {
+        return Content::Foreign { what: format!("{} partition(s)", parts.len()) };
+    }
+    match nonzero_edges(device, size) {
+        Ok(false) => Content::Blank,
+        Ok(true) => Content::Foreign { what: "non-zero data in its first or last MiB (unknown content)".into() },
+        Err(e) => Content::Foreign { what: format!("unreadable content ({e})") },
+    }
+}
+
+/// Whether the first or last MiB of the device holds anything but zeros.
+fn nonzero_edges(device: &str, size: u64) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(device)?;
+    let mut buf = vec![0u8; 1 << 20];
+    for off in [0, size.saturating_sub(1 << 20)] {
+        f.seek(SeekFrom::Start(off))?;
+        let n = f.read(&mut buf)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Source device of the filesystem mounted at `mountpoint`, from /proc/self/mounts.
+pub fn mount_source(mountpoint: &Path) -> Option<String> {
+    let want = mountpoint.to_string_lossy().trim_end_matches('/').to_string();
+    let want = if want.is_empty() { "/".to_string() } else { want };
+    let text = fs::read_to_string("/proc/self/mounts").ok()?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.replace("\\040", " ")))
+        })
+        .filter(|(_, mp)| *mp == want)
+        .map(|(src, _)| src)
+        .next_back()
+}
+
+/// Network ports (physical ones: those with a device link), sorted by name.
+pub fn nics() -> Vec<Nic> {
+    let mut out: Vec<Nic> = fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("device").exists())
+        .map(|e| {
+            let p = e.path();
+            let driver = fs::read_link(p.join("device/driver"))
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_default();
+            Nic {
+                name: e.file_name().to_string_lossy().into_owned(),
+                mac: read_trim(&p.join("address")),
+                // virtio-net's driver is virtio_net on the virtio device, not on PCI.
+                driver,
+                carrier: read_trim(&p.join("carrier")) == "1",
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_overrides_parse() {
+        let o: DiskOverride = "/dev/loop3:virtio:D1".parse().unwrap();
+        assert_eq!(o, DiskOverride { device: "/dev/loop3".into(), bus: Some(Bus::Virtio), serial: Some("D1".into()) });
+        let o: DiskOverride = "/dev/sdb".parse().unwrap();
+        assert_eq!(o.bus, None);
+        assert!("/dev/sdb:floppy".parse::<DiskOverride>().unwrap_err().contains("unknown bus"));
+        assert!("sdb".parse::<DiskOverride>().is_err());
+    }
+}
