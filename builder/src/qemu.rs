@@ -157,7 +157,7 @@ impl Vm {
             cmd.arg("-device").arg(format!("virtio-blk-pci,drive=data{i},serial=MMDISK{i}"));
         }
         let fwd: String = opts.forwards.iter().map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}")).collect();
-        cmd.arg("-netdev").arg(format!("user,id=net0,ipv6=on{fwd}"));
+        cmd.arg("-netdev").arg(format!("user,id=net0,ipv4=on,ipv6=on{fwd}"));
         cmd.arg("-device").arg(format!("virtio-net-pci,netdev=net0,mac={GUEST_MAC}"));
         match &opts.serial_log {
             Some(log) => {

@@ -142,13 +142,13 @@ impl Host {
     }
 
     fn reread(&self, disk: &str, in_use: bool) -> Result<()> {
-        if in_use {
-            // The boot disk is busy: tell the kernel about new/changed partitions one by one.
-            let _ = cmd("partx", &["-u", disk]);
-            let _ = cmd("partx", &["-a", disk]);
-        } else {
-            cmd("blockdev", &["--rereadpt", disk])?;
+        if !in_use {
+            let _ = cmd("blockdev", &["--rereadpt", disk]);
         }
+        // A busy boot disk refuses a full re-read, and some kernels (loop devices in containers)
+        // do not scan at all: tell the kernel about the partitions one by one, which always works.
+        let _ = cmd("partx", &["-u", disk]);
+        let _ = cmd("partx", &["-a", disk]);
         if self.live() {
             let _ = cmd("udevadm", &["settle", "--timeout=10"]);
         }
@@ -166,6 +166,7 @@ impl Host {
                 .collect();
             parts.sort();
             for p in parts {
+                probe::ensure_node(&p);
                 let dev = format!("/dev/{p}");
                 if Path::new(&dev).exists() && probe::blkid(&dev).get("PART_ENTRY_NAME").is_some_and(|n| n == DATA_LABEL) {
                     return Ok(dev);

@@ -17,8 +17,8 @@ pub struct Loaded {
 
 /// `explicit`, else node.toml on the partition labelled MMCONFIG (image installs; it wins so an
 /// operator can fix a node by editing that small FAT partition), else the installed copy
-/// (kickstart installs). The chosen config is installed at /etc/micromirror/node.toml.
-pub fn load(host: &Host, explicit: Option<&Path>) -> Result<Loaded> {
+/// (kickstart installs). With `install`, the chosen config is installed at /etc/micromirror/node.toml.
+pub fn load(host: &Host, explicit: Option<&Path>, install: bool) -> Result<Loaded> {
     let loaded = if let Some(p) = explicit {
         Loaded { config: NodeConfig::load(p)?, source: p.display().to_string() }
     } else if let Some(text) = read_config_partition()? {
@@ -31,7 +31,9 @@ pub fn load(host: &Host, explicit: Option<&Path>) -> Result<Loaded> {
         })?;
         Loaded { config, source: installed.display().to_string() }
     };
-    host.install(&RenderedFile::new(INSTALLED_CONFIG, 0o644, loaded.config.to_toml()))?;
+    if install {
+        host.install(&RenderedFile::new(INSTALLED_CONFIG, 0o644, loaded.config.to_toml()))?;
+    }
     Ok(loaded)
 }
 

@@ -123,11 +123,17 @@ pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Ve
             removable: read_trim(&sys.join("removable")) == "1",
         };
         let device = format!("/dev/{kname}");
+        let whole = blkid(&device);
+        if whole.contains_key("PTTYPE") {
+            // Make sure the kernel's partition list matches the table (read-only for the disk).
+            let _ = Command::new("partx").args(["-a", &device]).output();
+        }
         let mut parts: Vec<Part> = fs::read_dir(&sys)?
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with(&kname) && e.path().join("partition").exists())
             .map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
+                ensure_node(&name);
                 let dev = format!("/dev/{name}");
                 Part {
                     start: read_trim(&e.path().join("start")).parse().unwrap_or(0),
@@ -138,7 +144,6 @@ pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Ve
             })
             .collect();
         parts.sort_by_key(|p| p.start);
-        let whole = blkid(&device);
         let is_boot = parts.iter().any(|p| {
             p.info.get("LABEL").is_some_and(|l| l == CONFIG_LABEL || l == "mmroot") || root_source == Some(p.dev.as_str())
         }) || root_source == Some(device.as_str());
@@ -175,14 +180,14 @@ fn classify(device: &str, size: u64, whole: &BTreeMap<String, String>, parts: &[
     }
     if let Some(t) = whole.get("TYPE") {
         let label = whole.get("LABEL").map(|l| format!(" labelled \"{l}\"")).unwrap_or_default();
-        return Content::Foreign { what: format!("a {t} filesystem{label}") };
+        return Content::Foreign { what: format!("{} {t} filesystem{label}", article(t)) };
     }
     if let Some(pt) = whole.get("PTTYPE") {
         let fs: Vec<String> = parts
             .iter()
             .map(|p| format!("{}{}", p.info.get("TYPE").map_or("no filesystem", String::as_str), p.info.get("LABEL").map(|l| format!(" \"{l}\"")).unwrap_or_default()))
             .collect();
-        return Content::Foreign { what: format!("a {pt} partition table with {} partition(s) ({})", parts.len(), fs.join(", ")) };
+        return Content::Foreign { what: format!("{} {pt} partition table with {} partition(s) ({})", article(pt), parts.len(), fs.join(", ")) };
     }
     if !parts.is_empty() {
         return Content::Foreign { what: format!("{} partition(s)", parts.len()) };
@@ -192,6 +197,10 @@ fn classify(device: &str, size: u64, whole: &BTreeMap<String, String>, parts: &[
         Ok(true) => Content::Foreign { what: "non-zero data in its first or last MiB (unknown content)".into() },
         Err(e) => Content::Foreign { what: format!("unreadable content ({e})") },
     }
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 /// Whether the first or last MiB of the device holds anything but zeros.
@@ -264,3 +273,20 @@ mod tests {
         assert!("sdb".parse::<DiskOverride>().is_err());
     }
 }
+
+/// Create /dev/NAME from sysfs when udev is not running (containers, early boot, tests).
+pub fn ensure_node(name: &str) {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let dev = format!("/dev/{name}");
+    if Path::new(&dev).exists() {
+        return;
+    }
+    if let Ok(nums) = fs::read_to_string(format!("/sys/class/block/{name}/dev")) {
+        if let Some((maj, min)) = nums.trim().split_once(':') {
+            if let (Ok(maj), Ok(min)) = (maj.parse(), min.parse()) {
+                let _ = mknod(dev.as_str(), SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), makedev(maj, min));
+            }
+        }
+    }
+}
+

@@ -68,7 +68,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let host = Host::new(&cli.root);
-    let loaded = match config::load(&host, cli.config.as_deref()) {
+    let loaded = match config::load(&host, cli.config.as_deref(), matches!(cli.command, Cmd::Run)) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("mm-firstboot: error: {e:#}");

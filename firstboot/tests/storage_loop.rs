@@ -1,0 +1,199 @@
+//! mm-firstboot against real loop devices and a --root tree (needs root): disk states before ->
+//! run(s) -> disk states after, and the bytes of pre-existing data never change.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(out.status.success(), "{cmd}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    config: PathBuf,
+    loops: Vec<String>,
+}
+
+impl Fixture {
+    fn new(wipe_serials: &[&str]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes: Vec<mmconfig::NodeConfig> =
+            serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
+        let mut ci = nodes.into_iter().find(|n| n.node.name == "ci").unwrap();
+        ci.node.wipe_disk_serials = wipe_serials.iter().map(|s| s.to_string()).collect();
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, ci.to_toml()).unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();
+        Fixture { dir, root, config, loops: Vec::new() }
+    }
+
+    /// A 1 GiB sparse disk prepared by `prep` (a shell snippet given $IMG), as a loop device.
+    fn disk(&mut self, name: &str, prep: &str) -> String {
+        let img = self.dir.path().join(format!("{name}.img"));
+        sh(&format!("truncate -s 1G {}", img.display()));
+        if !prep.is_empty() {
+            sh(&format!("IMG={} T={}; {prep}", img.display(), self.dir.path().display()));
+        }
+        let dev = sh(&format!("losetup --show -f -P {}", img.display()));
+        self.loops.push(dev.clone());
+        dev
+    }
+
+    fn run(&self, disks: &[(&str, &str)], fail_at: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
+        cmd.arg("--root").arg(&self.root).arg("--config").arg(&self.config);
+        for (dev, serial) in disks {
+            cmd.arg("--disk").arg(format!("{dev}:virtio:{serial}"));
+        }
+        cmd.arg("run");
+        if let Some(step) = fail_at {
+            cmd.env("MM_FIRSTBOOT_FAIL_AT", step);
+        } else {
+            cmd.env_remove("MM_FIRSTBOOT_FAIL_AT");
+        }
+        cmd.output().unwrap()
+    }
+
+    fn mountpoint(&self) -> PathBuf {
+        self.root.join("srv/mirror")
+    }
+
+    fn mounted(&self) -> bool {
+        Command::new("mountpoint").arg("-q").arg(self.mountpoint()).status().unwrap().success()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mountpoint()).status();
+        for l in &self.loops {
+            let _ = Command::new("losetup").args(["-d", l]).status();
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn device_sha(dev: &str) -> String {
+    sh(&format!("sha256sum {dev}")).split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn blank_disk_is_formatted_once_and_data_survives_reruns() {
+    let mut f = Fixture::new(&[]);
+    let dev = f.disk("blank", "");
+    let out = f.run(&[(&dev, "D1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("is blank: creating the data filesystem"), "{}", text(&out));
+    assert!(f.mounted());
+    assert_eq!(sh(&format!("findmnt -n -o FSTYPE,LABEL {}", f.mountpoint().display())), "xfs    MMDATA");
+    assert!(f.root.join("etc/systemd/system/srv-mirror.mount").is_file());
+    assert!(std::fs::symlink_metadata(f.root.join("etc/systemd/system/local-fs.target.wants/srv-mirror.mount")).is_ok());
+    std::fs::write(f.mountpoint().join("file.bin"), vec![7u8; 100_000]).unwrap();
+
+    // Rerun on the converged node: nothing changes, and it says so.
+    let out = f.run(&[(&dev, "D1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("nothing to change, storage unchanged"), "{}", text(&out));
+
+    // After a reboot (unmounted): mounted again, never formatted again.
+    sh(&format!("umount {}", f.mountpoint().display()));
+    let out = f.run(&[(&dev, "D1")], None);
+    assert!(text(&out).contains("MMDATA found on"), "{}", text(&out));
+    assert!(!text(&out).contains("creating the XFS"), "{}", text(&out));
+    assert_eq!(std::fs::read(f.mountpoint().join("file.bin")).unwrap(), vec![7u8; 100_000]);
+    let state = std::fs::read_to_string(f.root.join("var/lib/micromirror/firstboot/state.json")).unwrap();
+    assert!(state.contains("\"problems\": []"), "{state}");
+}
+
+/// (case, disk preparation) -> untouched, reported, exit 3.
+#[test]
+fn foreign_content_is_left_byte_identical() {
+    let cases = [
+        ("ext4 with files", "mkdir $T/tree && echo precious > $T/tree/photo.txt && mkfs.ext4 -q -F -d $T/tree $IMG", "an ext4 filesystem"),
+        ("foreign partition table", "sgdisk -n 1:0:+100M -t 1:8300 -c 1:backup $IMG >/dev/null", "a gpt partition table with 1 partition"),
+        ("unknown bytes", "printf 'not zero' | dd of=$IMG conv=notrunc status=none", "non-zero data in its first or last MiB"),
+    ];
+    for (case, prep, what) in cases {
+        let mut f = Fixture::new(&[]);
+        let dev = f.disk("foreign", prep);
+        let before = device_sha(&dev);
+        let out = f.run(&[(&dev, "D1")], None);
+        assert_eq!(out.status.code(), Some(3), "case {case}: {}", text(&out));
+        assert!(text(&out).contains(what), "case {case}: {}", text(&out));
+        assert!(text(&out).contains("left untouched"), "case {case}: {}", text(&out));
+        assert!(text(&out).contains("add serial \"D1\" to wipe_disk_serials"), "case {case}: {}", text(&out));
+        assert!(!f.mounted(), "case {case}");
+        assert_eq!(device_sha(&dev), before, "case {case}: the disk changed");
+    }
+}
+
+#[test]
+fn missing_disk_is_reported_and_nothing_else_is_touched() {
+    let mut f = Fixture::new(&[]);
+    // A disk on another bus: the qemu rule (virtio) does not match it.
+    let other = f.disk("usb", "");
+    let before = device_sha(&other);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
+    cmd.arg("--root").arg(&f.root).arg("--config").arg(&f.config).arg("--disk").arg(format!("{other}:usb:U1")).arg("run");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("no data disk found matching bus=virtio"), "{}", text(&out));
+    assert_eq!(device_sha(&other), before);
+}
+
+#[test]
+fn opted_in_serial_is_wiped_and_used() {
+    let mut f = Fixture::new(&["OLD1"]);
+    let dev = f.disk("old", "mkfs.ext4 -q -F $IMG");
+    let out = f.run(&[(&dev, "OLD1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("wiping"), "{}", text(&out));
+    assert!(f.mounted());
+}
+
+#[test]
+fn a_run_failing_at_any_step_converges_on_rerun() {
+    for step in ["partition", "mkfs", "mount"] {
+        let mut f = Fixture::new(&[]);
+        let dev = f.disk("blank", "");
+        let out = f.run(&[(&dev, "D1")], Some(step));
+        assert_eq!(out.status.code(), Some(3), "step {step}: {}", text(&out));
+        assert!(text(&out).contains(&format!("injected failure at step {step}")), "step {step}: {}", text(&out));
+        let out = f.run(&[(&dev, "D1")], None);
+        assert_eq!(out.status.code(), Some(0), "step {step}: rerun did not converge: {}", text(&out));
+        assert!(f.mounted(), "step {step}");
+        std::fs::write(f.mountpoint().join("x"), b"kept").unwrap();
+        let out = f.run(&[(&dev, "D1")], None);
+        assert!(text(&out).contains("nothing to change"), "step {step}: {}", text(&out));
+        assert_eq!(std::fs::read(f.mountpoint().join("x")).unwrap(), b"kept");
+    }
+}
+
+#[test]
+fn plan_changes_nothing() {
+    let mut f = Fixture::new(&[]);
+    let dev = f.disk("blank", "");
+    let before = device_sha(&dev);
+    let out = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"))
+        .arg("--root")
+        .arg(&f.root)
+        .arg("--config")
+        .arg(&f.config)
+        .arg("--disk")
+        .arg(format!("{dev}:virtio:D1"))
+        .arg("plan")
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("step: creating a GPT with one MMDATA partition"), "{}", text(&out));
+    assert!(text(&out).contains("write     /etc/systemd/network/10-mm-uplink.network"), "{}", text(&out));
+    assert_eq!(device_sha(&dev), before);
+    assert!(!f.root.join("etc/systemd/network").exists());
+}
