@@ -2,7 +2,6 @@
 //! GPT, assembled sparsely (only data extents are copied, in the kernel, with copy_file_range).
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -29,7 +28,7 @@ pub fn write_image(out: &mut File, base: &Base, cfg: &NodeConfig) -> Result<Layo
     out.set_len(layout.total).context("sizing the image")?;
     copy_sparse(&base.esp_img, out, layout.esp.0)?;
     copy_sparse(&base.root_img, out, layout.root.0)?;
-    out.write_all_at(&config_volume(cfg)?, layout.config.0).context("writing the MMCONFIG volume")?;
+    fat::write_sparse_at(out, &config_volume(cfg)?, layout.config.0).context("writing the MMCONFIG volume")?;
     gpt::write(out, &layout, &cfg.fleet.name, &cfg.node.name)?;
     Ok(layout)
 }

@@ -40,8 +40,24 @@ pub const FAT32_MIN_BYTES: u64 = 34 * 1024 * 1024;
 /// FAT32 when `size >= FAT32_MIN_BYTES`, else FAT16/FAT12 (flat volumes only).
 pub fn build(out: &mut File, size: u64, label: &str, volume_id: u32, files: &[FatFile<'_>]) -> Result<()> {
     let bytes = build_bytes(size, label, volume_id, files)?;
-    out.seek(SeekFrom::Start(0))?;
-    out.write_all(&bytes).context("writing the FAT volume")?;
+    out.set_len(0)?;
+    write_sparse_at(out, &bytes, 0).context("writing the FAT volume")
+}
+
+/// Write `bytes` at `offset`, skipping all-zero 64 KiB blocks so the file stays sparse
+/// (the destination must read as zeros there: a fresh or truncated file).
+pub fn write_sparse_at(out: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 64 * 1024;
+    let end = offset + bytes.len() as u64;
+    if out.metadata()?.len() < end {
+        out.set_len(end)?;
+    }
+    for (i, chunk) in bytes.chunks(BLOCK).enumerate() {
+        if chunk.iter().any(|&b| b != 0) {
+            out.write_all_at(chunk, offset + (i * BLOCK) as u64)?;
+        }
+    }
     Ok(())
 }
 
