@@ -1,6 +1,10 @@
 //! Host commands: run a tool, and on failure report the command line and the tail of its stderr.
+//!
+//! Errors that mean "fix the machine, not the input" are typed ([`MissingTool`], [`Unusable`]) so
+//! the CLI can map them to exit code 3 ([`crate::exit::ENVIRONMENT`]) with [`is_environment`].
 
 use std::ffi::OsStr;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -14,9 +18,19 @@ pub struct MissingTool {
     pub package: String,
 }
 
+/// The machine cannot do what was asked (not root, no loop devices, ...): exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unusable(pub String);
+
+/// Whether `err` (or anything in its chain) is an environment problem rather than a failed step.
+pub fn is_environment(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<MissingTool>().is_some() || e.downcast_ref::<Unusable>().is_some())
+}
+
 /// Fail with [`MissingTool`] unless `tool` is on PATH (or is an existing absolute path).
 pub fn require_tool(tool: &str, package: &str) -> Result<()> {
-    let found = if tool.starts_with('/') {
+    let found = if tool.contains('/') {
         Path::new(tool).exists()
     } else {
         std::env::var_os("PATH")
@@ -30,12 +44,22 @@ pub fn require_tool(tool: &str, package: &str) -> Result<()> {
     }
 }
 
-fn describe(cmd: &Command) -> String {
+/// Fail with [`Unusable`] unless running as root; `why` says what needs it.
+pub fn require_root(why: &str) -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(Unusable(format!("{why} needs root (it runs mmdebstrap, chroot and mkfs): run it with sudo")).into())
+    }
+}
+
+/// The command line as a shell would show it, for error messages.
+pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         let a = a.to_string_lossy();
-        if a.contains(' ') || a.is_empty() {
-            s.push_str(&format!(" '{a}'"));
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$;&|<>(){}*?\\".contains(c)) {
+            s.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
         } else {
             s.push(' ');
             s.push_str(&a);
@@ -50,13 +74,7 @@ fn tail(bytes: &[u8], lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Run to completion, capturing output; a non-zero exit is an error naming the command.
-pub fn run(cmd: &mut Command) -> Result<Output> {
-    let shown = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("starting `{shown}`"))?;
+fn check(shown: &str, out: Output) -> Result<Output> {
     if !out.status.success() {
         let mut why = tail(&out.stderr, 15);
         if why.trim().is_empty() {
@@ -64,6 +82,31 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
         }
         bail!("`{shown}` failed ({}):\n{why}", out.status);
     }
+    Ok(out)
+}
+
+/// Run to completion, capturing output; a non-zero exit is an error naming the command.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let shown = describe(cmd);
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("starting `{shown}`"))?;
+    check(&shown, out)
+}
+
+/// Like [`run`], feeding `input` on stdin (from a thread, so large inputs cannot deadlock).
+pub fn run_with_input(cmd: &mut Command, input: Vec<u8>) -> Result<Output> {
+    let shown = describe(cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting `{shown}`"))?;
+    let mut stdin = child.stdin.take().context("child stdin")?;
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().with_context(|| format!("running `{shown}`"))?;
+    let fed = feeder.join().map_err(|_| anyhow::anyhow!("the thread feeding `{shown}` panicked"))?;
+    let out = check(&shown, out)?;
+    fed.with_context(|| format!("writing to the stdin of `{shown}`"))?;
     Ok(out)
 }
 
@@ -88,10 +131,34 @@ mod tests {
     }
 
     #[test]
-    fn missing_tool_names_the_package() {
+    fn only_the_tail_of_a_long_stderr_is_kept() {
+        let err = run(Command::new("sh").args(["-c", "seq 1 100 >&2; exit 1"])).unwrap_err().to_string();
+        assert!(err.ends_with("86\n87\n88\n89\n90\n91\n92\n93\n94\n95\n96\n97\n98\n99\n100"), "{err}");
+        assert!(!err.contains("\n85\n"), "{err}");
+    }
+
+    #[test]
+    fn stdout_is_shown_when_stderr_is_empty() {
+        let err = run_args("sh", ["-c", "echo only-on-stdout; false"]).unwrap_err().to_string();
+        assert!(err.contains("only-on-stdout"), "{err}");
+    }
+
+    #[test]
+    fn missing_tool_names_the_package_and_is_an_environment_error() {
         let err = require_tool("no-such-tool-xyz", "xyz-utils").unwrap_err();
         assert!(err.downcast_ref::<MissingTool>().is_some());
         assert!(err.to_string().contains("apt-get install xyz-utils"));
+        assert!(is_environment(&err.context("building the base")));
         assert!(require_tool("sh", "dash").is_ok());
+        assert!(!is_environment(&anyhow::anyhow!("mkfs failed")));
+    }
+
+    #[test]
+    fn large_stdin_does_not_deadlock() {
+        let input = vec![b'x'; 4 << 20];
+        let out = run_with_input(Command::new("wc").arg("-c"), input).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (4 << 20).to_string());
+        let err = run_with_input(Command::new("sh").args(["-c", "cat >/dev/null; echo nope >&2; exit 2"]), b"abc".to_vec()).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
     }
 }

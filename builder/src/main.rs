@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use mmbuild::build::{self, BuildOptions, ImageFormat, Outcome};
-use mmbuild::hostcmd::MissingTool;
+use mmbuild::hostcmd;
 use mmbuild::{check, exit};
 
 #[derive(Parser)]
@@ -146,7 +146,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("mmbuild: error: {err:#}");
-            let code = if err.chain().any(|e| e.downcast_ref::<MissingTool>().is_some()) { exit::ENVIRONMENT } else { exit::BUILD_FAILED };
+            let code = if hostcmd::is_environment(&err) { exit::ENVIRONMENT } else { exit::BUILD_FAILED };
             ExitCode::from(code)
         }
     }
