@@ -7,6 +7,7 @@ pub mod files;
 pub mod network;
 pub mod probe;
 pub mod run;
+pub mod services;
 pub mod storage;
 
 #[cfg(test)]

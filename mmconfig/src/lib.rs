@@ -26,6 +26,8 @@ pub const DATA_LABEL: &str = "MMDATA";
 pub const DATA_MOUNT: &str = "/srv/mirror";
 /// Where firstboot and mm-sync keep state and logs.
 pub const STATE_DIR: &str = "/var/lib/micromirror";
+/// The admin account created on every node for the fleet's ssh keys.
+pub const ADMIN_USER: &str = "mmadmin";
 /// Where the node configuration is installed on the node's root filesystem.
 pub const INSTALLED_CONFIG: &str = "/etc/micromirror/node.toml";
 

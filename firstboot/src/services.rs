@@ -1,0 +1,288 @@
+//! The mirror services, rendered from the templates in `overlays/services/` (embedded at build
+//! time, so the static binary is self-contained on AlmaLinux too).
+//!
+//! HTML escaping is off for the whole registry: every value from the fleet goes through a helper
+//! named after its target language (`xml`, `xsl_attr`, `nginx_str`, `rsyncd_value`, `plain`).
+
+use handlebars::{handlebars_helper, Handlebars};
+use mmconfig::NodeConfig;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::files::RenderedFile;
+
+/// The admin account the fleet's ssh keys are installed for.
+pub const ADMIN_USER: &str = mmconfig::ADMIN_USER;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("nginx-site", include_str!("../../overlays/services/nginx-site.conf.hbs")),
+    ("listing", include_str!("../../overlays/services/listing.xslt.hbs")),
+    ("rsyncd", include_str!("../../overlays/services/rsyncd.conf.hbs")),
+    ("motd", include_str!("../../overlays/services/rsyncd.motd.hbs")),
+    ("nftables", include_str!("../../overlays/services/nftables.conf.hbs")),
+    ("sshd", include_str!("../../overlays/services/sshd.conf.hbs")),
+    ("sync-service", include_str!("../../overlays/services/mm-sync.service.hbs")),
+    ("sync-timer", include_str!("../../overlays/services/mm-sync.timer.hbs")),
+];
+const ROBOTS: &str = include_str!("../../overlays/services/robots.txt");
+const SYSCTL: &str = include_str!("../../overlays/services/sysctl.conf");
+const AUTO_UPGRADES: &str = include_str!("../../overlays/services/auto-upgrades.conf");
+const NODE_EXPORTER: &str = include_str!("../../overlays/services/node-exporter.default");
+
+/// Where things live; the defaults are the node's, tests point them into a temporary tree.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_root: String,
+    pub nginx_dir: String,
+    pub log_dir: String,
+    pub rsync_dir: String,
+    pub http_port: u16,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            data_root: mmconfig::DATA_MOUNT.into(),
+            nginx_dir: "/etc/nginx/micromirror".into(),
+            log_dir: "/var/log/nginx".into(),
+            rsync_dir: "/etc".into(),
+            http_port: 80,
+        }
+    }
+}
+
+/// What firstboot installs and enables for the mirror services.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub files: Vec<RenderedFile>,
+    /// (unit, target whose .wants it goes into)
+    pub enable: Vec<(String, String)>,
+}
+
+/// XML text and attribute content.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An XSLT attribute value: XML-escaped, and braces doubled so they are not XPath expressions.
+pub fn xsl_attr(s: &str) -> String {
+    xml_escape(s).replace('{', "{{").replace('}', "}}")
+}
+
+/// A double-quoted nginx string.
+pub fn nginx_str(s: &str) -> String {
+    let inner: String = s
+        .chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| match c {
+            '"' | '\\' | '$' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("\"{inner}\"")
+}
+
+/// A quoted nginx regex matching `prefix` literally at the start of the URI.
+pub fn nginx_prefix_regex(prefix: &str) -> String {
+    let mut re = String::from("~^");
+    for c in prefix.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            re.push('\\');
+        }
+        re.push(c);
+    }
+    nginx_str(&re)
+}
+
+/// One line of text with no control characters (motd, rsyncd values: they run to end of line).
+pub fn plain(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// rsyncd.conf values run to the end of the line; `%VAR%` would be expanded by rsync.
+pub fn rsyncd_value(s: &str) -> String {
+    plain(s).replace('%', " ")
+}
+
+handlebars_helper!(xml: |s: str| xml_escape(s));
+handlebars_helper!(xsl_attr_h: |s: str| xsl_attr(s));
+handlebars_helper!(nginx_str_h: |s: str| nginx_str(s));
+handlebars_helper!(nginx_regex: |s: str| nginx_prefix_regex(s));
+handlebars_helper!(plain_h: |s: str| plain(s));
+handlebars_helper!(rsyncd_value_h: |s: str| rsyncd_value(s));
+handlebars_helper!(join: |v: array| v.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "));
+
+fn registry() -> Handlebars<'static> {
+    let mut h = Handlebars::new();
+    h.set_strict_mode(true);
+    h.register_escape_fn(handlebars::no_escape);
+    h.register_helper("xml", Box::new(xml));
+    h.register_helper("xsl_attr", Box::new(xsl_attr_h));
+    h.register_helper("nginx_str", Box::new(nginx_str_h));
+    h.register_helper("nginx_regex", Box::new(nginx_regex));
+    h.register_helper("plain", Box::new(plain_h));
+    h.register_helper("rsyncd_value", Box::new(rsyncd_value_h));
+    h.register_helper("join", Box::new(join));
+    for (name, text) in TEMPLATES {
+        h.register_template_string(name, *text).unwrap_or_else(|e| panic!("embedded template {name}: {e}"));
+    }
+    h
+}
+
+/// Minute past the hour for a project's sync: stable for a node, spread across the fleet.
+pub fn sync_minute(fqdn: &str, project: &str) -> u32 {
+    let d = Sha256::digest(format!("{fqdn}/{project}").as_bytes());
+    (u32::from(d[0]) << 8 | u32::from(d[1])) % 60
+}
+
+/// systemd OnCalendar for "every `hours` hours at `minute`".
+pub fn on_calendar(hours: u32, minute: u32) -> String {
+    match hours {
+        0 | 1 => format!("*-*-* *:{minute:02}:00"),
+        h if h < 24 => format!("*-*-* 00/{h}:{minute:02}:00"),
+        _ => format!("*-*-* 03:{minute:02}:00"),
+    }
+}
+
+pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Services> {
+    let h = registry();
+    let (v4, v6): (Vec<&String>, Vec<&String>) = cfg.fleet.admin_prefixes.iter().partition(|p| !p.contains(':'));
+    let ctx = json!({
+        "fqdn": cfg.node.fqdn,
+        "sponsor_name": cfg.node.sponsor.name,
+        "sponsor_url": cfg.node.sponsor.url,
+        "contact": cfg.fleet.contact,
+        "https": cfg.fleet.https,
+        "admin_user": ADMIN_USER,
+        "admin_v4": v4,
+        "admin_v6": v6,
+        "data_root": paths.data_root,
+        "nginx_dir": paths.nginx_dir,
+        "log_dir": paths.log_dir,
+        "rsync_dir": paths.rsync_dir,
+        "http_port": paths.http_port,
+        "projects": cfg.projects,
+    });
+    let r = |name: &str| h.render(name, &ctx).map_err(|e| anyhow::anyhow!("rendering {name}: {e}"));
+    let mut files = vec![
+        RenderedFile::new("/etc/nginx/sites-enabled/default", 0o644, r("nginx-site")?),
+        RenderedFile::new(format!("{}/listing.xslt", paths.nginx_dir), 0o644, r("listing")?),
+        RenderedFile::new(format!("{}/robots.txt", paths.nginx_dir), 0o644, ROBOTS),
+        RenderedFile::new(format!("{}/rsyncd.conf", paths.rsync_dir), 0o644, r("rsyncd")?),
+        RenderedFile::new(format!("{}/rsyncd.motd", paths.rsync_dir), 0o644, r("motd")?),
+        RenderedFile::new("/etc/nftables.conf", 0o755, r("nftables")?),
+        RenderedFile::new("/etc/sysctl.d/90-micromirror.conf", 0o644, SYSCTL),
+        RenderedFile::new("/etc/modules-load.d/micromirror.conf", 0o644, "tcp_bbr\n"),
+        RenderedFile::new("/etc/ssh/sshd_config.d/50-micromirror.conf", 0o644, r("sshd")?),
+        RenderedFile::new(format!("/home/{ADMIN_USER}/.ssh/authorized_keys"), 0o600, cfg.fleet.admin_ssh_keys.join("\n") + "\n"),
+        RenderedFile::new(format!("/etc/sudoers.d/{ADMIN_USER}"), 0o440, format!("{ADMIN_USER} ALL=(ALL) NOPASSWD: ALL\n")),
+        RenderedFile::new("/etc/apt/apt.conf.d/20auto-upgrades", 0o644, AUTO_UPGRADES),
+        RenderedFile::new("/etc/default/prometheus-node-exporter", 0o644, NODE_EXPORTER),
+    ];
+    let mut enable: Vec<(String, String)> = ["nginx", "rsync", "nftables", "ssh", "prometheus-node-exporter", "chrony", "lldpd"]
+        .iter()
+        .map(|u| (format!("{u}.service"), "multi-user.target".to_string()))
+        .collect();
+    for p in &cfg.projects {
+        let minute = sync_minute(&cfg.node.fqdn, &p.name);
+        let pctx = json!({
+            "name": p.name, "every_hours": p.sync.every_hours, "minute": minute,
+            "on_calendar": on_calendar(p.sync.every_hours, minute), "data_root": paths.data_root,
+        });
+        let unit = |t: &str| h.render(t, &pctx).map_err(|e| anyhow::anyhow!("rendering {t} for {}: {e}", p.name));
+        files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.service", p.name), 0o644, unit("sync-service")?));
+        files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.timer", p.name), 0o644, unit("sync-timer")?));
+        enable.push((format!("mm-sync-{}.timer", p.name), "timers.target".into()));
+    }
+    Ok(Services { files, enable })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::node;
+
+    const HOSTILE: &[&str] = &["\"; rm -rf / #", "O'Brien & <Sons>", "</xsl:stylesheet>", "]]>", "${x}", "line\nbreak", "{concat('a','b')}"];
+
+    fn file<'a>(s: &'a Services, suffix: &str) -> &'a str {
+        let f = s.files.iter().find(|f| f.path.to_string_lossy().ends_with(suffix)).unwrap_or_else(|| panic!("no {suffix}"));
+        std::str::from_utf8(&f.contents).unwrap()
+    }
+
+    #[test]
+    fn escapers() {
+        assert_eq!(xml_escape("O'Brien & <Sons>"), "O&apos;Brien &amp; &lt;Sons&gt;");
+        assert_eq!(xsl_attr("https://x/{a}"), "https://x/{{a}}");
+        assert_eq!(nginx_str("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
+        assert_eq!(nginx_prefix_regex("/a.b/"), "\"~^/a\\\\.b/\"");
+        assert_eq!(plain("a\nb"), "a b");
+        assert_eq!(rsyncd_value("100%PATH%"), "100 PATH ");
+    }
+
+    #[test]
+    fn hostile_sponsor_stays_data_everywhere() {
+        for name in HOSTILE {
+            let mut cfg = node("ci");
+            cfg.node.sponsor.name = name.to_string();
+            cfg.node.sponsor.url = format!("https://x.example/?q={name}");
+            let s = render_services(&cfg, &Paths::default()).unwrap();
+            let xslt = file(&s, "listing.xslt");
+            // The stylesheet stays one well-formed document with the name as text.
+            assert_eq!(xslt.matches("</xsl:stylesheet>").count(), 1, "{name}");
+            assert!(xslt.contains(&format!(">{}</a>", xml_escape(name))), "{name}: {xslt}");
+            let motd = file(&s, "rsyncd.motd");
+            assert_eq!(motd.lines().count(), 3, "{name}: motd must stay 3 lines: {motd}");
+            // The sponsor never reaches nginx or rsyncd configuration syntax.
+            assert!(!file(&s, "sites-enabled/default").contains(name));
+            assert!(!file(&s, "rsyncd.conf").contains(name));
+        }
+    }
+
+    #[test]
+    fn listing_only_for_directory_urls() {
+        let s = render_services(&node("sonic"), &Paths::default()).unwrap();
+        let site = file(&s, "sites-enabled/default");
+        assert_eq!(site.matches("xslt_stylesheet").count(), 1);
+        let xslt_loc = site.find("location ~ /$").unwrap();
+        let xslt_line = site.find("xslt_stylesheet").unwrap();
+        assert!(xslt_loc < xslt_line && site[xslt_loc..xslt_line].matches('}').count() == 0, "xslt outside the directory location");
+        for p in ["/ubuntu-releases/", "/fedora/", "/epel/"] {
+            assert!(site.contains(&format!("location \"{p}\" {{")), "{p}");
+        }
+        assert!(site.contains("listen [::]:80 default_server;"));
+    }
+
+    #[test]
+    fn timers_are_stable_per_node_and_respect_the_schedule() {
+        let cfg = node("ziply");
+        let a = render_services(&cfg, &Paths::default()).unwrap();
+        let b = render_services(&cfg, &Paths::default()).unwrap();
+        assert_eq!(file(&a, "mm-sync-epel.timer"), file(&b, "mm-sync-epel.timer"));
+        assert!(file(&a, "mm-sync-epel.timer").contains("OnCalendar=*-*-* 00/4:"));
+        assert!(file(&a, "mm-sync-archlinux.timer").contains("OnCalendar=*-*-* *:"));
+        assert!(file(&a, "mm-sync-epel.service").contains("ExecStart=/usr/bin/mm-sync sync epel"));
+        assert!(a.enable.contains(&("mm-sync-epel.timer".into(), "timers.target".into())));
+        assert_eq!(on_calendar(6, 7), "*-*-* 00/6:07:00");
+    }
+
+    #[test]
+    fn firewall_splits_admin_prefixes_by_family() {
+        let s = render_services(&node("ci"), &Paths::default()).unwrap();
+        let nft = file(&s, "nftables.conf");
+        assert!(nft.contains("elements = { 192.0.2.0/24 }"));
+        assert!(nft.contains("elements = { 2001:db8:ffff::/48 }"));
+        assert!(nft.contains("policy drop"));
+    }
+}
