@@ -54,7 +54,9 @@ fn tree(cfg: &NodeConfig) -> Tree {
 struct Daemon(Child);
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SIGTERM, not SIGKILL: nginx's master then stops its workers, which would otherwise
+        // outlive the test holding its output pipes.
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
     }
 }
@@ -108,7 +110,7 @@ events {{}}\nhttp {{\n include /etc/nginx/mime.types;\n client_body_temp_path {r
     std::fs::write(epel.join("boot.iso"), &iso).unwrap();
 
     let port = t.paths.http_port;
-    let _nginx = Daemon(Command::new("nginx").arg("-c").arg(&conf).args(["-g", "daemon off;"]).stderr(Stdio::null()).spawn().unwrap());
+    let _nginx = Daemon(Command::new("nginx").arg("-c").arg(&conf).args(["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     wait_port(port);
     let base = format!("http://127.0.0.1:{port}");
 
