@@ -180,26 +180,3 @@ fn check_hardware(hw: &Hardware, dirs: &DataDirs, diags: &mut Diagnostics) {
         diags.push(Diagnostic::at_file(&path, "network.nic.count > 1 needs a [network.bond] section".to_string()));
     }
 }
-
-/// Load every profile and hardware file in the data directories (for `mmbuild check --all`-style
-/// validation of the data itself and for tests).
-pub fn load_all(dirs: &DataDirs, diags: &mut Diagnostics) -> (Vec<Profile>, Vec<Hardware>) {
-    let mut cache = DataCache::new(dirs.clone());
-    let profiles = dirs
-        .known("profiles")
-        .iter()
-        .filter_map(|n| match cache.profile(n, diags) {
-            Lookup::Found(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    let hardware = dirs
-        .known("hardware")
-        .iter()
-        .filter_map(|n| match cache.hardware(n, diags) {
-            Lookup::Found(h) => Some(h),
-            _ => None,
-        })
-        .collect();
-    (profiles, hardware)
-}

@@ -201,18 +201,6 @@ impl Vm {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Wait for the guest to power off by itself.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        bail!("the VM did not power off within {} s", timeout.as_secs())
-    }
-
     /// Run interactively until QEMU exits (operator use).
     pub fn wait(mut self) -> Result<std::process::ExitStatus> {
         Ok(self.child.wait()?)

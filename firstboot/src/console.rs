@@ -47,9 +47,9 @@ impl Status {
     }
 }
 
+/// stdout of a command that succeeded (status probes tolerate failures).
 fn output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::apply::cmd(program, args).ok()
 }
 
 /// Ok(how) when the gateway answered; Err(details) otherwise.

@@ -162,14 +162,12 @@ fn classify(device: &str, size: u64, whole: &BTreeMap<String, String>, parts: &[
         let part_end = (p.start + p.size) * 512;
         return Content::MmData {
             device: p.dev.clone(),
-            fs_bytes: p.size * 512,
-            part_bytes: p.size * 512,
             // Worth growing when at least 1 GiB (beyond the backup GPT) lies unused after it.
             growable: is_last && size.saturating_sub(part_end) > (1 << 30) + (1 << 20),
         };
     }
     if whole.get("LABEL").is_some_and(|l| l == DATA_LABEL) && whole.get("TYPE").is_some_and(|t| t == "xfs") {
-        return Content::MmData { device: device.into(), fs_bytes: size, part_bytes: size, growable: false };
+        return Content::MmData { device: device.into(), growable: false };
     }
     if whole.get("PTTYPE").is_some_and(|t| t == "gpt")
         && parts.len() == 1
@@ -259,21 +257,6 @@ pub fn nics() -> Vec<Nic> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn disk_overrides_parse() {
-        let o: DiskOverride = "/dev/loop3:virtio:D1".parse().unwrap();
-        assert_eq!(o, DiskOverride { device: "/dev/loop3".into(), bus: Some(Bus::Virtio), serial: Some("D1".into()) });
-        let o: DiskOverride = "/dev/sdb".parse().unwrap();
-        assert_eq!(o.bus, None);
-        assert!("/dev/sdb:floppy".parse::<DiskOverride>().unwrap_err().contains("unknown bus"));
-        assert!("sdb".parse::<DiskOverride>().is_err());
-    }
-}
-
 /// Create /dev/NAME from sysfs when udev is not running (containers, early boot, tests).
 pub fn ensure_node(name: &str) {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -290,3 +273,17 @@ pub fn ensure_node(name: &str) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_overrides_parse() {
+        let o: DiskOverride = "/dev/loop3:virtio:D1".parse().unwrap();
+        assert_eq!(o, DiskOverride { device: "/dev/loop3".into(), bus: Some(Bus::Virtio), serial: Some("D1".into()) });
+        let o: DiskOverride = "/dev/sdb".parse().unwrap();
+        assert_eq!(o.bus, None);
+        assert!("/dev/sdb:floppy".parse::<DiskOverride>().unwrap_err().contains("unknown bus"));
+        assert!("sdb".parse::<DiskOverride>().is_err());
+    }
+}

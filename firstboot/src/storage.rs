@@ -17,7 +17,7 @@ pub enum Content {
     /// No partition table, no filesystem signature, first and last MiB all zero.
     Blank,
     /// Our data filesystem: the partition (or whole disk) with an XFS labelled MMDATA.
-    MmData { device: String, fs_bytes: u64, part_bytes: u64, growable: bool },
+    MmData { device: String, growable: bool },
     /// Our GPT with one partition named MMDATA but no filesystem yet (a run was interrupted).
     MmPartition { device: String },
     /// Anything else; `what` says what was found.
@@ -223,7 +223,7 @@ mod tests {
         disk("vda", "MMBOOT", Content::Foreign { what: "the OS partitions".into() }, true)
     }
     fn mmdata(dev: &str) -> Content {
-        Content::MmData { device: dev.into(), fs_bytes: 1, part_bytes: 1, growable: false }
+        Content::MmData { device: dev.into(), growable: false }
     }
     fn foreign() -> Content {
         Content::Foreign { what: "an ext4 filesystem".into() }
@@ -247,7 +247,7 @@ mod tests {
              vec![Step::Mount], ""),
             ("interrupted after partitioning", vec![boot(), disk("vdb", "D1", Content::MmPartition { device: "/dev/vdb1".into() }, false)], false,
              vec![Step::MakeFs { disk: "/dev/vdb".into() }, Step::Mount], ""),
-            ("grown disk", vec![boot(), disk("vdb", "D1", Content::MmData { device: "/dev/vdb1".into(), fs_bytes: 1, part_bytes: 1, growable: true }, false)], true,
+            ("grown disk", vec![boot(), disk("vdb", "D1", Content::MmData { device: "/dev/vdb1".into(), growable: true }, false)], true,
              vec![Step::Grow { disk: "/dev/vdb".into(), device: "/dev/vdb1".into() }], ""),
         ];
         for (name, disks, mounted, steps, problem) in cases {

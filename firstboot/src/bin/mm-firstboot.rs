@@ -125,14 +125,13 @@ fn main() -> ExitCode {
             }
             let res = if to_console {
                 let issue = mm_firstboot::files::RenderedFile::new("/etc/issue", 0o644, format!("{text}\n\\l\n\n"));
-                host.install(&issue).map(|_| ()).and_then(|_| {
+                host.install(&issue).map(|_| {
                     if host.live() {
                         // Straight to the console device too: the person at the VGA screen may not look at a log.
                         if let Ok(mut c) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
                             let _ = c.write_all(text.as_bytes());
                         }
                     }
-                    Ok(())
                 })
             } else {
                 Ok(())
