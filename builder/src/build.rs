@@ -45,14 +45,19 @@ pub enum Outcome {
 
 /// Default cache: `$MM_CACHE`, else /var/cache/micromirror.
 pub fn default_cache() -> PathBuf {
-    std::env::var_os("MM_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/micromirror"))
+    std::env::var_os("MM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/micromirror"))
 }
 
 /// Default on-node binaries: `$MM_NODE_BIN`, else the workspace's musl release directory.
 pub fn default_node_bin() -> PathBuf {
-    std::env::var_os("MM_NODE_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-musl/release")
-    })
+    std::env::var_os("MM_NODE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/x86_64-unknown-linux-musl/release")
+        })
 }
 
 pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
@@ -64,7 +69,8 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
         Ok(s) => s,
         Err(msg) => return Ok(Outcome::InvalidInput(msg)),
     };
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
     if opts.format == ImageFormat::Qcow2 {
         require_tool("qemu-img", "qemu-utils")?;
     }
@@ -86,15 +92,22 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.max(1).min(selected.len().max(1)) {
             s.spawn(|| loop {
-                let Some(cfg) = queue.lock().expect("queue lock").next() else { break };
+                let Some(cfg) = queue.lock().expect("queue lock").next() else {
+                    break;
+                };
                 let t = Instant::now();
-                let r = build_node(opts, base.as_ref(), cfg).with_context(|| format!("node {}", cfg.node.name));
+                let r = build_node(opts, base.as_ref(), cfg)
+                    .with_context(|| format!("node {}", cfg.node.name));
                 match &bar {
                     Some(b) => {
                         b.set_message(cfg.node.name.clone());
                         b.inc(1);
                     }
-                    None if !opts.quiet => eprintln!("mmbuild: node {} done in {:.2} s", cfg.node.name, t.elapsed().as_secs_f64()),
+                    None if !opts.quiet => eprintln!(
+                        "mmbuild: node {} done in {:.2} s",
+                        cfg.node.name,
+                        t.elapsed().as_secs_f64()
+                    ),
                     None => {}
                 }
                 results.lock().expect("results lock").push(r);
@@ -120,7 +133,10 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
     Ok(Outcome::Built(artifacts))
 }
 
-fn select<'a>(fleet: &'a Fleet, names: &[String]) -> std::result::Result<Vec<&'a NodeConfig>, String> {
+fn select<'a>(
+    fleet: &'a Fleet,
+    names: &[String],
+) -> std::result::Result<Vec<&'a NodeConfig>, String> {
     if names.is_empty() {
         return Ok(fleet.nodes.iter().collect());
     }
@@ -130,7 +146,11 @@ fn select<'a>(fleet: &'a Fleet, names: &[String]) -> std::result::Result<Vec<&'a
             Some(cfg) => out.push(cfg),
             None => {
                 let known: Vec<&str> = fleet.nodes.iter().map(|c| c.node.name.as_str()).collect();
-                return Err(format!("{}: error: --node {n}: no such node (nodes: {})", fleet.path.display(), known.join(", ")));
+                return Err(format!(
+                    "{}: error: --node {n}: no such node (nodes: {})",
+                    fleet.path.display(),
+                    known.join(", ")
+                ));
             }
         }
     }
@@ -143,7 +163,12 @@ fn progress(quiet: bool, n: usize) -> Option<ProgressBar> {
         return None;
     }
     let bar = ProgressBar::new(n as u64);
-    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} nodes {msg}").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} nodes {msg}",
+        )
+        .expect("valid template"),
+    );
     Some(bar)
 }
 
@@ -156,16 +181,24 @@ fn build_node(opts: &BuildOptions, base: Option<&Base>, cfg: &NodeConfig) -> Res
         let rel = match opts.format {
             ImageFormat::Raw => {
                 let rel = format!("{node}/disk.img");
-                atomic::write_with(&opts.out.join(&rel), |f| diskimage::write_image(f, base, cfg).map(|_| ()))?;
+                atomic::write_with(&opts.out.join(&rel), |f| {
+                    diskimage::write_image(f, base, cfg).map(|_| ())
+                })?;
                 rel
             }
             ImageFormat::Qcow2 => {
                 let rel = format!("{node}/disk.qcow2");
-                let raw = tempfile::Builder::new().prefix(".disk.").suffix(".raw").tempfile_in(&dir)?;
+                let raw = tempfile::Builder::new()
+                    .prefix(".disk.")
+                    .suffix(".raw")
+                    .tempfile_in(&dir)?;
                 diskimage::write_image(&mut raw.reopen()?, base, cfg)?;
                 atomic::write_with(&opts.out.join(&rel), |f| {
                     let tmp = dir.join(".disk.qcow2.part");
-                    run(Command::new("qemu-img").args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(raw.path()).arg(&tmp))?;
+                    run(Command::new("qemu-img")
+                        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+                        .arg(raw.path())
+                        .arg(&tmp))?;
                     let mut src = std::fs::File::open(&tmp)?;
                     std::io::copy(&mut src, f)?;
                     std::fs::remove_file(&tmp)?;
@@ -174,7 +207,13 @@ fn build_node(opts: &BuildOptions, base: Option<&Base>, cfg: &NodeConfig) -> Res
                 rel
             }
         };
-        artifacts.push(Artifact::describe(&opts.out, &rel, node, "disk-image", Some(&base.id))?);
+        artifacts.push(Artifact::describe(
+            &opts.out,
+            &rel,
+            node,
+            "disk-image",
+            Some(&base.id),
+        )?);
     }
     if artifacts.is_empty() {
         bail!("nothing to build for node {node}: --kickstart-only needs the kickstart producer, which this version does not have yet");

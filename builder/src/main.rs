@@ -114,7 +114,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { fleet, json } => check::run(&fleet, cli.data.as_deref(), json),
-        Command::Build { fleet, out, nodes, format, kickstart_only, jobs, cache, node_bin, quiet } => {
+        Command::Build {
+            fleet,
+            out,
+            nodes,
+            format,
+            kickstart_only,
+            jobs,
+            cache,
+            node_bin,
+            quiet,
+        } => {
             let opts = BuildOptions {
                 fleet,
                 data: cli.data.clone(),
@@ -122,7 +132,8 @@ fn main() -> ExitCode {
                 nodes,
                 format,
                 kickstart_only,
-                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                jobs: jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 cache: cache.unwrap_or_else(build::default_cache),
                 node_bin: node_bin.unwrap_or_else(build::default_node_bin),
                 quiet,
@@ -138,21 +149,37 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
-            run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
-        }
+        Command::Qemu {
+            image,
+            data_disks,
+            http_port,
+            rsync_port,
+            memory,
+            snapshot,
+        } => run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("mmbuild: error: {err:#}");
-            let code = if hostcmd::is_environment(&err) { exit::ENVIRONMENT } else { exit::BUILD_FAILED };
+            let code = if hostcmd::is_environment(&err) {
+                exit::ENVIRONMENT
+            } else {
+                exit::BUILD_FAILED
+            };
             ExitCode::from(code)
         }
     }
 }
 
-fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memory: u32, snapshot: bool) -> anyhow::Result<ExitCode> {
+fn run_qemu(
+    image: PathBuf,
+    data_disks: Vec<String>,
+    http: u16,
+    rsync: u16,
+    memory: u32,
+    snapshot: bool,
+) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     use mmbuild::qemu::{self, Vm, VmOptions};
     let scratch = std::env::temp_dir().join(format!("mmbuild-qemu-{}", std::process::id()));
@@ -172,5 +199,9 @@ fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memo
         vm.accel
     );
     let status = vm.wait()?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(exit::BUILD_FAILED) })
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::BUILD_FAILED)
+    })
 }

@@ -1,5 +1,6 @@
 //! mm-firstboot and mm-sync: bring a micro-mirror node to the state its configuration describes.
 
+pub mod accounts;
 pub mod apply;
 pub mod config;
 pub mod console;

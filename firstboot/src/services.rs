@@ -15,23 +15,105 @@ use crate::files::RenderedFile;
 pub const ADMIN_USER: &str = mmconfig::ADMIN_USER;
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("nginx-site", include_str!("../../overlays/services/nginx-site.conf.hbs")),
-    ("listing", include_str!("../../overlays/services/listing.xslt.hbs")),
-    ("rsyncd", include_str!("../../overlays/services/rsyncd.conf.hbs")),
-    ("motd", include_str!("../../overlays/services/rsyncd.motd.hbs")),
-    ("nftables", include_str!("../../overlays/services/nftables.conf.hbs")),
-    ("sshd", include_str!("../../overlays/services/sshd.conf.hbs")),
-    ("sync-service", include_str!("../../overlays/services/mm-sync.service.hbs")),
-    ("sync-timer", include_str!("../../overlays/services/mm-sync.timer.hbs")),
+    (
+        "nginx-site",
+        include_str!("../../overlays/services/nginx-site.conf.hbs"),
+    ),
+    (
+        "listing",
+        include_str!("../../overlays/services/listing.xslt.hbs"),
+    ),
+    (
+        "rsyncd",
+        include_str!("../../overlays/services/rsyncd.conf.hbs"),
+    ),
+    (
+        "motd",
+        include_str!("../../overlays/services/rsyncd.motd.hbs"),
+    ),
+    (
+        "nftables",
+        include_str!("../../overlays/services/nftables.conf.hbs"),
+    ),
+    (
+        "sshd",
+        include_str!("../../overlays/services/sshd.conf.hbs"),
+    ),
+    (
+        "sync-service",
+        include_str!("../../overlays/services/mm-sync.service.hbs"),
+    ),
+    (
+        "sync-timer",
+        include_str!("../../overlays/services/mm-sync.timer.hbs"),
+    ),
 ];
 const ROBOTS: &str = include_str!("../../overlays/services/robots.txt");
 const SYSCTL: &str = include_str!("../../overlays/services/sysctl.conf");
 const AUTO_UPGRADES: &str = include_str!("../../overlays/services/auto-upgrades.conf");
 const NODE_EXPORTER: &str = include_str!("../../overlays/services/node-exporter.default");
 
+/// The target distribution: package and unit names differ between Debian and RHEL-likes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Our own image (Debian bookworm).
+    Debian,
+    /// AlmaLinux 9 installed from the kickstart.
+    Rhel,
+}
+
+impl Family {
+    /// From the target's /etc/os-release (`ID=`/`ID_LIKE=`); Debian when unknown.
+    pub fn from_os_release(text: &str) -> Family {
+        let rhel = text.lines().any(|l| {
+            (l.starts_with("ID=") || l.starts_with("ID_LIKE="))
+                && ["rhel", "almalinux", "rocky", "fedora", "centos"]
+                    .iter()
+                    .any(|id| l.contains(id))
+        });
+        if rhel {
+            Family::Rhel
+        } else {
+            Family::Debian
+        }
+    }
+
+    fn nginx_site(self) -> &'static str {
+        match self {
+            Family::Debian => "/etc/nginx/sites-enabled/default",
+            Family::Rhel => "/etc/nginx/conf.d/micromirror.conf",
+        }
+    }
+
+    /// Service units of the mirror, in start order.
+    pub fn units(self) -> &'static [&'static str] {
+        match self {
+            Family::Debian => &[
+                "nftables",
+                "chrony",
+                "lldpd",
+                "ssh",
+                "rsync",
+                "nginx",
+                "prometheus-node-exporter",
+            ],
+            Family::Rhel => &[
+                "nftables",
+                "chronyd",
+                "lldpd",
+                "sshd",
+                "rsyncd",
+                "nginx",
+                "node_exporter",
+            ],
+        }
+    }
+}
+
 /// Where things live; the defaults are the node's, tests point them into a temporary tree.
 #[derive(Debug, Clone)]
 pub struct Paths {
+    pub family: Family,
     pub data_root: String,
     pub nginx_dir: String,
     pub log_dir: String,
@@ -42,6 +124,7 @@ pub struct Paths {
 impl Default for Paths {
     fn default() -> Self {
         Paths {
+            family: Family::Debian,
             data_root: mmconfig::DATA_MOUNT.into(),
             nginx_dir: "/etc/nginx/micromirror".into(),
             log_dir: "/var/log/nginx".into(),
@@ -108,7 +191,9 @@ pub fn nginx_prefix_regex(prefix: &str) -> String {
 
 /// One line of text with no control characters (motd, rsyncd values: they run to end of line).
 pub fn plain(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// rsyncd.conf values run to the end of the line; `%VAR%` would be expanded by rsync.
@@ -136,7 +221,8 @@ fn registry() -> Handlebars<'static> {
     h.register_helper("rsyncd_value", Box::new(rsyncd_value_h));
     h.register_helper("join", Box::new(join));
     for (name, text) in TEMPLATES {
-        h.register_template_string(name, *text).unwrap_or_else(|e| panic!("embedded template {name}: {e}"));
+        h.register_template_string(name, *text)
+            .unwrap_or_else(|e| panic!("embedded template {name}: {e}"));
     }
     h
 }
@@ -158,7 +244,11 @@ pub fn on_calendar(hours: u32, minute: u32) -> String {
 
 pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Services> {
     let h = registry();
-    let (v4, v6): (Vec<&String>, Vec<&String>) = cfg.fleet.admin_prefixes.iter().partition(|p| !p.contains(':'));
+    let (v4, v6): (Vec<&String>, Vec<&String>) = cfg
+        .fleet
+        .admin_prefixes
+        .iter()
+        .partition(|p| !p.contains(':'));
     let ctx = json!({
         "fqdn": cfg.node.fqdn,
         "sponsor_name": cfg.node.sponsor.name,
@@ -175,23 +265,62 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         "http_port": paths.http_port,
         "projects": cfg.projects,
     });
-    let r = |name: &str| h.render(name, &ctx).map_err(|e| anyhow::anyhow!("rendering {name}: {e}"));
+    let r = |name: &str| {
+        h.render(name, &ctx)
+            .map_err(|e| anyhow::anyhow!("rendering {name}: {e}"))
+    };
     let mut files = vec![
-        RenderedFile::new("/etc/nginx/sites-enabled/default", 0o644, r("nginx-site")?),
-        RenderedFile::new(format!("{}/listing.xslt", paths.nginx_dir), 0o644, r("listing")?),
+        RenderedFile::new(paths.family.nginx_site(), 0o644, r("nginx-site")?),
+        RenderedFile::new(
+            format!("{}/listing.xslt", paths.nginx_dir),
+            0o644,
+            r("listing")?,
+        ),
         RenderedFile::new(format!("{}/robots.txt", paths.nginx_dir), 0o644, ROBOTS),
-        RenderedFile::new(format!("{}/rsyncd.conf", paths.rsync_dir), 0o644, r("rsyncd")?),
-        RenderedFile::new(format!("{}/rsyncd.motd", paths.rsync_dir), 0o644, r("motd")?),
+        RenderedFile::new(
+            format!("{}/rsyncd.conf", paths.rsync_dir),
+            0o644,
+            r("rsyncd")?,
+        ),
+        RenderedFile::new(
+            format!("{}/rsyncd.motd", paths.rsync_dir),
+            0o644,
+            r("motd")?,
+        ),
         RenderedFile::new("/etc/nftables.conf", 0o755, r("nftables")?),
         RenderedFile::new("/etc/sysctl.d/90-micromirror.conf", 0o644, SYSCTL),
         RenderedFile::new("/etc/modules-load.d/micromirror.conf", 0o644, "tcp_bbr\n"),
-        RenderedFile::new("/etc/ssh/sshd_config.d/50-micromirror.conf", 0o644, r("sshd")?),
-        RenderedFile::new(format!("/home/{ADMIN_USER}/.ssh/authorized_keys"), 0o600, cfg.fleet.admin_ssh_keys.join("\n") + "\n"),
-        RenderedFile::new(format!("/etc/sudoers.d/{ADMIN_USER}"), 0o440, format!("{ADMIN_USER} ALL=(ALL) NOPASSWD: ALL\n")),
-        RenderedFile::new("/etc/apt/apt.conf.d/20auto-upgrades", 0o644, AUTO_UPGRADES),
-        RenderedFile::new("/etc/default/prometheus-node-exporter", 0o644, NODE_EXPORTER),
+        RenderedFile::new(
+            "/etc/ssh/sshd_config.d/50-micromirror.conf",
+            0o644,
+            r("sshd")?,
+        ),
+        RenderedFile::new(
+            format!("/home/{ADMIN_USER}/.ssh/authorized_keys"),
+            0o600,
+            cfg.fleet.admin_ssh_keys.join("\n") + "\n",
+        ),
+        RenderedFile::new(
+            format!("/etc/sudoers.d/{ADMIN_USER}"),
+            0o440,
+            format!("{ADMIN_USER} ALL=(ALL) NOPASSWD: ALL\n"),
+        ),
     ];
-    let mut enable: Vec<(String, String)> = ["nginx", "rsync", "nftables", "ssh", "prometheus-node-exporter", "chrony", "lldpd"]
+    if paths.family == Family::Debian {
+        files.push(RenderedFile::new(
+            "/etc/apt/apt.conf.d/20auto-upgrades",
+            0o644,
+            AUTO_UPGRADES,
+        ));
+        files.push(RenderedFile::new(
+            "/etc/default/prometheus-node-exporter",
+            0o644,
+            NODE_EXPORTER,
+        ));
+    }
+    let mut enable: Vec<(String, String)> = paths
+        .family
+        .units()
         .iter()
         .map(|u| (format!("{u}.service"), "multi-user.target".to_string()))
         .collect();
@@ -201,9 +330,20 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
             "name": p.name, "every_hours": p.sync.every_hours, "minute": minute,
             "on_calendar": on_calendar(p.sync.every_hours, minute), "data_root": paths.data_root,
         });
-        let unit = |t: &str| h.render(t, &pctx).map_err(|e| anyhow::anyhow!("rendering {t} for {}: {e}", p.name));
-        files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.service", p.name), 0o644, unit("sync-service")?));
-        files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.timer", p.name), 0o644, unit("sync-timer")?));
+        let unit = |t: &str| {
+            h.render(t, &pctx)
+                .map_err(|e| anyhow::anyhow!("rendering {t} for {}: {e}", p.name))
+        };
+        files.push(RenderedFile::new(
+            format!("/etc/systemd/system/mm-sync-{}.service", p.name),
+            0o644,
+            unit("sync-service")?,
+        ));
+        files.push(RenderedFile::new(
+            format!("/etc/systemd/system/mm-sync-{}.timer", p.name),
+            0o644,
+            unit("sync-timer")?,
+        ));
         enable.push((format!("mm-sync-{}.timer", p.name), "timers.target".into()));
     }
     Ok(Services { files, enable })
@@ -214,16 +354,31 @@ mod tests {
     use super::*;
     use crate::testdata::node;
 
-    const HOSTILE: &[&str] = &["\"; rm -rf / #", "O'Brien & <Sons>", "</xsl:stylesheet>", "]]>", "${x}", "line\nbreak", "{concat('a','b')}"];
+    const HOSTILE: &[&str] = &[
+        "\"; rm -rf / #",
+        "O'Brien & <Sons>",
+        "</xsl:stylesheet>",
+        "]]>",
+        "${x}",
+        "line\nbreak",
+        "{concat('a','b')}",
+    ];
 
     fn file<'a>(s: &'a Services, suffix: &str) -> &'a str {
-        let f = s.files.iter().find(|f| f.path.to_string_lossy().ends_with(suffix)).unwrap_or_else(|| panic!("no {suffix}"));
+        let f = s
+            .files
+            .iter()
+            .find(|f| f.path.to_string_lossy().ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix}"));
         std::str::from_utf8(&f.contents).unwrap()
     }
 
     #[test]
     fn escapers() {
-        assert_eq!(xml_escape("O'Brien & <Sons>"), "O&apos;Brien &amp; &lt;Sons&gt;");
+        assert_eq!(
+            xml_escape("O'Brien & <Sons>"),
+            "O&apos;Brien &amp; &lt;Sons&gt;"
+        );
         assert_eq!(xsl_attr("https://x/{a}"), "https://x/{{a}}");
         assert_eq!(nginx_str("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
         assert_eq!(nginx_prefix_regex("/a.b/"), "\"~^/a\\\\.b/\"");
@@ -241,9 +396,16 @@ mod tests {
             let xslt = file(&s, "listing.xslt");
             // The stylesheet stays one well-formed document with the name as text.
             assert_eq!(xslt.matches("</xsl:stylesheet>").count(), 1, "{name}");
-            assert!(xslt.contains(&format!(">{}</a>", xml_escape(name))), "{name}: {xslt}");
+            assert!(
+                xslt.contains(&format!(">{}</a>", xml_escape(name))),
+                "{name}: {xslt}"
+            );
             let motd = file(&s, "rsyncd.motd");
-            assert_eq!(motd.lines().count(), 3, "{name}: motd must stay 3 lines: {motd}");
+            assert_eq!(
+                motd.lines().count(),
+                3,
+                "{name}: motd must stay 3 lines: {motd}"
+            );
             // The sponsor never reaches nginx or rsyncd configuration syntax.
             assert!(!file(&s, "sites-enabled/default").contains(name));
             assert!(!file(&s, "rsyncd.conf").contains(name));
@@ -257,7 +419,10 @@ mod tests {
         assert_eq!(site.matches("xslt_stylesheet").count(), 1);
         let xslt_loc = site.find("location ~ /$").unwrap();
         let xslt_line = site.find("xslt_stylesheet").unwrap();
-        assert!(xslt_loc < xslt_line && site[xslt_loc..xslt_line].matches('}').count() == 0, "xslt outside the directory location");
+        assert!(
+            xslt_loc < xslt_line && site[xslt_loc..xslt_line].matches('}').count() == 0,
+            "xslt outside the directory location"
+        );
         for p in ["/ubuntu-releases/", "/fedora/", "/epel/"] {
             assert!(site.contains(&format!("location \"{p}\" {{")), "{p}");
         }
@@ -269,11 +434,16 @@ mod tests {
         let cfg = node("ziply");
         let a = render_services(&cfg, &Paths::default()).unwrap();
         let b = render_services(&cfg, &Paths::default()).unwrap();
-        assert_eq!(file(&a, "mm-sync-epel.timer"), file(&b, "mm-sync-epel.timer"));
+        assert_eq!(
+            file(&a, "mm-sync-epel.timer"),
+            file(&b, "mm-sync-epel.timer")
+        );
         assert!(file(&a, "mm-sync-epel.timer").contains("OnCalendar=*-*-* 00/4:"));
         assert!(file(&a, "mm-sync-archlinux.timer").contains("OnCalendar=*-*-* *:"));
         assert!(file(&a, "mm-sync-epel.service").contains("ExecStart=/usr/bin/mm-sync sync epel"));
-        assert!(a.enable.contains(&("mm-sync-epel.timer".into(), "timers.target".into())));
+        assert!(a
+            .enable
+            .contains(&("mm-sync-epel.timer".into(), "timers.target".into())));
         assert_eq!(on_calendar(6, 7), "*-*-* 00/6:07:00");
     }
 

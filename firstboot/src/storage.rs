@@ -72,8 +72,17 @@ pub struct Plan {
 
 fn describe(d: &Disk) -> String {
     let model = d.facts.model.trim();
-    let model = if model.is_empty() { String::new() } else { format!("{model}, ") };
-    format!("{} ({model}{:.0} GB, serial {})", d.facts.kname, d.facts.size_bytes as f64 / 1e9, d.facts.serial)
+    let model = if model.is_empty() {
+        String::new()
+    } else {
+        format!("{model}, ")
+    };
+    format!(
+        "{} ({model}{:.0} GB, serial {})",
+        d.facts.kname,
+        d.facts.size_bytes as f64 / 1e9,
+        d.facts.serial
+    )
 }
 
 /// Decide what to do with the data disk. `mounted` tells whether /srv/mirror already holds MMDATA.
@@ -81,11 +90,19 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
     let mut p = Plan::default();
     match &cfg.hardware.storage.data {
         DataPlacement::Disk { rule } => {
-            let mut candidates: Vec<&Disk> = disks.iter().filter(|d| !d.is_boot && rule.matches(&d.facts)).collect();
+            let mut candidates: Vec<&Disk> = disks
+                .iter()
+                .filter(|d| !d.is_boot && rule.matches(&d.facts))
+                .collect();
             // Deterministic tie-break: bus path, then kernel name.
-            candidates.sort_by(|a, b| (&a.facts.by_path, &a.facts.kname).cmp(&(&b.facts.by_path, &b.facts.kname)));
+            candidates.sort_by(|a, b| {
+                (&a.facts.by_path, &a.facts.kname).cmp(&(&b.facts.by_path, &b.facts.kname))
+            });
             for d in disks.iter().filter(|d| d.is_boot && rule.matches(&d.facts)) {
-                p.notes.push(format!("{} is the boot disk: never a data disk", describe(d)));
+                p.notes.push(format!(
+                    "{} is the boot disk: never a data disk",
+                    describe(d)
+                ));
             }
             if candidates.is_empty() {
                 p.problems.push(Problem {
@@ -100,14 +117,23 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
             let chosen = candidates
                 .iter()
                 .find(|d| matches!(d.content, Content::MmData { .. }))
-                .or_else(|| candidates.iter().find(|d| matches!(d.content, Content::MmPartition { .. })))
+                .or_else(|| {
+                    candidates
+                        .iter()
+                        .find(|d| matches!(d.content, Content::MmPartition { .. }))
+                })
                 .or_else(|| candidates.iter().find(|d| d.content == Content::Blank))
-                .or_else(|| candidates.iter().find(|d| cfg.node.wipe_disk_serials.contains(&d.facts.serial)))
+                .or_else(|| {
+                    candidates
+                        .iter()
+                        .find(|d| cfg.node.wipe_disk_serials.contains(&d.facts.serial))
+                })
                 .copied();
             for d in &candidates {
                 if Some(*d) != chosen {
                     if let Content::Foreign { what } = &d.content {
-                        p.notes.push(format!("{} holds {what}: left untouched", describe(d)));
+                        p.notes
+                            .push(format!("{} holds {what}: left untouched", describe(d)));
                     }
                 }
             }
@@ -131,27 +157,50 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
                 Content::MmData { device, .. } => existing(&mut p, d, device, mounted),
                 Content::MmPartition { .. } => {
                     p.notes.push(format!("{}: MMDATA partition without a filesystem (an earlier run was interrupted): finishing it", describe(d)));
-                    p.steps.push(Step::MakeFs { disk: d.device.clone() });
+                    p.steps.push(Step::MakeFs {
+                        disk: d.device.clone(),
+                    });
                     p.steps.push(Step::Mount);
                 }
                 Content::Blank => {
-                    p.notes.push(format!("{} is blank: creating the data filesystem", describe(d)));
-                    p.steps.push(Step::PartitionWhole { device: d.device.clone() });
-                    p.steps.push(Step::MakeFs { disk: d.device.clone() });
+                    p.notes.push(format!(
+                        "{} is blank: creating the data filesystem",
+                        describe(d)
+                    ));
+                    p.steps.push(Step::PartitionWhole {
+                        device: d.device.clone(),
+                    });
+                    p.steps.push(Step::MakeFs {
+                        disk: d.device.clone(),
+                    });
                     p.steps.push(Step::Mount);
                 }
                 Content::Foreign { what } => {
-                    p.notes.push(format!("{} holds {what}; the fleet opted in to wiping serial {}", describe(d), d.facts.serial));
-                    p.steps.push(Step::Wipe { device: d.device.clone(), serial: d.facts.serial.clone() });
-                    p.steps.push(Step::PartitionWhole { device: d.device.clone() });
-                    p.steps.push(Step::MakeFs { disk: d.device.clone() });
+                    p.notes.push(format!(
+                        "{} holds {what}; the fleet opted in to wiping serial {}",
+                        describe(d),
+                        d.facts.serial
+                    ));
+                    p.steps.push(Step::Wipe {
+                        device: d.device.clone(),
+                        serial: d.facts.serial.clone(),
+                    });
+                    p.steps.push(Step::PartitionWhole {
+                        device: d.device.clone(),
+                    });
+                    p.steps.push(Step::MakeFs {
+                        disk: d.device.clone(),
+                    });
                     p.steps.push(Step::Mount);
                 }
             }
         }
         DataPlacement::BootDisk => {
             let Some(boot) = disks.iter().find(|d| d.is_boot) else {
-                p.problems.push(Problem { message: "cannot find the boot disk (the disk holding the root filesystem)".into() });
+                p.problems.push(Problem {
+                    message: "cannot find the boot disk (the disk holding the root filesystem)"
+                        .into(),
+                });
                 return p;
             };
             p.data_disk = Some(describe(boot));
@@ -185,13 +234,23 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
 
 fn existing(p: &mut Plan, d: &Disk, device: &str, mounted: bool) {
     if let Content::MmData { growable: true, .. } = d.content {
-        p.notes.push(format!("{}: the disk grew, growing the data filesystem", describe(d)));
-        p.steps.push(Step::Grow { disk: d.device.clone(), device: device.to_string() });
+        p.notes.push(format!(
+            "{}: the disk grew, growing the data filesystem",
+            describe(d)
+        ));
+        p.steps.push(Step::Grow {
+            disk: d.device.clone(),
+            device: device.to_string(),
+        });
     }
     if mounted {
-        p.notes.push(format!("{DATA_LABEL} on {device} is mounted: storage unchanged"));
+        p.notes.push(format!(
+            "{DATA_LABEL} on {device} is mounted: storage unchanged"
+        ));
     } else {
-        p.notes.push(format!("{DATA_LABEL} found on {device}: mounting it, nothing is formatted"));
+        p.notes.push(format!(
+            "{DATA_LABEL} found on {device}: mounting it, nothing is formatted"
+        ));
         p.steps.push(Step::Mount);
     }
 }
@@ -220,13 +279,25 @@ mod tests {
         }
     }
     fn boot() -> Disk {
-        disk("vda", "MMBOOT", Content::Foreign { what: "the OS partitions".into() }, true)
+        disk(
+            "vda",
+            "MMBOOT",
+            Content::Foreign {
+                what: "the OS partitions".into(),
+            },
+            true,
+        )
     }
     fn mmdata(dev: &str) -> Content {
-        Content::MmData { device: dev.into(), growable: false }
+        Content::MmData {
+            device: dev.into(),
+            growable: false,
+        }
     }
     fn foreign() -> Content {
-        Content::Foreign { what: "an ext4 filesystem".into() }
+        Content::Foreign {
+            what: "an ext4 filesystem".into(),
+        }
     }
 
     /// (case, disks, already mounted) -> (steps, problem substring or "")
@@ -234,21 +305,139 @@ mod tests {
     fn separate_data_disk_matrix() {
         let cfg = node("ci"); // qemu: data on a second virtio disk
         let cases: Vec<(&str, Vec<Disk>, bool, Vec<Step>, &str)> = vec![
-            ("blank, first run", vec![boot(), disk("vdb", "D1", Content::Blank, false)], false,
-             vec![Step::PartitionWhole { device: "/dev/vdb".into() }, Step::MakeFs { disk: "/dev/vdb".into() }, Step::Mount], ""),
-            ("MMDATA with files, rerun", vec![boot(), disk("vdb", "D1", mmdata("/dev/vdb1"), false)], true, vec![], ""),
-            ("MMDATA after reboot", vec![boot(), disk("vdb", "D1", mmdata("/dev/vdb1"), false)], false, vec![Step::Mount], ""),
-            ("foreign ext4", vec![boot(), disk("vdb", "D1", foreign(), false)], false, vec![], "holds an ext4 filesystem: left untouched"),
-            ("foreign partition table", vec![boot(), disk("vdb", "D1", Content::Foreign { what: "a dos partition table".into() }, false)], false, vec![], "add serial \"D1\" to wipe_disk_serials"),
-            ("no disk", vec![boot()], false, vec![], "no data disk found matching bus=virtio"),
-            ("two candidates, blank second", vec![boot(), disk("vdb", "D1", foreign(), false), disk("vdc", "D2", Content::Blank, false)], false,
-             vec![Step::PartitionWhole { device: "/dev/vdc".into() }, Step::MakeFs { disk: "/dev/vdc".into() }, Step::Mount], ""),
-            ("two candidates, MMDATA wins over blank", vec![boot(), disk("vdb", "D1", Content::Blank, false), disk("vdc", "D2", mmdata("/dev/vdc1"), false)], false,
-             vec![Step::Mount], ""),
-            ("interrupted after partitioning", vec![boot(), disk("vdb", "D1", Content::MmPartition { device: "/dev/vdb1".into() }, false)], false,
-             vec![Step::MakeFs { disk: "/dev/vdb".into() }, Step::Mount], ""),
-            ("grown disk", vec![boot(), disk("vdb", "D1", Content::MmData { device: "/dev/vdb1".into(), growable: true }, false)], true,
-             vec![Step::Grow { disk: "/dev/vdb".into(), device: "/dev/vdb1".into() }], ""),
+            (
+                "blank, first run",
+                vec![boot(), disk("vdb", "D1", Content::Blank, false)],
+                false,
+                vec![
+                    Step::PartitionWhole {
+                        device: "/dev/vdb".into(),
+                    },
+                    Step::MakeFs {
+                        disk: "/dev/vdb".into(),
+                    },
+                    Step::Mount,
+                ],
+                "",
+            ),
+            (
+                "MMDATA with files, rerun",
+                vec![boot(), disk("vdb", "D1", mmdata("/dev/vdb1"), false)],
+                true,
+                vec![],
+                "",
+            ),
+            (
+                "MMDATA after reboot",
+                vec![boot(), disk("vdb", "D1", mmdata("/dev/vdb1"), false)],
+                false,
+                vec![Step::Mount],
+                "",
+            ),
+            (
+                "foreign ext4",
+                vec![boot(), disk("vdb", "D1", foreign(), false)],
+                false,
+                vec![],
+                "holds an ext4 filesystem: left untouched",
+            ),
+            (
+                "foreign partition table",
+                vec![
+                    boot(),
+                    disk(
+                        "vdb",
+                        "D1",
+                        Content::Foreign {
+                            what: "a dos partition table".into(),
+                        },
+                        false,
+                    ),
+                ],
+                false,
+                vec![],
+                "add serial \"D1\" to wipe_disk_serials",
+            ),
+            (
+                "no disk",
+                vec![boot()],
+                false,
+                vec![],
+                "no data disk found matching bus=virtio",
+            ),
+            (
+                "two candidates, blank second",
+                vec![
+                    boot(),
+                    disk("vdb", "D1", foreign(), false),
+                    disk("vdc", "D2", Content::Blank, false),
+                ],
+                false,
+                vec![
+                    Step::PartitionWhole {
+                        device: "/dev/vdc".into(),
+                    },
+                    Step::MakeFs {
+                        disk: "/dev/vdc".into(),
+                    },
+                    Step::Mount,
+                ],
+                "",
+            ),
+            (
+                "two candidates, MMDATA wins over blank",
+                vec![
+                    boot(),
+                    disk("vdb", "D1", Content::Blank, false),
+                    disk("vdc", "D2", mmdata("/dev/vdc1"), false),
+                ],
+                false,
+                vec![Step::Mount],
+                "",
+            ),
+            (
+                "interrupted after partitioning",
+                vec![
+                    boot(),
+                    disk(
+                        "vdb",
+                        "D1",
+                        Content::MmPartition {
+                            device: "/dev/vdb1".into(),
+                        },
+                        false,
+                    ),
+                ],
+                false,
+                vec![
+                    Step::MakeFs {
+                        disk: "/dev/vdb".into(),
+                    },
+                    Step::Mount,
+                ],
+                "",
+            ),
+            (
+                "grown disk",
+                vec![
+                    boot(),
+                    disk(
+                        "vdb",
+                        "D1",
+                        Content::MmData {
+                            device: "/dev/vdb1".into(),
+                            growable: true,
+                        },
+                        false,
+                    ),
+                ],
+                true,
+                vec![Step::Grow {
+                    disk: "/dev/vdb".into(),
+                    device: "/dev/vdb1".into(),
+                }],
+                "",
+            ),
         ];
         for (name, disks, mounted, steps, problem) in cases {
             let p = plan(&cfg, &disks, mounted);
@@ -256,10 +445,19 @@ mod tests {
             if problem.is_empty() {
                 assert!(p.problems.is_empty(), "case {name}: {:?}", p.problems);
             } else {
-                assert!(p.problems.iter().any(|x| x.message.contains(problem)), "case {name}: {:?}", p.problems);
+                assert!(
+                    p.problems.iter().any(|x| x.message.contains(problem)),
+                    "case {name}: {:?}",
+                    p.problems
+                );
             }
             // The boot disk is never touched.
-            assert!(p.steps.iter().all(|s| !format!("{s:?}").contains("/dev/vda")), "case {name}");
+            assert!(
+                p.steps
+                    .iter()
+                    .all(|s| !format!("{s:?}").contains("/dev/vda")),
+                "case {name}"
+            );
         }
     }
 
@@ -272,7 +470,13 @@ mod tests {
         assert!(plan(&cfg, &disks, false).steps.is_empty());
         cfg.node.wipe_disk_serials = vec!["D1".into()];
         let p = plan(&cfg, &disks, false);
-        assert_eq!(p.steps[0], Step::Wipe { device: "/dev/vdb".into(), serial: "D1".into() });
+        assert_eq!(
+            p.steps[0],
+            Step::Wipe {
+                device: "/dev/vdb".into(),
+                serial: "D1".into()
+            }
+        );
         assert_eq!(p.steps.len(), 4);
     }
 
@@ -283,7 +487,18 @@ mod tests {
         b.facts.bus = Some(Bus::Sata);
         b.free_tail_bytes = 1_900_000_000_000;
         let p = plan(&cfg, &[b.clone()], false);
-        assert_eq!(p.steps, vec![Step::AddPartition { device: "/dev/vda".into() }, Step::MakeFs { disk: "/dev/vda".into() }, Step::Mount]);
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::AddPartition {
+                    device: "/dev/vda".into()
+                },
+                Step::MakeFs {
+                    disk: "/dev/vda".into()
+                },
+                Step::Mount
+            ]
+        );
         b.free_tail_bytes = 10 << 20;
         let p = plan(&cfg, &[b.clone()], false);
         assert!(p.steps.is_empty() && p.problems[0].message.contains("no free space"));

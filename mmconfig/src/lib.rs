@@ -30,12 +30,24 @@ pub const STATE_DIR: &str = "/var/lib/micromirror";
 pub const ADMIN_USER: &str = "mmadmin";
 /// Where the node configuration is installed on the node's root filesystem.
 pub const INSTALLED_CONFIG: &str = "/etc/micromirror/node.toml";
+/// mm-sync's per-project state directory (`<project>/status.json`, the lock, the run logs).
+pub const SYNC_STATE_DIR: &str = "/var/lib/micromirror/sync";
+/// node_exporter's textfile collector directory, where mm-sync writes its metrics.
+pub const METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
+
+/// mm-sync's status file of `project`: written after every run, firstboot reads it to start
+/// the first sync of a project that never synced.
+pub fn sync_status_file(project: &str) -> String {
+    format!("{SYNC_STATE_DIR}/{project}/status.json")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
-    #[error("{path}: schema version {found} is not supported (this program reads {SCHEMA_VERSION})")]
+    #[error(
+        "{path}: schema version {found} is not supported (this program reads {SCHEMA_VERSION})"
+    )]
     Schema { path: String, found: u32 },
 }
 
@@ -297,7 +309,10 @@ impl NodeConfig {
             message: e.to_string(),
         })?;
         if probe.schema != SCHEMA_VERSION {
-            return Err(ConfigError::Schema { path: path.to_string(), found: probe.schema });
+            return Err(ConfigError::Schema {
+                path: path.to_string(),
+                found: probe.schema,
+            });
         }
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_string(),
@@ -308,8 +323,10 @@ impl NodeConfig {
     /// Read and parse a `node.toml` file.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
         Self::from_toml(&text, &shown)
     }
 
