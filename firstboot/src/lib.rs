@@ -9,7 +9,9 @@ pub mod network;
 pub mod probe;
 pub mod run;
 pub mod services;
+pub mod repocheck;
 pub mod storage;
+pub mod sync;
 
 #[cfg(test)]
 mod testdata;

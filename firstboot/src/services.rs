@@ -440,7 +440,7 @@ mod tests {
         );
         assert!(file(&a, "mm-sync-epel.timer").contains("OnCalendar=*-*-* 00/4:"));
         assert!(file(&a, "mm-sync-archlinux.timer").contains("OnCalendar=*-*-* *:"));
-        assert!(file(&a, "mm-sync-epel.service").contains("ExecStart=/usr/bin/mm-sync sync epel"));
+        assert!(file(&a, "mm-sync-epel.service").contains("ExecStart=/usr/bin/mm-sync epel"));
         assert!(a
             .enable
             .contains(&("mm-sync-epel.timer".into(), "timers.target".into())));
