@@ -212,11 +212,20 @@ impl Host {
                     &[&self.path(Path::new(DATA_MOUNT)).to_string_lossy()],
                 )?;
             }
-            Step::Mount => {
+            Step::Mount { disk } => {
                 self.checkpoint("mount")?;
                 self.install(&mount_unit())?;
                 self.enable("srv-mirror.mount", "local-fs.target")?;
-                let part = self.find_data_fs()?;
+                // The planned disk's partition, never "any MMDATA": a second MMDATA disk (a
+                // colleague's USB disk, another node's drive) must not be mounted by label.
+                let part = self.data_partition(disk)?;
+                let label = probe::blkid(&part)
+                    .get("LABEL")
+                    .cloned()
+                    .unwrap_or_default();
+                if label != DATA_LABEL {
+                    bail!("{part} has no filesystem labelled {DATA_LABEL} (found {label:?})");
+                }
                 self.mount_now(&part)?;
             }
         }
@@ -261,18 +270,6 @@ impl Host {
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!("no partition named {DATA_LABEL} appeared on {disk}")
-    }
-
-    fn find_data_fs(&self) -> Result<String> {
-        let out = cmd(
-            "blkid",
-            &["-l", "-o", "device", "-t", &format!("LABEL={DATA_LABEL}")],
-        )
-        .unwrap_or_default();
-        out.lines()
-            .next()
-            .map(String::from)
-            .with_context(|| format!("no filesystem labelled {DATA_LABEL} found"))
     }
 
     fn mount_now(&self, device: &str) -> Result<()> {

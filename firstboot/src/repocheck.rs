@@ -33,18 +33,95 @@ impl Report {
     }
 }
 
-pub fn check_tree(kind: CheckKind, tree: &Path, deep: bool) -> Result<Report> {
+/// The profile's rsync `--exclude` patterns: files a mirror deliberately trims (other
+/// architectures, sources) are referenced by the indexes but must not count as missing.
+#[derive(Debug, Clone, Default)]
+pub struct Excludes(pub Vec<String>);
+
+impl Excludes {
+    /// Whether rsync would have excluded `rel` (a path relative to the tree), following rsync's
+    /// rules: `dir/` matches a directory at any depth, `a/b` matches the path's trailing
+    /// components (anchored at the root with a leading `/`), a plain pattern any component.
+    pub fn matches(&self, rel: &str) -> bool {
+        let comps: Vec<&str> = rel
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        self.0.iter().any(|pat| {
+            if let Some(dir) = pat.strip_suffix('/') {
+                let dir_comps: Vec<&str> = dir.trim_start_matches('/').split('/').collect();
+                let n = dir_comps.len();
+                // Only directories: every component but the last.
+                let dirs = &comps[..comps.len().saturating_sub(1)];
+                if pat.starts_with('/') {
+                    return dirs.len() >= n
+                        && dir_comps
+                            .iter()
+                            .zip(dirs)
+                            .all(|(p, c)| mmconfig::glob_match(p, c));
+                }
+                dirs.windows(n).any(|w| {
+                    dir_comps
+                        .iter()
+                        .zip(w)
+                        .all(|(p, c)| mmconfig::glob_match(p, c))
+                })
+            } else if pat.contains('/') {
+                let pc: Vec<&str> = pat.trim_start_matches('/').split('/').collect();
+                let n = pc.len();
+                if pat.starts_with('/') {
+                    return comps.len() >= n
+                        && pc
+                            .iter()
+                            .zip(&comps)
+                            .all(|(p, c)| mmconfig::glob_match(p, c));
+                }
+                // Any prefix of the path (a directory on the way down) may end with the pattern.
+                (n..=comps.len()).any(|end| {
+                    pc.iter()
+                        .zip(&comps[end - n..end])
+                        .all(|(p, c)| mmconfig::glob_match(p, c))
+                })
+            } else {
+                comps.iter().any(|c| mmconfig::glob_match(pat, c))
+            }
+        })
+    }
+}
+
+pub fn check_tree(kind: CheckKind, tree: &Path, excludes: &Excludes, deep: bool) -> Result<Report> {
     let mut r = Report::default();
+    let mut ctx = Ctx {
+        tree,
+        excludes,
+        deep,
+        r: &mut r,
+    };
     match kind {
         CheckKind::None => {}
-        CheckKind::Apt => check_apt(tree, deep, &mut r)?,
+        CheckKind::Apt => check_apt(&mut ctx)?,
         CheckKind::Rpm => {
             for repomd in find_files(tree, |p| p.ends_with("repodata/repomd.xml"))? {
-                check_repomd(&repomd, deep, &mut r)?;
+                check_repomd(&mut ctx, &repomd)?;
             }
         }
     }
     Ok(r)
+}
+
+struct Ctx<'a> {
+    tree: &'a Path,
+    excludes: &'a Excludes,
+    deep: bool,
+    r: &'a mut Report,
+}
+
+impl Ctx<'_> {
+    /// False (and nothing recorded) for files the profile excludes on purpose.
+    fn wanted(&self, path: &Path) -> bool {
+        let rel = path.strip_prefix(self.tree).unwrap_or(path);
+        !self.excludes.matches(&rel.to_string_lossy())
+    }
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
@@ -60,20 +137,30 @@ fn check_file(r: &mut Report, index: &Path, path: &Path, size: Option<u64>, sha2
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(_) => {
-            r.errors.push(format!("{}: missing {}", index.display(), path.display()));
+            r.errors
+                .push(format!("{}: missing {}", index.display(), path.display()));
             return;
         }
     };
     if let Some(want) = size {
         if meta.len() != want {
-            r.errors.push(format!("{}: {} is {} bytes, the index says {want}", index.display(), path.display(), meta.len()));
+            r.errors.push(format!(
+                "{}: {} is {} bytes, the index says {want}",
+                index.display(),
+                path.display(),
+                meta.len()
+            ));
             return;
         }
     }
     if let Some(want) = sha256 {
         match sha256_file(path) {
             Ok(got) if got.eq_ignore_ascii_case(want) => {}
-            Ok(got) => r.errors.push(format!("{}: {} has SHA256 {got}, the index says {want}", index.display(), path.display())),
+            Ok(got) => r.errors.push(format!(
+                "{}: {} has SHA256 {got}, the index says {want}",
+                index.display(),
+                path.display()
+            )),
             Err(e) => r.errors.push(format!("{}: {e:#}", index.display())),
         }
     }
@@ -86,7 +173,9 @@ fn find_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> 
     while let Some(d) = stack.pop() {
         let entries = match fs::read_dir(&d) {
             Ok(e) => e,
-            Err(e) if d == dir => return Err(e).with_context(|| format!("reading {}", d.display())),
+            Err(e) if d == dir => {
+                return Err(e).with_context(|| format!("reading {}", d.display()))
+            }
             Err(_) => continue,
         };
         for e in entries.flatten() {
@@ -105,16 +194,22 @@ fn find_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> 
 
 /// The contents of an index, decompressed by its extension.
 fn read_index(path: &Path) -> Result<Vec<u8>> {
-    let f = BufReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let f =
+        BufReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
     let mut out = Vec::new();
     let name = path.to_string_lossy();
     let res = if name.ends_with(".gz") {
-        flate2::bufread::MultiGzDecoder::new(f).read_to_end(&mut out).map(|_| ())
+        flate2::bufread::MultiGzDecoder::new(f)
+            .read_to_end(&mut out)
+            .map(|_| ())
     } else if name.ends_with(".xz") {
         let mut f = f;
-        lzma_rs::xz_decompress(&mut f, &mut out).map_err(|e| std::io::Error::other(format!("{e:?}")))
+        lzma_rs::xz_decompress(&mut f, &mut out)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))
     } else if name.ends_with(".zst") {
-        ruzstd::decoding::StreamingDecoder::new(f).map_err(std::io::Error::other).and_then(|mut d| d.read_to_end(&mut out).map(|_| ()))
+        ruzstd::decoding::StreamingDecoder::new(f)
+            .map_err(std::io::Error::other)
+            .and_then(|mut d| d.read_to_end(&mut out).map(|_| ()))
     } else {
         let mut f = f;
         f.read_to_end(&mut out).map(|_| ())
@@ -126,16 +221,26 @@ fn read_index(path: &Path) -> Result<Vec<u8>> {
 const COMPRESSIONS: [&str; 5] = ["", ".gz", ".xz", ".zst", ".bz2"];
 
 fn strip_compression(rel: &str) -> &str {
-    COMPRESSIONS[1..].iter().find_map(|c| rel.strip_suffix(c)).unwrap_or(rel)
+    COMPRESSIONS[1..]
+        .iter()
+        .find_map(|c| rel.strip_suffix(c))
+        .unwrap_or(rel)
 }
 
-fn check_apt(tree: &Path, deep: bool, r: &mut Report) -> Result<()> {
+fn check_apt(ctx: &mut Ctx<'_>) -> Result<()> {
+    let tree = ctx.tree;
     let dists = tree.join("dists");
     if !dists.is_dir() {
-        r.errors.push(format!("{}: no dists/ directory: not an apt archive", tree.display()));
+        ctx.r.errors.push(format!(
+            "{}: no dists/ directory: not an apt archive",
+            tree.display()
+        ));
         return Ok(());
     }
-    let releases = find_files(&dists, |p| p.file_name().is_some_and(|n| n == "Release" || n == "InRelease"))?;
+    let releases = find_files(&dists, |p| {
+        p.file_name()
+            .is_some_and(|n| n == "Release" || n == "InRelease")
+    })?;
     // InRelease and Release describe the same suite: read one per directory.
     let mut suites = BTreeSet::new();
     for rel in releases {
@@ -143,37 +248,65 @@ fn check_apt(tree: &Path, deep: bool, r: &mut Report) -> Result<()> {
         if !suites.insert(dir.clone()) {
             continue;
         }
-        let text = String::from_utf8_lossy(&fs::read(&rel).with_context(|| format!("reading {}", rel.display()))?).into_owned();
-        r.indexes += 1;
+        let text = String::from_utf8_lossy(
+            &fs::read(&rel).with_context(|| format!("reading {}", rel.display()))?,
+        )
+        .into_owned();
+        ctx.r.indexes += 1;
         let entries = release_sha256(&text);
         let listed: BTreeSet<&str> = entries.iter().map(|(_, _, p)| p.as_str()).collect();
         for (hash, size, relpath) in &entries {
             let path = dir.join(relpath);
+            if !ctx.wanted(&path) {
+                continue;
+            }
             // Release lists every compression of an index; a mirror may lack some of them, but
             // never all: only the absence of every variant is an error.
             if !path.exists() {
                 let stem = strip_compression(relpath);
-                let any = COMPRESSIONS.iter().any(|c| listed.contains(format!("{stem}{c}").as_str()) && dir.join(format!("{stem}{c}")).exists());
+                let any = COMPRESSIONS.iter().any(|c| {
+                    listed.contains(format!("{stem}{c}").as_str())
+                        && dir.join(format!("{stem}{c}")).exists()
+                });
                 if any {
                     continue;
                 }
             }
-            check_file(r, &rel, &path, Some(*size), Some(hash));
+            check_file(ctx.r, &rel, &path, Some(*size), Some(hash));
         }
         // The pool files of each Packages index, read from the best variant present.
-        let stems: BTreeSet<&str> = entries.iter().map(|(_, _, p)| strip_compression(p)).filter(|p| p.ends_with("/Packages")).collect();
+        let stems: BTreeSet<&str> = entries
+            .iter()
+            .map(|(_, _, p)| strip_compression(p))
+            .filter(|p| p.ends_with("/Packages"))
+            .collect();
         for stem in stems {
-            let Some(index) = COMPRESSIONS.iter().map(|c| dir.join(format!("{stem}{c}"))).find(|p| p.is_file()) else { continue };
+            let Some(index) = COMPRESSIONS
+                .iter()
+                .map(|c| dir.join(format!("{stem}{c}")))
+                .find(|p| p.is_file())
+            else {
+                continue;
+            };
             let data = match read_index(&index) {
                 Ok(d) => d,
                 Err(e) => {
-                    r.errors.push(format!("{e:#}"));
+                    ctx.r.errors.push(format!("{e:#}"));
                     continue;
                 }
             };
-            r.indexes += 1;
+            ctx.r.indexes += 1;
             for (filename, size, sha) in packages_entries(&String::from_utf8_lossy(&data)) {
-                check_file(r, &index, &tree.join(&filename), size, if deep { sha.as_deref() } else { None });
+                let path = tree.join(&filename);
+                if ctx.wanted(&path) {
+                    check_file(
+                        ctx.r,
+                        &index,
+                        &path,
+                        size,
+                        if ctx.deep { sha.as_deref() } else { None },
+                    );
+                }
             }
         }
     }
@@ -209,9 +342,19 @@ pub fn release_sha256(text: &str) -> Vec<(String, u64, String)> {
 pub fn packages_entries(text: &str) -> Vec<(String, Option<u64>, Option<String>)> {
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
-        let field = |name: &str| stanza.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')).map(|v| v.trim().to_string()));
+        let field = |name: &str| {
+            stanza.lines().find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix(':'))
+                    .map(|v| v.trim().to_string())
+            })
+        };
         if let Some(f) = field("Filename") {
-            out.push((f, field("Size").and_then(|s| s.parse().ok()), field("SHA256")));
+            out.push((
+                f,
+                field("Size").and_then(|s| s.parse().ok()),
+                field("SHA256"),
+            ));
         }
     }
     out
@@ -239,9 +382,17 @@ pub fn rpm_entries(xml: &[u8], element: &[u8]) -> Result<Vec<RpmEntry>> {
         match &ev {
             Event::Start(e) | Event::Empty(e) => {
                 let name = e.local_name();
-                let attr = |k: &[u8]| e.attributes().flatten().find(|a| a.key.local_name().as_ref() == k).and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()));
+                let attr = |k: &[u8]| {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.local_name().as_ref() == k)
+                        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+                };
                 if name.as_ref() == element {
-                    cur = Some(RpmEntry { kind: attr(b"type").unwrap_or_default(), ..Default::default() });
+                    cur = Some(RpmEntry {
+                        kind: attr(b"type").unwrap_or_default(),
+                        ..Default::default()
+                    });
                 } else if let Some(c) = cur.as_mut() {
                     match name.as_ref() {
                         b"location" => c.href = attr(b"href").unwrap_or_default(),
@@ -250,14 +401,20 @@ pub fn rpm_entries(xml: &[u8], element: &[u8]) -> Result<Vec<RpmEntry>> {
                             Some(n) => c.size = n.parse().ok(),
                             None => in_size_text = matches!(ev, Event::Start(_)),
                         },
-                        b"checksum" => in_checksum_sha256 = matches!(ev, Event::Start(_)) && attr(b"type").as_deref() == Some("sha256"),
+                        b"checksum" => {
+                            in_checksum_sha256 = matches!(ev, Event::Start(_))
+                                && attr(b"type").as_deref() == Some("sha256")
+                        }
                         _ => {}
                     }
                 }
             }
             Event::Text(t) => {
                 if let Some(c) = cur.as_mut() {
-                    let text = t.unescape().map(|s| s.trim().to_string()).unwrap_or_default();
+                    let text = t
+                        .unescape()
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_default();
                     if in_checksum_sha256 {
                         c.sha256 = Some(text);
                     } else if in_size_text {
@@ -265,14 +422,12 @@ pub fn rpm_entries(xml: &[u8], element: &[u8]) -> Result<Vec<RpmEntry>> {
                     }
                 }
             }
-            Event::End(e) => {
-                match e.local_name().as_ref() {
-                    b"checksum" => in_checksum_sha256 = false,
-                    b"size" => in_size_text = false,
-                    n if n == element => out.extend(cur.take()),
-                    _ => {}
-                }
-            }
+            Event::End(e) => match e.local_name().as_ref() {
+                b"checksum" => in_checksum_sha256 = false,
+                b"size" => in_size_text = false,
+                n if n == element => out.extend(cur.take()),
+                _ => {}
+            },
             Event::Eof => break,
             _ => {}
         }
@@ -281,34 +436,46 @@ pub fn rpm_entries(xml: &[u8], element: &[u8]) -> Result<Vec<RpmEntry>> {
     Ok(out)
 }
 
-fn check_repomd(repomd: &Path, deep: bool, r: &mut Report) -> Result<()> {
-    let repo = repomd.parent().and_then(Path::parent).context("repomd.xml outside a repodata directory")?;
-    r.indexes += 1;
+fn check_repomd(ctx: &mut Ctx<'_>, repomd: &Path) -> Result<()> {
+    let repo = repomd
+        .parent()
+        .and_then(Path::parent)
+        .context("repomd.xml outside a repodata directory")?;
+    ctx.r.indexes += 1;
     let xml = fs::read(repomd).with_context(|| format!("reading {}", repomd.display()))?;
     let data = match rpm_entries(&xml, b"data") {
         Ok(d) => d,
         Err(e) => {
-            r.errors.push(format!("{}: {e:#}", repomd.display()));
+            ctx.r.errors.push(format!("{}: {e:#}", repomd.display()));
             return Ok(());
         }
     };
     for d in &data {
         let path = repo.join(&d.href);
-        let before = r.errors.len();
-        check_file(r, repomd, &path, d.size, d.sha256.as_deref());
-        if d.kind != "primary" || r.errors.len() != before {
+        let before = ctx.r.errors.len();
+        check_file(ctx.r, repomd, &path, d.size, d.sha256.as_deref());
+        if d.kind != "primary" || ctx.r.errors.len() != before {
             continue;
         }
         let primary = match read_index(&path).and_then(|x| rpm_entries(&x, b"package")) {
             Ok(p) => p,
             Err(e) => {
-                r.errors.push(format!("{}: {e:#}", path.display()));
+                ctx.r.errors.push(format!("{}: {e:#}", path.display()));
                 continue;
             }
         };
-        r.indexes += 1;
+        ctx.r.indexes += 1;
         for p in primary {
-            check_file(r, &path, &repo.join(&p.href), p.size, if deep { p.sha256.as_deref() } else { None });
+            let pkg = repo.join(&p.href);
+            if ctx.wanted(&pkg) {
+                check_file(
+                    ctx.r,
+                    &path,
+                    &pkg,
+                    p.size,
+                    if ctx.deep { p.sha256.as_deref() } else { None },
+                );
+            }
         }
     }
     Ok(())
@@ -319,11 +486,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn excludes_follow_rsync_rules() {
+        let ex = Excludes(vec![
+            "SRPMS/".into(),
+            "binary-armel/".into(),
+            "*_armel.deb".into(),
+            "installer-*/current".into(),
+            "/top/".into(),
+        ]);
+        assert!(ex.matches("SRPMS/a.rpm"));
+        assert!(ex.matches("9/Everything/SRPMS/Packages/a.rpm"));
+        assert!(
+            !ex.matches("Packages/SRPMS"),
+            "a file named like a directory pattern"
+        );
+        assert!(ex.matches("dists/bookworm/main/binary-armel/Packages.xz"));
+        assert!(ex.matches("pool/main/a/a_1_armel.deb"));
+        assert!(!ex.matches("pool/main/a/a_1_amd64.deb"));
+        assert!(ex.matches("dists/x/main/installer-amd64/current/images/x"));
+        assert!(ex.matches("top/x"));
+        assert!(!ex.matches("a/top/x"));
+    }
+
+    #[test]
     fn release_sha256_section_only() {
         let text = "Origin: x\nMD5Sum:\n 0123 10 main/binary-amd64/Packages\nSHA256:\n abcd 42 main/binary-amd64/Packages\n ef01 20 main/binary-amd64/Packages.gz\nAcquire-By-Hash: yes\n";
         assert_eq!(
             release_sha256(text),
-            vec![("abcd".into(), 42, "main/binary-amd64/Packages".into()), ("ef01".into(), 20, "main/binary-amd64/Packages.gz".into())]
+            vec![
+                ("abcd".into(), 42, "main/binary-amd64/Packages".into()),
+                ("ef01".into(), 20, "main/binary-amd64/Packages.gz".into())
+            ]
         );
     }
 
@@ -332,7 +525,14 @@ mod tests {
         let text = "Package: a\nFilename: pool/main/a/a_1_all.deb\nSize: 100\nSHA256: ff\n\nPackage: b\nFilename: pool/main/b/b.deb\n";
         assert_eq!(
             packages_entries(text),
-            vec![("pool/main/a/a_1_all.deb".into(), Some(100), Some("ff".into())), ("pool/main/b/b.deb".into(), None, None)]
+            vec![
+                (
+                    "pool/main/a/a_1_all.deb".into(),
+                    Some(100),
+                    Some("ff".into())
+                ),
+                ("pool/main/b/b.deb".into(), None, None)
+            ]
         );
     }
 
@@ -342,10 +542,26 @@ mod tests {
 <data type="primary"><checksum type="sha256">aa</checksum><open-checksum type="sha256">bb</open-checksum>
 <location href="repodata/aa-primary.xml.gz"/><timestamp>1</timestamp><size>123</size><open-size>456</open-size></data></repomd>"#;
         let d = rpm_entries(repomd, b"data").unwrap();
-        assert_eq!(d, vec![RpmEntry { kind: "primary".into(), href: "repodata/aa-primary.xml.gz".into(), size: Some(123), sha256: Some("aa".into()) }]);
+        assert_eq!(
+            d,
+            vec![RpmEntry {
+                kind: "primary".into(),
+                href: "repodata/aa-primary.xml.gz".into(),
+                size: Some(123),
+                sha256: Some("aa".into())
+            }]
+        );
         let primary = br#"<metadata><package type="rpm"><name>x</name><checksum type="sha256" pkgid="YES">cc</checksum>
 <size package="789" installed="1" archive="2"/><location href="Packages/x/x-1.noarch.rpm"/></package></metadata>"#;
         let p = rpm_entries(primary, b"package").unwrap();
-        assert_eq!(p, vec![RpmEntry { kind: "rpm".into(), href: "Packages/x/x-1.noarch.rpm".into(), size: Some(789), sha256: Some("cc".into()) }]);
+        assert_eq!(
+            p,
+            vec![RpmEntry {
+                kind: "rpm".into(),
+                href: "Packages/x/x-1.noarch.rpm".into(),
+                size: Some(789),
+                sha256: Some("cc".into())
+            }]
+        );
     }
 }

@@ -262,7 +262,9 @@ pub fn describe_step(step: &storage::Step) -> String {
         Grow { device, .. } => {
             format!("growing {device} and its filesystem to the end of the disk")
         }
-        Mount => format!("mounting the data filesystem at {DATA_MOUNT} (srv-mirror.mount)"),
+        Mount { disk } => {
+            format!("mounting the data filesystem of {disk} at {DATA_MOUNT} (srv-mirror.mount)")
+        }
     }
 }
 

@@ -50,8 +50,8 @@ pub enum Step {
     MakeFs { disk: String },
     /// Grow the MMDATA partition to the end of the disk and the filesystem with it.
     Grow { disk: String, device: String },
-    /// Install and enable srv-mirror.mount and mount the data filesystem now.
-    Mount,
+    /// Install and enable srv-mirror.mount and mount the data filesystem of `disk` now.
+    Mount { disk: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -160,7 +160,9 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
                     p.steps.push(Step::MakeFs {
                         disk: d.device.clone(),
                     });
-                    p.steps.push(Step::Mount);
+                    p.steps.push(Step::Mount {
+                        disk: d.device.clone(),
+                    });
                 }
                 Content::Blank => {
                     p.notes.push(format!(
@@ -173,7 +175,9 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
                     p.steps.push(Step::MakeFs {
                         disk: d.device.clone(),
                     });
-                    p.steps.push(Step::Mount);
+                    p.steps.push(Step::Mount {
+                        disk: d.device.clone(),
+                    });
                 }
                 Content::Foreign { what } => {
                     p.notes.push(format!(
@@ -191,7 +195,9 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
                     p.steps.push(Step::MakeFs {
                         disk: d.device.clone(),
                     });
-                    p.steps.push(Step::Mount);
+                    p.steps.push(Step::Mount {
+                        disk: d.device.clone(),
+                    });
                 }
             }
         }
@@ -208,7 +214,7 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
                 Content::MmData { device, .. } => existing(&mut p, boot, device, mounted),
                 Content::MmPartition { .. } => {
                     p.steps.push(Step::MakeFs { disk: boot.device.clone() });
-                    p.steps.push(Step::Mount);
+                    p.steps.push(Step::Mount { disk: boot.device.clone() });
                 }
                 _ if boot.free_tail_bytes >= MIN_DATA_BYTES => {
                     p.notes.push(format!(
@@ -218,7 +224,7 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
                     ));
                     p.steps.push(Step::AddPartition { device: boot.device.clone() });
                     p.steps.push(Step::MakeFs { disk: boot.device.clone() });
-                    p.steps.push(Step::Mount);
+                    p.steps.push(Step::Mount { disk: boot.device.clone() });
                 }
                 _ => p.problems.push(Problem {
                     message: format!(
@@ -251,7 +257,9 @@ fn existing(p: &mut Plan, d: &Disk, device: &str, mounted: bool) {
         p.notes.push(format!(
             "{DATA_LABEL} found on {device}: mounting it, nothing is formatted"
         ));
-        p.steps.push(Step::Mount);
+        p.steps.push(Step::Mount {
+            disk: d.device.clone(),
+        });
     }
 }
 
@@ -316,7 +324,9 @@ mod tests {
                     Step::MakeFs {
                         disk: "/dev/vdb".into(),
                     },
-                    Step::Mount,
+                    Step::Mount {
+                        disk: "/dev/vdb".into(),
+                    },
                 ],
                 "",
             ),
@@ -331,7 +341,9 @@ mod tests {
                 "MMDATA after reboot",
                 vec![boot(), disk("vdb", "D1", mmdata("/dev/vdb1"), false)],
                 false,
-                vec![Step::Mount],
+                vec![Step::Mount {
+                    disk: "/dev/vdb".into(),
+                }],
                 "",
             ),
             (
@@ -380,7 +392,9 @@ mod tests {
                     Step::MakeFs {
                         disk: "/dev/vdc".into(),
                     },
-                    Step::Mount,
+                    Step::Mount {
+                        disk: "/dev/vdc".into(),
+                    },
                 ],
                 "",
             ),
@@ -392,7 +406,9 @@ mod tests {
                     disk("vdc", "D2", mmdata("/dev/vdc1"), false),
                 ],
                 false,
-                vec![Step::Mount],
+                vec![Step::Mount {
+                    disk: "/dev/vdc".into(),
+                }],
                 "",
             ),
             (
@@ -413,7 +429,9 @@ mod tests {
                     Step::MakeFs {
                         disk: "/dev/vdb".into(),
                     },
-                    Step::Mount,
+                    Step::Mount {
+                        disk: "/dev/vdb".into(),
+                    },
                 ],
                 "",
             ),
@@ -496,7 +514,9 @@ mod tests {
                 Step::MakeFs {
                     disk: "/dev/vda".into()
                 },
-                Step::Mount
+                Step::Mount {
+                    disk: "/dev/vda".into()
+                }
             ]
         );
         b.free_tail_bytes = 10 << 20;

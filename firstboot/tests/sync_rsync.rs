@@ -1,0 +1,592 @@
+//! mm-sync against a real rsync daemon on loopback serving real fixture repositories (an apt
+//! archive made by dpkg-deb + apt-ftparchive, an rpm repository made by rpmbuild + createrepo_c).
+//! Needs the packages from scripts/install-deps; the space test mounts a tmpfs (root).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use mmconfig::{CheckKind, NodeConfig, SyncMethod};
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").args(["-euc", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fixture world: upstream trees served by rsyncd, a node root, a node config.
+struct World {
+    dir: tempfile::TempDir,
+    port: u16,
+    daemon: Option<Daemon>,
+    config: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for d in ["up/rpm", "up/apt", "root"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("rsyncd.conf"),
+            format!(
+                "use chroot = no\nread only = yes\n[epel]\npath = {0}/up/rpm\n[debian]\npath = {0}/up/apt\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut w = World {
+            config: dir.path().join("node.toml"),
+            dir,
+            port,
+            daemon: None,
+        };
+        w.start_daemon();
+        w.write_config(|_| {});
+        w
+    }
+
+    fn start_daemon(&mut self) {
+        let child = Command::new("rsync")
+            .args([
+                "--daemon",
+                "--no-detach",
+                "--address=127.0.0.1",
+                &format!("--port={}", self.port),
+            ])
+            .arg(format!(
+                "--config={}",
+                self.dir.path().join("rsyncd.conf").display()
+            ))
+            .arg(format!(
+                "--log-file={}",
+                self.dir.path().join("rsyncd.log").display()
+            ))
+            .spawn()
+            .unwrap();
+        self.daemon = Some(Daemon(child));
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "rsync daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn up(&self, kind: &str) -> PathBuf {
+        self.dir.path().join("up").join(kind)
+    }
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    fn tree(&self, project: &str) -> PathBuf {
+        self.root().join("srv/mirror").join(project)
+    }
+
+    /// The example `ci` node hosting an rpm project (epel) and an apt project (debian, two-stage).
+    fn write_config(&self, edit: impl Fn(&mut NodeConfig)) {
+        let nodes: Vec<NodeConfig> =
+            serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
+        let mut cfg = nodes.into_iter().find(|n| n.node.name == "ci").unwrap();
+        let ziply =
+            serde_json::from_str::<Vec<NodeConfig>>(include_str!("fixtures/example-nodes.json"))
+                .unwrap();
+        let debian = ziply
+            .iter()
+            .flat_map(|n| n.projects.iter())
+            .find(|p| p.name == "debian")
+            .expect("a node hosts debian")
+            .clone();
+        cfg.projects.push(debian);
+        for p in &mut cfg.projects {
+            p.sync.upstream = format!("rsync://127.0.0.1:{}/{}/", self.port, p.name);
+            p.size_gb = 1;
+        }
+        edit(&mut cfg);
+        std::fs::write(&self.config, cfg.to_toml()).unwrap();
+    }
+
+    fn mm_sync(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-sync"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--root")
+            .arg(self.root())
+            .args(args);
+        cmd.env_remove("MM_SYNC_BETWEEN_STAGES");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn status(&self, project: &str) -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(
+                self.root()
+                    .join(format!("var/lib/micromirror/sync/{project}/status.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn trace(&self, project: &str, dir: &str) -> PathBuf {
+        self.tree(project).join(dir).join("ci.mm.example.net")
+    }
+}
+
+/// A tiny noarch rpm `name-version` built by rpmbuild, placed in `dest`, padded by `pad_kb`.
+fn rpm(dest: &Path, name: &str, version: &str) {
+    let top = tempfile::tempdir().unwrap();
+    let spec = top.path().join("x.spec");
+    std::fs::write(
+        &spec,
+        format!("Name: {name}\nVersion: {version}\nRelease: 1\nSummary: fixture\nLicense: MIT\nBuildArch: noarch\n%description\nfixture\n%files\n"),
+    )
+    .unwrap();
+    sh(&format!(
+        "rpmbuild --quiet -bb --define '_topdir {0}' --define '_build_id_links none' {1} && mkdir -p {2} && cp {0}/RPMS/noarch/*.rpm {2}/",
+        top.path().display(),
+        spec.display(),
+        dest.display()
+    ));
+}
+
+fn createrepo(repo: &Path) {
+    sh(&format!(
+        "createrepo_c --quiet --general-compress-type=gz {}",
+        repo.display()
+    ));
+}
+
+/// A tiny .deb `name_version_all.deb` in the pool.
+fn deb(archive: &Path, name: &str, version: &str) {
+    let pkg = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(pkg.path().join("DEBIAN")).unwrap();
+    std::fs::write(
+        pkg.path().join("DEBIAN/control"),
+        format!("Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: fixture\n"),
+    )
+    .unwrap();
+    let pool = archive.join(format!("pool/main/{}/{name}", &name[..1]));
+    std::fs::create_dir_all(&pool).unwrap();
+    sh(&format!(
+        "dpkg-deb --root-owner-group -Zgzip --build {} {}/{name}_{version}_all.deb >/dev/null",
+        pkg.path().display(),
+        pool.display()
+    ));
+}
+
+/// Packages(.gz) and Release for dists/stable from the pool, as a real archive has them.
+fn apt_index(archive: &Path) {
+    sh(&format!(
+        "cd {0} && mkdir -p dists/stable/main/binary-amd64 && apt-ftparchive packages pool > dists/stable/main/binary-amd64/Packages \
+         && gzip -9nkf dists/stable/main/binary-amd64/Packages \
+         && rm -f dists/stable/Release && apt-ftparchive -o APT::FTPArchive::Release::Suite=stable release dists/stable > .Release.tmp && mv .Release.tmp dists/stable/Release",
+        archive.display()
+    ));
+}
+
+/// rsync's quick check compares whole-second mtimes and sizes: an index regenerated within the
+/// same second at the same size would look unchanged, which real upstreams never produce.
+fn next_second() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let out = sh(&format!(
+        "cd {} && find . -type f ! -path './.mirror-trace/*' ! -path './project/trace/*' | sort",
+        dir.display()
+    ));
+    out.lines().map(String::from).collect()
+}
+
+#[test]
+fn single_stage_first_sync_update_delete_exclude_and_check() {
+    let w = World::new();
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    rpm(&up.join("Packages"), "beta", "1.0");
+    rpm(&up.join("SRPMS"), "alpha-src", "1.0"); // excluded by the epel profile
+    createrepo(&up);
+
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tree = w.tree("epel");
+    assert!(
+        !tree.join("SRPMS").exists(),
+        "excluded directory was synced"
+    );
+    assert_eq!(
+        files(&tree),
+        files(&up)
+            .into_iter()
+            .filter(|f| !f.starts_with("./SRPMS"))
+            .collect::<Vec<_>>()
+    );
+    let trace = std::fs::read_to_string(w.trace("epel", ".mirror-trace")).unwrap();
+    assert!(
+        trace.contains("Running on host: ci.mm.example.net"),
+        "{trace}"
+    );
+    let st = w.status("epel");
+    assert_eq!(st["result"], "success");
+    assert!(st["files_transferred"].as_u64().unwrap() >= 4, "{st}");
+    let metrics = std::fs::read_to_string(
+        w.root()
+            .join("var/lib/prometheus/node-exporter/mm_sync_epel.prom"),
+    )
+    .unwrap();
+    assert!(
+        metrics.contains("mm_sync_last_run_success{project=\"epel\"} 1"),
+        "{metrics}"
+    );
+    let logs = std::fs::read_dir(w.root().join("var/lib/micromirror/sync/epel/logs"))
+        .unwrap()
+        .count();
+    assert_eq!(logs, 1);
+
+    // Update: one package replaced, one removed; a stale local file in an excluded path goes too.
+    next_second();
+    std::fs::remove_dir_all(up.join("Packages")).unwrap();
+    rpm(&up.join("Packages"), "alpha", "2.0");
+    createrepo(&up);
+    std::fs::create_dir_all(tree.join("debug")).unwrap();
+    std::fs::write(tree.join("debug/old.rpm"), b"x").unwrap();
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let now = files(&tree);
+    assert!(now.iter().any(|f| f.contains("alpha-2.0")), "{now:?}");
+    assert!(
+        !now.iter()
+            .any(|f| f.contains("beta") || f.contains("alpha-1.0")),
+        "deleted upstream but kept: {now:?}"
+    );
+    assert!(
+        !tree.join("debug/old.rpm").exists(),
+        "--delete-excluded must remove excluded local files"
+    );
+    assert!(
+        w.trace("epel", ".mirror-trace").exists(),
+        "our trace must survive the upstream's deletes"
+    );
+
+    let out = w.mm_sync(&["--check", "epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("0 problem(s)"), "{}", text(&out));
+
+    // A broken tree: one package truncated, repodata file missing.
+    let pkg = sh(&format!("ls {}/Packages/*.rpm | head -1", tree.display()));
+    std::fs::write(&pkg, b"short").unwrap();
+    let filelists = sh(&format!("ls {}/repodata/*filelists.xml.gz", tree.display()));
+    std::fs::remove_file(&filelists).unwrap();
+    let out = w.mm_sync(&["--check", "epel"], &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains("is 5 bytes, the index says"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains(&format!("missing {filelists}")),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("2 problem(s)"), "{}", text(&out));
+}
+
+#[test]
+fn two_stage_never_exposes_an_index_pointing_at_a_missing_file() {
+    let w = World::new();
+    let up = w.up("apt");
+    deb(&up, "alpha", "1");
+    apt_index(&up);
+    let out = w.mm_sync(&["debian"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(w.trace("debian", "project/trace").exists());
+
+    // Upstream moves on: alpha 1 -> 2. Between our two stages it moves again (beta appears).
+    next_second();
+    std::fs::remove_dir_all(up.join("pool")).unwrap();
+    deb(&up, "alpha", "2");
+    apt_index(&up);
+    let snap = w.dir.path().join("between");
+    let staging = w.dir.path().join("staging");
+    deb(&staging, "beta", "1");
+    // Between the stages: record what a client would see now, then change the upstream.
+    let script = w.dir.path().join("between-stages.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "{bin} --config {cfg} --root {root} --check debian > {snap}.check 2>&1; echo $? > {snap}.code\n\
+             cp {tree}/dists/stable/main/binary-amd64/Packages {snap}.packages\n\
+             cp -r {staging}/pool/main/b {up}/pool/main/\n\
+             cd {up} && apt-ftparchive packages pool > dists/stable/main/binary-amd64/Packages && gzip -9nkf dists/stable/main/binary-amd64/Packages\n\
+             rm -f dists/stable/Release; apt-ftparchive -o APT::FTPArchive::Release::Suite=stable release dists/stable > .Release.tmp && mv .Release.tmp dists/stable/Release\n",
+            bin = env!("CARGO_BIN_EXE_mm-sync"),
+            cfg = w.config.display(),
+            root = w.root().display(),
+            snap = snap.display(),
+            tree = w.tree("debian").display(),
+            staging = staging.display(),
+            up = up.display(),
+        ),
+    )
+    .unwrap();
+    let hook = format!("bash -e {}", script.display());
+    let out = w.mm_sync(&["debian"], &[("MM_SYNC_BETWEEN_STAGES", &hook)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // After stage 1: the old index is still in place and every file it names is still there.
+    assert_eq!(
+        std::fs::read_to_string(format!("{}.code", snap.display()))
+            .unwrap()
+            .trim(),
+        "0",
+        "{}",
+        std::fs::read_to_string(format!("{}.check", snap.display())).unwrap()
+    );
+    let between = std::fs::read_to_string(format!("{}.packages", snap.display())).unwrap();
+    assert!(
+        between.contains("alpha_1_all.deb"),
+        "stage 1 must not replace the index: {between}"
+    );
+    assert!(std::fs::read_to_string(format!("{}.check", snap.display()))
+        .unwrap()
+        .contains("0 problem(s)"));
+
+    // After stage 2: the newest index, its files present, the old package deleted.
+    let tree = w.tree("debian");
+    let packages =
+        std::fs::read_to_string(tree.join("dists/stable/main/binary-amd64/Packages")).unwrap();
+    assert!(
+        packages.contains("beta_1_all.deb") && packages.contains("alpha_2_all.deb"),
+        "{packages}"
+    );
+    assert!(tree.join("pool/main/b/beta/beta_1_all.deb").exists());
+    assert!(
+        !tree.join("pool/main/a/alpha/alpha_1_all.deb").exists(),
+        "deletes happen in stage 2"
+    );
+    let out = w.mm_sync(&["--check", "debian"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("0 problem(s)") && !text(&out).contains(" 0 file(s) checked"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_second_run_is_refused_while_the_lock_is_held() {
+    let w = World::new();
+    rpm(&w.up("rpm").join("Packages"), "alpha", "1.0");
+    createrepo(&w.up("rpm"));
+    let lock_dir = w.root().join("var/lib/micromirror/sync/epel");
+    std::fs::create_dir_all(&lock_dir).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_dir.join("lock"))
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    assert!(
+        text(&out).contains("another mm-sync run holds the lock"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !w.tree("epel").join("repodata").exists(),
+        "the refused run must not sync"
+    );
+    drop(held);
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
+    let mut w = World::new();
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    createrepo(&up);
+    assert_eq!(w.mm_sync(&["epel"], &[]).status.code(), Some(0));
+    let tree = w.tree("epel");
+    let before = sh(&format!(
+        "cd {} && find . -type f | sort | xargs sha256sum",
+        tree.display()
+    ));
+    let trace_before = std::fs::read(w.trace("epel", ".mirror-trace")).unwrap();
+    let success_before = w.status("epel")["last_success_unix"].clone();
+
+    // A new 20 MB file, pulled at 2 MB/s: the daemon dies while it is in flight.
+    next_second();
+    sh(&format!(
+        "head -c 20000000 /dev/urandom > {}/Packages/big.iso",
+        up.display()
+    ));
+    rpm(&up.join("Packages"), "gamma", "1.0");
+    createrepo(&up);
+    let config = w.config.clone();
+    let root = w.root();
+    let child = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_mm-sync"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(&root)
+            .args(["--bwlimit", "2000", "--timeout", "5", "epel"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    // SIGKILL the daemon and the child serving us: the upstream vanishes mid-transfer.
+    let pid = w.daemon.as_ref().unwrap().0.id();
+    sh(&format!("pkill -KILL -P {pid}; kill -KILL {pid}"));
+    w.daemon = None;
+    let out = child.join().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+
+    let after = sh(&format!(
+        "cd {} && find . -type f ! -path '*/.~tmp~/*' ! -name '.*.??????' | sort | xargs sha256sum",
+        tree.display()
+    ));
+    assert_eq!(after, before, "the served tree changed after a failed run");
+    assert_eq!(
+        std::fs::read(w.trace("epel", ".mirror-trace")).unwrap(),
+        trace_before,
+        "trace rewritten after a failed run"
+    );
+    let st = w.status("epel");
+    assert_eq!(st["result"], "failed", "{st}");
+    assert_eq!(st["last_success_unix"], success_before);
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("rsync stage 1 exited"),
+        "{st}"
+    );
+    let metrics = std::fs::read_to_string(
+        w.root()
+            .join("var/lib/prometheus/node-exporter/mm_sync_epel.prom"),
+    )
+    .unwrap();
+    assert!(
+        metrics.contains("mm_sync_last_run_success{project=\"epel\"} 0"),
+        "{metrics}"
+    );
+
+    // Upstream back: the next run converges and leaves no temporary files.
+    w.start_daemon();
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(tree.join("Packages/big.iso").exists());
+    assert_eq!(
+        sh(&format!(
+            "cd {} && find . -name '.~tmp~' -o -name '.*.??????' | wc -l",
+            tree.display()
+        )),
+        "0"
+    );
+    assert_eq!(w.mm_sync(&["--check", "epel"], &[]).status.code(), Some(0));
+}
+
+#[test]
+fn a_sync_that_cannot_fit_is_refused_before_it_starts() {
+    let w = World::new();
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    sh(&format!(
+        "head -c 6000000 /dev/urandom > {}/Packages/big.iso",
+        up.display()
+    ));
+    createrepo(&up);
+    let mnt = w.root().join("srv/mirror");
+    std::fs::create_dir_all(&mnt).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=4m mm-sync-test {}",
+        mnt.display()
+    ));
+    let out = w.mm_sync(&["epel"], &[]);
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        text(&out).contains("not enough space on the data disk"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(w.status("epel")["result"], "no-space");
+}
+
+#[test]
+fn status_lists_every_project() {
+    let w = World::new();
+    rpm(&w.up("rpm").join("Packages"), "alpha", "1.0");
+    createrepo(&w.up("rpm"));
+    assert_eq!(w.mm_sync(&["epel"], &[]).status.code(), Some(0));
+    let out = w.mm_sync(&["--status", "--json"], &[]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let projects = v["projects"].as_array().unwrap();
+    assert_eq!(projects.len(), 2);
+    assert_eq!(projects[0]["project"], "epel");
+    assert_eq!(projects[0]["result"], "success");
+    assert_eq!(projects[0]["stale"], false);
+    assert_eq!(projects[1]["result"], "never run");
+    assert_eq!(projects[1]["stale"], true);
+    let out = w.mm_sync(&["--status"], &[]);
+    assert!(
+        text(&out).contains("epel") && text(&out).contains("never"),
+        "{}",
+        text(&out)
+    );
+    let out = w.mm_sync(&["nosuch"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("does not host \"nosuch\" (hosted here: epel, debian)"),
+        "{}",
+        text(&out)
+    );
+    // The profiles used here really are what the test thinks they are.
+    let cfg = NodeConfig::load(&w.config).unwrap();
+    assert_eq!(
+        cfg.project("debian").unwrap().sync.method,
+        SyncMethod::TwoStage
+    );
+    assert_eq!(cfg.project("epel").unwrap().sync.check, CheckKind::Rpm);
+}
