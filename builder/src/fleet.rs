@@ -48,6 +48,8 @@ struct RawFleet {
     admin_prefixes: S<Vec<S<String>>>,
     #[serde(default)]
     https: bool,
+    #[serde(default)]
+    push_keys: std::collections::BTreeMap<String, S<Vec<S<String>>>>,
 }
 
 /// Keys that may appear in `[defaults]` and be overridden per node.
@@ -262,6 +264,9 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
         nodes.extend(resolved);
     }
 
+    if let Some(f) = &fleet {
+        check_push_keys(&mut ck, f, &nodes);
+    }
     let mut diags = ck.diags;
     diags.0.extend(data_diags.0);
     match fleet {
@@ -272,6 +277,21 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
             data_dir: dirs.primary,
         }),
         _ => Err(diags.sorted()),
+    }
+}
+
+/// Push keys only for projects some node hosts and whose upstream pushes (`push = true`).
+fn check_push_keys(ck: &mut Checker<'_>, f: &RawFleet, nodes: &[NodeConfig]) {
+    for (project, keys) in &f.push_keys {
+        let profile = nodes.iter().flat_map(|n| &n.projects).find(|p| &p.name == project);
+        match profile {
+            None => ck.err(keys.span(), format!("[fleet] push_keys.{project}: no node hosts \"{project}\" (remove the entry or add the project to a node)")),
+            Some(p) if !p.sync.push => ck.err(
+                keys.span(),
+                format!("[fleet] push_keys.{project}: the {project} profile has push = false: its upstream does not push, only the schedule syncs it"),
+            ),
+            Some(_) => {}
+        }
     }
 }
 
@@ -320,6 +340,13 @@ fn check_fleet(ck: &mut Checker<'_>, f: &RawFleet) {
     for key in f.admin_ssh_keys.get_ref() {
         if let Err(why) = check_ssh_key(key.get_ref()) {
             ck.err(key.span(), format!("[fleet] admin_ssh_keys: {why}"));
+        }
+    }
+    for (project, keys) in &f.push_keys {
+        for key in keys.get_ref() {
+            if let Err(why) = check_ssh_key(key.get_ref()) {
+                ck.err(key.span(), format!("[fleet] push_keys.{project}: {why}"));
+            }
         }
     }
     if f.admin_prefixes.get_ref().is_empty() {
@@ -665,6 +692,11 @@ fn fleet_info(f: &RawFleet) -> FleetInfo {
             .map(|p| p.get_ref().clone())
             .collect(),
         https: f.https,
+        push_keys: f
+            .push_keys
+            .iter()
+            .map(|(project, keys)| (project.clone(), keys.get_ref().iter().map(|k| k.get_ref().trim().to_string()).collect()))
+            .collect(),
     }
 }
 

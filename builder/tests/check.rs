@@ -137,6 +137,19 @@ fn cases() -> Vec<(
             vec![":25:2: error: unknown top-level key `extras`"],
         ),
         (
+            "push keys for a project whose upstream does not push",
+            Box::new(|f| f.replace("admin_prefixes = [", &format!("push_keys = {{ epel = [\"{KEY}\"] }}\nadmin_prefixes = ["))),
+            vec![":6:22: error: [fleet] push_keys.epel: the epel profile has push = false"],
+        ),
+        (
+            "push keys for a project no node hosts, and a broken push key",
+            Box::new(|f| f.replace("admin_prefixes = [", "push_keys = { debian = [\"ssh-ed25519 AAAA!\"] }\nadmin_prefixes = [")),
+            vec![
+                ":6:24: error: [fleet] push_keys.debian: no node hosts \"debian\"",
+                ":6:25: error: [fleet] push_keys.debian: ",
+            ],
+        ),
+        (
             "missing key",
             Box::new(|f| f.replace("contact = \"mirror@example.net\"\n", "")),
             vec!["error: [fleet]: missing field `contact`"],

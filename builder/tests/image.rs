@@ -322,3 +322,120 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     drop(vm);
     assert_eq!(sha(&foreign), before, "the foreign disk was modified");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `curl` a URL from the host; (HTTP status, body). Status 0 when nothing answered.
+fn curl(url: &str) -> (u16, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let code = String::from_utf8_lossy(&body[split..]).trim().parse().unwrap_or(0);
+    body.truncate(split);
+    (code, body)
+}
+
+/// The example `ci` node's epel upstream is rsync://10.0.2.2:10873/epel/: QEMU's user network
+/// maps 10.0.2.2 to the host, where this daemon serves a real rpm repository.
+const UPSTREAM_PORT: u16 = 10873;
+
+#[test]
+#[ignore = "slow: boots the example qemu node under QEMU + OVMF"]
+fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = tmp.path().join("upstream");
+    let fixture_rpm = repo().join("scripts/fixture-rpm");
+    sh(&format!("{} {}/Packages hello 1.0", fixture_rpm.display(), up.display()));
+    sh(&format!("{} {}/Packages world 2.0", fixture_rpm.display(), up.display()));
+    sh(&format!("createrepo_c --quiet {}", up.display()));
+    std::fs::create_dir_all(up.join("docs")).unwrap();
+    let xml = b"<?xml version=\"1.0\"?>\n<note><to>mirror</to><body>served as is &amp; untouched</body></note>\n";
+    std::fs::write(up.join("docs/note.xml"), xml).unwrap();
+    let conf = tmp.path().join("rsyncd.conf");
+    std::fs::write(&conf, format!("use chroot = no\nread only = yes\n[epel]\npath = {}\n", up.display())).unwrap();
+    let mut daemon = Command::new("rsync")
+        .args(["--daemon", "--no-detach", &format!("--port={UPSTREAM_PORT}"), "--address=127.0.0.1"])
+        .arg(format!("--config={}", conf.display()))
+        .spawn()
+        .unwrap();
+
+    let out = tmp.path().join("out");
+    build(&repo().join("examples/fleet.toml"), &out, &["ci"]);
+    let data = tmp.path().join("data.img");
+    std::fs::File::create(&data).unwrap().set_len(4 << 30).unwrap();
+    let (http, rsync, metrics, ssh) = (free_port(), free_port(), free_port(), free_port());
+    let log = tmp.path().join("serve.log");
+    let mut opts = VmOptions::new(out.join("ci/disk.img"));
+    opts.snapshot = true;
+    opts.data_disks = vec![data];
+    opts.serial_log = Some(log);
+    opts.forwards = vec![(http, 80), (rsync, 873), (metrics, 9100), (ssh, 22)];
+    let mut vm = Vm::start(&opts).unwrap();
+
+    // The sponsor's listing page, as soon as nginx answers.
+    let listing_url = format!("http://127.0.0.1:{http}/epel/");
+    let first_200 = loop {
+        if curl(&listing_url).0 == 200 {
+            break vm.started.elapsed();
+        }
+        assert!(vm.started.elapsed() < BOOT_TIMEOUT, "no HTTP 200 from {listing_url}:\n{}", vm.tail(40));
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    eprintln!("serve: QEMU start -> first HTTP 200 of the sponsor page in {:.1} s ({:?})", first_200.as_secs_f64(), vm.accel);
+    vm.wait_for("mm-firstboot: ci.mm.example.net ready - ALL GOOD", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(40)));
+    let console = vm.serial();
+    if let Some(secs) = console.lines().find_map(|l| l.split(" change(s) in ").nth(1)) {
+        eprintln!("serve: firstboot's own run took {}", secs.trim());
+    }
+    let (_, page) = curl(&listing_url);
+    let page = String::from_utf8_lossy(&page).into_owned();
+    assert!(page.contains("hosted by"), "{page}");
+    assert!(page.contains("CI \"Labs\" &amp; &lt;Sons&gt; '; rm -rf / #"), "sponsor not escaped as text:\n{page}");
+    assert!(!page.contains("<Sons>"), "{page}");
+    assert!(page.contains("href=\"https://ci.example/?a=1&amp;b=2\""), "{page}");
+
+    // The first sync runs right after firstboot; then every file is served byte for byte.
+    let repomd = std::fs::read(up.join("repodata/repomd.xml")).unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        let (code, body) = curl(&format!("http://127.0.0.1:{http}/epel/repodata/repomd.xml"));
+        if code == 200 {
+            assert_eq!(body, repomd, "repomd.xml not byte-identical");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(240), "the first sync never landed:\n{}", vm.tail(40));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    eprintln!("serve: first sync visible over HTTP {:.1} s after the sponsor page", t.elapsed().as_secs_f64());
+    assert_eq!(curl(&format!("http://127.0.0.1:{http}/epel/docs/note.xml")), (200, xml.to_vec()), "XML must not go through the listing XSLT");
+    let rpm_name = sh(&format!("ls {}/Packages | head -1", up.display())).trim().to_string();
+    let (code, body) = curl(&format!("http://127.0.0.1:{http}/epel/Packages/{rpm_name}"));
+    assert_eq!((code, body == std::fs::read(up.join("Packages").join(&rpm_name)).unwrap()), (200, true));
+    // The trace file only exists after a successful sync and check.
+    let (code, trace) = curl(&format!("http://127.0.0.1:{http}/epel/.mirror-trace/ci.mm.example.net"));
+    assert_eq!(code, 200, "no trace after the first sync");
+    assert!(String::from_utf8_lossy(&trace).contains("Running on host: ci.mm.example.net"));
+    assert_eq!(curl(&format!("http://127.0.0.1:{http}/robots.txt")).0, 200);
+
+    // rsync: the module list, then a file fetched and compared.
+    let modules = sh(&format!("rsync rsync://127.0.0.1:{rsync}/"));
+    assert!(modules.lines().any(|l| l.starts_with("epel")), "{modules}");
+    let fetched = tmp.path().join("fetched.xml");
+    sh(&format!("rsync rsync://127.0.0.1:{rsync}/epel/repodata/repomd.xml {}", fetched.display()));
+    assert_eq!(std::fs::read(&fetched).unwrap(), repomd);
+
+    // Metrics and ssh are only for the fleet's admin prefixes; the host is not one of them.
+    assert!(console.contains("prometheus-node-exporter active"), "node exporter must run for this to mean anything:\n{}", vm.tail(30));
+    assert_eq!(curl(&format!("http://127.0.0.1:{metrics}/metrics")).0, 0, "port 9100 must be closed to non-admin sources:\n{}", vm.tail(60));
+    let ssh_banner = Command::new("curl").args(["-s", "--max-time", "5", &format!("telnet://127.0.0.1:{ssh}")]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ssh_banner.stdout).contains("SSH-2.0"), "ssh answered a non-admin source");
+
+    drop(vm);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}

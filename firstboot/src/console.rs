@@ -225,12 +225,13 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
             .collect();
         lines.push(format!("services: {}", states.join(", ")));
         for s in &states {
-            if s.ends_with(" failed") {
-                problems.push(format!("service {} failed: the mirror team can see why with journalctl; nothing to do on site", s.split(' ').next().unwrap_or("")));
+            let (unit, state) = s.split_once(' ').unwrap_or((s, ""));
+            if state != "active" && state != "activating" {
+                problems.push(format!("service {unit} is {state}: the mirror team can see why with journalctl; nothing to do on site"));
             }
         }
         match http_status("127.0.0.1:80", "/") {
-            Ok(code) if code == 200 => lines.push("http: the mirror answers 200 on port 80".into()),
+            Ok(200) => lines.push("http: the mirror answers 200 on port 80".into()),
             Ok(code) => problems.push(format!(
                 "http: the mirror answers {code} on port 80: the mirror team must look at nginx"
             )),

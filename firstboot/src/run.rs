@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use mmconfig::{NodeConfig, ADMIN_USER, DATA_MOUNT, STATE_DIR};
+use mmconfig::{NodeConfig, ADMIN_USER, DATA_MOUNT, PUSH_USER, STATE_DIR};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{self, UserOutcome};
@@ -166,8 +166,13 @@ fn converge_services(
             changed = true;
         }
     }
-    if accounts::own_ssh_dir(host, ADMIN_USER)? {
-        st.changed.push(format!("gave {ADMIN_USER} its ssh keys"));
+    if svc.push_user && accounts::ensure_user(host, PUSH_USER, "upstream push trigger")? == UserOutcome::Created {
+        st.changed.push(format!("created the push user {PUSH_USER}"));
+    }
+    for user in [ADMIN_USER, PUSH_USER] {
+        if accounts::own_ssh_dir(host, user)? {
+            st.changed.push(format!("gave {user} its ssh keys"));
+        }
     }
     if data_ready {
         // nginx and rsyncd serve these directories; they must exist before the first sync.

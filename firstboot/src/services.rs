@@ -47,6 +47,8 @@ const TEMPLATES: &[(&str, &str)] = &[
         "sync-timer",
         include_str!("../../overlays/services/mm-sync.timer.hbs"),
     ),
+    ("push-keys", include_str!("../../overlays/services/push-authorized-keys.hbs")),
+    ("push-sudoers", include_str!("../../overlays/services/push-sudoers.hbs")),
 ];
 const ROBOTS: &str = include_str!("../../overlays/services/robots.txt");
 const SYSCTL: &str = include_str!("../../overlays/services/sysctl.conf");
@@ -140,6 +142,8 @@ pub struct Services {
     pub files: Vec<RenderedFile>,
     /// (unit, target whose .wants it goes into)
     pub enable: Vec<(String, String)>,
+    /// Some upstream pushes: the push account must exist.
+    pub push_user: bool,
 }
 
 /// XML text and attribute content.
@@ -249,6 +253,14 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         .admin_prefixes
         .iter()
         .partition(|p| !p.contains(':'));
+    // Only hosted projects whose upstream pushes, and only keys the fleet gave for them.
+    let push: Vec<serde_json::Value> = cfg
+        .projects
+        .iter()
+        .filter(|p| p.sync.push)
+        .filter_map(|p| cfg.fleet.push_keys.get(&p.name).filter(|k| !k.is_empty()).map(|k| json!({"project": p.name, "keys": k})))
+        .collect();
+    let push_user = (!push.is_empty()).then_some(mmconfig::PUSH_USER);
     let ctx = json!({
         "fqdn": cfg.node.fqdn,
         "sponsor_name": cfg.node.sponsor.name,
@@ -264,6 +276,8 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         "rsync_dir": paths.rsync_dir,
         "http_port": paths.http_port,
         "projects": cfg.projects,
+        "push": push,
+        "push_user": push_user,
     });
     let r = |name: &str| {
         h.render(name, &ctx)
@@ -306,6 +320,10 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
             format!("{ADMIN_USER} ALL=(ALL) NOPASSWD: ALL\n"),
         ),
     ];
+    if let Some(user) = push_user {
+        files.push(RenderedFile::new(format!("/home/{user}/.ssh/authorized_keys"), 0o600, r("push-keys")?));
+        files.push(RenderedFile::new(format!("/etc/sudoers.d/{user}"), 0o440, r("push-sudoers")?));
+    }
     if paths.family == Family::Debian {
         files.push(RenderedFile::new(
             "/etc/apt/apt.conf.d/20auto-upgrades",
@@ -346,7 +364,7 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         ));
         enable.push((format!("mm-sync-{}.timer", p.name), "timers.target".into()));
     }
-    Ok(Services { files, enable })
+    Ok(Services { files, enable, push_user: push_user.is_some() })
 }
 
 #[cfg(test)]
@@ -445,6 +463,25 @@ mod tests {
             .enable
             .contains(&("mm-sync-epel.timer".into(), "timers.target".into())));
         assert_eq!(on_calendar(6, 7), "*-*-* 00/6:07:00");
+    }
+
+    #[test]
+    fn push_keys_become_forced_commands_for_pushed_projects_only() {
+        let mut cfg = node("hurricane"); // hosts debian (push = true) and ubuntu
+        let s = render_services(&cfg, &Paths::default()).unwrap();
+        let keys = file(&s, "mmpush/.ssh/authorized_keys");
+        assert!(s.push_user);
+        assert_eq!(keys.lines().filter(|l| l.starts_with("restrict,")).count(), cfg.fleet.push_keys["debian"].len());
+        assert!(keys.contains("restrict,command=\"/usr/bin/sudo -n /usr/bin/systemctl start --no-block mm-sync-debian.service\" ssh-ed25519 "));
+        assert!(file(&s, "sudoers.d/mmpush").contains("mmpush ALL=(root) NOPASSWD: /usr/bin/systemctl start --no-block mm-sync-debian.service\n"));
+        assert!(file(&s, "50-micromirror.conf").contains("AllowUsers mmadmin mmpush"));
+        assert!(file(&s, "nftables.conf").contains("        tcp dport 22 accept\n"));
+        // Without keys for a hosted pushed project: no account, no open ssh.
+        cfg.fleet.push_keys.clear();
+        let s = render_services(&cfg, &Paths::default()).unwrap();
+        assert!(!s.push_user && !s.files.iter().any(|f| f.path.to_string_lossy().contains("mmpush")));
+        assert!(!file(&s, "nftables.conf").contains("        tcp dport 22 accept\n"));
+        assert!(file(&s, "50-micromirror.conf").contains("AllowUsers mmadmin\n"));
     }
 
     #[test]

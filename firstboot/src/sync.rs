@@ -103,7 +103,7 @@ pub fn parse_stats(out: &str) -> Stats {
         out.lines()
             .find_map(|l| l.trim().strip_prefix(prefix))
             .and_then(|v| {
-                v.trim()
+                v
                     .split_whitespace()
                     .next()
                     .map(|n| n.replace([',', '.'], ""))

@@ -166,21 +166,10 @@ impl World {
     }
 }
 
-/// A tiny noarch rpm `name-version` built by rpmbuild, placed in `dest`, padded by `pad_kb`.
+/// A tiny real noarch rpm `name-version-1` in `dest`.
 fn rpm(dest: &Path, name: &str, version: &str) {
-    let top = tempfile::tempdir().unwrap();
-    let spec = top.path().join("x.spec");
-    std::fs::write(
-        &spec,
-        format!("Name: {name}\nVersion: {version}\nRelease: 1\nSummary: fixture\nLicense: MIT\nBuildArch: noarch\n%description\nfixture\n%files\n"),
-    )
-    .unwrap();
-    sh(&format!(
-        "rpmbuild --quiet -bb --define '_topdir {0}' --define '_build_id_links none' {1} && mkdir -p {2} && cp {0}/RPMS/noarch/*.rpm {2}/",
-        top.path().display(),
-        spec.display(),
-        dest.display()
-    ));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fixture-rpm");
+    sh(&format!("{} {} {name} {version}", script.display(), dest.display()));
 }
 
 fn createrepo(repo: &Path) {

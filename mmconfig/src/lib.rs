@@ -28,6 +28,8 @@ pub const DATA_MOUNT: &str = "/srv/mirror";
 pub const STATE_DIR: &str = "/var/lib/micromirror";
 /// The admin account created on every node for the fleet's ssh keys.
 pub const ADMIN_USER: &str = "mmadmin";
+/// The account upstreams log in as to trigger a sync (ssh forced command, nothing else).
+pub const PUSH_USER: &str = "mmpush";
 /// Where the node configuration is installed on the node's root filesystem.
 pub const INSTALLED_CONFIG: &str = "/etc/micromirror/node.toml";
 /// mm-sync's per-project state directory (`<project>/status.json`, the lock, the run logs).
@@ -249,6 +251,10 @@ pub struct FleetInfo {
     /// Obtain Let's Encrypt certificates and serve HTTPS.
     #[serde(default)]
     pub https: bool,
+    /// Per project, the upstream's ssh keys allowed to trigger a sync by push (profiles with
+    /// `push = true`); each key can only start that project's sync.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub push_keys: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
