@@ -14,7 +14,7 @@ use crate::atomic;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artifact {
     pub node: String,
-    /// `disk-image`, `kickstart`, `oemdrv-image`.
+    /// `disk-image`, `kickstart`, `oemdrv`.
     pub kind: String,
     /// Relative to the output directory.
     pub path: String,
