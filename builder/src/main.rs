@@ -52,7 +52,8 @@ enum Command {
     ///
     /// The common base OS (Debian bookworm root, initramfs, UKI, ESP) is built once and cached by
     /// content hash under --cache; each node then costs one sparse copy plus its own GPT and
-    /// MMCONFIG partition. Writes DIR/<node>/disk.img, DIR/SHA256SUMS (check with
+    /// MMCONFIG partition. Writes DIR/<node>/disk.img, DIR/<node>/ks.cfg and DIR/<node>/oemdrv.img (the AlmaLinux
+    /// kickstart and its OEMDRV install stick), DIR/SHA256SUMS (check with
     /// `cd DIR && sha256sum -c SHA256SUMS`) and DIR/manifest.json. Every file is written to a
     /// temporary name and renamed when complete: a killed build leaves no partial output.
     Build {

@@ -67,8 +67,12 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     sh(&format!("cd {} && sha256sum -c --quiet SHA256SUMS", a.display()));
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
     let arts = manifest["artifacts"].as_array().unwrap();
-    assert_eq!(arts.len(), 2);
-    assert!(arts.iter().all(|x| x["base_id"].as_str().is_some_and(|s| s.len() == 64) && x["sha256"].as_str().unwrap().len() == 64));
+    // Per node: the disk image (built from the base) plus the kickstart and OEMDRV stick (no base).
+    assert_eq!(arts.len(), 6);
+    let disks: Vec<&serde_json::Value> = arts.iter().filter(|x| x["kind"] == "disk-image").collect();
+    assert_eq!(disks.len(), 2);
+    assert!(disks.iter().all(|x| x["base_id"].as_str().is_some_and(|s| s.len() == 64)));
+    assert!(arts.iter().all(|x| x["sha256"].as_str().unwrap().len() == 64));
 
     // Filesystems and partition table are clean, checked by their own tools.
     let v = sh(&format!("sgdisk -v {}", img.display()));

@@ -86,7 +86,7 @@ fn kernel_disk_names(text: &str) -> Vec<String> {
                 && tok.len() <= 6;
             let nvme =
                 tok.starts_with("nvme") && tok[4..].contains('n') && tok[4..].chars().all(|c| c.is_ascii_digit() || c == 'n' || c == 'p');
-            if sd || nvme && tok.len() > 4 {
+            if sd || (nvme && tok.len() > 4) {
                 found.push(tok.to_string());
             }
         }
@@ -205,6 +205,7 @@ fn hostile_fleet(dir: &Path, text: &str) -> PathBuf {
     for node in doc["node"].as_array_mut().unwrap() {
         let sponsor = node["sponsor"].as_table_mut().unwrap();
         sponsor.insert("name".into(), toml::Value::String(text.into()));
+        sponsor.insert("url".into(), toml::Value::String("https://evil.example/?q=$(reboot)&r=`id`;s=${IFS}".into()));
     }
     let path = dir.join("fleet.toml");
     std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
@@ -222,6 +223,7 @@ fn hostile_sponsor_text_stays_data() {
             // The sponsor appears once, on its comment line, and nowhere else.
             let lines: Vec<&str> = ks.lines().filter(|l| l.contains(text)).collect();
             assert_eq!(lines, [format!("# Hosted by: {text}")], "hostile text #{i} escaped its comment");
+            assert!(!ks.contains("evil.example"), "the sponsor URL has no business in a kickstart");
             for (head, body) in scripts(&ks) {
                 bash_n(&body, &format!("{head} with hostile sponsor #{i}"));
             }
