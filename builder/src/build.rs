@@ -1,4 +1,4 @@
-//! `mmbuild build`: per-node disk images (and install media) with checksums and a manifest.
+//! `mmbuild build`: per-node disk images and install media (kickstart + OEMDRV stick) with checksums and a manifest.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +13,7 @@ use crate::base::{self, Base, BaseOptions};
 use crate::fleet::{self, Fleet};
 use crate::hostcmd::{require_tool, run};
 use crate::manifest::{self, Artifact};
-use crate::{atomic, diskimage};
+use crate::{atomic, diskimage, kickstart, oemdrv};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ImageFormat {
@@ -45,19 +45,14 @@ pub enum Outcome {
 
 /// Default cache: `$MM_CACHE`, else /var/cache/micromirror.
 pub fn default_cache() -> PathBuf {
-    std::env::var_os("MM_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/micromirror"))
+    std::env::var_os("MM_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/micromirror"))
 }
 
 /// Default on-node binaries: `$MM_NODE_BIN`, else the workspace's musl release directory.
 pub fn default_node_bin() -> PathBuf {
     std::env::var_os("MM_NODE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/x86_64-unknown-linux-musl/release")
-        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-musl/release"))
 }
 
 pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
@@ -69,8 +64,7 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
         Ok(s) => s,
         Err(msg) => return Ok(Outcome::InvalidInput(msg)),
     };
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("creating {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     if opts.format == ImageFormat::Qcow2 {
         require_tool("qemu-img", "qemu-utils")?;
     }
@@ -85,6 +79,8 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
         })?)
     };
 
+    let media = InstallMedia::load(opts, &fleet)?;
+
     let started = Instant::now();
     let bar = progress(opts.quiet, selected.len());
     let results: Mutex<Vec<Result<Vec<Artifact>>>> = Mutex::new(Vec::new());
@@ -96,18 +92,13 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
                     break;
                 };
                 let t = Instant::now();
-                let r = build_node(opts, base.as_ref(), cfg)
-                    .with_context(|| format!("node {}", cfg.node.name));
+                let r = build_node(opts, base.as_ref(), &media, cfg).with_context(|| format!("node {}", cfg.node.name));
                 match &bar {
                     Some(b) => {
                         b.set_message(cfg.node.name.clone());
                         b.inc(1);
                     }
-                    None if !opts.quiet => eprintln!(
-                        "mmbuild: node {} done in {:.2} s",
-                        cfg.node.name,
-                        t.elapsed().as_secs_f64()
-                    ),
+                    None if !opts.quiet => eprintln!("mmbuild: node {} done in {:.2} s", cfg.node.name, t.elapsed().as_secs_f64()),
                     None => {}
                 }
                 results.lock().expect("results lock").push(r);
@@ -133,10 +124,7 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
     Ok(Outcome::Built(artifacts))
 }
 
-fn select<'a>(
-    fleet: &'a Fleet,
-    names: &[String],
-) -> std::result::Result<Vec<&'a NodeConfig>, String> {
+fn select<'a>(fleet: &'a Fleet, names: &[String]) -> std::result::Result<Vec<&'a NodeConfig>, String> {
     if names.is_empty() {
         return Ok(fleet.nodes.iter().collect());
     }
@@ -146,11 +134,7 @@ fn select<'a>(
             Some(cfg) => out.push(cfg),
             None => {
                 let known: Vec<&str> = fleet.nodes.iter().map(|c| c.node.name.as_str()).collect();
-                return Err(format!(
-                    "{}: error: --node {n}: no such node (nodes: {})",
-                    fleet.path.display(),
-                    known.join(", ")
-                ));
+                return Err(format!("{}: error: --node {n}: no such node (nodes: {})", fleet.path.display(), known.join(", ")));
             }
         }
     }
@@ -163,42 +147,74 @@ fn progress(quiet: bool, n: usize) -> Option<ProgressBar> {
         return None;
     }
     let bar = ProgressBar::new(n as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} nodes {msg}",
-        )
-        .expect("valid template"),
-    );
+    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} nodes {msg}").expect("valid template"));
     Some(bar)
 }
 
-fn build_node(opts: &BuildOptions, base: Option<&Base>, cfg: &NodeConfig) -> Result<Vec<Artifact>> {
+/// What every node's install stick shares: the kickstart templates, the on-node binaries and
+/// the unit files, read once per build.
+struct InstallMedia {
+    fleet: String,
+    templates: PathBuf,
+    /// (file name on the stick, contents): binaries, then units.
+    shared: Vec<(String, Vec<u8>)>,
+}
+
+impl InstallMedia {
+    fn load(opts: &BuildOptions, fleet: &Fleet) -> Result<InstallMedia> {
+        let mut shared = Vec::new();
+        for bin in base::NODE_BINARIES {
+            let p = opts.node_bin.join(bin);
+            if !p.is_file() {
+                bail!(
+                    "on-node binary {} is missing (the OEMDRV stick carries it): build it with `cargo build --release -p mm-firstboot --target x86_64-unknown-linux-musl` or point --node-bin at it",
+                    p.display()
+                );
+            }
+            shared.push((bin.to_string(), std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?));
+        }
+        let units = fleet.data_dir.join("overlays/rootfs/etc/systemd/system");
+        for unit in kickstart::UNITS {
+            let p = units.join(unit);
+            shared.push((unit.to_string(), std::fs::read(&p).with_context(|| format!("reading unit file {}", p.display()))?));
+        }
+        Ok(InstallMedia { fleet: fleet.name.clone(), templates: kickstart::templates_dir(&fleet.data_dir), shared })
+    }
+}
+
+fn build_node(opts: &BuildOptions, base: Option<&Base>, media: &InstallMedia, cfg: &NodeConfig) -> Result<Vec<Artifact>> {
     let node = &cfg.node.name;
     let dir = opts.out.join(node);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut artifacts = Vec::new();
+
+    // Kickstart and its OEMDRV stick: for every node, with or without a base.
+    let ks = kickstart::render_kickstart(cfg, &media.templates)?;
+    let ks_rel = format!("{node}/ks.cfg");
+    atomic::write(&opts.out.join(&ks_rel), ks.as_bytes())?;
+    artifacts.push(Artifact::describe(&opts.out, &ks_rel, node, "kickstart", None)?);
+    let node_toml = cfg.to_toml();
+    let mut files: Vec<(&str, &[u8])> = vec![("ks.cfg", ks.as_bytes()), (mmconfig::NODE_CONFIG_FILE, node_toml.as_bytes())];
+    files.extend(media.shared.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    let img_rel = format!("{node}/oemdrv.img");
+    atomic::write_with(&opts.out.join(&img_rel), |f| oemdrv::write(f, &media.fleet, node, &files))
+        .with_context(|| format!("writing {img_rel}"))?;
+    artifacts.push(Artifact::describe(&opts.out, &img_rel, node, "oemdrv", None)?);
+
     if let Some(base) = base {
         let rel = match opts.format {
             ImageFormat::Raw => {
                 let rel = format!("{node}/disk.img");
-                atomic::write_with(&opts.out.join(&rel), |f| {
-                    diskimage::write_image(f, base, cfg).map(|_| ())
-                })?;
+                atomic::write_with(&opts.out.join(&rel), |f| diskimage::write_image(f, base, cfg).map(|_| ()))?;
                 rel
             }
             ImageFormat::Qcow2 => {
                 let rel = format!("{node}/disk.qcow2");
-                let raw = tempfile::Builder::new()
-                    .prefix(".disk.")
-                    .suffix(".raw")
-                    .tempfile_in(&dir)?;
+                let raw = tempfile::Builder::new().prefix(".disk.").suffix(".raw").tempfile_in(&dir)?;
                 diskimage::write_image(&mut raw.reopen()?, base, cfg)?;
                 atomic::write_with(&opts.out.join(&rel), |f| {
                     let tmp = dir.join(".disk.qcow2.part");
-                    run(Command::new("qemu-img")
-                        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-                        .arg(raw.path())
-                        .arg(&tmp))?;
+                    run(Command::new("qemu-img").args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(raw.path()).arg(&tmp))?;
                     let mut src = std::fs::File::open(&tmp)?;
                     std::io::copy(&mut src, f)?;
                     std::fs::remove_file(&tmp)?;
@@ -207,16 +223,7 @@ fn build_node(opts: &BuildOptions, base: Option<&Base>, cfg: &NodeConfig) -> Res
                 rel
             }
         };
-        artifacts.push(Artifact::describe(
-            &opts.out,
-            &rel,
-            node,
-            "disk-image",
-            Some(&base.id),
-        )?);
-    }
-    if artifacts.is_empty() {
-        bail!("nothing to build for node {node}: --kickstart-only needs the kickstart producer, which this version does not have yet");
+        artifacts.push(Artifact::describe(&opts.out, &rel, node, "disk-image", Some(&base.id))?);
     }
     Ok(artifacts)
 }

@@ -13,36 +13,23 @@ pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool) -> Result<ExitCod
         Err(diags) => {
             eprint!("{diags}");
             let n = diags.len();
-            eprintln!(
-                "{}: {n} error{} found",
-                fleet_path.display(),
-                if n == 1 { "" } else { "s" }
-            );
+            eprintln!("{}: {n} error{} found", fleet_path.display(), if n == 1 { "" } else { "s" });
             Ok(ExitCode::from(exit::INVALID_INPUT))
         }
         Ok(fleet) if json => {
-            let out = serde_json::to_string_pretty(&fleet.nodes)
-                .context("serializing the resolved nodes")?;
+            let out = serde_json::to_string_pretty(&fleet.nodes).context("serializing the resolved nodes")?;
             println!("{out}");
             Ok(ExitCode::SUCCESS)
         }
         Ok(fleet) => {
-            println!(
-                "{}: fleet \"{}\" is valid: {} node(s)",
-                fleet_path.display(),
-                fleet.name,
-                fleet.nodes.len()
-            );
+            println!("{}: fleet \"{}\" is valid: {} node(s)", fleet_path.display(), fleet.name, fleet.nodes.len());
             for n in &fleet.nodes {
                 let used: u64 = n.projects.iter().map(|p| p.size_gb).sum();
                 let projects: Vec<&str> = n.projects.iter().map(|p| p.name.as_str()).collect();
-                let addrs: Vec<&str> = [
-                    n.node.ipv4.as_ref().map(|a| a.address.as_str()),
-                    n.node.ipv6.as_ref().map(|a| a.address.as_str()),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
+                let addrs: Vec<&str> = [n.node.ipv4.as_ref().map(|a| a.address.as_str()), n.node.ipv6.as_ref().map(|a| a.address.as_str())]
+                    .into_iter()
+                    .flatten()
+                    .collect();
                 println!(
                     "  {:<28} {:<9} {:<40} {:>5}/{} GB  {}",
                     n.node.fqdn,

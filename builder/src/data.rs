@@ -24,25 +24,15 @@ impl DataDirs {
     /// `--data DIR` alone, or: the fleet file's directory, then the built-in data directory.
     pub fn for_fleet(fleet: &Path, data_override: Option<&Path>) -> DataDirs {
         if let Some(dir) = data_override {
-            return DataDirs {
-                search: vec![dir.to_path_buf()],
-                primary: dir.to_path_buf(),
-            };
+            return DataDirs { search: vec![dir.to_path_buf()], primary: dir.to_path_buf() };
         }
         let builtin = builtin_data_dir();
-        let beside = fleet
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        let beside = fleet.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         let mut search = vec![beside];
         if !search.iter().any(|d| same_dir(d, &builtin)) {
             search.push(builtin.clone());
         }
-        DataDirs {
-            search,
-            primary: builtin,
-        }
+        DataDirs { search, primary: builtin }
     }
 
     /// Names available in `kind` (`profiles` or `hardware`), sorted, over all directories.
@@ -64,10 +54,7 @@ impl DataDirs {
     }
 
     fn find(&self, kind: &str, name: &str) -> Option<PathBuf> {
-        self.search
-            .iter()
-            .map(|d| d.join(kind).join(format!("{name}.toml")))
-            .find(|p| p.is_file())
+        self.search.iter().map(|d| d.join(kind).join(format!("{name}.toml"))).find(|p| p.is_file())
     }
 }
 
@@ -118,11 +105,7 @@ pub enum Lookup<T> {
 
 impl DataCache {
     pub fn new(dirs: DataDirs) -> Self {
-        DataCache {
-            dirs,
-            profiles: BTreeMap::new(),
-            hardware: BTreeMap::new(),
-        }
+        DataCache { dirs, profiles: BTreeMap::new(), hardware: BTreeMap::new() }
     }
 
     pub fn profile(&mut self, name: &str, diags: &mut Diagnostics) -> Lookup<Profile> {
@@ -145,12 +128,7 @@ impl DataCache {
     }
 }
 
-fn lookup<T: Clone>(
-    cache: &BTreeMap<String, Option<T>>,
-    dirs: &DataDirs,
-    kind: &str,
-    name: &str,
-) -> Lookup<T> {
+fn lookup<T: Clone>(cache: &BTreeMap<String, Option<T>>, dirs: &DataDirs, kind: &str, name: &str) -> Lookup<T> {
     match cache.get(name) {
         Some(Some(v)) => Lookup::Found(v.clone()),
         _ if dirs.find(kind, name).is_none() => Lookup::Unknown,
@@ -178,21 +156,12 @@ fn load_named<T: DeserializeOwned>(
     match toml::from_str::<T>(&text) {
         Ok(v) if name_of(&v) != name => {
             let span = text.find("name").map(|s| s..s + 4);
-            diags.push(src.error(
-                span,
-                format!(
-                    "name = \"{}\" must equal the file name \"{name}\"",
-                    name_of(&v)
-                ),
-            ));
+            diags.push(src.error(span, format!("name = \"{}\" must equal the file name \"{name}\"", name_of(&v))));
             None
         }
         Ok(v) => Some(v),
         Err(e) => {
-            diags.push(src.error(
-                e.span(),
-                format!("{} (in this {kind} file)", e.message().trim()),
-            ));
+            diags.push(src.error(e.span(), format!("{} (in this {kind} file)", e.message().trim())));
             None
         }
     }
@@ -202,24 +171,12 @@ fn load_named<T: DeserializeOwned>(
 fn check_hardware(hw: &Hardware, dirs: &DataDirs, diags: &mut Diagnostics) {
     let path = dirs.find("hardware", &hw.name).unwrap_or_default();
     if hw.firmware != "uefi" {
-        diags.push(Diagnostic::at_file(
-            &path,
-            format!(
-                "firmware \"{}\" is not supported: only \"uefi\" images are built",
-                hw.firmware
-            ),
-        ));
+        diags.push(Diagnostic::at_file(&path, format!("firmware \"{}\" is not supported: only \"uefi\" images are built", hw.firmware)));
     }
     if hw.network.nic.count == 0 {
-        diags.push(Diagnostic::at_file(
-            &path,
-            "network.nic.count must be at least 1".to_string(),
-        ));
+        diags.push(Diagnostic::at_file(&path, "network.nic.count must be at least 1".to_string()));
     }
     if hw.network.bond.is_none() && hw.network.nic.count > 1 {
-        diags.push(Diagnostic::at_file(
-            &path,
-            "network.nic.count > 1 needs a [network.bond] section".to_string(),
-        ));
+        diags.push(Diagnostic::at_file(&path, "network.nic.count > 1 needs a [network.bond] section".to_string()));
     }
 }

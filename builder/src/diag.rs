@@ -16,23 +16,14 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error about a whole file (no position).
     pub fn at_file(file: &Path, message: String) -> Self {
-        Diagnostic {
-            file: file.display().to_string(),
-            line: 0,
-            col: 0,
-            message,
-        }
+        Diagnostic { file: file.display().to_string(), line: 0, col: 0, message }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(
-                f,
-                "{}:{}:{}: error: {}",
-                self.file, self.line, self.col, self.message
-            )
+            write!(f, "{}:{}:{}: error: {}", self.file, self.line, self.col, self.message)
         } else {
             write!(f, "{}: error: {}", self.file, self.message)
         }
@@ -62,8 +53,7 @@ impl Diagnostics {
 
     /// Sort by file and position so the output reads top to bottom like the files.
     pub fn sorted(mut self) -> Self {
-        self.0
-            .sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+        self.0.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
         self.0.dedup();
         self
     }
@@ -88,19 +78,13 @@ pub struct SourceFile<'a> {
 
 impl<'a> SourceFile<'a> {
     pub fn new(path: &Path, text: &'a str) -> Self {
-        SourceFile {
-            name: path.display().to_string(),
-            text,
-        }
+        SourceFile { name: path.display().to_string(), text }
     }
 
     /// 1-based line and column (in characters) of byte offset `at`.
     pub fn line_col(&self, at: usize) -> (usize, usize) {
         let at = at.min(self.text.len());
-        let at = (0..=at)
-            .rev()
-            .find(|&i| self.text.is_char_boundary(i))
-            .unwrap_or(0);
+        let at = (0..=at).rev().find(|&i| self.text.is_char_boundary(i)).unwrap_or(0);
         let before = &self.text[..at];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -109,12 +93,7 @@ impl<'a> SourceFile<'a> {
 
     pub fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> Diagnostic {
         let (line, col) = span.map_or((0, 0), |s| self.line_col(s.start));
-        Diagnostic {
-            file: self.name.clone(),
-            line,
-            col,
-            message: message.into(),
-        }
+        Diagnostic { file: self.name.clone(), line, col, message: message.into() }
     }
 }
 
@@ -129,10 +108,7 @@ mod tests {
         assert_eq!(src.line_col(6), (2, 1));
         // "= " after the two-byte ä: byte 12 is column 6.
         assert_eq!(src.line_col(12), (2, 6));
-        assert_eq!(
-            src.error(Some(6..10), "bad").to_string(),
-            "f.toml:2:1: error: bad"
-        );
+        assert_eq!(src.error(Some(6..10), "bad").to_string(), "f.toml:2:1: error: bad");
         assert_eq!(src.error(None, "bad").to_string(), "f.toml: error: bad");
     }
 }

@@ -15,14 +15,5 @@ pub fn build(uki: &Path, dest: &Path, id: &str) -> Result<()> {
     let data = std::fs::read(uki).with_context(|| format!("reading {}", uki.display()))?;
     let volume_id = u32::from_str_radix(&id[..8], 16).unwrap_or(0x4d4d4553);
     let mut out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-    fat::build(
-        &mut out,
-        ESP_BYTES,
-        "ESP",
-        volume_id,
-        &[FatFile {
-            path: "EFI/BOOT/BOOTX64.EFI",
-            data: &data,
-        }],
-    )
+    fat::build(&mut out, ESP_BYTES, "ESP", volume_id, &[FatFile { path: "EFI/BOOT/BOOTX64.EFI", data: &data }])
 }

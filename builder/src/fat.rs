@@ -10,9 +10,7 @@ use std::fs::File;
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 
 use anyhow::{bail, ensure, Context, Result};
-use fatfs::{
-    Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider,
-};
+use fatfs::{Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider};
 
 /// Every timestamp in our volumes: 1980-01-01 00:00:00, the FAT epoch, for reproducibility.
 #[derive(Debug)]
@@ -20,22 +18,10 @@ struct FixedTime;
 
 impl TimeProvider for FixedTime {
     fn get_current_date(&self) -> Date {
-        Date {
-            year: 1980,
-            month: 1,
-            day: 1,
-        }
+        Date { year: 1980, month: 1, day: 1 }
     }
     fn get_current_date_time(&self) -> DateTime {
-        DateTime {
-            date: self.get_current_date(),
-            time: Time {
-                hour: 0,
-                min: 0,
-                sec: 0,
-                millis: 0,
-            },
-        }
+        DateTime { date: self.get_current_date(), time: Time { hour: 0, min: 0, sec: 0, millis: 0 } }
     }
 }
 
@@ -52,13 +38,7 @@ pub const FAT32_MIN_BYTES: u64 = 34 * 1024 * 1024;
 
 /// Build a FAT volume of exactly `size` bytes into `out` (written from offset 0).
 /// FAT32 when `size >= FAT32_MIN_BYTES`, else FAT16/FAT12 (flat volumes only).
-pub fn build(
-    out: &mut File,
-    size: u64,
-    label: &str,
-    volume_id: u32,
-    files: &[FatFile<'_>],
-) -> Result<()> {
+pub fn build(out: &mut File, size: u64, label: &str, volume_id: u32, files: &[FatFile<'_>]) -> Result<()> {
     let bytes = build_bytes(size, label, volume_id, files)?;
     out.set_len(0)?;
     write_sparse_at(out, &bytes, 0).context("writing the FAT volume")
@@ -82,55 +62,33 @@ pub fn write_sparse_at(out: &File, bytes: &[u8], offset: u64) -> std::io::Result
 }
 
 /// Build a FAT volume in memory (see [`build`]).
-pub fn build_bytes(
-    size: u64,
-    label: &str,
-    volume_id: u32,
-    files: &[FatFile<'_>],
-) -> Result<Vec<u8>> {
+pub fn build_bytes(size: u64, label: &str, volume_id: u32, files: &[FatFile<'_>]) -> Result<Vec<u8>> {
     let label11 = label_bytes(label)?;
-    ensure!(
-        size.is_multiple_of(512),
-        "FAT volume size {size} is not a multiple of 512"
-    );
+    ensure!(size.is_multiple_of(512), "FAT volume size {size} is not a multiple of 512");
     let fat32 = size >= FAT32_MIN_BYTES;
     if !fat32 {
         if let Some(f) = files.iter().find(|f| f.path.contains('/')) {
-            bail!(
-                "{}: directories need a FAT32 volume of at least {FAT32_MIN_BYTES} bytes",
-                f.path
-            );
+            bail!("{}: directories need a FAT32 volume of at least {FAT32_MIN_BYTES} bytes", f.path);
         }
     }
     // Build in memory: our volumes are small (tens of MiB) and the repair pass needs random access.
     let mut img = Cursor::new(vec![0u8; size as usize]);
-    let mut opts = FormatVolumeOptions::new()
-        .volume_label(label11)
-        .volume_id(volume_id);
-    opts = if fat32 {
-        opts.fat_type(FatType::Fat32).bytes_per_cluster(512)
-    } else {
-        opts.bytes_per_cluster(2048)
-    };
+    let mut opts = FormatVolumeOptions::new().volume_label(label11).volume_id(volume_id);
+    opts = if fat32 { opts.fat_type(FatType::Fat32).bytes_per_cluster(512) } else { opts.bytes_per_cluster(2048) };
     fatfs::format_volume(&mut img, opts).context("formatting the FAT volume")?;
     {
-        let fs = FileSystem::new(&mut img, FsOptions::new().time_provider(&FIXED_TIME))
-            .context("opening the new FAT volume")?;
+        let fs = FileSystem::new(&mut img, FsOptions::new().time_provider(&FIXED_TIME)).context("opening the new FAT volume")?;
         let mut sorted: Vec<&FatFile<'_>> = files.iter().collect();
         sorted.sort_by_key(|f| f.path);
         for f in sorted {
             let root = fs.root_dir();
             let parts: Vec<&str> = f.path.split('/').collect();
             for depth in 1..parts.len() {
-                root.create_dir(&parts[..depth].join("/"))
-                    .with_context(|| format!("creating directory for {}", f.path))?;
+                root.create_dir(&parts[..depth].join("/")).with_context(|| format!("creating directory for {}", f.path))?;
             }
-            let mut file = root
-                .create_file(f.path)
-                .with_context(|| format!("creating {}", f.path))?;
+            let mut file = root.create_file(f.path).with_context(|| format!("creating {}", f.path))?;
             file.truncate().ok();
-            file.write_all(f.data)
-                .with_context(|| format!("writing {} ({} bytes)", f.path, f.data.len()))?;
+            file.write_all(f.data).with_context(|| format!("writing {} ({} bytes)", f.path, f.data.len()))?;
         }
         fs.unmount().context("flushing the FAT volume")?;
     }
@@ -143,9 +101,7 @@ fn label_bytes(label: &str) -> Result<[u8; 11]> {
     ensure!(
         !label.is_empty()
             && label.len() <= 11
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-'),
+            && label.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-'),
         "FAT volume label {label:?} must be 1-11 characters of A-Z, 0-9, '_' and '-'"
     );
     let mut out = [b' '; 11];
@@ -179,11 +135,7 @@ fn geometry(b: &[u8]) -> Geometry {
     let root_entries = u16_at(17);
     let fat16_size = u16_at(22);
     let fat32 = fat16_size == 0;
-    let fat_size = if fat32 {
-        u32_at(36) as usize
-    } else {
-        fat16_size
-    };
+    let fat_size = if fat32 { u32_at(36) as usize } else { fat16_size };
     let fat_start = reserved * bps;
     let root_start = fat_start + fats * fat_size * bps;
     let root_len = root_entries * ENTRY;
@@ -215,29 +167,14 @@ impl Geometry {
 /// Fix fatfs's directory quirks in place (see the module header).
 fn repair(b: &mut [u8], label: &[u8; 11]) -> Result<()> {
     let g = geometry(b);
-    ensure!(
-        g.bytes_per_sector == 512,
-        "unexpected FAT sector size {}",
-        g.bytes_per_sector
-    );
-    let root: Vec<(usize, usize)> = if g.fat32 {
-        g.chain(b, g.root_cluster)
-            .into_iter()
-            .map(|o| (o, g.cluster))
-            .collect()
-    } else {
-        vec![g.root_region]
-    };
+    ensure!(g.bytes_per_sector == 512, "unexpected FAT sector size {}", g.bytes_per_sector);
+    let root: Vec<(usize, usize)> =
+        if g.fat32 { g.chain(b, g.root_cluster).into_iter().map(|o| (o, g.cluster)).collect() } else { vec![g.root_region] };
     add_volume_label(b, &root, label)?;
     if g.fat32 {
-        let mut pending: Vec<(u32, bool)> =
-            subdirs(b, &root).into_iter().map(|c| (c, true)).collect();
+        let mut pending: Vec<(u32, bool)> = subdirs(b, &root).into_iter().map(|c| (c, true)).collect();
         while let Some((first, parent_is_root)) = pending.pop() {
-            let chunks: Vec<(usize, usize)> = g
-                .chain(b, first)
-                .into_iter()
-                .map(|o| (o, g.cluster))
-                .collect();
+            let chunks: Vec<(usize, usize)> = g.chain(b, first).into_iter().map(|o| (o, g.cluster)).collect();
             fix_dots(b, &chunks, parent_is_root);
             pending.extend(subdirs(b, &chunks).into_iter().map(|c| (c, false)));
         }
@@ -288,10 +225,7 @@ fn live(entries: &[[u8; ENTRY]]) -> impl Iterator<Item = &[u8; ENTRY]> {
 fn subdirs(b: &[u8], chunks: &[(usize, usize)]) -> Vec<u32> {
     live(&read_dir(b, chunks))
         .filter(|e| e[0] != 0xE5 && e[11] != ATTR_LFN && e[11] & ATTR_DIR != 0 && e[0] != b'.')
-        .map(|e| {
-            (u32::from(u16::from_le_bytes([e[20], e[21]])) << 16)
-                | u32::from(u16::from_le_bytes([e[26], e[27]]))
-        })
+        .map(|e| (u32::from(u16::from_le_bytes([e[20], e[21]])) << 16) | u32::from(u16::from_le_bytes([e[26], e[27]])))
         .collect()
 }
 
@@ -301,8 +235,7 @@ fn fix_dots(b: &mut [u8], chunks: &[(usize, usize)], parent_is_root: bool) {
     let live: Vec<[u8; ENTRY]> = live(&entries).copied().collect();
     let mut kept: Vec<[u8; ENTRY]> = Vec::with_capacity(live.len());
     for e in live {
-        let is_dot =
-            e[11] != ATTR_LFN && (&e[..11] == b".          " || &e[..11] == b"..         ");
+        let is_dot = e[11] != ATTR_LFN && (&e[..11] == b".          " || &e[..11] == b"..         ");
         let mut e = e;
         if is_dot {
             while kept.last().is_some_and(|p| p[11] == ATTR_LFN) {
@@ -324,10 +257,7 @@ fn add_volume_label(b: &mut [u8], root: &[(usize, usize)], label: &[u8; 11]) -> 
     if live(&entries).any(|e| e[11] == ATTR_VOLUME) {
         return Ok(());
     }
-    ensure!(
-        used < entries.len(),
-        "no room for the volume label in the root directory"
-    );
+    ensure!(used < entries.len(), "no room for the volume label in the root directory");
     // The label entry goes first, where DOS and blkid look for it.
     let mut label_entry = [0u8; ENTRY];
     label_entry[..11].copy_from_slice(label);
@@ -344,10 +274,7 @@ pub fn read_file(volume: &mut File, path: &str) -> Result<Vec<u8>> {
     volume.seek(SeekFrom::Start(0))?;
     let fs = FileSystem::new(volume, FsOptions::new()).context("opening FAT volume")?;
     let mut data = Vec::new();
-    fs.root_dir()
-        .open_file(path)
-        .with_context(|| format!("opening {path} in the FAT volume"))?
-        .read_to_end(&mut data)?;
+    fs.root_dir().open_file(path).with_context(|| format!("opening {path} in the FAT volume"))?.read_to_end(&mut data)?;
     Ok(data)
 }
 
@@ -363,11 +290,7 @@ mod tests {
     }
 
     fn fsck_clean(path: &std::path::Path) {
-        let out = Command::new("fsck.vfat")
-            .arg("-n")
-            .arg(path)
-            .output()
-            .expect("fsck.vfat (dosfstools) is installed");
+        let out = Command::new("fsck.vfat").arg("-n").arg(path).output().expect("fsck.vfat (dosfstools) is installed");
         assert!(
             out.status.success(),
             "fsck.vfat -n failed:\n{}{}",
@@ -375,18 +298,11 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-        assert!(
-            !text.contains("differences") && !text.contains("will be"),
-            "fsck wanted changes:\n{text}"
-        );
+        assert!(!text.contains("differences") && !text.contains("will be"), "fsck wanted changes:\n{text}");
     }
 
     fn blkid(path: &std::path::Path, tag: &str) -> String {
-        let out = Command::new("blkid")
-            .args(["-p", "-o", "value", "-s", tag])
-            .arg(path)
-            .output()
-            .unwrap();
+        let out = Command::new("blkid").args(["-p", "-o", "value", "-s", tag]).arg(path).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -394,67 +310,30 @@ mod tests {
     fn nested_fat32_volume_passes_fsck_and_reads_back() {
         let big = vec![0xA5u8; 300_000];
         let files = [
-            FatFile {
-                path: "EFI/BOOT/BOOTX64.EFI",
-                data: &big,
-            },
-            FatFile {
-                path: "EFI/Linux/notes.txt",
-                data: b"hello",
-            },
-            FatFile {
-                path: "loader/entries/a-long-file-name.conf",
-                data: b"title x\n",
-            },
-            FatFile {
-                path: "top.txt",
-                data: b"top",
-            },
+            FatFile { path: "EFI/BOOT/BOOTX64.EFI", data: &big },
+            FatFile { path: "EFI/Linux/notes.txt", data: b"hello" },
+            FatFile { path: "loader/entries/a-long-file-name.conf", data: b"title x\n" },
+            FatFile { path: "top.txt", data: b"top" },
         ];
         let mut tmp = build_to_file(64 * 1024 * 1024, "ESP", &files);
         fsck_clean(tmp.path());
         assert_eq!(blkid(tmp.path(), "TYPE"), "vfat");
         assert_eq!(blkid(tmp.path(), "LABEL"), "ESP");
-        assert_eq!(
-            read_file(tmp.as_file_mut(), "EFI/BOOT/BOOTX64.EFI").unwrap(),
-            big
-        );
-        assert_eq!(
-            read_file(tmp.as_file_mut(), "loader/entries/a-long-file-name.conf").unwrap(),
-            b"title x\n"
-        );
+        assert_eq!(read_file(tmp.as_file_mut(), "EFI/BOOT/BOOTX64.EFI").unwrap(), big);
+        assert_eq!(read_file(tmp.as_file_mut(), "loader/entries/a-long-file-name.conf").unwrap(), b"title x\n");
     }
 
     #[test]
     fn small_flat_volume_has_exact_label_and_passes_fsck() {
-        let mut tmp = build_to_file(
-            4 * 1024 * 1024,
-            "MMCONFIG",
-            &[FatFile {
-                path: "node.toml",
-                data: b"schema = 1\n",
-            }],
-        );
+        let mut tmp = build_to_file(4 * 1024 * 1024, "MMCONFIG", &[FatFile { path: "node.toml", data: b"schema = 1\n" }]);
         fsck_clean(tmp.path());
         assert_eq!(blkid(tmp.path(), "LABEL"), "MMCONFIG");
-        assert_eq!(
-            read_file(tmp.as_file_mut(), "node.toml").unwrap(),
-            b"schema = 1\n"
-        );
+        assert_eq!(read_file(tmp.as_file_mut(), "node.toml").unwrap(), b"schema = 1\n");
     }
 
     #[test]
     fn same_inputs_give_the_same_bytes() {
-        let files = [
-            FatFile {
-                path: "EFI/BOOT/BOOTX64.EFI",
-                data: b"x",
-            },
-            FatFile {
-                path: "ks.cfg",
-                data: b"y",
-            },
-        ];
+        let files = [FatFile { path: "EFI/BOOT/BOOTX64.EFI", data: b"x" }, FatFile { path: "ks.cfg", data: b"y" }];
         let a = std::fs::read(build_to_file(40 * 1024 * 1024, "OEMDRV", &files).path()).unwrap();
         let b = std::fs::read(build_to_file(40 * 1024 * 1024, "OEMDRV", &files).path()).unwrap();
         assert!(a == b, "two builds differ");
@@ -465,17 +344,7 @@ mod tests {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         assert!(build(tmp.as_file_mut(), 4 << 20, "lower", 1, &[]).is_err());
         assert!(build(tmp.as_file_mut(), 4 << 20, "TWELVECHARSX", 1, &[]).is_err());
-        let err = build(
-            tmp.as_file_mut(),
-            4 << 20,
-            "OK",
-            1,
-            &[FatFile {
-                path: "a/b",
-                data: b"",
-            }],
-        )
-        .unwrap_err();
+        let err = build(tmp.as_file_mut(), 4 << 20, "OK", 1, &[FatFile { path: "a/b", data: b"" }]).unwrap_err();
         assert!(err.to_string().contains("need a FAT32 volume"), "{err}");
     }
 }

@@ -9,9 +9,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use mmconfig::{
-    FleetInfo, Ipv4Config, Ipv6Config, Node, NodeConfig, Profile, Sponsor, SCHEMA_VERSION,
-};
+use mmconfig::{FleetInfo, Ipv4Config, Ipv6Config, Node, NodeConfig, Profile, Sponsor, SCHEMA_VERSION};
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
@@ -119,11 +117,7 @@ impl Checker<'_> {
     }
 
     /// Deserialize one section; on failure report it (with `context`) and return None.
-    fn section<T: for<'de> Deserialize<'de>>(
-        &mut self,
-        value: Spanned<DeValue<'_>>,
-        context: &str,
-    ) -> Option<T> {
+    fn section<T: for<'de> Deserialize<'de>>(&mut self, value: Spanned<DeValue<'_>>, context: &str) -> Option<T> {
         let whole = value.span();
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(v) => Some(v),
@@ -145,22 +139,15 @@ impl Checker<'_> {
 
 /// Load and validate `path`; on failure, every problem found.
 pub fn load(path: &Path, data_override: Option<&Path>) -> Result<Fleet, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics::single(
-            path,
-            &format!("cannot read the fleet file: {e} (check the path)"),
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostics::single(path, &format!("cannot read the fleet file: {e} (check the path)")))?;
     let dirs = DataDirs::for_fleet(path, data_override);
     parse(path, &text, dirs)
 }
 
 /// Validate fleet `text` (named `path` in messages) against the data in `dirs`.
 pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnostics> {
-    let mut ck = Checker {
-        src: SourceFile::new(path, text),
-        diags: Diagnostics::default(),
-    };
+    let mut ck = Checker { src: SourceFile::new(path, text), diags: Diagnostics::default() };
     let (doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         for e in syntax {
@@ -182,10 +169,7 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
                 DeValue::Array(items) => node_secs = items.into_iter().collect(),
                 _ => ck.err(key.span(), "`node` must be an array of tables: write each node as [[node]]"),
             },
-            other => ck.err(
-                key.span(),
-                format!("unknown top-level key `{other}` (expected [fleet], [defaults] and [[node]] sections)"),
-            ),
+            other => ck.err(key.span(), format!("unknown top-level key `{other}` (expected [fleet], [defaults] and [[node]] sections)")),
         }
     }
 
@@ -196,14 +180,9 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
             None
         }
     };
-    let defaults: RawDefaults = defaults_sec
-        .and_then(|v| ck.section(v, "[defaults]: "))
-        .unwrap_or_default();
+    let defaults: RawDefaults = defaults_sec.and_then(|v| ck.section(v, "[defaults]: ")).unwrap_or_default();
     if node_secs.is_empty() {
-        ck.err(
-            doc_span.start..doc_span.start,
-            "the fleet has no [[node]] sections: add at least one node",
-        );
+        ck.err(doc_span.start..doc_span.start, "the fleet has no [[node]] sections: add at least one node");
     }
 
     if let Some(f) = &fleet {
@@ -220,39 +199,24 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
         let Some(raw) = ck.section::<RawNode>(sec, &format!("node \"{hint}\": ")) else {
             continue;
         };
-        let resolved = check_node(
-            &mut ck,
-            fleet.as_ref(),
-            &defaults,
-            &raw,
-            &mut data,
-            &mut data_diags,
-        );
+        let resolved = check_node(&mut ck, fleet.as_ref(), &defaults, &raw, &mut data, &mut data_diags);
         let name = raw.name.get_ref().clone();
         if let Some(first) = names.get(&name) {
             let (line, _) = ck.src.line_col(first.start);
-            ck.node_err(
-                &name,
-                raw.name.span(),
-                format!("name is used twice (first at line {line}): node names must be unique"),
-            );
+            ck.node_err(&name, raw.name.span(), format!("name is used twice (first at line {line}): node names must be unique"));
         } else {
             names.insert(name.clone(), raw.name.span());
         }
         for addr in [&raw.ipv4, &raw.ipv6].into_iter().flatten() {
             let a = addr.get_ref();
-            let Some(ip) = a
-                .address
-                .get_ref()
-                .split('/')
-                .next()
-                .and_then(|s| s.parse::<IpAddr>().ok())
-            else {
+            let Some(ip) = a.address.get_ref().split('/').next().and_then(|s| s.parse::<IpAddr>().ok()) else {
                 continue;
             };
             match addresses.get(&ip) {
                 Some((other, line)) => {
-                    let msg = format!("address {ip} is already used by node \"{other}\" (line {line}): every address must be unique in the fleet");
+                    let msg = format!(
+                        "address {ip} is already used by node \"{other}\" (line {line}): every address must be unique in the fleet"
+                    );
                     ck.node_err(&name, a.address.span(), msg);
                 }
                 None => {
@@ -270,12 +234,7 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
     let mut diags = ck.diags;
     diags.0.extend(data_diags.0);
     match fleet {
-        Some(f) if diags.is_empty() => Ok(Fleet {
-            path: path.to_path_buf(),
-            name: f.name.into_inner(),
-            nodes,
-            data_dir: dirs.primary,
-        }),
+        Some(f) if diags.is_empty() => Ok(Fleet { path: path.to_path_buf(), name: f.name.into_inner(), nodes, data_dir: dirs.primary }),
         _ => Err(diags.sorted()),
     }
 }
@@ -300,42 +259,25 @@ fn node_name_hint(sec: &Spanned<DeValue<'_>>) -> Option<String> {
     let DeValue::Table(t) = sec.get_ref() else {
         return None;
     };
-    t.iter()
-        .find(|(k, _)| k.get_ref().as_ref() == "name")
-        .and_then(|(_, v)| match v.get_ref() {
-            DeValue::String(s) => Some(s.to_string()),
-            _ => None,
-        })
+    t.iter().find(|(k, _)| k.get_ref().as_ref() == "name").and_then(|(_, v)| match v.get_ref() {
+        DeValue::String(s) => Some(s.to_string()),
+        _ => None,
+    })
 }
 
 fn check_fleet(ck: &mut Checker<'_>, f: &RawFleet) {
     if f.name.get_ref().trim().is_empty() {
-        ck.err(
-            f.name.span(),
-            "[fleet] name is empty: give the fleet a name",
-        );
+        ck.err(f.name.span(), "[fleet] name is empty: give the fleet a name");
     }
     if let Err(why) = check_domain(f.domain.get_ref()) {
-        ck.err(
-            f.domain.span(),
-            format!(
-                "[fleet] domain \"{}\" is not a valid DNS name: {why}",
-                f.domain.get_ref()
-            ),
-        );
+        ck.err(f.domain.span(), format!("[fleet] domain \"{}\" is not a valid DNS name: {why}", f.domain.get_ref()));
     }
     let c = f.contact.get_ref();
     if !looks_like_email(c) {
-        ck.err(
-            f.contact.span(),
-            format!("[fleet] contact \"{c}\" is not an e-mail address (write user@example.net)"),
-        );
+        ck.err(f.contact.span(), format!("[fleet] contact \"{c}\" is not an e-mail address (write user@example.net)"));
     }
     if f.admin_ssh_keys.get_ref().is_empty() {
-        ck.err(
-            f.admin_ssh_keys.span(),
-            "[fleet] admin_ssh_keys is empty: without a key nobody can log in to the nodes",
-        );
+        ck.err(f.admin_ssh_keys.span(), "[fleet] admin_ssh_keys is empty: without a key nobody can log in to the nodes");
     }
     for key in f.admin_ssh_keys.get_ref() {
         if let Err(why) = check_ssh_key(key.get_ref()) {
@@ -350,17 +292,13 @@ fn check_fleet(ck: &mut Checker<'_>, f: &RawFleet) {
         }
     }
     if f.admin_prefixes.get_ref().is_empty() {
-        ck.err(
-            f.admin_prefixes.span(),
-            "[fleet] admin_prefixes is empty: ssh and metrics would be reachable by nobody",
-        );
+        ck.err(f.admin_prefixes.span(), "[fleet] admin_prefixes is empty: ssh and metrics would be reachable by nobody");
     }
     for p in f.admin_prefixes.get_ref() {
         match p.get_ref().parse::<IpNet>() {
-            Ok(net) if net.trunc() != net => ck.err(
-                p.span(),
-                format!("[fleet] admin_prefixes: {net} has host bits set (did you mean {}?)", net.trunc()),
-            ),
+            Ok(net) if net.trunc() != net => {
+                ck.err(p.span(), format!("[fleet] admin_prefixes: {net} has host bits set (did you mean {}?)", net.trunc()))
+            }
             Ok(_) => {}
             Err(_) => ck.err(
                 p.span(),
@@ -383,31 +321,19 @@ fn check_node(
     let name = raw.name.get_ref().as_str();
     let name_span = raw.name.span();
     if let Err(why) = check_label(name) {
-        ck.node_err(
-            name,
-            name_span.clone(),
-            format!("name is not a valid DNS label: {why}"),
-        );
+        ck.node_err(name, name_span.clone(), format!("name is not a valid DNS label: {why}"));
     }
     let fqdn = fleet.map(|f| format!("{name}.{}", f.domain.get_ref()));
     if let Some(fqdn) = &fqdn {
         if fqdn.len() > 253 {
-            ck.node_err(
-                name,
-                name_span.clone(),
-                format!("FQDN {fqdn} is longer than 253 characters"),
-            );
+            ck.node_err(name, name_span.clone(), format!("FQDN {fqdn} is longer than 253 characters"));
         }
     }
 
     // Hardware.
     let hardware = match raw.hardware.as_ref().or(defaults.hardware.as_ref()) {
         None => {
-            ck.node_err(
-                name,
-                name_span.clone(),
-                "no hardware: set hardware = \"...\" on the node or in [defaults]",
-            );
+            ck.node_err(name, name_span.clone(), "no hardware: set hardware = \"...\" on the node or in [defaults]");
             None
         }
         Some(hw) => match data.hardware(hw.get_ref(), data_diags) {
@@ -418,11 +344,7 @@ fn check_node(
                 ck.node_err(
                     name,
                     hw.span(),
-                    format!(
-                        "unknown hardware \"{}\" (known: {known}; or add hardware/{}.toml)",
-                        hw.get_ref(),
-                        hw.get_ref()
-                    ),
+                    format!("unknown hardware \"{}\" (known: {known}; or add hardware/{}.toml)", hw.get_ref(), hw.get_ref()),
                 );
                 None
             }
@@ -432,24 +354,14 @@ fn check_node(
     // Projects.
     let mut profiles: Vec<Profile> = Vec::new();
     match raw.projects.as_ref().or(defaults.projects.as_ref()) {
-        None => ck.node_err(
-            name,
-            name_span.clone(),
-            "no projects: set projects = [...] on the node or in [defaults]",
-        ),
-        Some(list) if list.get_ref().is_empty() => ck.node_err(
-            name,
-            list.span(),
-            "projects is empty: a mirror node hosts at least one project",
-        ),
+        None => ck.node_err(name, name_span.clone(), "no projects: set projects = [...] on the node or in [defaults]"),
+        Some(list) if list.get_ref().is_empty() => {
+            ck.node_err(name, list.span(), "projects is empty: a mirror node hosts at least one project")
+        }
         Some(list) => {
             for p in list.get_ref() {
                 if profiles.iter().any(|q| &q.name == p.get_ref()) {
-                    ck.node_err(
-                        name,
-                        p.span(),
-                        format!("project \"{}\" is listed twice", p.get_ref()),
-                    );
+                    ck.node_err(name, p.span(), format!("project \"{}\" is listed twice", p.get_ref()));
                     continue;
                 }
                 match data.profile(p.get_ref(), data_diags) {
@@ -460,11 +372,7 @@ fn check_node(
                         ck.node_err(
                             name,
                             p.span(),
-                            format!(
-                                "unknown project \"{}\" (known: {known}; or add profiles/{}.toml)",
-                                p.get_ref(),
-                                p.get_ref()
-                            ),
+                            format!("unknown project \"{}\" (known: {known}; or add profiles/{}.toml)", p.get_ref(), p.get_ref()),
                         );
                     }
                 }
@@ -481,26 +389,12 @@ fn check_node(
     }
     for (project, url) in &upstreams {
         if !(url.get_ref().starts_with("rsync://") && url.get_ref().ends_with('/')) {
-            ck.node_err(
-                name,
-                url.span(),
-                format!(
-                    "upstreams.{project} = \"{}\" must be an rsync:// URL ending in /",
-                    url.get_ref()
-                ),
-            );
+            ck.node_err(name, url.span(), format!("upstreams.{project} = \"{}\" must be an rsync:// URL ending in /", url.get_ref()));
         }
     }
     for (project, url) in raw.upstreams.iter().flatten() {
         if !profiles.iter().any(|p| p.name == *project.get_ref()) {
-            ck.node_err(
-                name,
-                url.span(),
-                format!(
-                    "upstreams.{} overrides a project this node does not host",
-                    project.get_ref()
-                ),
-            );
+            ck.node_err(name, url.span(), format!("upstreams.{} overrides a project this node does not host", project.get_ref()));
         }
     }
     for p in &mut profiles {
@@ -513,15 +407,8 @@ fn check_node(
     if let Some(hw) = &hardware {
         let need: u64 = profiles.iter().map(|p| p.size_gb).sum();
         if need > hw.data_capacity_gb {
-            let span = raw
-                .projects
-                .as_ref()
-                .map_or(name_span.clone(), |p| p.span());
-            let sizes = profiles
-                .iter()
-                .map(|p| format!("{} {} GB", p.name, p.size_gb))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let span = raw.projects.as_ref().map_or(name_span.clone(), |p| p.span());
+            let sizes = profiles.iter().map(|p| format!("{} {} GB", p.name, p.size_gb)).collect::<Vec<_>>().join(", ");
             ck.node_err(
                 name,
                 span,
@@ -541,73 +428,37 @@ fn check_node(
     if sponsor_name.trim().is_empty() {
         ck.node_err(name, sponsor.name.span(), "sponsor.name is empty");
     } else if sponsor_name.chars().any(char::is_control) {
-        ck.node_err(
-            name,
-            sponsor.name.span(),
-            "sponsor.name contains control characters (newlines, tabs): write it on one line",
-        );
+        ck.node_err(name, sponsor.name.span(), "sponsor.name contains control characters (newlines, tabs): write it on one line");
     }
     if let Err(why) = check_http_url(sponsor.url.get_ref()) {
-        ck.node_err(
-            name,
-            sponsor.url.span(),
-            format!("sponsor.url \"{}\" {why}", sponsor.url.get_ref()),
-        );
+        ck.node_err(name, sponsor.url.span(), format!("sponsor.url \"{}\" {why}", sponsor.url.get_ref()));
     }
 
     // Addresses.
-    let ipv4 = raw
-        .ipv4
-        .as_ref()
-        .and_then(|a| check_ipv4(ck, name, a.get_ref()));
-    let ipv6 = raw
-        .ipv6
-        .as_ref()
-        .and_then(|a| check_ipv6(ck, name, a.get_ref()));
+    let ipv4 = raw.ipv4.as_ref().and_then(|a| check_ipv4(ck, name, a.get_ref()));
+    let ipv6 = raw.ipv6.as_ref().and_then(|a| check_ipv6(ck, name, a.get_ref()));
     if raw.ipv4.is_none() && raw.ipv6.is_none() {
-        ck.node_err(
-            name,
-            name_span.clone(),
-            "has neither ipv4 nor ipv6: give it at least one static address",
-        );
+        ck.node_err(name, name_span.clone(), "has neither ipv4 nor ipv6: give it at least one static address");
     }
 
     // DNS.
     let mut dns = Vec::new();
     match raw.dns.as_ref().or(defaults.dns.as_ref()) {
-        None => ck.node_err(
-            name,
-            name_span.clone(),
-            "no dns servers: set dns = [...] on the node or in [defaults]",
-        ),
-        Some(list) if list.get_ref().is_empty() => ck.node_err(
-            name,
-            list.span(),
-            "dns is empty: give at least one resolver",
-        ),
+        None => ck.node_err(name, name_span.clone(), "no dns servers: set dns = [...] on the node or in [defaults]"),
+        Some(list) if list.get_ref().is_empty() => ck.node_err(name, list.span(), "dns is empty: give at least one resolver"),
         Some(list) => {
             for server in list.get_ref() {
                 match server.get_ref().parse::<IpAddr>() {
-                    Err(_) => ck.node_err(
-                        name,
-                        server.span(),
-                        format!("dns server \"{}\" is not an IP address", server.get_ref()),
-                    ),
+                    Err(_) => ck.node_err(name, server.span(), format!("dns server \"{}\" is not an IP address", server.get_ref())),
                     Ok(IpAddr::V4(_)) if raw.ipv4.is_none() => ck.node_err(
                         name,
                         server.span(),
-                        format!(
-                            "dns server {} is IPv4 but the node is IPv6-only: use an IPv6 resolver",
-                            server.get_ref()
-                        ),
+                        format!("dns server {} is IPv4 but the node is IPv6-only: use an IPv6 resolver", server.get_ref()),
                     ),
                     Ok(IpAddr::V6(_)) if raw.ipv6.is_none() => ck.node_err(
                         name,
                         server.span(),
-                        format!(
-                            "dns server {} is IPv6 but the node has no IPv6: use an IPv4 resolver",
-                            server.get_ref()
-                        ),
+                        format!("dns server {} is IPv6 but the node has no IPv6: use an IPv4 resolver", server.get_ref()),
                     ),
                     Ok(ip) => dns.push(ip.to_string()),
                 }
@@ -624,9 +475,7 @@ fn check_node(
                 ck.node_err(
                     name,
                     i.get_ref().mac.span(),
-                    format!(
-                        "interface.mac \"{mac}\" is not a MAC address (write 52:54:00:12:34:56)"
-                    ),
+                    format!("interface.mac \"{mac}\" is not a MAC address (write 52:54:00:12:34:56)"),
                 );
                 None
             }
@@ -642,11 +491,7 @@ fn check_node(
         }
     }
 
-    let bwlimit = raw
-        .sync_bwlimit_kbps
-        .as_ref()
-        .or(defaults.sync_bwlimit_kbps.as_ref())
-        .map(|b| *b.get_ref());
+    let bwlimit = raw.sync_bwlimit_kbps.as_ref().or(defaults.sync_bwlimit_kbps.as_ref()).map(|b| *b.get_ref());
 
     if ck.diags.len() > errors_before {
         return None;
@@ -658,10 +503,7 @@ fn check_node(
         node: Node {
             name: name.to_string(),
             fqdn,
-            sponsor: Sponsor {
-                name: sponsor_name.clone(),
-                url: sponsor.url.get_ref().clone(),
-            },
+            sponsor: Sponsor { name: sponsor_name.clone(), url: sponsor.url.get_ref().clone() },
             ipv4,
             ipv6,
             dns,
@@ -679,18 +521,8 @@ fn fleet_info(f: &RawFleet) -> FleetInfo {
         name: f.name.get_ref().clone(),
         domain: f.domain.get_ref().to_ascii_lowercase(),
         contact: f.contact.get_ref().clone(),
-        admin_ssh_keys: f
-            .admin_ssh_keys
-            .get_ref()
-            .iter()
-            .map(|k| k.get_ref().trim().to_string())
-            .collect(),
-        admin_prefixes: f
-            .admin_prefixes
-            .get_ref()
-            .iter()
-            .map(|p| p.get_ref().clone())
-            .collect(),
+        admin_ssh_keys: f.admin_ssh_keys.get_ref().iter().map(|k| k.get_ref().trim().to_string()).collect(),
+        admin_prefixes: f.admin_prefixes.get_ref().iter().map(|p| p.get_ref().clone()).collect(),
         https: f.https,
         push_keys: f
             .push_keys
@@ -712,57 +544,29 @@ fn check_ipv4(ck: &mut Checker<'_>, node: &str, a: &RawAddr) -> Option<Ipv4Confi
     let gw = match a.gateway.get_ref().parse::<std::net::Ipv4Addr>() {
         Ok(g) => g,
         Err(_) => {
-            ck.node_err(
-                node,
-                a.gateway.span(),
-                format!(
-                    "ipv4.gateway \"{}\" is not an IPv4 address",
-                    a.gateway.get_ref()
-                ),
-            );
+            ck.node_err(node, a.gateway.span(), format!("ipv4.gateway \"{}\" is not an IPv4 address", a.gateway.get_ref()));
             return None;
         }
     };
     let mut ok = true;
     // /31 (RFC 3021) and /32 have no network or broadcast address to avoid.
     if net.prefix_len() <= 30 && (net.addr() == net.network() || net.addr() == net.broadcast()) {
-        let which = if net.addr() == net.network() {
-            "network"
-        } else {
-            "broadcast"
-        };
+        let which = if net.addr() == net.network() { "network" } else { "broadcast" };
         ck.node_err(
             node,
             a.address.span(),
-            format!(
-                "ipv4.address {} is the {which} address of {}: use a host address",
-                net.addr(),
-                net.trunc()
-            ),
+            format!("ipv4.address {} is the {which} address of {}: use a host address", net.addr(), net.trunc()),
         );
         ok = false;
     }
     if gw == net.addr() {
-        ck.node_err(
-            node,
-            a.gateway.span(),
-            format!("ipv4.gateway {gw} is the node's own address"),
-        );
+        ck.node_err(node, a.gateway.span(), format!("ipv4.gateway {gw} is the node's own address"));
         ok = false;
     } else if !net.contains(&gw) {
-        ck.node_err(
-            node,
-            a.gateway.span(),
-            format!(
-                "ipv4.gateway {gw} is not inside {net} (the gateway must be on the node's link)"
-            ),
-        );
+        ck.node_err(node, a.gateway.span(), format!("ipv4.gateway {gw} is not inside {net} (the gateway must be on the node's link)"));
         ok = false;
     }
-    ok.then(|| Ipv4Config {
-        address: net.to_string(),
-        gateway: gw.to_string(),
-    })
+    ok.then(|| Ipv4Config { address: net.to_string(), gateway: gw.to_string() })
 }
 
 fn check_ipv6(ck: &mut Checker<'_>, node: &str, a: &RawAddr) -> Option<Ipv6Config> {
@@ -777,14 +581,7 @@ fn check_ipv6(ck: &mut Checker<'_>, node: &str, a: &RawAddr) -> Option<Ipv6Confi
     let gw = match a.gateway.get_ref().parse::<std::net::Ipv6Addr>() {
         Ok(g) => g,
         Err(_) => {
-            ck.node_err(
-                node,
-                a.gateway.span(),
-                format!(
-                    "ipv6.gateway \"{}\" is not an IPv6 address",
-                    a.gateway.get_ref()
-                ),
-            );
+            ck.node_err(node, a.gateway.span(), format!("ipv6.gateway \"{}\" is not an IPv6 address", a.gateway.get_ref()));
             return None;
         }
     };
@@ -792,32 +589,25 @@ fn check_ipv6(ck: &mut Checker<'_>, node: &str, a: &RawAddr) -> Option<Ipv6Confi
     // A link-local gateway (fe80::/10) is valid on any link.
     let link_local = (gw.segments()[0] & 0xffc0) == 0xfe80;
     if gw == net.addr() {
+        ck.node_err(node, a.gateway.span(), format!("ipv6.gateway {gw} is the node's own address"));
+        ok = false;
+    } else if !link_local && !net.contains(&gw) {
         ck.node_err(
             node,
             a.gateway.span(),
-            format!("ipv6.gateway {gw} is the node's own address"),
+            format!("ipv6.gateway {gw} is not inside {net} (the gateway must be on the node's link, or link-local fe80::)"),
         );
-        ok = false;
-    } else if !link_local && !net.contains(&gw) {
-        ck.node_err(node, a.gateway.span(), format!("ipv6.gateway {gw} is not inside {net} (the gateway must be on the node's link, or link-local fe80::)"));
         ok = false;
     }
     if net.prefix_len() < 127 && net.addr() == net.network() {
         ck.node_err(
             node,
             a.address.span(),
-            format!(
-                "ipv6.address {} is the subnet-router anycast address of {}: use a host address",
-                net.addr(),
-                net.trunc()
-            ),
+            format!("ipv6.address {} is the subnet-router anycast address of {}: use a host address", net.addr(), net.trunc()),
         );
         ok = false;
     }
-    ok.then(|| Ipv6Config {
-        address: net.to_string(),
-        gateway: gw.to_string(),
-    })
+    ok.then(|| Ipv6Config { address: net.to_string(), gateway: gw.to_string() })
 }
 
 /// A DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'.
@@ -826,23 +616,11 @@ pub fn check_label(label: &str) -> Result<(), String> {
         return Err("it is empty".into());
     }
     if label.len() > 63 {
-        return Err(format!(
-            "it is {} characters long (at most 63)",
-            label.len()
-        ));
+        return Err(format!("it is {} characters long (at most 63)", label.len()));
     }
-    if let Some(c) = label
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        let hint = if c.is_ascii_uppercase() {
-            " (use lower case)"
-        } else {
-            ""
-        };
-        return Err(format!(
-            "character '{c}' is not allowed (only a-z, 0-9 and '-'){hint}"
-        ));
+    if let Some(c) = label.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        let hint = if c.is_ascii_uppercase() { " (use lower case)" } else { "" };
+        return Err(format!("character '{c}' is not allowed (only a-z, 0-9 and '-'){hint}"));
     }
     if label.starts_with('-') || label.ends_with('-') {
         return Err("it starts or ends with '-'".into());
@@ -865,29 +643,19 @@ fn check_domain(domain: &str) -> Result<(), String> {
 
 fn looks_like_email(s: &str) -> bool {
     match s.split_once('@') {
-        Some((user, host)) => {
-            !user.is_empty()
-                && host.contains('.')
-                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
+        Some((user, host)) => !user.is_empty() && host.contains('.') && !s.chars().any(|c| c.is_whitespace() || c.is_control()),
         None => false,
     }
 }
 
 fn check_http_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or("must start with http:// or https://")?;
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).ok_or("must start with http:// or https://")?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
     if host.is_empty() {
         return Err("has no host name".into());
     }
-    if url
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>')
-    {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>') {
         return Err("contains spaces, quotes or angle brackets: percent-encode them".into());
     }
     Ok(())
@@ -907,21 +675,12 @@ const SSH_KEY_TYPES: &[&str] = &[
 pub fn check_ssh_key(line: &str) -> Result<(), String> {
     let mut parts = line.split_whitespace();
     let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
-        return Err(format!(
-            "\"{}\" is not an ssh public key (expected \"ssh-ed25519 AAAA... comment\")",
-            short(line)
-        ));
+        return Err(format!("\"{}\" is not an ssh public key (expected \"ssh-ed25519 AAAA... comment\")", short(line)));
     };
     if !SSH_KEY_TYPES.contains(&kind) {
-        return Err(format!(
-            "key type \"{}\" is not an ssh public key type (expected one of {})",
-            short(kind),
-            SSH_KEY_TYPES.join(", ")
-        ));
+        return Err(format!("key type \"{}\" is not an ssh public key type (expected one of {})", short(kind), SSH_KEY_TYPES.join(", ")));
     }
-    let bytes = base64_decode(blob).ok_or_else(|| {
-        format!("the {kind} key's data is not valid base64 (was it truncated or wrapped?)")
-    })?;
+    let bytes = base64_decode(blob).ok_or_else(|| format!("the {kind} key's data is not valid base64 (was it truncated or wrapped?)"))?;
     let embedded = bytes
         .get(..4)
         .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
@@ -929,12 +688,8 @@ pub fn check_ssh_key(line: &str) -> Result<(), String> {
         .map(String::from_utf8_lossy);
     match embedded {
         Some(t) if t == kind => Ok(()),
-        Some(t) => Err(format!(
-            "the key's data says \"{t}\" but the line says \"{kind}\""
-        )),
-        None => Err(format!(
-            "the {kind} key's data is too short (was it truncated?)"
-        )),
+        Some(t) => Err(format!("the key's data says \"{t}\" but the line says \"{kind}\"")),
+        None => Err(format!("the {kind} key's data is too short (was it truncated?)")),
     }
 }
 
@@ -983,11 +738,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// `52:54:00:AB:cd:ef` or with `-` → lower-case colon form.
 fn normalize_mac(mac: &str) -> Option<String> {
     let parts: Vec<&str> = mac.split([':', '-']).collect();
-    if parts.len() != 6
-        || !parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
-    {
+    if parts.len() != 6 || !parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit())) {
         return None;
     }
     Some(parts.join(":").to_ascii_lowercase())
@@ -999,10 +750,7 @@ mod tests {
 
     #[test]
     fn base64_round_trips_known_values() {
-        assert_eq!(
-            base64_decode("AAAAC3NzaC1lZDI1NTE5").unwrap()[4..],
-            *b"ssh-ed25519"
-        );
+        assert_eq!(base64_decode("AAAAC3NzaC1lZDI1NTE5").unwrap()[4..], *b"ssh-ed25519");
         assert_eq!(base64_decode("Zm9vYg==").unwrap(), b"foob");
         assert_eq!(base64_decode("Zm9vYmE=").unwrap(), b"fooba");
         assert!(base64_decode("Zm9v!mE=").is_none());
@@ -1021,10 +769,7 @@ mod tests {
 
     #[test]
     fn macs() {
-        assert_eq!(
-            normalize_mac("52-54-00-AB-cd-EF").unwrap(),
-            "52:54:00:ab:cd:ef"
-        );
+        assert_eq!(normalize_mac("52-54-00-AB-cd-EF").unwrap(), "52:54:00:ab:cd:ef");
         assert!(normalize_mac("52:54:00:ab:cd").is_none());
         assert!(normalize_mac("52:54:00:ab:cd:zz").is_none());
     }

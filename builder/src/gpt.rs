@@ -32,66 +32,38 @@ pub fn layout(esp_bytes: u64, root_bytes: u64) -> Layout {
     let esp = (MIB, align(esp_bytes));
     let config = (esp.0 + esp.1, CONFIG_BYTES);
     let root = (config.0 + config.1, align(root_bytes));
-    Layout {
-        esp,
-        config,
-        root,
-        total: root.0 + root.1 + MIB,
-    }
+    Layout { esp, config, root, total: root.0 + root.1 + MIB }
 }
 
 /// Deterministic GUIDs for one node's disk.
 pub fn guid(fleet: &str, node: &str, role: &str) -> uuid::Uuid {
-    uuid::Uuid::parse_str(&uuid_from(&format!("{fleet}/{node}"), role))
-        .expect("uuid_from yields a valid UUID")
+    uuid::Uuid::parse_str(&uuid_from(&format!("{fleet}/{node}"), role)).expect("uuid_from yields a valid UUID")
 }
 
 /// Write the protective MBR and both GPT headers for `layout` into `disk` (already sized).
 pub fn write(disk: &mut File, layout: &Layout, fleet: &str, node: &str) -> Result<()> {
-    let part =
-        |role: &str, ty: partition_types::Type, (start, len): (u64, u64), name: &str| Partition {
-            part_type_guid: ty,
-            part_guid: guid(fleet, node, role),
-            first_lba: start / SECTOR,
-            last_lba: (start + len) / SECTOR - 1,
-            flags: 0,
-            name: name.to_string(),
-        };
+    let part = |role: &str, ty: partition_types::Type, (start, len): (u64, u64), name: &str| Partition {
+        part_type_guid: ty,
+        part_guid: guid(fleet, node, role),
+        first_lba: start / SECTOR,
+        last_lba: (start + len) / SECTOR - 1,
+        flags: 0,
+        name: name.to_string(),
+    };
     let mut parts = BTreeMap::new();
     parts.insert(1, part("esp", partition_types::EFI, layout.esp, "ESP"));
-    parts.insert(
-        2,
-        part(
-            "config",
-            partition_types::BASIC,
-            layout.config,
-            mmconfig::CONFIG_LABEL,
-        ),
-    );
-    parts.insert(
-        3,
-        part(
-            "root",
-            partition_types::LINUX_ROOT_X64,
-            layout.root,
-            "mmroot",
-        ),
-    );
+    parts.insert(2, part("config", partition_types::BASIC, layout.config, mmconfig::CONFIG_LABEL));
+    parts.insert(3, part("root", partition_types::LINUX_ROOT_X64, layout.root, "mmroot"));
 
-    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(
-        u32::try_from(layout.total / SECTOR - 1).unwrap_or(0xFFFF_FFFF),
-    );
-    mbr.overwrite_lba0(disk)
-        .context("writing the protective MBR")?;
+    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(layout.total / SECTOR - 1).unwrap_or(0xFFFF_FFFF));
+    mbr.overwrite_lba0(disk).context("writing the protective MBR")?;
     let mut gdisk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(LogicalBlockSize::Lb512)
         .change_partition_count(true)
         .create_from_device(&mut *disk, Some(guid(fleet, node, "disk")))
         .context("creating the GPT")?;
-    gdisk
-        .update_partitions(parts)
-        .context("laying out the partitions")?;
+    gdisk.update_partitions(parts).context("laying out the partitions")?;
     gdisk.write().context("writing the GPT")?;
     Ok(())
 }

@@ -25,9 +25,7 @@ pub struct Unusable(pub String);
 
 /// Whether `err` (or anything in its chain) is an environment problem rather than a failed step.
 pub fn is_environment(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<MissingTool>().is_some() || e.downcast_ref::<Unusable>().is_some()
-    })
+    err.chain().any(|e| e.downcast_ref::<MissingTool>().is_some() || e.downcast_ref::<Unusable>().is_some())
 }
 
 /// Fail with [`MissingTool`] unless `tool` is on PATH (or is an existing absolute path).
@@ -35,18 +33,12 @@ pub fn require_tool(tool: &str, package: &str) -> Result<()> {
     let found = if tool.contains('/') {
         Path::new(tool).exists()
     } else {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false)
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
     };
     if found {
         Ok(())
     } else {
-        Err(MissingTool {
-            tool: tool.into(),
-            package: package.into(),
-        }
-        .into())
+        Err(MissingTool { tool: tool.into(), package: package.into() }.into())
     }
 }
 
@@ -55,10 +47,7 @@ pub fn require_root(why: &str) -> Result<()> {
     if nix::unistd::geteuid().is_root() {
         Ok(())
     } else {
-        Err(Unusable(format!(
-            "{why} needs root (it runs mmdebstrap, chroot and mkfs): run it with sudo"
-        ))
-        .into())
+        Err(Unusable(format!("{why} needs root (it runs mmdebstrap, chroot and mkfs): run it with sudo")).into())
     }
 }
 
@@ -67,9 +56,7 @@ pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         let a = a.to_string_lossy();
-        if a.is_empty()
-            || a.contains(|c: char| c.is_whitespace() || "'\"$;&|<>(){}*?\\".contains(c))
-        {
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$;&|<>(){}*?\\".contains(c)) {
             s.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
         } else {
             s.push(' ');
@@ -99,30 +86,19 @@ fn check(shown: &str, out: Output) -> Result<Output> {
 /// Run to completion, capturing output; a non-zero exit is an error naming the command.
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let shown = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("starting `{shown}`"))?;
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("starting `{shown}`"))?;
     check(&shown, out)
 }
 
 /// Like [`run`], feeding `input` on stdin (from a thread, so large inputs cannot deadlock).
 pub fn run_with_input(cmd: &mut Command, input: Vec<u8>) -> Result<Output> {
     let shown = describe(cmd);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting `{shown}`"))?;
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting `{shown}`"))?;
     let mut stdin = child.stdin.take().context("child stdin")?;
     let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("running `{shown}`"))?;
-    let fed = feeder
-        .join()
-        .map_err(|_| anyhow::anyhow!("the thread feeding `{shown}` panicked"))?;
+    let out = child.wait_with_output().with_context(|| format!("running `{shown}`"))?;
+    let fed = feeder.join().map_err(|_| anyhow::anyhow!("the thread feeding `{shown}` panicked"))?;
     let out = check(&shown, out)?;
     fed.with_context(|| format!("writing to the stdin of `{shown}`"))?;
     Ok(out)
@@ -143,33 +119,21 @@ mod tests {
 
     #[test]
     fn failure_names_the_command_and_its_stderr() {
-        let err = run(Command::new("sh").args(["-c", "echo one >&2; echo boom >&2; exit 3"]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("`sh -c 'echo one >&2; echo boom >&2; exit 3'` failed"),
-            "{err}"
-        );
+        let err = run(Command::new("sh").args(["-c", "echo one >&2; echo boom >&2; exit 3"])).unwrap_err().to_string();
+        assert!(err.contains("`sh -c 'echo one >&2; echo boom >&2; exit 3'` failed"), "{err}");
         assert!(err.ends_with("one\nboom"), "{err}");
     }
 
     #[test]
     fn only_the_tail_of_a_long_stderr_is_kept() {
-        let err = run(Command::new("sh").args(["-c", "seq 1 100 >&2; exit 1"]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.ends_with("86\n87\n88\n89\n90\n91\n92\n93\n94\n95\n96\n97\n98\n99\n100"),
-            "{err}"
-        );
+        let err = run(Command::new("sh").args(["-c", "seq 1 100 >&2; exit 1"])).unwrap_err().to_string();
+        assert!(err.ends_with("86\n87\n88\n89\n90\n91\n92\n93\n94\n95\n96\n97\n98\n99\n100"), "{err}");
         assert!(!err.contains("\n85\n"), "{err}");
     }
 
     #[test]
     fn stdout_is_shown_when_stderr_is_empty() {
-        let err = run_args("sh", ["-c", "echo only-on-stdout; false"])
-            .unwrap_err()
-            .to_string();
+        let err = run_args("sh", ["-c", "echo only-on-stdout; false"]).unwrap_err().to_string();
         assert!(err.contains("only-on-stdout"), "{err}");
     }
 
@@ -187,15 +151,8 @@ mod tests {
     fn large_stdin_does_not_deadlock() {
         let input = vec![b'x'; 4 << 20];
         let out = run_with_input(Command::new("wc").arg("-c"), input).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            (4 << 20).to_string()
-        );
-        let err = run_with_input(
-            Command::new("sh").args(["-c", "cat >/dev/null; echo nope >&2; exit 2"]),
-            b"abc".to_vec(),
-        )
-        .unwrap_err();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (4 << 20).to_string());
+        let err = run_with_input(Command::new("sh").args(["-c", "cat >/dev/null; echo nope >&2; exit 2"]), b"abc".to_vec()).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
     }
 }

@@ -13,51 +13,23 @@ use anyhow::{bail, Context, Result};
 
 /// Build `dest` from the root tree `root` with kernel `kver`, loading `modules` (and their
 /// dependencies) before looking for the root filesystem.
-pub fn build(
-    root: &Path,
-    kver: &str,
-    modules: &BTreeSet<String>,
-    init: &Path,
-    dest: &Path,
-) -> Result<()> {
+pub fn build(root: &Path, kver: &str, modules: &BTreeSet<String>, init: &Path, dest: &Path) -> Result<()> {
     let moddir = root.join("usr/lib/modules").join(kver);
-    let dep_text = fs::read_to_string(moddir.join("modules.dep"))
-        .with_context(|| format!("reading modules.dep of {kver}"))?;
+    let dep_text = fs::read_to_string(moddir.join("modules.dep")).with_context(|| format!("reading modules.dep of {kver}"))?;
     let builtin = fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
     let order = module_order(&dep_text, &builtin, modules)?;
 
     let mut cpio = Cpio::default();
-    for d in [
-        "bin",
-        "dev",
-        "etc",
-        "lib",
-        "lib/modules",
-        "newroot",
-        "proc",
-        "sys",
-    ] {
+    for d in ["bin", "dev", "etc", "lib", "lib/modules", "newroot", "proc", "sys"] {
         cpio.dir(d);
     }
     cpio.char_dev("dev/console", 5, 1);
-    cpio.file(
-        "bin/busybox",
-        0o755,
-        &fs::read(root.join("bin/busybox"))
-            .context("reading busybox from the root (package busybox-static)")?,
-    );
-    cpio.file(
-        "init",
-        0o755,
-        &fs::read(init).with_context(|| format!("reading {}", init.display()))?,
-    );
+    cpio.file("bin/busybox", 0o755, &fs::read(root.join("bin/busybox")).context("reading busybox from the root (package busybox-static)")?);
+    cpio.file("init", 0o755, &fs::read(init).with_context(|| format!("reading {}", init.display()))?);
     let mut listed = String::new();
     let mut dirs = BTreeSet::new();
     for rel in &order {
-        let parent = Path::new(rel)
-            .parent()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let parent = Path::new(rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         let mut acc = String::from("lib/modules");
         for part in parent.split('/').filter(|p| !p.is_empty()) {
             acc = format!("{acc}/{part}");
@@ -65,11 +37,7 @@ pub fn build(
                 cpio.dir(&acc);
             }
         }
-        cpio.file(
-            &format!("lib/modules/{rel}"),
-            0o644,
-            &fs::read(moddir.join(rel)).with_context(|| format!("reading module {rel}"))?,
-        );
+        cpio.file(&format!("lib/modules/{rel}"), 0o644, &fs::read(moddir.join(rel)).with_context(|| format!("reading module {rel}"))?);
         listed.push_str(rel);
         listed.push('\n');
     }
@@ -85,10 +53,7 @@ pub fn build(
     let mut stdin = child.stdin.take().expect("piped");
     let writer = std::thread::spawn(move || stdin.write_all(&raw));
     let out = child.wait_with_output().context("running zstd")?;
-    writer
-        .join()
-        .expect("zstd writer thread")
-        .context("feeding zstd")?;
+    writer.join().expect("zstd writer thread").context("feeding zstd")?;
     if !out.status.success() {
         bail!("zstd failed compressing the initramfs");
     }
@@ -98,33 +63,15 @@ pub fn build(
 
 /// Module files (relative to the modules directory) in load order: dependencies first.
 /// Built-in modules need no file; a module that is neither is an error naming it.
-pub fn module_order(
-    dep_text: &str,
-    builtin: &str,
-    wanted: &BTreeSet<String>,
-) -> Result<Vec<String>> {
+pub fn module_order(dep_text: &str, builtin: &str, wanted: &BTreeSet<String>) -> Result<Vec<String>> {
     let norm = |s: &str| s.replace('-', "_");
-    let name_of = |path: &str| {
-        norm(
-            Path::new(path)
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .trim_end_matches(".ko"),
-        )
-    };
+    let name_of = |path: &str| norm(Path::new(path).file_name().unwrap().to_string_lossy().trim_end_matches(".ko"));
     let mut deps: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for line in dep_text.lines() {
         let Some((path, rest)) = line.split_once(':') else {
             continue;
         };
-        deps.insert(
-            name_of(path),
-            (
-                path.to_string(),
-                rest.split_whitespace().map(String::from).collect(),
-            ),
-        );
+        deps.insert(name_of(path), (path.to_string(), rest.split_whitespace().map(String::from).collect()));
     }
     let builtin: BTreeSet<String> = builtin.lines().map(name_of).collect();
     let mut order = Vec::new();
@@ -166,10 +113,21 @@ struct Cpio {
 impl Cpio {
     fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
         self.ino += 1;
-        let header =
-            format!(
+        let header = format!(
             "070701{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
-            self.ino, mode, 0, 0, 1, 0, data.len(), 0, 0, rdev.0, rdev.1, name.len() + 1, 0
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() + 1,
+            0
         );
         self.buf.extend_from_slice(header.as_bytes());
         self.buf.extend_from_slice(name.as_bytes());
@@ -210,10 +168,7 @@ kernel/drivers/net/ethernet/mellanox/mlx4/mlx4_core.ko:\n";
 
     #[test]
     fn dependencies_load_first_and_builtins_need_no_file() {
-        let wanted: BTreeSet<String> = ["ext4", "mlx4-en", "virtio_pci"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let wanted: BTreeSet<String> = ["ext4", "mlx4-en", "virtio_pci"].iter().map(|s| s.to_string()).collect();
         let order = module_order(DEP, "kernel/drivers/virtio/virtio_pci.ko\n", &wanted).unwrap();
         let pos = |n: &str| order.iter().position(|p| p.ends_with(n)).unwrap();
         assert!(pos("jbd2.ko") < pos("ext4.ko"));

@@ -14,7 +14,9 @@ pub mod fleet;
 pub mod gpt;
 pub mod hostcmd;
 pub mod initramfs;
+pub mod kickstart;
 pub mod manifest;
+pub mod oemdrv;
 pub mod qemu;
 pub mod uki;
 

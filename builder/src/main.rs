@@ -52,7 +52,8 @@ enum Command {
     ///
     /// The common base OS (Debian bookworm root, initramfs, UKI, ESP) is built once and cached by
     /// content hash under --cache; each node then costs one sparse copy plus its own GPT and
-    /// MMCONFIG partition. Writes DIR/<node>/disk.img, DIR/SHA256SUMS (check with
+    /// MMCONFIG partition. Writes DIR/<node>/disk.img, DIR/<node>/ks.cfg and DIR/<node>/oemdrv.img (the AlmaLinux
+    /// kickstart and its OEMDRV install stick), DIR/SHA256SUMS (check with
     /// `cd DIR && sha256sum -c SHA256SUMS`) and DIR/manifest.json. Every file is written to a
     /// temporary name and renamed when complete: a killed build leaves no partial output.
     Build {
@@ -114,17 +115,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { fleet, json } => check::run(&fleet, cli.data.as_deref(), json),
-        Command::Build {
-            fleet,
-            out,
-            nodes,
-            format,
-            kickstart_only,
-            jobs,
-            cache,
-            node_bin,
-            quiet,
-        } => {
+        Command::Build { fleet, out, nodes, format, kickstart_only, jobs, cache, node_bin, quiet } => {
             let opts = BuildOptions {
                 fleet,
                 data: cli.data.clone(),
@@ -132,8 +123,7 @@ fn main() -> ExitCode {
                 nodes,
                 format,
                 kickstart_only,
-                jobs: jobs
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 cache: cache.unwrap_or_else(build::default_cache),
                 node_bin: node_bin.unwrap_or_else(build::default_node_bin),
                 quiet,
@@ -149,37 +139,21 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Qemu {
-            image,
-            data_disks,
-            http_port,
-            rsync_port,
-            memory,
-            snapshot,
-        } => run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot),
+        Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
+            run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
+        }
     };
     match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("mmbuild: error: {err:#}");
-            let code = if hostcmd::is_environment(&err) {
-                exit::ENVIRONMENT
-            } else {
-                exit::BUILD_FAILED
-            };
+            let code = if hostcmd::is_environment(&err) { exit::ENVIRONMENT } else { exit::BUILD_FAILED };
             ExitCode::from(code)
         }
     }
 }
 
-fn run_qemu(
-    image: PathBuf,
-    data_disks: Vec<String>,
-    http: u16,
-    rsync: u16,
-    memory: u32,
-    snapshot: bool,
-) -> anyhow::Result<ExitCode> {
+fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memory: u32, snapshot: bool) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     use mmbuild::qemu::{self, Vm, VmOptions};
     let scratch = std::env::temp_dir().join(format!("mmbuild-qemu-{}", std::process::id()));
@@ -194,14 +168,7 @@ fn run_qemu(
     opts.memory_mib = memory;
     opts.snapshot = snapshot;
     let vm = Vm::start(&opts)?;
-    eprintln!(
-        "mmbuild: booting with {:?}; http://127.0.0.1:{http}/ and rsync://127.0.0.1:{rsync}/ once up; Ctrl-A X quits",
-        vm.accel
-    );
+    eprintln!("mmbuild: booting with {:?}; http://127.0.0.1:{http}/ and rsync://127.0.0.1:{rsync}/ once up; Ctrl-A X quits", vm.accel);
     let status = vm.wait()?;
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(exit::BUILD_FAILED)
-    })
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(exit::BUILD_FAILED) })
 }

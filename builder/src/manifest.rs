@@ -14,7 +14,7 @@ use crate::atomic;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artifact {
     pub node: String,
-    /// `disk-image`, `kickstart`, `oemdrv-image`.
+    /// `disk-image`, `kickstart`, `oemdrv`.
     pub kind: String,
     /// Relative to the output directory.
     pub path: String,
@@ -33,21 +33,13 @@ pub struct Manifest {
 
 impl Artifact {
     /// Describe `out_dir/rel` after it was written.
-    pub fn describe(
-        out_dir: &Path,
-        rel: &str,
-        node: &str,
-        kind: &str,
-        base_id: Option<&str>,
-    ) -> Result<Artifact> {
+    pub fn describe(out_dir: &Path, rel: &str, node: &str, kind: &str, base_id: Option<&str>) -> Result<Artifact> {
         let path = out_dir.join(rel);
         Ok(Artifact {
             node: node.into(),
             kind: kind.into(),
             path: rel.into(),
-            size: std::fs::metadata(&path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .len(),
+            size: std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len(),
             sha256: sha256_file(&path)?,
             base_id: base_id.map(String::from),
             builder_version: env!("CARGO_PKG_VERSION").into(),
@@ -60,9 +52,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 4 << 20];
     loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -83,20 +73,12 @@ pub fn update(out_dir: &Path, fleet: &str, fresh: Vec<Artifact>) -> Result<Manif
         manifest.artifacts.clear();
     }
     manifest.fleet = fleet.to_string();
-    manifest
-        .artifacts
-        .retain(|a| !fresh.iter().any(|f| f.node == a.node) && out_dir.join(&a.path).is_file());
+    manifest.artifacts.retain(|a| !fresh.iter().any(|f| f.node == a.node) && out_dir.join(&a.path).is_file());
     manifest.artifacts.extend(fresh);
-    manifest
-        .artifacts
-        .sort_by(|a, b| (&a.node, &a.path).cmp(&(&b.node, &b.path)));
+    manifest.artifacts.sort_by(|a, b| (&a.node, &a.path).cmp(&(&b.node, &b.path)));
     let json = serde_json::to_string_pretty(&manifest)? + "\n";
     atomic::write(&path, json.as_bytes())?;
-    let sums: String = manifest
-        .artifacts
-        .iter()
-        .map(|a| format!("{}  {}\n", a.sha256, a.path))
-        .collect();
+    let sums: String = manifest.artifacts.iter().map(|a| format!("{}  {}\n", a.sha256, a.path)).collect();
     atomic::write(&out_dir.join("SHA256SUMS"), sums.as_bytes())?;
     Ok(manifest)
 }

@@ -82,12 +82,7 @@ pub fn accel() -> Accel {
 }
 
 fn kvm_works() -> bool {
-    if fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
+    if fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
         return false;
     }
     let Ok(dir) = tempfile::tempdir() else {
@@ -99,19 +94,7 @@ fn kvm_works() -> bool {
         return false;
     }
     let child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "kvm",
-            "-machine",
-            "q35",
-            "-m",
-            "256",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-net",
-            "none",
-        ])
+        .args(["-accel", "kvm", "-machine", "q35", "-m", "256", "-nodefaults", "-display", "none", "-net", "none"])
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
         .arg("-drive")
@@ -144,109 +127,56 @@ fn kvm_works() -> bool {
 
 impl Vm {
     pub fn start(opts: &VmOptions) -> Result<Vm> {
-        require_tool(
-            "qemu-system-x86_64",
-            "qemu-system-x86 (from bookworm-backports)",
-        )?;
+        require_tool("qemu-system-x86_64", "qemu-system-x86 (from bookworm-backports)")?;
         for f in [OVMF_CODE, OVMF_VARS] {
             if !Path::new(f).is_file() {
                 bail!("{f} is missing: install the Debian package `ovmf`");
             }
         }
         if !opts.image.is_file() {
-            bail!(
-                "{}: no such disk image (build it with `mmbuild build`)",
-                opts.image.display()
-            );
+            bail!("{}: no such disk image (build it with `mmbuild build`)", opts.image.display());
         }
-        let vars_dir =
-            tempfile::tempdir().context("creating a directory for the UEFI variables")?;
+        let vars_dir = tempfile::tempdir().context("creating a directory for the UEFI variables")?;
         let vars = vars_dir.path().join("OVMF_VARS.fd");
         fs::copy(OVMF_VARS, &vars).context("copying the UEFI variable store")?;
         let accel = opts.accel.unwrap_or_else(accel);
-        let format = if opts.image.extension().is_some_and(|e| e == "qcow2") {
-            "qcow2"
-        } else {
-            "raw"
-        };
+        let format = if opts.image.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
 
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args([
-            "-machine",
-            "q35",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-        ]);
+        cmd.args(["-machine", "q35", "-nodefaults", "-display", "none", "-no-reboot"]);
         match accel {
             Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
         };
-        cmd.args([
-            "-m",
-            &opts.memory_mib.to_string(),
-            "-smp",
-            &opts.cpus.to_string(),
-        ]);
-        cmd.arg("-drive")
-            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
-        cmd.arg("-drive")
-            .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+        cmd.args(["-m", &opts.memory_mib.to_string(), "-smp", &opts.cpus.to_string()]);
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
         let snap = if opts.snapshot { ",snapshot=on" } else { "" };
-        cmd.arg("-drive").arg(format!(
-            "file={},format={format},if=none,id=boot{snap}",
-            opts.image.display()
-        ));
-        cmd.args([
-            "-device",
-            "virtio-blk-pci,drive=boot,serial=MMBOOT,bootindex=0",
-        ]);
+        cmd.arg("-drive").arg(format!("file={},format={format},if=none,id=boot{snap}", opts.image.display()));
+        cmd.args(["-device", "virtio-blk-pci,drive=boot,serial=MMBOOT,bootindex=0"]);
         for (i, disk) in opts.data_disks.iter().enumerate() {
-            cmd.arg("-drive").arg(format!(
-                "file={},format=raw,if=none,id=data{i}",
-                disk.display()
-            ));
-            cmd.arg("-device")
-                .arg(format!("virtio-blk-pci,drive=data{i},serial=MMDISK{i}"));
+            cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=data{i}", disk.display()));
+            cmd.arg("-device").arg(format!("virtio-blk-pci,drive=data{i},serial=MMDISK{i}"));
         }
-        let fwd: String = opts
-            .forwards
-            .iter()
-            .map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}"))
-            .collect();
-        cmd.arg("-netdev")
-            .arg(format!("user,id=net0,ipv4=on,ipv6=on{fwd}"));
-        cmd.arg("-device")
-            .arg(format!("virtio-net-pci,netdev=net0,mac={GUEST_MAC}"));
+        let fwd: String = opts.forwards.iter().map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}")).collect();
+        cmd.arg("-netdev").arg(format!("user,id=net0,ipv4=on,ipv6=on{fwd}"));
+        cmd.arg("-device").arg(format!("virtio-net-pci,netdev=net0,mac={GUEST_MAC}"));
         match &opts.serial_log {
             Some(log) => {
                 cmd.arg("-serial").arg(format!("file:{}", log.display()));
-                cmd.stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped());
+                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
             }
             None => {
                 cmd.args(["-serial", "mon:stdio"]);
             }
         }
         let child = cmd.spawn().context("starting qemu-system-x86_64")?;
-        Ok(Vm {
-            child,
-            serial: opts.serial_log.clone(),
-            _vars: vars_dir,
-            accel,
-            started: Instant::now(),
-        })
+        Ok(Vm { child, serial: opts.serial_log.clone(), _vars: vars_dir, accel, started: Instant::now() })
     }
 
     /// What the guest printed on its serial console so far.
     pub fn serial(&self) -> String {
-        self.serial
-            .as_ref()
-            .and_then(|p| fs::read(p).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.serial.as_ref().and_then(|p| fs::read(p).ok()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Wait until the serial console shows `needle`; error (with the console's tail) on timeout
@@ -261,11 +191,7 @@ impl Vm {
                 bail!("QEMU exited ({status}) before the console showed {needle:?}; console tail:\n{}", self.tail(40));
             }
             if Instant::now() > deadline {
-                bail!(
-                    "the console did not show {needle:?} within {} s; console tail:\n{}",
-                    timeout.as_secs(),
-                    self.tail(40)
-                );
+                bail!("the console did not show {needle:?} within {} s; console tail:\n{}", timeout.as_secs(), self.tail(40));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -300,8 +226,7 @@ pub fn data_disk(spec: &str, dir: &Path, index: usize) -> Result<PathBuf> {
     match (mult, num.parse::<u64>()) {
         (m, Ok(n)) if m > 0 => {
             let path = dir.join(format!("data{index}.img"));
-            let f =
-                fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            let f = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
             f.set_len(n * m)?;
             Ok(path)
         }

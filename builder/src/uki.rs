@@ -13,13 +13,7 @@ use crate::hostcmd::run;
 /// systemd-boot-efi's stub (bookworm has no ukify; objcopy adds the sections).
 pub const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
-pub fn build(
-    kernel: &Path,
-    initrd: &Path,
-    os_release: &Path,
-    cmdline: &str,
-    dest: &Path,
-) -> Result<()> {
+pub fn build(kernel: &Path, initrd: &Path, os_release: &Path, cmdline: &str, dest: &Path) -> Result<()> {
     let dir = dest.parent().context("UKI destination has no directory")?;
     let cmdline_file = dir.join("cmdline.txt");
     std::fs::write(&cmdline_file, cmdline.as_bytes()).context("writing the cmdline section")?;
@@ -32,8 +26,7 @@ pub fn build(
         (".linux", kernel, "0x2000000"),
         (".initrd", initrd, "0x3000000"),
     ] {
-        cmd.arg("--add-section")
-            .arg(format!("{name}={}", file.display()));
+        cmd.arg("--add-section").arg(format!("{name}={}", file.display()));
         cmd.arg("--change-section-vma").arg(format!("{name}={vma}"));
     }
     cmd.arg(STUB).arg(dest);

@@ -53,13 +53,7 @@ fn check_text(text: &str, extra: &[&str]) -> Outcome {
 }
 
 fn check_path(path: &Path, extra: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_mmbuild"))
-        .arg("check")
-        .arg(path)
-        .args(extra)
-        .env("MMBUILD_DATA", repo())
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mmbuild")).arg("check").arg(path).args(extra).env("MMBUILD_DATA", repo()).output().unwrap();
     Outcome {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into(),
@@ -71,11 +65,7 @@ fn check_path(path: &Path, extra: &[&str]) -> Outcome {
 fn valid_fleet_passes() {
     let out = check_text(&valid_fleet(), &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stdout.contains("alpha.mm.example.net"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("alpha.mm.example.net"), "{}", out.stdout);
     assert!(out.stderr.is_empty(), "{}", out.stderr);
 }
 
@@ -84,58 +74,27 @@ fn example_fleet_passes_and_resolves_every_node() {
     let out = check_path(&repo().join("examples/fleet.toml"), &["--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let nodes: Vec<mmconfig::NodeConfig> = serde_json::from_str(&out.stdout).unwrap();
-    let hw: std::collections::BTreeSet<_> =
-        nodes.iter().map(|n| n.hardware.name.as_str()).collect();
-    assert_eq!(
-        hw.into_iter().collect::<Vec<_>>(),
-        ["honeybee", "qemu", "termite", "wasp"]
-    );
-    assert!(
-        nodes
-            .iter()
-            .any(|n| n.node.ipv4.is_none() && n.node.ipv6.is_some()),
-        "an IPv6-only node"
-    );
-    assert!(
-        nodes.iter().any(|n| n
-            .node
-            .ipv4
-            .as_ref()
-            .is_some_and(|a| a.address.ends_with("/31"))),
-        "a /31 node"
-    );
+    let hw: std::collections::BTreeSet<_> = nodes.iter().map(|n| n.hardware.name.as_str()).collect();
+    assert_eq!(hw.into_iter().collect::<Vec<_>>(), ["honeybee", "qemu", "termite", "wasp"]);
+    assert!(nodes.iter().any(|n| n.node.ipv4.is_none() && n.node.ipv6.is_some()), "an IPv6-only node");
+    assert!(nodes.iter().any(|n| n.node.ipv4.as_ref().is_some_and(|a| a.address.ends_with("/31"))), "a /31 node");
     let ci = nodes.iter().find(|n| n.hardware.name == "qemu").unwrap();
     assert_eq!(ci.node.ipv4.as_ref().unwrap().address, "10.0.2.15/24");
     assert_eq!(ci.node.ipv4.as_ref().unwrap().gateway, "10.0.2.2");
     // The per-node upstream override reaches the resolved profile.
-    assert_eq!(
-        ci.project("epel").unwrap().sync.upstream,
-        "rsync://10.0.2.2:10873/epel/"
-    );
+    assert_eq!(ci.project("epel").unwrap().sync.upstream, "rsync://10.0.2.2:10873/epel/");
 }
 
 /// (case, edit of the valid fleet, expected exact error lines (substring match per line)).
-fn cases() -> Vec<(
-    &'static str,
-    Box<dyn Fn(String) -> String>,
-    Vec<&'static str>,
-)> {
+fn cases() -> Vec<(&'static str, Box<dyn Fn(String) -> String>, Vec<&'static str>)> {
     vec![
-        (
-            "toml syntax",
-            Box::new(|f| f.replace("name = \"alpha\"", "name = \"alpha")),
-            vec![":14:", "error: TOML syntax"],
-        ),
+        ("toml syntax", Box::new(|f| f.replace("name = \"alpha\"", "name = \"alpha")), vec![":14:", "error: TOML syntax"]),
         (
             "unknown key in node",
             Box::new(|f| f.replace("name = \"alpha\"", "name = \"alpha\"\ncolour = \"red\"")),
             vec![":15:1: error: node \"alpha\": unknown field `colour`"],
         ),
-        (
-            "unknown top-level section",
-            Box::new(|f| f + "\n[extras]\nx = 1\n"),
-            vec![":25:2: error: unknown top-level key `extras`"],
-        ),
+        ("unknown top-level section", Box::new(|f| f + "\n[extras]\nx = 1\n"), vec![":25:2: error: unknown top-level key `extras`"]),
         (
             "push keys for a project whose upstream does not push",
             Box::new(|f| f.replace("admin_prefixes = [", &format!("push_keys = {{ epel = [\"{KEY}\"] }}\nadmin_prefixes = ["))),
@@ -144,16 +103,9 @@ fn cases() -> Vec<(
         (
             "push keys for a project no node hosts, and a broken push key",
             Box::new(|f| f.replace("admin_prefixes = [", "push_keys = { debian = [\"ssh-ed25519 AAAA!\"] }\nadmin_prefixes = [")),
-            vec![
-                ":6:24: error: [fleet] push_keys.debian: no node hosts \"debian\"",
-                ":6:25: error: [fleet] push_keys.debian: ",
-            ],
+            vec![":6:24: error: [fleet] push_keys.debian: no node hosts \"debian\"", ":6:25: error: [fleet] push_keys.debian: "],
         ),
-        (
-            "missing key",
-            Box::new(|f| f.replace("contact = \"mirror@example.net\"\n", "")),
-            vec!["error: [fleet]: missing field `contact`"],
-        ),
+        ("missing key", Box::new(|f| f.replace("contact = \"mirror@example.net\"\n", "")), vec!["error: [fleet]: missing field `contact`"]),
         (
             "duplicate node name",
             Box::new(|f| f.replace("name = \"beta\"", "name = \"alpha\"")),
@@ -204,7 +156,10 @@ fn cases() -> Vec<(
         (
             "ipv4 resolver on an IPv6-only node",
             Box::new(|f| {
-                f.replace("ipv4 = { address = \"10.0.2.15/24\", gateway = \"10.0.2.2\" }", "ipv6 = { address = \"2001:db8:99::2/64\", gateway = \"2001:db8:99::1\" }")
+                f.replace(
+                    "ipv4 = { address = \"10.0.2.15/24\", gateway = \"10.0.2.2\" }",
+                    "ipv6 = { address = \"2001:db8:99::2/64\", gateway = \"2001:db8:99::1\" }",
+                )
             }),
             vec!["error: node \"beta\": dns server 9.9.9.9 is IPv4 but the node is IPv6-only"],
         ),
@@ -257,14 +212,9 @@ fn every_rule_has_a_failing_fixture_with_a_precise_message() {
     for (name, edit, expected) in cases() {
         let text = edit(valid_fleet());
         let out = check_text(&text, &[]);
-        let ok = out.code == 1
-            && expected.iter().all(|e| out.stderr.contains(e))
-            && !out.stderr.contains("panicked");
+        let ok = out.code == 1 && expected.iter().all(|e| out.stderr.contains(e)) && !out.stderr.contains("panicked");
         if !ok {
-            failures.push(format!(
-                "case {name}: exit {}, stderr:\n{}",
-                out.code, out.stderr
-            ));
+            failures.push(format!("case {name}: exit {}, stderr:\n{}", out.code, out.stderr));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -278,18 +228,10 @@ fn all_errors_are_reported_not_just_the_first() {
         .replace("name = \"beta\"", "name = \"beta\"\ncolour = 1");
     let out = check_text(&text, &[]);
     assert_eq!(out.code, 1);
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.contains(": error: "))
-        .collect();
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.contains(": error: ")).collect();
     assert_eq!(errors.len(), 2, "{}", out.stderr);
     assert!(out.stderr.contains("192.0.2.13"));
-    assert!(
-        out.stderr.contains("unknown field `colour`"),
-        "a broken node section does not hide the others: {}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("unknown field `colour`"), "a broken node section does not hide the others: {}", out.stderr);
     assert!(out.stderr.contains("2 errors found"));
 }
 
@@ -299,37 +241,17 @@ fn capacity_overflow_says_by_how_much() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("profiles")).unwrap();
     let epel = std::fs::read_to_string(repo().join("profiles/epel.toml")).unwrap();
-    let big = epel.replace("name = \"epel\"", "name = \"huge\"").replacen(
-        "size_gb = ",
-        "size_gb = 1800 # was ",
-        1,
-    );
+    let big = epel.replace("name = \"epel\"", "name = \"huge\"").replacen("size_gb = ", "size_gb = 1800 # was ", 1);
     std::fs::write(dir.path().join("profiles/huge.toml"), big).unwrap();
     let path = dir.path().join("fleet.toml");
-    std::fs::write(
-        &path,
-        valid_fleet().replace("projects = [\"epel\"]", "projects = [\"epel\", \"huge\"]"),
-    )
-    .unwrap();
+    std::fs::write(&path, valid_fleet().replace("projects = [\"epel\"]", "projects = [\"epel\", \"huge\"]")).unwrap();
     let out = check_path(&path, &[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("error: node \"alpha\": projects need"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("but hardware \"wasp\" holds 1900 GB"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("error: node \"alpha\": projects need"), "{}", out.stderr);
+    assert!(out.stderr.contains("but hardware \"wasp\" holds 1900 GB"), "{}", out.stderr);
     assert!(out.stderr.contains("GB too much"), "{}", out.stderr);
     // The qemu node (1000 GB) overflows as well; both are reported.
-    assert!(
-        out.stderr.contains("error: node \"beta\": projects need"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("error: node \"beta\": projects need"), "{}", out.stderr);
 }
 
 #[test]
@@ -337,54 +259,24 @@ fn broken_profile_file_is_reported_with_its_own_position() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("profiles")).unwrap();
     let epel = std::fs::read_to_string(repo().join("profiles/epel.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("profiles/epel.toml"),
-        epel.replace("[sync]", "[sync]\nspeed = 3"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("profiles/epel.toml"), epel.replace("[sync]", "[sync]\nspeed = 3")).unwrap();
     let path = dir.path().join("fleet.toml");
     std::fs::write(&path, valid_fleet()).unwrap();
     let out = check_path(&path, &[]);
     assert_eq!(out.code, 1);
     let line = epel.lines().position(|l| l == "[sync]").unwrap() + 2;
-    assert!(
-        out.stderr.contains(&format!(
-            "profiles/epel.toml:{line}:1: error: unknown field `speed`"
-        )),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(&format!("profiles/epel.toml:{line}:1: error: unknown field `speed`")), "{}", out.stderr);
     // Reported once, although two nodes use the profile.
-    assert_eq!(
-        out.stderr.matches("unknown field `speed`").count(),
-        1,
-        "{}",
-        out.stderr
-    );
+    assert_eq!(out.stderr.matches("unknown field `speed`").count(), 1, "{}", out.stderr);
 }
 
 #[test]
 fn garbage_input_never_panics() {
-    for text in [
-        "",
-        "\u{0}\u{1}",
-        "[[node]]\n[[node]]\n",
-        "fleet = 3\nnode = 4",
-        "[fleet]\nname = [1, {a = 2}]\n",
-        "node = [1, \"x\"]",
-    ] {
+    for text in ["", "\u{0}\u{1}", "[[node]]\n[[node]]\n", "fleet = 3\nnode = 4", "[fleet]\nname = [1, {a = 2}]\n", "node = [1, \"x\"]"] {
         let out = check_text(text, &[]);
         assert_eq!(out.code, 1, "input {text:?}: {}", out.stderr);
-        assert!(
-            !out.stderr.contains("panicked"),
-            "input {text:?}: {}",
-            out.stderr
-        );
-        assert!(
-            out.stderr.contains("error:"),
-            "input {text:?}: {}",
-            out.stderr
-        );
+        assert!(!out.stderr.contains("panicked"), "input {text:?}: {}", out.stderr);
+        assert!(out.stderr.contains("error:"), "input {text:?}: {}", out.stderr);
     }
 }
 
@@ -392,12 +284,7 @@ fn garbage_input_never_panics() {
 fn missing_file_is_a_clear_error() {
     let out = check_path(Path::new("/nonexistent/fleet.toml"), &[]);
     assert_eq!(out.code, 1);
-    assert!(
-        out.stderr
-            .contains("/nonexistent/fleet.toml: error: cannot read the fleet file"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("/nonexistent/fleet.toml: error: cannot read the fleet file"), "{}", out.stderr);
 }
 
 #[test]
@@ -405,11 +292,6 @@ fn firstboot_fixture_matches_the_example_fleet() {
     // firstboot's unit tests use the resolved example nodes; regenerate with
     // `mmbuild check --json examples/fleet.toml > firstboot/tests/fixtures/example-nodes.json`.
     let out = check_path(&repo().join("examples/fleet.toml"), &["--json"]);
-    let fixture =
-        std::fs::read_to_string(repo().join("firstboot/tests/fixtures/example-nodes.json"))
-            .unwrap();
-    assert_eq!(
-        out.stdout, fixture,
-        "firstboot/tests/fixtures/example-nodes.json is stale"
-    );
+    let fixture = std::fs::read_to_string(repo().join("firstboot/tests/fixtures/example-nodes.json")).unwrap();
+    assert_eq!(out.stdout, fixture, "firstboot/tests/fixtures/example-nodes.json is stale");
 }

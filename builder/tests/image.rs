@@ -12,23 +12,14 @@ fn repo() -> PathBuf {
 }
 
 fn mmbuild(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mmbuild"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mmbuild")).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "mmbuild {args:?} failed:\n{stderr}");
     stderr
 }
 
 fn build(fleet: &Path, out: &Path, nodes: &[&str]) -> String {
-    let mut args = vec![
-        "build",
-        fleet.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ];
+    let mut args = vec!["build", fleet.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
     for n in nodes {
         args.extend(["--node", n]);
     }
@@ -37,39 +28,22 @@ fn build(fleet: &Path, out: &Path, nodes: &[&str]) -> String {
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn sha(path: &Path) -> String {
-    sh(&format!("sha256sum {}", path.display()))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    sh(&format!("sha256sum {}", path.display())).split_whitespace().next().unwrap().to_string()
 }
 
 /// Partition `n` of `image` as its own loop device (no udev needed); detached on drop.
 struct Loop(String);
 impl Loop {
     fn part(image: &Path, n: u32, read_only: bool) -> Loop {
-        let geo = sh(&format!(
-            "partx -g -o START,SECTORS -n {n} {}",
-            image.display()
-        ));
+        let geo = sh(&format!("partx -g -o START,SECTORS -n {n} {}", image.display()));
         let v: Vec<u64> = geo.split_whitespace().map(|x| x.parse().unwrap()).collect();
         let ro = if read_only { "-r" } else { "" };
-        let dev = sh(&format!(
-            "losetup --show -f {ro} -o {} --sizelimit {} {}",
-            v[0] * 512,
-            v[1] * 512,
-            image.display()
-        ));
+        let dev = sh(&format!("losetup --show -f {ro} -o {} --sizelimit {} {}", v[0] * 512, v[1] * 512, image.display()));
         Loop(dev.trim().to_string())
     }
 }
@@ -90,82 +64,48 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     let img = a.join("ci/disk.img");
 
     // Checksums verify from the output directory; the manifest names every artifact.
-    sh(&format!(
-        "cd {} && sha256sum -c --quiet SHA256SUMS",
-        a.display()
-    ));
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
+    sh(&format!("cd {} && sha256sum -c --quiet SHA256SUMS", a.display()));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
     let arts = manifest["artifacts"].as_array().unwrap();
-    assert_eq!(arts.len(), 2);
-    assert!(arts
-        .iter()
-        .all(|x| x["base_id"].as_str().is_some_and(|s| s.len() == 64)
-            && x["sha256"].as_str().unwrap().len() == 64));
+    // Per node: the disk image (built from the base) plus the kickstart and OEMDRV stick (no base).
+    assert_eq!(arts.len(), 6);
+    let disks: Vec<&serde_json::Value> = arts.iter().filter(|x| x["kind"] == "disk-image").collect();
+    assert_eq!(disks.len(), 2);
+    assert!(disks.iter().all(|x| x["base_id"].as_str().is_some_and(|s| s.len() == 64)));
+    assert!(arts.iter().all(|x| x["sha256"].as_str().unwrap().len() == 64));
 
     // Filesystems and partition table are clean, checked by their own tools.
     let v = sh(&format!("sgdisk -v {}", img.display()));
     assert!(v.contains("No problems found"), "{v}");
-    let (esp, config, root) = (
-        Loop::part(&img, 1, true),
-        Loop::part(&img, 2, true),
-        Loop::part(&img, 3, true),
-    );
+    let (esp, config, root) = (Loop::part(&img, 1, true), Loop::part(&img, 2, true), Loop::part(&img, 3, true));
     sh(&format!("fsck.vfat -n {}", esp.0));
     sh(&format!("fsck.vfat -n {}", config.0));
     sh(&format!("e2fsck -fn {}", root.0));
-    assert_eq!(
-        sh(&format!("blkid -o value -s LABEL {}", config.0)).trim(),
-        "MMCONFIG"
-    );
-    assert_eq!(
-        sh(&format!("blkid -o value -s LABEL {}", root.0)).trim(),
-        "mmroot"
-    );
+    assert_eq!(sh(&format!("blkid -o value -s LABEL {}", config.0)).trim(), "MMCONFIG");
+    assert_eq!(sh(&format!("blkid -o value -s LABEL {}", root.0)).trim(), "mmroot");
 
     // MMCONFIG holds exactly the node's configuration.
     let listing = sh(&format!("mdir -b -i {} ::/", config.0));
     assert_eq!(listing.trim(), "::/node.toml", "{listing}");
     let on_disk = sh(&format!("mtype -i {} ::/node.toml", config.0));
-    let expected = sh(&format!(
-        "{} check --json {}",
-        env!("CARGO_BIN_EXE_mmbuild"),
-        fleet.display()
-    ));
+    let expected = sh(&format!("{} check --json {}", env!("CARGO_BIN_EXE_mmbuild"), fleet.display()));
     let nodes: Vec<mmconfig::NodeConfig> = serde_json::from_str(&expected).unwrap();
     let ci = nodes.iter().find(|n| n.node.name == "ci").unwrap();
-    assert_eq!(
-        mmconfig::NodeConfig::from_toml(&on_disk, "MMCONFIG").unwrap(),
-        *ci
-    );
+    assert_eq!(mmconfig::NodeConfig::from_toml(&on_disk, "MMCONFIG").unwrap(), *ci);
     assert_eq!(on_disk, ci.to_toml());
     drop((esp, config, root));
 
     // Sparse, and reproducible byte for byte.
     let meta = std::fs::metadata(&img).unwrap();
     let allocated = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
-    assert!(
-        allocated < meta.len() * 3 / 4,
-        "image not sparse: {allocated} of {}",
-        meta.len()
-    );
+    assert!(allocated < meta.len() * 3 / 4, "image not sparse: {allocated} of {}", meta.len());
     for node in ["ci", "ziply"] {
-        assert_eq!(
-            sha(&a.join(node).join("disk.img")),
-            sha(&b.join(node).join("disk.img")),
-            "{node}: two builds differ"
-        );
+        assert_eq!(sha(&a.join(node).join("disk.img")), sha(&b.join(node).join("disk.img")), "{node}: two builds differ");
     }
 
     // Changing one node changes only that node's image.
     let changed = tmp.path().join("fleet.toml");
-    std::fs::write(
-        &changed,
-        std::fs::read_to_string(&fleet)
-            .unwrap()
-            .replace("Ziply Fiber", "Ziply Fiber Inc"),
-    )
-    .unwrap();
+    std::fs::write(&changed, std::fs::read_to_string(&fleet).unwrap().replace("Ziply Fiber", "Ziply Fiber Inc")).unwrap();
     let c = tmp.path().join("c");
     mmbuild(&[
         "build",
@@ -180,15 +120,8 @@ fn images_are_clean_reproducible_and_independent_per_node() {
         "--node",
         "ziply",
     ]);
-    assert_eq!(
-        sha(&a.join("ci/disk.img")),
-        sha(&c.join("ci/disk.img")),
-        "ci changed although only ziply did"
-    );
-    assert_ne!(
-        sha(&a.join("ziply/disk.img")),
-        sha(&c.join("ziply/disk.img"))
-    );
+    assert_eq!(sha(&a.join("ci/disk.img")), sha(&c.join("ci/disk.img")), "ci changed although only ziply did");
+    assert_ne!(sha(&a.join("ziply/disk.img")), sha(&c.join("ziply/disk.img")));
 }
 
 fn boot(image: &Path, disks: &[PathBuf], log: &Path, forwards: Vec<(u16, u16)>) -> Vm {
@@ -208,42 +141,20 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     let out = tmp.path().join("out");
     build(&repo().join("examples/fleet.toml"), &out, &["ci"]);
     let image = tmp.path().join("ci.img");
-    sh(&format!(
-        "cp --sparse=always {} {}",
-        out.join("ci/disk.img").display(),
-        image.display()
-    ));
+    sh(&format!("cp --sparse=always {} {}", out.join("ci/disk.img").display(), image.display()));
     let data = tmp.path().join("data.img");
-    std::fs::File::create(&data)
-        .unwrap()
-        .set_len(4 << 30)
-        .unwrap();
+    std::fs::File::create(&data).unwrap().set_len(4 << 30).unwrap();
     let ready = "mm-firstboot: ci.mm.example.net ready";
 
     // First boot: blank data disk formatted and mounted, configured address, status on console.
     let log1 = tmp.path().join("boot1.log");
     let mut vm = boot(&image, std::slice::from_ref(&data), &log1, vec![]);
     let t = vm.wait_for(ready, BOOT_TIMEOUT).unwrap();
-    eprintln!(
-        "boot 1: QEMU start -> ready marker in {:.1} s ({:?})",
-        t.as_secs_f64(),
-        vm.accel
-    );
+    eprintln!("boot 1: QEMU start -> ready marker in {:.1} s ({:?})", t.as_secs_f64(), vm.accel);
     let console = vm.serial();
-    assert!(
-        console.contains("vdb (4 GB, serial MMDISK0) is blank: creating the data filesystem"),
-        "{console}"
-    );
-    assert!(
-        console.contains("address enp0s3 UP 10.0.2.15/24 fec0::15/64"),
-        "{}",
-        vm.tail(30)
-    );
-    assert!(
-        console.contains("data disk: /dev/vdb1 mounted at /srv/mirror"),
-        "{}",
-        vm.tail(30)
-    );
+    assert!(console.contains("vdb (4 GB, serial MMDISK0) is blank: creating the data filesystem"), "{console}");
+    assert!(console.contains("address enp0s3 UP 10.0.2.15/24 fec0::15/64"), "{}", vm.tail(30));
+    assert!(console.contains("data disk: /dev/vdb1 mounted at /srv/mirror"), "{}", vm.tail(30));
     drop(vm); // power cut: XFS must recover
 
     // Put a file on the data filesystem from outside, as a sync would have.
@@ -252,10 +163,7 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     {
         let lo = Loop::part(&data, 1, false);
         sh(&format!("mount {} {}", lo.0, mnt.display()));
-        assert_eq!(
-            sh(&format!("blkid -o value -s LABEL {}", lo.0)).trim(),
-            "MMDATA"
-        );
+        assert_eq!(sh(&format!("blkid -o value -s LABEL {}", lo.0)).trim(), "MMDATA");
         std::fs::write(mnt.join("canary.bin"), b"mirror data that must survive").unwrap();
         sh(&format!("umount {}", mnt.display()));
     }
@@ -265,22 +173,11 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     let mut vm = boot(&image, std::slice::from_ref(&data), &log2, vec![]);
     vm.wait_for(ready, BOOT_TIMEOUT).unwrap();
     let console = vm.serial();
-    assert!(
-        !console.contains("creating the XFS filesystem"),
-        "second boot formatted again:\n{console}"
-    );
-    assert!(
-        console.contains("storage unchanged")
-            || console.contains("MMDATA found on /dev/vdb1: mounting it"),
-        "{console}"
-    );
+    assert!(!console.contains("creating the XFS filesystem"), "second boot formatted again:\n{console}");
+    assert!(console.contains("storage unchanged") || console.contains("MMDATA found on /dev/vdb1: mounting it"), "{console}");
     drop(vm);
     let lo = Loop::part(&data, 1, true);
-    sh(&format!(
-        "mount -o ro,norecovery {} {}",
-        lo.0,
-        mnt.display()
-    ));
+    sh(&format!("mount -o ro,norecovery {} {}", lo.0, mnt.display()));
     let canary = std::fs::read(mnt.join("canary.bin"));
     sh(&format!("umount {}", mnt.display()));
     drop(lo);
@@ -291,34 +188,16 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     std::fs::create_dir(&foreign_tree).unwrap();
     std::fs::write(foreign_tree.join("family-photos.txt"), b"precious").unwrap();
     let foreign = tmp.path().join("foreign.img");
-    sh(&format!(
-        "mkfs.ext4 -q -L photos -d {} {} 256M",
-        foreign_tree.display(),
-        foreign.display()
-    ));
+    sh(&format!("mkfs.ext4 -q -L photos -d {} {} 256M", foreign_tree.display(), foreign.display()));
     let before = sha(&foreign);
     let fresh = tmp.path().join("fresh.img");
-    sh(&format!(
-        "cp --sparse=always {} {}",
-        out.join("ci/disk.img").display(),
-        fresh.display()
-    ));
+    sh(&format!("cp --sparse=always {} {}", out.join("ci/disk.img").display(), fresh.display()));
     let log3 = tmp.path().join("boot3.log");
     let mut vm = boot(&fresh, std::slice::from_ref(&foreign), &log3, vec![]);
-    vm.wait_for(
-        "mm-firstboot: ci.mm.example.net NEEDS ATTENTION",
-        BOOT_TIMEOUT,
-    )
-    .unwrap();
+    vm.wait_for("mm-firstboot: ci.mm.example.net NEEDS ATTENTION", BOOT_TIMEOUT).unwrap();
     let console = vm.serial();
-    assert!(
-        console.contains("holds an ext4 filesystem labelled \"photos\": left untouched"),
-        "{console}"
-    );
-    assert!(
-        console.contains("add serial \"MMDISK0\" to wipe_disk_serials"),
-        "{console}"
-    );
+    assert!(console.contains("holds an ext4 filesystem labelled \"photos\": left untouched"), "{console}");
+    assert!(console.contains("add serial \"MMDISK0\" to wipe_disk_serials"), "{console}");
     drop(vm);
     assert_eq!(sha(&foreign), before, "the foreign disk was modified");
 }
@@ -329,10 +208,7 @@ fn free_port() -> u16 {
 
 /// `curl` a URL from the host; (HTTP status, body). Status 0 when nothing answered.
 fn curl(url: &str) -> (u16, Vec<u8>) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
+    let out = Command::new("curl").args(["-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", url]).output().unwrap();
     let mut body = out.stdout;
     let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
     let code = String::from_utf8_lossy(&body[split..]).trim().parse().unwrap_or(0);
@@ -412,7 +288,11 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
         std::thread::sleep(Duration::from_secs(2));
     }
     eprintln!("serve: first sync visible over HTTP {:.1} s after the sponsor page", t.elapsed().as_secs_f64());
-    assert_eq!(curl(&format!("http://127.0.0.1:{http}/epel/docs/note.xml")), (200, xml.to_vec()), "XML must not go through the listing XSLT");
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{http}/epel/docs/note.xml")),
+        (200, xml.to_vec()),
+        "XML must not go through the listing XSLT"
+    );
     let rpm_name = sh(&format!("ls {}/Packages | head -1", up.display())).trim().to_string();
     let (code, body) = curl(&format!("http://127.0.0.1:{http}/epel/Packages/{rpm_name}"));
     assert_eq!((code, body == std::fs::read(up.join("Packages").join(&rpm_name)).unwrap()), (200, true));
@@ -431,7 +311,12 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
 
     // Metrics and ssh are only for the fleet's admin prefixes; the host is not one of them.
     assert!(console.contains("prometheus-node-exporter active"), "node exporter must run for this to mean anything:\n{}", vm.tail(30));
-    assert_eq!(curl(&format!("http://127.0.0.1:{metrics}/metrics")).0, 0, "port 9100 must be closed to non-admin sources:\n{}", vm.tail(60));
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{metrics}/metrics")).0,
+        0,
+        "port 9100 must be closed to non-admin sources:\n{}",
+        vm.tail(60)
+    );
     let ssh_banner = Command::new("curl").args(["-s", "--max-time", "5", &format!("telnet://127.0.0.1:{ssh}")]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ssh_banner.stdout).contains("SSH-2.0"), "ssh answered a non-admin source");
 

@@ -36,16 +36,7 @@ pub fn ensure_user(host: &Host, user: &str, comment: &str) -> Result<UserOutcome
         return Ok(UserOutcome::NoAccountDatabase);
     }
     let root = host.root.to_string_lossy().into_owned();
-    let mut args = vec![
-        "--create-home",
-        "--user-group",
-        "--shell",
-        "/bin/bash",
-        "--password",
-        "*",
-        "--comment",
-        comment,
-    ];
+    let mut args = vec!["--create-home", "--user-group", "--shell", "/bin/bash", "--password", "*", "--comment", comment];
     if !host.live() {
         args.extend(["--root", root.as_str()]);
     }
@@ -70,8 +61,7 @@ pub fn own_ssh_dir(host: &Host, user: &str) -> Result<bool> {
         let meta = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
         use std::os::unix::fs::MetadataExt;
         if meta.uid() != uid || meta.gid() != gid {
-            nix::unistd::chown(&p, Some(uid.into()), Some(gid.into()))
-                .with_context(|| format!("chown {}", p.display()))?;
+            nix::unistd::chown(&p, Some(uid.into()), Some(gid.into())).with_context(|| format!("chown {}", p.display()))?;
             changed = true;
         }
     }
@@ -91,26 +81,16 @@ mod tests {
     fn lookup_reads_passwd() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("etc")).unwrap();
-        fs::write(
-            dir.path().join("etc/passwd"),
-            "root:x:0:0::/root:/bin/sh\nmmadmin:x:1000:1001:admin:/home/mmadmin:/bin/bash\n",
-        )
-        .unwrap();
+        fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nmmadmin:x:1000:1001:admin:/home/mmadmin:/bin/bash\n").unwrap();
         let host = Host::new(dir.path());
         assert_eq!(lookup(&host, "mmadmin"), Some((1000, 1001)));
         assert_eq!(lookup(&host, "mmadmi"), None);
-        assert_eq!(
-            ensure_user(&host, "mmadmin", "x").unwrap(),
-            UserOutcome::Exists
-        );
+        assert_eq!(ensure_user(&host, "mmadmin", "x").unwrap(), UserOutcome::Exists);
     }
 
     #[test]
     fn no_account_database_in_a_bare_tree() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            ensure_user(&Host::new(dir.path()), "mmadmin", "x").unwrap(),
-            UserOutcome::NoAccountDatabase
-        );
+        assert_eq!(ensure_user(&Host::new(dir.path()), "mmadmin", "x").unwrap(), UserOutcome::NoAccountDatabase);
     }
 }

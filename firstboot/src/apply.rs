@@ -25,29 +25,18 @@ pub struct Host {
 
 /// Run a command; on failure, the command line and the tail of its stderr.
 pub fn cmd(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("starting {program}"))?;
+    let out = Command::new(program).args(args).output().with_context(|| format!("starting {program}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(10).collect();
-        bail!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+        bail!("`{program} {}` failed ({}): {}", args.join(" "), out.status, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Host {
     pub fn new(root: &Path) -> Host {
-        Host {
-            root: root.to_path_buf(),
-            fail_at: std::env::var("MM_FIRSTBOOT_FAIL_AT").ok(),
-        }
+        Host { root: root.to_path_buf(), fail_at: std::env::var("MM_FIRSTBOOT_FAIL_AT").ok() }
     }
 
     /// True on the real node (systemctl and udev are ours to use).
@@ -77,41 +66,32 @@ impl Host {
         }
         let dir = dest.parent().context("file without a directory")?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".mm-")
-            .tempfile_in(dir)
-            .with_context(|| format!("creating a file in {}", dir.display()))?;
+        let mut tmp =
+            tempfile::Builder::new().prefix(".mm-").tempfile_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
         std::io::Write::write_all(&mut tmp, &f.contents)?;
         tmp.as_file().sync_all()?;
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(f.mode))?;
-        tmp.persist(&dest)
-            .with_context(|| format!("installing {}", dest.display()))?;
+        tmp.persist(&dest).with_context(|| format!("installing {}", dest.display()))?;
         Ok(true)
     }
 
     /// Enable a unit by its wants symlink (works on a --root tree too). `Some(changed)`, or
     /// `None` when the unit is not installed in the target.
     pub fn enable(&self, unit: &str, target: &str) -> Result<Option<bool>> {
-        let wants = self
-            .path(Path::new("/etc/systemd/system"))
-            .join(format!("{target}.wants"));
+        let wants = self.path(Path::new("/etc/systemd/system")).join(format!("{target}.wants"));
         let link = wants.join(unit);
         if fs::symlink_metadata(&link).is_ok() {
             return Ok(Some(false));
         }
-        let Some(unit_path) = [
-            "/etc/systemd/system",
-            "/usr/lib/systemd/system",
-            "/lib/systemd/system",
-        ]
-        .iter()
-        .map(|d| Path::new(d).join(unit))
-        .find(|p| self.path(p).exists()) else {
+        let Some(unit_path) = ["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"]
+            .iter()
+            .map(|d| Path::new(d).join(unit))
+            .find(|p| self.path(p).exists())
+        else {
             return Ok(None);
         };
         fs::create_dir_all(&wants)?;
-        std::os::unix::fs::symlink(&unit_path, &link)
-            .with_context(|| format!("enabling {unit}"))?;
+        std::os::unix::fs::symlink(&unit_path, &link).with_context(|| format!("enabling {unit}"))?;
         Ok(Some(true))
     }
 
@@ -132,37 +112,14 @@ impl Host {
             }
             Step::PartitionWhole { device } => {
                 self.checkpoint("partition")?;
-                cmd(
-                    "sgdisk",
-                    &[
-                        "-o",
-                        "-n",
-                        "1:0:0",
-                        "-t",
-                        "1:8300",
-                        "-c",
-                        &format!("1:{DATA_LABEL}"),
-                        device,
-                    ],
-                )?;
+                cmd("sgdisk", &["-o", "-n", "1:0:0", "-t", "1:8300", "-c", &format!("1:{DATA_LABEL}"), device])?;
                 self.reread(device, false)?;
             }
             Step::AddPartition { device } => {
                 self.checkpoint("partition")?;
                 // The image was written to a larger disk: the backup GPT sits where the image ended.
                 cmd("sgdisk", &["-e", device])?;
-                cmd(
-                    "sgdisk",
-                    &[
-                        "-n",
-                        "0:0:0",
-                        "-t",
-                        "0:8300",
-                        "-c",
-                        &format!("0:{DATA_LABEL}"),
-                        device,
-                    ],
-                )?;
+                cmd("sgdisk", &["-n", "0:0:0", "-t", "0:8300", "-c", &format!("0:{DATA_LABEL}"), device])?;
                 self.reread(device, true)?;
             }
             Step::MakeFs { disk } => {
@@ -173,20 +130,11 @@ impl Host {
             }
             Step::Grow { disk, device } => {
                 self.checkpoint("grow")?;
-                let num = fs::read_to_string(format!(
-                    "/sys/class/block/{}/partition",
-                    device.trim_start_matches("/dev/")
-                ))
-                .context("reading the partition number")?;
+                let num = fs::read_to_string(format!("/sys/class/block/{}/partition", device.trim_start_matches("/dev/")))
+                    .context("reading the partition number")?;
                 let num = num.trim();
-                let start = fs::read_to_string(format!(
-                    "/sys/class/block/{}/start",
-                    device.trim_start_matches("/dev/")
-                ))?;
-                let guid = probe::blkid(device)
-                    .get("PART_ENTRY_UUID")
-                    .cloned()
-                    .context("reading the partition GUID")?;
+                let start = fs::read_to_string(format!("/sys/class/block/{}/start", device.trim_start_matches("/dev/")))?;
+                let guid = probe::blkid(device).get("PART_ENTRY_UUID").cloned().context("reading the partition GUID")?;
                 cmd("sgdisk", &["-e", disk])?;
                 // Same start, same GUID, new end: the filesystem inside is untouched.
                 cmd(
@@ -207,10 +155,7 @@ impl Host {
                 )?;
                 self.reread(disk, true)?;
                 self.mount_now(device)?;
-                cmd(
-                    "xfs_growfs",
-                    &[&self.path(Path::new(DATA_MOUNT)).to_string_lossy()],
-                )?;
+                cmd("xfs_growfs", &[&self.path(Path::new(DATA_MOUNT)).to_string_lossy()])?;
             }
             Step::Mount { disk } => {
                 self.checkpoint("mount")?;
@@ -219,10 +164,7 @@ impl Host {
                 // The planned disk's partition, never "any MMDATA": a second MMDATA disk (a
                 // colleague's USB disk, another node's drive) must not be mounted by label.
                 let part = self.data_partition(disk)?;
-                let label = probe::blkid(&part)
-                    .get("LABEL")
-                    .cloned()
-                    .unwrap_or_default();
+                let label = probe::blkid(&part).get("LABEL").cloned().unwrap_or_default();
                 if label != DATA_LABEL {
                     bail!("{part} has no filesystem labelled {DATA_LABEL} (found {label:?})");
                 }
@@ -259,11 +201,7 @@ impl Host {
             for p in parts {
                 probe::ensure_node(&p);
                 let dev = format!("/dev/{p}");
-                if Path::new(&dev).exists()
-                    && probe::blkid(&dev)
-                        .get("PART_ENTRY_NAME")
-                        .is_some_and(|n| n == DATA_LABEL)
-                {
+                if Path::new(&dev).exists() && probe::blkid(&dev).get("PART_ENTRY_NAME").is_some_and(|n| n == DATA_LABEL) {
                     return Ok(dev);
                 }
             }
@@ -278,19 +216,12 @@ impl Host {
             return Ok(());
         }
         fs::create_dir_all(&mp)?;
-        cmd(
-            "mount",
-            &["-t", "xfs", "-o", "noatime", device, &mp.to_string_lossy()],
-        )?;
+        cmd("mount", &["-t", "xfs", "-o", "noatime", device, &mp.to_string_lossy()])?;
         Ok(())
     }
 }
 
 /// srv-mirror.mount: the data filesystem by label, so kernel names never matter.
 pub fn mount_unit() -> RenderedFile {
-    RenderedFile::new(
-        "/etc/systemd/system/srv-mirror.mount",
-        0o644,
-        include_str!("../../overlays/firstboot/srv-mirror.mount"),
-    )
+    RenderedFile::new("/etc/systemd/system/srv-mirror.mount", 0o644, include_str!("../../overlays/firstboot/srv-mirror.mount"))
 }

@@ -20,35 +20,19 @@ pub struct Loaded {
 /// (kickstart installs). With `install`, the chosen config is installed at /etc/micromirror/node.toml.
 pub fn load(host: &Host, explicit: Option<&Path>, install: bool) -> Result<Loaded> {
     let loaded = if let Some(p) = explicit {
-        Loaded {
-            config: NodeConfig::load(p)?,
-            source: p.display().to_string(),
-        }
+        Loaded { config: NodeConfig::load(p)?, source: p.display().to_string() }
     } else if let Some(text) = read_config_partition()? {
         let config = NodeConfig::from_toml(&text, "MMCONFIG:/node.toml")?;
-        Loaded {
-            config,
-            source: format!("partition {CONFIG_LABEL}"),
-        }
+        Loaded { config, source: format!("partition {CONFIG_LABEL}") }
     } else {
         let installed = host.path(Path::new(INSTALLED_CONFIG));
         let config = NodeConfig::load(&installed).with_context(|| {
-            format!(
-                "no {CONFIG_LABEL} partition and no {}: this machine has no node configuration",
-                installed.display()
-            )
+            format!("no {CONFIG_LABEL} partition and no {}: this machine has no node configuration", installed.display())
         })?;
-        Loaded {
-            config,
-            source: installed.display().to_string(),
-        }
+        Loaded { config, source: installed.display().to_string() }
     };
     if install {
-        host.install(&RenderedFile::new(
-            INSTALLED_CONFIG,
-            0o644,
-            loaded.config.to_toml(),
-        ))?;
+        host.install(&RenderedFile::new(INSTALLED_CONFIG, 0o644, loaded.config.to_toml()))?;
     }
     Ok(loaded)
 }
@@ -58,24 +42,15 @@ fn read_config_partition() -> Result<Option<String>> {
     let dev = if dev.exists() {
         dev.to_string_lossy().into_owned()
     } else {
-        match cmd(
-            "blkid",
-            &["-l", "-o", "device", "-t", &format!("LABEL={CONFIG_LABEL}")],
-        ) {
+        match cmd("blkid", &["-l", "-o", "device", "-t", &format!("LABEL={CONFIG_LABEL}")]) {
             Ok(out) if !out.trim().is_empty() => out.trim().to_string(),
             _ => return Ok(None),
         }
     };
-    let mnt = tempfile::Builder::new()
-        .prefix("mm-config.")
-        .tempdir_in("/run")
-        .or_else(|_| tempfile::tempdir())?;
+    let mnt = tempfile::Builder::new().prefix("mm-config.").tempdir_in("/run").or_else(|_| tempfile::tempdir())?;
     let mp = mnt.path().to_string_lossy().into_owned();
-    cmd("mount", &["-t", "vfat", "-o", "ro", &dev, &mp])
-        .with_context(|| format!("mounting the {CONFIG_LABEL} partition {dev}"))?;
+    cmd("mount", &["-t", "vfat", "-o", "ro", &dev, &mp]).with_context(|| format!("mounting the {CONFIG_LABEL} partition {dev}"))?;
     let text = std::fs::read_to_string(mnt.path().join(NODE_CONFIG_FILE));
     let _ = cmd("umount", &[&mp]);
-    Ok(Some(text.with_context(|| {
-        format!("reading {NODE_CONFIG_FILE} from {dev}")
-    })?))
+    Ok(Some(text.with_context(|| format!("reading {NODE_CONFIG_FILE} from {dev}"))?))
 }

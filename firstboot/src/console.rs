@@ -27,15 +27,9 @@ impl Status {
     /// The verdict line, also the marker the QEMU tests wait for.
     pub fn verdict(&self) -> String {
         if self.ok() {
-            format!(
-                "mm-firstboot: {} ready - ALL GOOD, you can leave",
-                self.fqdn
-            )
+            format!("mm-firstboot: {} ready - ALL GOOD, you can leave", self.fqdn)
         } else {
-            format!(
-                "mm-firstboot: {} NEEDS ATTENTION: {}",
-                self.fqdn, self.problems[0]
-            )
+            format!("mm-firstboot: {} NEEDS ATTENTION: {}", self.fqdn, self.problems[0])
         }
     }
 
@@ -60,9 +54,7 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 
 /// Ok(how) when the gateway answered; Err(details) otherwise.
 fn gateway_answers(gw: &str) -> Result<&'static str, String> {
-    let ping = Command::new("ping")
-        .args(["-c", "1", "-W", "2", gw])
-        .output();
+    let ping = Command::new("ping").args(["-c", "1", "-W", "2", gw]).output();
     if ping.as_ref().is_ok_and(|o| o.status.success()) {
         return Ok("answers ping");
     }
@@ -72,9 +64,7 @@ fn gateway_answers(gw: &str) -> Result<&'static str, String> {
     if neigh.contains("lladdr") {
         return Ok("answers ARP/ND (no ping reply)");
     }
-    let why = ping
-        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
-        .unwrap_or_else(|e| e.to_string());
+    let why = ping.map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string()).unwrap_or_else(|e| e.to_string());
     Err(format!("ping: {why}; neighbour: {}", neigh.trim()))
 }
 
@@ -82,9 +72,7 @@ fn gateway_answers(gw: &str) -> Result<&'static str, String> {
 pub fn http_status(addr: &str, path: &str) -> std::io::Result<u16> {
     use std::io::{Read, Write};
     use std::time::Duration;
-    let sock = addr.parse().map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}"))
-    })?;
+    let sock = addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
     let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
@@ -100,15 +88,7 @@ pub fn http_status(addr: &str, path: &str) -> std::io::Result<u16> {
 pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status {
     let mut lines = Vec::new();
     let mut problems = Vec::new();
-    lines.push(format!(
-        "sponsor: {}",
-        cfg.node
-            .sponsor
-            .name
-            .chars()
-            .filter(|c| !c.is_control())
-            .collect::<String>()
-    ));
+    lines.push(format!("sponsor: {}", cfg.node.sponsor.name.chars().filter(|c| !c.is_control()).collect::<String>()));
 
     let nics = probe::nics();
     let ports: Vec<&Nic> = network::select_ports(cfg, &nics);
@@ -125,43 +105,31 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
     }
     if ports.is_empty() {
         problems.push(match &cfg.node.interface_mac {
-            Some(mac) => format!(
-                "no network port with MAC {mac}: check the fleet's interface.mac or the NIC"
-            ),
-            None => format!(
-                "no network port matches drivers {:?}: is the network card seated?",
-                cfg.hardware.network.nic.drivers
-            ),
+            Some(mac) => format!("no network port with MAC {mac}: check the fleet's interface.mac or the NIC"),
+            None => format!("no network port matches drivers {:?}: is the network card seated?", cfg.hardware.network.nic.drivers),
         });
     }
     for p in &ports {
         if !p.carrier {
-            problems.push(format!("no link on port {} (MAC {}): plug the uplink cable into this port and check the switch port", p.name, p.mac));
+            problems.push(format!(
+                "no link on port {} (MAC {}): plug the uplink cable into this port and check the switch port",
+                p.name, p.mac
+            ));
         }
     }
     if let Some(addrs) = output("ip", &["-brief", "address"]) {
         // Only interfaces that carry addresses (not lo, not an idle bond0 the driver created).
-        for l in addrs
-            .lines()
-            .filter(|l| !l.starts_with("lo ") && l.split_whitespace().count() > 2)
-        {
-            lines.push(format!(
-                "address {}",
-                l.split_whitespace().collect::<Vec<_>>().join(" ")
-            ));
+        for l in addrs.lines().filter(|l| !l.starts_with("lo ") && l.split_whitespace().count() > 2) {
+            lines.push(format!("address {}", l.split_whitespace().collect::<Vec<_>>().join(" ")));
         }
     }
-    for gw in [
-        cfg.node.ipv4.as_ref().map(|a| &a.gateway),
-        cfg.node.ipv6.as_ref().map(|a| &a.gateway),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for gw in [cfg.node.ipv4.as_ref().map(|a| &a.gateway), cfg.node.ipv6.as_ref().map(|a| &a.gateway)].into_iter().flatten() {
         if host.live() && !ports.is_empty() {
             match gateway_answers(gw) {
                 Ok(how) => lines.push(format!("gateway {gw}: {how}")),
-                Err(details) => problems.push(format!("gateway {gw} does not answer: check the cable and the sponsor's switch port/VLAN ({details})")),
+                Err(details) => {
+                    problems.push(format!("gateway {gw} does not answer: check the cable and the sponsor's switch port/VLAN ({details})"))
+                }
             }
         }
     }
@@ -169,30 +137,15 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
     let mp = host.path(Path::new(DATA_MOUNT));
     match probe::mount_source(&mp) {
         Some(src) => {
-            let df = output("df", &["-B1", "--output=avail,size", &mp.to_string_lossy()])
-                .unwrap_or_default();
-            let nums: Vec<u64> = df
-                .lines()
-                .nth(1)
-                .unwrap_or("")
-                .split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect();
+            let df = output("df", &["-B1", "--output=avail,size", &mp.to_string_lossy()]).unwrap_or_default();
+            let nums: Vec<u64> = df.lines().nth(1).unwrap_or("").split_whitespace().filter_map(|n| n.parse().ok()).collect();
             let free = nums
                 .first()
-                .map(|b| {
-                    format!(
-                        ", {:.1} GB free of {:.1} GB",
-                        *b as f64 / 1e9,
-                        nums.get(1).copied().unwrap_or(0) as f64 / 1e9
-                    )
-                })
+                .map(|b| format!(", {:.1} GB free of {:.1} GB", *b as f64 / 1e9, nums.get(1).copied().unwrap_or(0) as f64 / 1e9))
                 .unwrap_or_default();
             lines.push(format!("data disk: {src} mounted at {DATA_MOUNT}{free}"));
         }
-        None => problems.push(format!(
-            "the data disk is not mounted at {DATA_MOUNT}: see the storage lines above"
-        )),
+        None => problems.push(format!("the data disk is not mounted at {DATA_MOUNT}: see the storage lines above")),
     }
     if let Some(last) = last {
         if let Some(d) = &last.data_disk {
@@ -217,9 +170,7 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
                 format!(
                     "{} {}",
                     u.trim_end_matches(".service"),
-                    output("systemctl", &["is-active", &u])
-                        .unwrap_or_else(|| "inactive".into())
-                        .trim()
+                    output("systemctl", &["is-active", &u]).unwrap_or_else(|| "inactive".into()).trim()
                 )
             })
             .collect();
@@ -232,17 +183,9 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
         }
         match http_status("127.0.0.1:80", "/") {
             Ok(200) => lines.push("http: the mirror answers 200 on port 80".into()),
-            Ok(code) => problems.push(format!(
-                "http: the mirror answers {code} on port 80: the mirror team must look at nginx"
-            )),
-            Err(e) => problems.push(format!(
-                "http: nothing answers on port 80 ({e}): the mirror team must look at nginx"
-            )),
+            Ok(code) => problems.push(format!("http: the mirror answers {code} on port 80: the mirror team must look at nginx")),
+            Err(e) => problems.push(format!("http: nothing answers on port 80 ({e}): the mirror team must look at nginx")),
         }
     }
-    Status {
-        fqdn: cfg.node.fqdn.clone(),
-        lines,
-        problems,
-    }
+    Status { fqdn: cfg.node.fqdn.clone(), lines, problems }
 }

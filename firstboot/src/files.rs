@@ -12,10 +12,6 @@ pub struct RenderedFile {
 
 impl RenderedFile {
     pub fn new(path: impl Into<PathBuf>, mode: u32, contents: impl Into<Vec<u8>>) -> Self {
-        RenderedFile {
-            path: path.into(),
-            mode,
-            contents: contents.into(),
-        }
+        RenderedFile { path: path.into(), mode, contents: contents.into() }
     }
 }

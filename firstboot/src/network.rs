@@ -20,10 +20,7 @@ pub struct Nic {
 /// cabled ports first, then by name (deterministic).
 pub fn select_ports<'a>(cfg: &NodeConfig, nics: &'a [Nic]) -> Vec<&'a Nic> {
     if let Some(mac) = &cfg.node.interface_mac {
-        return nics
-            .iter()
-            .filter(|n| n.mac.eq_ignore_ascii_case(mac))
-            .collect();
+        return nics.iter().filter(|n| n.mac.eq_ignore_ascii_case(mac)).collect();
     }
     let rule = &cfg.hardware.network.nic;
     let mut matching: Vec<&Nic> = nics
@@ -40,13 +37,7 @@ pub fn select_ports<'a>(cfg: &NodeConfig, nics: &'a [Nic]) -> Vec<&'a Nic> {
 fn networkd_addressing(cfg: &NodeConfig) -> String {
     let n = &cfg.node;
     let mut s = String::from("[Network]\n");
-    for a in [
-        n.ipv4.as_ref().map(|a| &a.address),
-        n.ipv6.as_ref().map(|a| &a.address),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for a in [n.ipv4.as_ref().map(|a| &a.address), n.ipv6.as_ref().map(|a| &a.address)].into_iter().flatten() {
         let _ = writeln!(s, "Address={a}");
     }
     for d in &n.dns {
@@ -54,13 +45,7 @@ fn networkd_addressing(cfg: &NodeConfig) -> String {
     }
     // Static only: no DHCP, no router advertisements that could add a second default route.
     s.push_str("DHCP=no\nIPv6AcceptRA=no\nLinkLocalAddressing=ipv6\n");
-    for gw in [
-        n.ipv4.as_ref().map(|a| &a.gateway),
-        n.ipv6.as_ref().map(|a| &a.gateway),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for gw in [n.ipv4.as_ref().map(|a| &a.gateway), n.ipv6.as_ref().map(|a| &a.gateway)].into_iter().flatten() {
         // On-link: a /31 peer (RFC 3021) or a gateway outside a narrow prefix is still reachable.
         let _ = write!(s, "\n[Route]\nGateway={gw}\nGatewayOnLink=yes\n");
     }
@@ -70,8 +55,7 @@ fn networkd_addressing(cfg: &NodeConfig) -> String {
 /// systemd-networkd files for `ports` (see [`select_ports`]).
 pub fn render_networkd(cfg: &NodeConfig, ports: &[&Nic]) -> Vec<RenderedFile> {
     let dir = "/etc/systemd/network";
-    let header =
-        "# Written by mm-firstboot from the node configuration; changes are overwritten.\n";
+    let header = "# Written by mm-firstboot from the node configuration; changes are overwritten.\n";
     let mut files = Vec::new();
     match &cfg.hardware.network.bond {
         None => {
@@ -79,47 +63,20 @@ pub fn render_networkd(cfg: &NodeConfig, ports: &[&Nic]) -> Vec<RenderedFile> {
                 Some(p) => format!("MACAddress={}", p.mac),
                 None => "MACAddress=00:00:00:00:00:00".to_string(),
             };
-            let body = format!(
-                "{header}[Match]\n{port_match}\n\n[Link]\nRequiredForOnline=yes\n\n{}",
-                networkd_addressing(cfg)
-            );
-            files.push(RenderedFile::new(
-                format!("{dir}/10-mm-uplink.network"),
-                0o644,
-                body,
-            ));
+            let body = format!("{header}[Match]\n{port_match}\n\n[Link]\nRequiredForOnline=yes\n\n{}", networkd_addressing(cfg));
+            files.push(RenderedFile::new(format!("{dir}/10-mm-uplink.network"), 0o644, body));
         }
         Some(bond) => {
             let netdev = format!(
                 "{header}[NetDev]\nName={}\nKind=bond\n\n[Bond]\nMode={}\nTransmitHashPolicy={}\nLACPTransmitRate={}\nMIIMonitorSec={}ms\n",
                 bond.name, bond.mode, bond.xmit_hash_policy, bond.lacp_rate, bond.miimon_ms
             );
-            files.push(RenderedFile::new(
-                format!("{dir}/10-mm-{}.netdev", bond.name),
-                0o644,
-                netdev,
-            ));
+            files.push(RenderedFile::new(format!("{dir}/10-mm-{}.netdev", bond.name), 0o644, netdev));
             let macs: Vec<&str> = ports.iter().map(|p| p.mac.as_str()).collect();
-            let members = format!(
-                "{header}[Match]\nMACAddress={}\n\n[Network]\nBond={}\n",
-                macs.join(" "),
-                bond.name
-            );
-            files.push(RenderedFile::new(
-                format!("{dir}/20-mm-{}-ports.network", bond.name),
-                0o644,
-                members,
-            ));
-            let body = format!(
-                "{header}[Match]\nName={}\n\n[Link]\nRequiredForOnline=yes\n\n{}",
-                bond.name,
-                networkd_addressing(cfg)
-            );
-            files.push(RenderedFile::new(
-                format!("{dir}/30-mm-{}.network", bond.name),
-                0o644,
-                body,
-            ));
+            let members = format!("{header}[Match]\nMACAddress={}\n\n[Network]\nBond={}\n", macs.join(" "), bond.name);
+            files.push(RenderedFile::new(format!("{dir}/20-mm-{}-ports.network", bond.name), 0o644, members));
+            let body = format!("{header}[Match]\nName={}\n\n[Link]\nRequiredForOnline=yes\n\n{}", bond.name, networkd_addressing(cfg));
+            files.push(RenderedFile::new(format!("{dir}/30-mm-{}.network", bond.name), 0o644, body));
         }
     }
     files
@@ -128,25 +85,11 @@ pub fn render_networkd(cfg: &NodeConfig, ports: &[&Nic]) -> Vec<RenderedFile> {
 fn nm_ip_sections(cfg: &NodeConfig) -> String {
     let n = &cfg.node;
     let mut s = String::new();
-    let v4dns: Vec<&str> = n
-        .dns
-        .iter()
-        .filter(|d| !d.contains(':'))
-        .map(String::as_str)
-        .collect();
-    let v6dns: Vec<&str> = n
-        .dns
-        .iter()
-        .filter(|d| d.contains(':'))
-        .map(String::as_str)
-        .collect();
+    let v4dns: Vec<&str> = n.dns.iter().filter(|d| !d.contains(':')).map(String::as_str).collect();
+    let v6dns: Vec<&str> = n.dns.iter().filter(|d| d.contains(':')).map(String::as_str).collect();
     match &n.ipv4 {
         Some(a) => {
-            let _ = write!(
-                s,
-                "\n[ipv4]\nmethod=manual\naddress1={},{}\n",
-                a.address, a.gateway
-            );
+            let _ = write!(s, "\n[ipv4]\nmethod=manual\naddress1={},{}\n", a.address, a.gateway);
             if !v4dns.is_empty() {
                 let _ = writeln!(s, "dns={};", v4dns.join(";"));
             }
@@ -155,11 +98,7 @@ fn nm_ip_sections(cfg: &NodeConfig) -> String {
     }
     match &n.ipv6 {
         Some(a) => {
-            let _ = write!(
-                s,
-                "\n[ipv6]\nmethod=manual\naddr-gen-mode=eui64\naddress1={},{}\n",
-                a.address, a.gateway
-            );
+            let _ = write!(s, "\n[ipv6]\nmethod=manual\naddr-gen-mode=eui64\naddress1={},{}\n", a.address, a.gateway);
             if !v6dns.is_empty() {
                 let _ = writeln!(s, "dns={};", v6dns.join(";"));
             }
@@ -172,30 +111,19 @@ fn nm_ip_sections(cfg: &NodeConfig) -> String {
 /// NetworkManager keyfiles (mode 0600, as NetworkManager requires) for AlmaLinux installs.
 pub fn render_nm_keyfiles(cfg: &NodeConfig, ports: &[&Nic]) -> Vec<RenderedFile> {
     let dir = "/etc/NetworkManager/system-connections";
-    let header =
-        "# Written by mm-firstboot from the node configuration; changes are overwritten.\n";
+    let header = "# Written by mm-firstboot from the node configuration; changes are overwritten.\n";
     let mut files = Vec::new();
     match &cfg.hardware.network.bond {
         None => {
-            let mac = ports
-                .first()
-                .map_or("00:00:00:00:00:00", |p| p.mac.as_str());
+            let mac = ports.first().map_or("00:00:00:00:00:00", |p| p.mac.as_str());
             let body = format!(
                 "{header}[connection]\nid=mm-uplink\ntype=ethernet\nautoconnect=true\n\n[ethernet]\nmac-address={mac}\n{}",
                 nm_ip_sections(cfg)
             );
-            files.push(RenderedFile::new(
-                format!("{dir}/mm-uplink.nmconnection"),
-                0o600,
-                body,
-            ));
+            files.push(RenderedFile::new(format!("{dir}/mm-uplink.nmconnection"), 0o600, body));
         }
         Some(bond) => {
-            let mode = if bond.mode == "802.3ad" {
-                "802.3ad"
-            } else {
-                bond.mode.as_str()
-            };
+            let mode = if bond.mode == "802.3ad" { "802.3ad" } else { bond.mode.as_str() };
             let body = format!(
                 "{header}[connection]\nid={name}\ntype=bond\ninterface-name={name}\nautoconnect=true\n\n[bond]\nmode={mode}\nxmit_hash_policy={}\nlacp_rate={}\nmiimon={}\n{}",
                 bond.xmit_hash_policy,
@@ -204,21 +132,13 @@ pub fn render_nm_keyfiles(cfg: &NodeConfig, ports: &[&Nic]) -> Vec<RenderedFile>
                 nm_ip_sections(cfg),
                 name = bond.name
             );
-            files.push(RenderedFile::new(
-                format!("{dir}/mm-{}.nmconnection", bond.name),
-                0o600,
-                body,
-            ));
+            files.push(RenderedFile::new(format!("{dir}/mm-{}.nmconnection", bond.name), 0o600, body));
             for (i, p) in ports.iter().enumerate() {
                 let port = format!(
                     "{header}[connection]\nid=mm-{}-port{i}\ntype=ethernet\ncontroller={}\nport-type=bond\nautoconnect=true\n\n[ethernet]\nmac-address={}\n",
                     bond.name, bond.name, p.mac
                 );
-                files.push(RenderedFile::new(
-                    format!("{dir}/mm-{}-port{i}.nmconnection", bond.name),
-                    0o600,
-                    port,
-                ));
+                files.push(RenderedFile::new(format!("{dir}/mm-{}-port{i}.nmconnection", bond.name), 0o600, port));
             }
         }
     }
@@ -228,15 +148,8 @@ pub fn render_nm_keyfiles(cfg: &NodeConfig, ports: &[&Nic]) -> Vec<RenderedFile>
 /// /etc/hostname, /etc/hosts and /etc/resolv.conf (no resolver daemon on the node).
 pub fn render_host_identity(cfg: &NodeConfig) -> Vec<RenderedFile> {
     let n = &cfg.node;
-    let mut hosts =
-        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    for a in [
-        n.ipv4.as_ref().map(|a| &a.address),
-        n.ipv6.as_ref().map(|a| &a.address),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for a in [n.ipv4.as_ref().map(|a| &a.address), n.ipv6.as_ref().map(|a| &a.address)].into_iter().flatten() {
         let ip = a.split('/').next().unwrap_or(a);
         let _ = writeln!(hosts, "{ip}\t{} {}", n.fqdn, n.name);
     }
@@ -254,19 +167,11 @@ mod tests {
     use crate::testdata::node;
 
     fn nic(name: &str, mac: &str, driver: &str, carrier: bool) -> Nic {
-        Nic {
-            name: name.into(),
-            mac: mac.into(),
-            driver: driver.into(),
-            carrier,
-        }
+        Nic { name: name.into(), mac: mac.into(), driver: driver.into(), carrier }
     }
 
     fn text(files: &[RenderedFile], suffix: &str) -> String {
-        let f = files
-            .iter()
-            .find(|f| f.path.to_string_lossy().ends_with(suffix))
-            .unwrap_or_else(|| panic!("no {suffix}"));
+        let f = files.iter().find(|f| f.path.to_string_lossy().ends_with(suffix)).unwrap_or_else(|| panic!("no {suffix}"));
         String::from_utf8(f.contents.clone()).unwrap()
     }
 
@@ -277,10 +182,7 @@ mod tests {
         let ports = select_ports(&cfg, &nics);
         let files = render_networkd(&cfg, &ports);
         let net = text(&files, "10-mm-uplink.network");
-        assert!(
-            net.contains("[Match]\nMACAddress=aa:bb:cc:00:00:01\n"),
-            "{net}"
-        );
+        assert!(net.contains("[Match]\nMACAddress=aa:bb:cc:00:00:01\n"), "{net}");
         assert!(net.contains("Address=192.0.2.10/31\n"));
         assert!(net.contains("Address=2001:db8:10::2/64\n"));
         assert!(net.contains("[Route]\nGateway=192.0.2.11\nGatewayOnLink=yes\n"));
@@ -291,15 +193,8 @@ mod tests {
     #[test]
     fn cabled_port_wins_then_name_order() {
         let cfg = node("sonic"); // pinned by MAC
-        let nics = [
-            nic("ens1", "24:8a:07:aa:bb:02", "mlx4_en", true),
-            nic("ens1d1", "24:8a:07:aa:bb:01", "mlx4_en", false),
-        ];
-        assert_eq!(
-            select_ports(&cfg, &nics)[0].name,
-            "ens1d1",
-            "the MAC pin wins over carrier"
-        );
+        let nics = [nic("ens1", "24:8a:07:aa:bb:02", "mlx4_en", true), nic("ens1d1", "24:8a:07:aa:bb:01", "mlx4_en", false)];
+        assert_eq!(select_ports(&cfg, &nics)[0].name, "ens1d1", "the MAC pin wins over carrier");
         let cfg = node("ziply");
         let nics = [
             nic("eno1", "aa:00:00:00:00:01", "r8169", false),
@@ -314,26 +209,16 @@ mod tests {
     #[test]
     fn termite_bonds_both_ports_with_lacp() {
         let cfg = node("hurricane");
-        let nics = [
-            nic("enp2s0f0", "00:1b:21:00:00:01", "ixgbe", true),
-            nic("enp2s0f1", "00:1b:21:00:00:02", "ixgbe", true),
-        ];
+        let nics = [nic("enp2s0f0", "00:1b:21:00:00:01", "ixgbe", true), nic("enp2s0f1", "00:1b:21:00:00:02", "ixgbe", true)];
         let files = render_networkd(&cfg, &select_ports(&cfg, &nics));
         let netdev = text(&files, "10-mm-bond0.netdev");
-        assert!(
-            netdev.contains("Kind=bond")
-                && netdev.contains("Mode=802.3ad")
-                && netdev.contains("LACPTransmitRate=fast")
-        );
-        assert!(text(&files, "20-mm-bond0-ports.network")
-            .contains("MACAddress=00:1b:21:00:00:01 00:1b:21:00:00:02\n"));
+        assert!(netdev.contains("Kind=bond") && netdev.contains("Mode=802.3ad") && netdev.contains("LACPTransmitRate=fast"));
+        assert!(text(&files, "20-mm-bond0-ports.network").contains("MACAddress=00:1b:21:00:00:01 00:1b:21:00:00:02\n"));
         let bond = text(&files, "30-mm-bond0.network");
         assert!(bond.contains("Name=bond0") && bond.contains("Address=203.0.113.4/29"));
         let nm = render_nm_keyfiles(&cfg, &select_ports(&cfg, &nics));
         assert!(text(&nm, "mm-bond0.nmconnection").contains("type=bond\ninterface-name=bond0"));
-        assert!(
-            text(&nm, "mm-bond0-port1.nmconnection").contains("controller=bond0\nport-type=bond")
-        );
+        assert!(text(&nm, "mm-bond0-port1.nmconnection").contains("controller=bond0\nport-type=bond"));
         assert!(nm.iter().all(|f| f.mode == 0o600));
     }
 
@@ -341,20 +226,11 @@ mod tests {
     fn ipv6_only_node_disables_ipv4() {
         let cfg = node("v6only");
         let nics = [nic("eno1", "aa:00:00:00:00:01", "r8169", true)];
-        let net = text(
-            &render_networkd(&cfg, &select_ports(&cfg, &nics)),
-            ".network",
-        );
+        let net = text(&render_networkd(&cfg, &select_ports(&cfg, &nics)), ".network");
         assert!(!net.contains("Address=1") && net.contains("Address=2001:db8:40::10/64"));
-        let nm = text(
-            &render_nm_keyfiles(&cfg, &select_ports(&cfg, &nics)),
-            "mm-uplink.nmconnection",
-        );
+        let nm = text(&render_nm_keyfiles(&cfg, &select_ports(&cfg, &nics)), "mm-uplink.nmconnection");
         assert!(nm.contains("[ipv4]\nmethod=disabled"), "{nm}");
-        assert!(
-            nm.contains("address1=2001:db8:40::10/64,2001:db8:40::1"),
-            "{nm}"
-        );
+        assert!(nm.contains("address1=2001:db8:40::10/64,2001:db8:40::1"), "{nm}");
         assert!(nm.contains("dns=2620:fe::fe;2620:fe::9;"), "{nm}");
     }
 

@@ -35,39 +35,23 @@ impl std::str::FromStr for DiskOverride {
                     .map_err(|_| format!("{s}: unknown bus {b} (sata, nvme, virtio, usb, scsi)"))?,
             ),
         };
-        Ok(DiskOverride {
-            device,
-            bus,
-            serial: parts.next().map(String::from),
-        })
+        Ok(DiskOverride { device, bus, serial: parts.next().map(String::from) })
     }
 }
 
 fn read_trim(p: &Path) -> String {
-    fs::read_to_string(p)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// `blkid -p -o export DEV` as a map (empty when there is no signature).
 pub fn blkid(dev: &str) -> BTreeMap<String, String> {
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "export", dev])
-        .output();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    let out = Command::new("blkid").args(["-p", "-o", "export", dev]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn bus_of(sys_block: &Path) -> Option<Bus> {
-    let real = fs::canonicalize(sys_block)
-        .ok()?
-        .to_string_lossy()
-        .into_owned();
+    let real = fs::canonicalize(sys_block).ok()?.to_string_lossy().into_owned();
     Some(if real.contains("/virtio") {
         Bus::Virtio
     } else if real.contains("/nvme") {
@@ -87,9 +71,7 @@ fn by_path(kname: &str) -> Option<String> {
     let mut names: Vec<String> = fs::read_dir("/dev/disk/by-path")
         .ok()?
         .flatten()
-        .filter(|e| {
-            fs::read_link(e.path()).is_ok_and(|t| t.file_name().is_some_and(|n| n == kname))
-        })
+        .filter(|e| fs::read_link(e.path()).is_ok_and(|t| t.file_name().is_some_and(|n| n == kname)))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
@@ -107,15 +89,9 @@ struct Part {
 pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Vec<Disk>> {
     let mut names: Vec<(String, Option<&DiskOverride>)> = Vec::new();
     if overrides.is_empty() {
-        for e in fs::read_dir("/sys/block")
-            .context("reading /sys/block")?
-            .flatten()
-        {
+        for e in fs::read_dir("/sys/block").context("reading /sys/block")?.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if ["loop", "ram", "zram", "sr", "dm-", "md", "nbd", "fd"]
-                .iter()
-                .any(|p| n.starts_with(p))
-            {
+            if ["loop", "ram", "zram", "sr", "dm-", "md", "nbd", "fd"].iter().any(|p| n.starts_with(p)) {
                 continue;
             }
             names.push((n, None));
@@ -158,10 +134,7 @@ pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Ve
         }
         let mut parts: Vec<Part> = fs::read_dir(&sys)?
             .flatten()
-            .filter(|e| {
-                e.file_name().to_string_lossy().starts_with(&kname)
-                    && e.path().join("partition").exists()
-            })
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&kname) && e.path().join("partition").exists())
             .map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 ensure_node(&name);
@@ -175,36 +148,23 @@ pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Ve
             })
             .collect();
         parts.sort_by_key(|p| p.start);
-        let is_boot = parts.iter().any(|p| {
-            p.info
-                .get("LABEL")
-                .is_some_and(|l| l == CONFIG_LABEL || l == "mmroot")
-                || root_source == Some(p.dev.as_str())
-        }) || root_source == Some(device.as_str());
-        let last_end = parts
+        let is_boot = parts
             .iter()
-            .map(|p| (p.start + p.size) * 512)
-            .max()
-            .unwrap_or(0);
+            .any(|p| p.info.get("LABEL").is_some_and(|l| l == CONFIG_LABEL || l == "mmroot") || root_source == Some(p.dev.as_str()))
+            || root_source == Some(device.as_str());
+        let last_end = parts.iter().map(|p| (p.start + p.size) * 512).max().unwrap_or(0);
         // The backup GPT needs 33 sectors at the very end.
         let free_tail_bytes = size_bytes.saturating_sub(last_end).saturating_sub(1 << 20);
         let content = classify(&device, size_bytes, &whole, &parts);
-        out.push(Disk {
-            facts,
-            device,
-            content,
-            is_boot,
-            free_tail_bytes,
-        });
+        out.push(Disk { facts, device, content, is_boot, free_tail_bytes });
     }
     Ok(out)
 }
 
 fn classify(device: &str, size: u64, whole: &BTreeMap<String, String>, parts: &[Part]) -> Content {
-    if let Some(p) = parts.iter().find(|p| {
-        p.info.get("LABEL").is_some_and(|l| l == DATA_LABEL)
-            && p.info.get("TYPE").is_some_and(|t| t == "xfs")
-    }) {
+    if let Some(p) =
+        parts.iter().find(|p| p.info.get("LABEL").is_some_and(|l| l == DATA_LABEL) && p.info.get("TYPE").is_some_and(|t| t == "xfs"))
+    {
         let is_last = parts.last().is_some_and(|l| l.dev == p.dev);
         let part_end = (p.start + p.size) * 512;
         return Content::MmData {
@@ -213,34 +173,19 @@ fn classify(device: &str, size: u64, whole: &BTreeMap<String, String>, parts: &[
             growable: is_last && size.saturating_sub(part_end) > (1 << 30) + (1 << 20),
         };
     }
-    if whole.get("LABEL").is_some_and(|l| l == DATA_LABEL)
-        && whole.get("TYPE").is_some_and(|t| t == "xfs")
-    {
-        return Content::MmData {
-            device: device.into(),
-            growable: false,
-        };
+    if whole.get("LABEL").is_some_and(|l| l == DATA_LABEL) && whole.get("TYPE").is_some_and(|t| t == "xfs") {
+        return Content::MmData { device: device.into(), growable: false };
     }
     if whole.get("PTTYPE").is_some_and(|t| t == "gpt")
         && parts.len() == 1
-        && parts[0]
-            .info
-            .get("PART_ENTRY_NAME")
-            .is_some_and(|n| n == DATA_LABEL)
+        && parts[0].info.get("PART_ENTRY_NAME").is_some_and(|n| n == DATA_LABEL)
         && !parts[0].info.contains_key("TYPE")
     {
-        return Content::MmPartition {
-            device: parts[0].dev.clone(),
-        };
+        return Content::MmPartition { device: parts[0].dev.clone() };
     }
     if let Some(t) = whole.get("TYPE") {
-        let label = whole
-            .get("LABEL")
-            .map(|l| format!(" labelled \"{l}\""))
-            .unwrap_or_default();
-        return Content::Foreign {
-            what: format!("{} {t} filesystem{label}", article(t)),
-        };
+        let label = whole.get("LABEL").map(|l| format!(" labelled \"{l}\"")).unwrap_or_default();
+        return Content::Foreign { what: format!("{} {t} filesystem{label}", article(t)) };
     }
     if let Some(pt) = whole.get("PTTYPE") {
         let fs: Vec<String> = parts
@@ -249,35 +194,21 @@ fn classify(device: &str, size: u64, whole: &BTreeMap<String, String>, parts: &[
                 format!(
                     "{}{}",
                     p.info.get("TYPE").map_or("no filesystem", String::as_str),
-                    p.info
-                        .get("LABEL")
-                        .map(|l| format!(" \"{l}\""))
-                        .unwrap_or_default()
+                    p.info.get("LABEL").map(|l| format!(" \"{l}\"")).unwrap_or_default()
                 )
             })
             .collect();
         return Content::Foreign {
-            what: format!(
-                "{} {pt} partition table with {} partition(s) ({})",
-                article(pt),
-                parts.len(),
-                fs.join(", ")
-            ),
+            what: format!("{} {pt} partition table with {} partition(s) ({})", article(pt), parts.len(), fs.join(", ")),
         };
     }
     if !parts.is_empty() {
-        return Content::Foreign {
-            what: format!("{} partition(s)", parts.len()),
-        };
+        return Content::Foreign { what: format!("{} partition(s)", parts.len()) };
     }
     match nonzero_edges(device, size) {
         Ok(false) => Content::Blank,
-        Ok(true) => Content::Foreign {
-            what: "non-zero data in its first or last MiB (unknown content)".into(),
-        },
-        Err(e) => Content::Foreign {
-            what: format!("unreadable content ({e})"),
-        },
+        Ok(true) => Content::Foreign { what: "non-zero data in its first or last MiB (unknown content)".into() },
+        Err(e) => Content::Foreign { what: format!("unreadable content ({e})") },
     }
 }
 
@@ -306,15 +237,8 @@ fn nonzero_edges(device: &str, size: u64) -> std::io::Result<bool> {
 
 /// Source device of the filesystem mounted at `mountpoint`, from /proc/self/mounts.
 pub fn mount_source(mountpoint: &Path) -> Option<String> {
-    let want = mountpoint
-        .to_string_lossy()
-        .trim_end_matches('/')
-        .to_string();
-    let want = if want.is_empty() {
-        "/".to_string()
-    } else {
-        want
-    };
+    let want = mountpoint.to_string_lossy().trim_end_matches('/').to_string();
+    let want = if want.is_empty() { "/".to_string() } else { want };
     let text = fs::read_to_string("/proc/self/mounts").ok()?;
     text.lines()
         .filter_map(|l| {
@@ -362,12 +286,7 @@ pub fn ensure_node(name: &str) {
     if let Ok(nums) = fs::read_to_string(format!("/sys/class/block/{name}/dev")) {
         if let Some((maj, min)) = nums.trim().split_once(':') {
             if let (Ok(maj), Ok(min)) = (maj.parse(), min.parse()) {
-                let _ = mknod(
-                    dev.as_str(),
-                    SFlag::S_IFBLK,
-                    Mode::from_bits_truncate(0o660),
-                    makedev(maj, min),
-                );
+                let _ = mknod(dev.as_str(), SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), makedev(maj, min));
             }
         }
     }
@@ -380,20 +299,10 @@ mod tests {
     #[test]
     fn disk_overrides_parse() {
         let o: DiskOverride = "/dev/loop3:virtio:D1".parse().unwrap();
-        assert_eq!(
-            o,
-            DiskOverride {
-                device: "/dev/loop3".into(),
-                bus: Some(Bus::Virtio),
-                serial: Some("D1".into())
-            }
-        );
+        assert_eq!(o, DiskOverride { device: "/dev/loop3".into(), bus: Some(Bus::Virtio), serial: Some("D1".into()) });
         let o: DiskOverride = "/dev/sdb".parse().unwrap();
         assert_eq!(o.bus, None);
-        assert!("/dev/sdb:floppy"
-            .parse::<DiskOverride>()
-            .unwrap_err()
-            .contains("unknown bus"));
+        assert!("/dev/sdb:floppy".parse::<DiskOverride>().unwrap_err().contains("unknown bus"));
         assert!("sdb".parse::<DiskOverride>().is_err());
     }
 }

@@ -43,10 +43,7 @@ impl Excludes {
     /// rules: `dir/` matches a directory at any depth, `a/b` matches the path's trailing
     /// components (anchored at the root with a leading `/`), a plain pattern any component.
     pub fn matches(&self, rel: &str) -> bool {
-        let comps: Vec<&str> = rel
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
+        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
         self.0.iter().any(|pat| {
             if let Some(dir) = pat.strip_suffix('/') {
                 let dir_comps: Vec<&str> = dir.trim_start_matches('/').split('/').collect();
@@ -54,34 +51,17 @@ impl Excludes {
                 // Only directories: every component but the last.
                 let dirs = &comps[..comps.len().saturating_sub(1)];
                 if pat.starts_with('/') {
-                    return dirs.len() >= n
-                        && dir_comps
-                            .iter()
-                            .zip(dirs)
-                            .all(|(p, c)| mmconfig::glob_match(p, c));
+                    return dirs.len() >= n && dir_comps.iter().zip(dirs).all(|(p, c)| mmconfig::glob_match(p, c));
                 }
-                dirs.windows(n).any(|w| {
-                    dir_comps
-                        .iter()
-                        .zip(w)
-                        .all(|(p, c)| mmconfig::glob_match(p, c))
-                })
+                dirs.windows(n).any(|w| dir_comps.iter().zip(w).all(|(p, c)| mmconfig::glob_match(p, c)))
             } else if pat.contains('/') {
                 let pc: Vec<&str> = pat.trim_start_matches('/').split('/').collect();
                 let n = pc.len();
                 if pat.starts_with('/') {
-                    return comps.len() >= n
-                        && pc
-                            .iter()
-                            .zip(&comps)
-                            .all(|(p, c)| mmconfig::glob_match(p, c));
+                    return comps.len() >= n && pc.iter().zip(&comps).all(|(p, c)| mmconfig::glob_match(p, c));
                 }
                 // Any prefix of the path (a directory on the way down) may end with the pattern.
-                (n..=comps.len()).any(|end| {
-                    pc.iter()
-                        .zip(&comps[end - n..end])
-                        .all(|(p, c)| mmconfig::glob_match(p, c))
-                })
+                (n..=comps.len()).any(|end| pc.iter().zip(&comps[end - n..end]).all(|(p, c)| mmconfig::glob_match(p, c)))
             } else {
                 comps.iter().any(|c| mmconfig::glob_match(pat, c))
             }
@@ -91,12 +71,7 @@ impl Excludes {
 
 pub fn check_tree(kind: CheckKind, tree: &Path, excludes: &Excludes, deep: bool) -> Result<Report> {
     let mut r = Report::default();
-    let mut ctx = Ctx {
-        tree,
-        excludes,
-        deep,
-        r: &mut r,
-    };
+    let mut ctx = Ctx { tree, excludes, deep, r: &mut r };
     match kind {
         CheckKind::None => {}
         CheckKind::Apt => check_apt(&mut ctx)?,
@@ -137,30 +112,20 @@ fn check_file(r: &mut Report, index: &Path, path: &Path, size: Option<u64>, sha2
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(_) => {
-            r.errors
-                .push(format!("{}: missing {}", index.display(), path.display()));
+            r.errors.push(format!("{}: missing {}", index.display(), path.display()));
             return;
         }
     };
     if let Some(want) = size {
         if meta.len() != want {
-            r.errors.push(format!(
-                "{}: {} is {} bytes, the index says {want}",
-                index.display(),
-                path.display(),
-                meta.len()
-            ));
+            r.errors.push(format!("{}: {} is {} bytes, the index says {want}", index.display(), path.display(), meta.len()));
             return;
         }
     }
     if let Some(want) = sha256 {
         match sha256_file(path) {
             Ok(got) if got.eq_ignore_ascii_case(want) => {}
-            Ok(got) => r.errors.push(format!(
-                "{}: {} has SHA256 {got}, the index says {want}",
-                index.display(),
-                path.display()
-            )),
+            Ok(got) => r.errors.push(format!("{}: {} has SHA256 {got}, the index says {want}", index.display(), path.display())),
             Err(e) => r.errors.push(format!("{}: {e:#}", index.display())),
         }
     }
@@ -173,9 +138,7 @@ fn find_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> 
     while let Some(d) = stack.pop() {
         let entries = match fs::read_dir(&d) {
             Ok(e) => e,
-            Err(e) if d == dir => {
-                return Err(e).with_context(|| format!("reading {}", d.display()))
-            }
+            Err(e) if d == dir => return Err(e).with_context(|| format!("reading {}", d.display())),
             Err(_) => continue,
         };
         for e in entries.flatten() {
@@ -194,22 +157,16 @@ fn find_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> 
 
 /// The contents of an index, decompressed by its extension.
 fn read_index(path: &Path) -> Result<Vec<u8>> {
-    let f =
-        BufReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let f = BufReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
     let mut out = Vec::new();
     let name = path.to_string_lossy();
     let res = if name.ends_with(".gz") {
-        flate2::bufread::MultiGzDecoder::new(f)
-            .read_to_end(&mut out)
-            .map(|_| ())
+        flate2::bufread::MultiGzDecoder::new(f).read_to_end(&mut out).map(|_| ())
     } else if name.ends_with(".xz") {
         let mut f = f;
-        lzma_rs::xz_decompress(&mut f, &mut out)
-            .map_err(|e| std::io::Error::other(format!("{e:?}")))
+        lzma_rs::xz_decompress(&mut f, &mut out).map_err(|e| std::io::Error::other(format!("{e:?}")))
     } else if name.ends_with(".zst") {
-        ruzstd::decoding::StreamingDecoder::new(f)
-            .map_err(std::io::Error::other)
-            .and_then(|mut d| d.read_to_end(&mut out).map(|_| ()))
+        ruzstd::decoding::StreamingDecoder::new(f).map_err(std::io::Error::other).and_then(|mut d| d.read_to_end(&mut out).map(|_| ()))
     } else {
         let mut f = f;
         f.read_to_end(&mut out).map(|_| ())
@@ -221,26 +178,17 @@ fn read_index(path: &Path) -> Result<Vec<u8>> {
 const COMPRESSIONS: [&str; 5] = ["", ".gz", ".xz", ".zst", ".bz2"];
 
 fn strip_compression(rel: &str) -> &str {
-    COMPRESSIONS[1..]
-        .iter()
-        .find_map(|c| rel.strip_suffix(c))
-        .unwrap_or(rel)
+    COMPRESSIONS[1..].iter().find_map(|c| rel.strip_suffix(c)).unwrap_or(rel)
 }
 
 fn check_apt(ctx: &mut Ctx<'_>) -> Result<()> {
     let tree = ctx.tree;
     let dists = tree.join("dists");
     if !dists.is_dir() {
-        ctx.r.errors.push(format!(
-            "{}: no dists/ directory: not an apt archive",
-            tree.display()
-        ));
+        ctx.r.errors.push(format!("{}: no dists/ directory: not an apt archive", tree.display()));
         return Ok(());
     }
-    let releases = find_files(&dists, |p| {
-        p.file_name()
-            .is_some_and(|n| n == "Release" || n == "InRelease")
-    })?;
+    let releases = find_files(&dists, |p| p.file_name().is_some_and(|n| n == "Release" || n == "InRelease"))?;
     // InRelease and Release describe the same suite: read one per directory.
     let mut suites = BTreeSet::new();
     for rel in releases {
@@ -248,10 +196,7 @@ fn check_apt(ctx: &mut Ctx<'_>) -> Result<()> {
         if !suites.insert(dir.clone()) {
             continue;
         }
-        let text = String::from_utf8_lossy(
-            &fs::read(&rel).with_context(|| format!("reading {}", rel.display()))?,
-        )
-        .into_owned();
+        let text = String::from_utf8_lossy(&fs::read(&rel).with_context(|| format!("reading {}", rel.display()))?).into_owned();
         ctx.r.indexes += 1;
         let entries = release_sha256(&text);
         let listed: BTreeSet<&str> = entries.iter().map(|(_, _, p)| p.as_str()).collect();
@@ -264,10 +209,8 @@ fn check_apt(ctx: &mut Ctx<'_>) -> Result<()> {
             // never all: only the absence of every variant is an error.
             if !path.exists() {
                 let stem = strip_compression(relpath);
-                let any = COMPRESSIONS.iter().any(|c| {
-                    listed.contains(format!("{stem}{c}").as_str())
-                        && dir.join(format!("{stem}{c}")).exists()
-                });
+                let any =
+                    COMPRESSIONS.iter().any(|c| listed.contains(format!("{stem}{c}").as_str()) && dir.join(format!("{stem}{c}")).exists());
                 if any {
                     continue;
                 }
@@ -275,17 +218,9 @@ fn check_apt(ctx: &mut Ctx<'_>) -> Result<()> {
             check_file(ctx.r, &rel, &path, Some(*size), Some(hash));
         }
         // The pool files of each Packages index, read from the best variant present.
-        let stems: BTreeSet<&str> = entries
-            .iter()
-            .map(|(_, _, p)| strip_compression(p))
-            .filter(|p| p.ends_with("/Packages"))
-            .collect();
+        let stems: BTreeSet<&str> = entries.iter().map(|(_, _, p)| strip_compression(p)).filter(|p| p.ends_with("/Packages")).collect();
         for stem in stems {
-            let Some(index) = COMPRESSIONS
-                .iter()
-                .map(|c| dir.join(format!("{stem}{c}")))
-                .find(|p| p.is_file())
-            else {
+            let Some(index) = COMPRESSIONS.iter().map(|c| dir.join(format!("{stem}{c}"))).find(|p| p.is_file()) else {
                 continue;
             };
             let data = match read_index(&index) {
@@ -299,13 +234,7 @@ fn check_apt(ctx: &mut Ctx<'_>) -> Result<()> {
             for (filename, size, sha) in packages_entries(&String::from_utf8_lossy(&data)) {
                 let path = tree.join(&filename);
                 if ctx.wanted(&path) {
-                    check_file(
-                        ctx.r,
-                        &index,
-                        &path,
-                        size,
-                        if ctx.deep { sha.as_deref() } else { None },
-                    );
+                    check_file(ctx.r, &index, &path, size, if ctx.deep { sha.as_deref() } else { None });
                 }
             }
         }
@@ -342,19 +271,10 @@ pub fn release_sha256(text: &str) -> Vec<(String, u64, String)> {
 pub fn packages_entries(text: &str) -> Vec<(String, Option<u64>, Option<String>)> {
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
-        let field = |name: &str| {
-            stanza.lines().find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|v| v.strip_prefix(':'))
-                    .map(|v| v.trim().to_string())
-            })
-        };
+        let field =
+            |name: &str| stanza.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')).map(|v| v.trim().to_string()));
         if let Some(f) = field("Filename") {
-            out.push((
-                f,
-                field("Size").and_then(|s| s.parse().ok()),
-                field("SHA256"),
-            ));
+            out.push((f, field("Size").and_then(|s| s.parse().ok()), field("SHA256")));
         }
     }
     out
@@ -389,10 +309,7 @@ pub fn rpm_entries(xml: &[u8], element: &[u8]) -> Result<Vec<RpmEntry>> {
                         .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
                 };
                 if name.as_ref() == element {
-                    cur = Some(RpmEntry {
-                        kind: attr(b"type").unwrap_or_default(),
-                        ..Default::default()
-                    });
+                    cur = Some(RpmEntry { kind: attr(b"type").unwrap_or_default(), ..Default::default() });
                 } else if let Some(c) = cur.as_mut() {
                     match name.as_ref() {
                         b"location" => c.href = attr(b"href").unwrap_or_default(),
@@ -401,20 +318,14 @@ pub fn rpm_entries(xml: &[u8], element: &[u8]) -> Result<Vec<RpmEntry>> {
                             Some(n) => c.size = n.parse().ok(),
                             None => in_size_text = matches!(ev, Event::Start(_)),
                         },
-                        b"checksum" => {
-                            in_checksum_sha256 = matches!(ev, Event::Start(_))
-                                && attr(b"type").as_deref() == Some("sha256")
-                        }
+                        b"checksum" => in_checksum_sha256 = matches!(ev, Event::Start(_)) && attr(b"type").as_deref() == Some("sha256"),
                         _ => {}
                     }
                 }
             }
             Event::Text(t) => {
                 if let Some(c) = cur.as_mut() {
-                    let text = t
-                        .unescape()
-                        .map(|s| s.trim().to_string())
-                        .unwrap_or_default();
+                    let text = t.unescape().map(|s| s.trim().to_string()).unwrap_or_default();
                     if in_checksum_sha256 {
                         c.sha256 = Some(text);
                     } else if in_size_text {
@@ -437,10 +348,7 @@ pub fn rpm_entries(xml: &[u8], element: &[u8]) -> Result<Vec<RpmEntry>> {
 }
 
 fn check_repomd(ctx: &mut Ctx<'_>, repomd: &Path) -> Result<()> {
-    let repo = repomd
-        .parent()
-        .and_then(Path::parent)
-        .context("repomd.xml outside a repodata directory")?;
+    let repo = repomd.parent().and_then(Path::parent).context("repomd.xml outside a repodata directory")?;
     ctx.r.indexes += 1;
     let xml = fs::read(repomd).with_context(|| format!("reading {}", repomd.display()))?;
     let data = match rpm_entries(&xml, b"data") {
@@ -468,13 +376,7 @@ fn check_repomd(ctx: &mut Ctx<'_>, repomd: &Path) -> Result<()> {
         for p in primary {
             let pkg = repo.join(&p.href);
             if ctx.wanted(&pkg) {
-                check_file(
-                    ctx.r,
-                    &path,
-                    &pkg,
-                    p.size,
-                    if ctx.deep { p.sha256.as_deref() } else { None },
-                );
+                check_file(ctx.r, &path, &pkg, p.size, if ctx.deep { p.sha256.as_deref() } else { None });
             }
         }
     }
@@ -487,19 +389,11 @@ mod tests {
 
     #[test]
     fn excludes_follow_rsync_rules() {
-        let ex = Excludes(vec![
-            "SRPMS/".into(),
-            "binary-armel/".into(),
-            "*_armel.deb".into(),
-            "installer-*/current".into(),
-            "/top/".into(),
-        ]);
+        let ex =
+            Excludes(vec!["SRPMS/".into(), "binary-armel/".into(), "*_armel.deb".into(), "installer-*/current".into(), "/top/".into()]);
         assert!(ex.matches("SRPMS/a.rpm"));
         assert!(ex.matches("9/Everything/SRPMS/Packages/a.rpm"));
-        assert!(
-            !ex.matches("Packages/SRPMS"),
-            "a file named like a directory pattern"
-        );
+        assert!(!ex.matches("Packages/SRPMS"), "a file named like a directory pattern");
         assert!(ex.matches("dists/bookworm/main/binary-armel/Packages.xz"));
         assert!(ex.matches("pool/main/a/a_1_armel.deb"));
         assert!(!ex.matches("pool/main/a/a_1_amd64.deb"));
@@ -513,10 +407,7 @@ mod tests {
         let text = "Origin: x\nMD5Sum:\n 0123 10 main/binary-amd64/Packages\nSHA256:\n abcd 42 main/binary-amd64/Packages\n ef01 20 main/binary-amd64/Packages.gz\nAcquire-By-Hash: yes\n";
         assert_eq!(
             release_sha256(text),
-            vec![
-                ("abcd".into(), 42, "main/binary-amd64/Packages".into()),
-                ("ef01".into(), 20, "main/binary-amd64/Packages.gz".into())
-            ]
+            vec![("abcd".into(), 42, "main/binary-amd64/Packages".into()), ("ef01".into(), 20, "main/binary-amd64/Packages.gz".into())]
         );
     }
 
@@ -525,14 +416,7 @@ mod tests {
         let text = "Package: a\nFilename: pool/main/a/a_1_all.deb\nSize: 100\nSHA256: ff\n\nPackage: b\nFilename: pool/main/b/b.deb\n";
         assert_eq!(
             packages_entries(text),
-            vec![
-                (
-                    "pool/main/a/a_1_all.deb".into(),
-                    Some(100),
-                    Some("ff".into())
-                ),
-                ("pool/main/b/b.deb".into(), None, None)
-            ]
+            vec![("pool/main/a/a_1_all.deb".into(), Some(100), Some("ff".into())), ("pool/main/b/b.deb".into(), None, None)]
         );
     }
 
@@ -556,12 +440,7 @@ mod tests {
         let p = rpm_entries(primary, b"package").unwrap();
         assert_eq!(
             p,
-            vec![RpmEntry {
-                kind: "rpm".into(),
-                href: "Packages/x/x-1.noarch.rpm".into(),
-                size: Some(789),
-                sha256: Some("cc".into())
-            }]
+            vec![RpmEntry { kind: "rpm".into(), href: "Packages/x/x-1.noarch.rpm".into(), size: Some(789), sha256: Some("cc".into()) }]
         );
     }
 }

@@ -41,9 +41,7 @@ pub fn load_state(host: &Host) -> Option<RunState> {
 
 /// The target's distribution family, from its /etc/os-release.
 pub fn family(host: &Host) -> Family {
-    Family::from_os_release(
-        &std::fs::read_to_string(host.path(Path::new("/etc/os-release"))).unwrap_or_default(),
-    )
+    Family::from_os_release(&std::fs::read_to_string(host.path(Path::new("/etc/os-release"))).unwrap_or_default())
 }
 
 /// Hostname and network files, in install order (the services come after storage).
@@ -68,25 +66,12 @@ pub fn plan_storage(host: &Host, cfg: &NodeConfig, overrides: &[DiskOverride]) -
 }
 
 /// Converge the node; returns the state that was recorded.
-pub fn run(
-    host: &Host,
-    cfg: &NodeConfig,
-    source: &str,
-    overrides: &[DiskOverride],
-    say: &mut dyn FnMut(&str),
-) -> Result<RunState> {
+pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverride], say: &mut dyn FnMut(&str)) -> Result<RunState> {
     let started = Instant::now();
-    let mut st = RunState {
-        config_source: source.to_string(),
-        fqdn: cfg.node.fqdn.clone(),
-        ..Default::default()
-    };
+    let mut st = RunState { config_source: source.to_string(), fqdn: cfg.node.fqdn.clone(), ..Default::default() };
 
     for f in render_files(host, cfg) {
-        if host
-            .install(&f)
-            .with_context(|| format!("installing {}", f.path.display()))?
-        {
+        if host.install(&f).with_context(|| format!("installing {}", f.path.display()))? {
             st.changed.push(format!("wrote {}", f.path.display()));
         }
     }
@@ -106,16 +91,12 @@ pub fn run(
         match host.step(step) {
             Ok(()) => st.changed.push(describe_step(step)),
             Err(e) => {
-                st.problems.push(format!(
-                    "storage step failed: {}: {e:#}",
-                    describe_step(step)
-                ));
+                st.problems.push(format!("storage step failed: {}: {e:#}", describe_step(step)));
                 break;
             }
         }
     }
-    st.problems
-        .extend(plan.problems.iter().map(|p| p.message.clone()));
+    st.problems.extend(plan.problems.iter().map(|p| p.message.clone()));
 
     let data_ready = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
     if let Err(e) = converge_services(host, cfg, data_ready, &mut st, say) {
@@ -123,45 +104,23 @@ pub fn run(
     }
 
     st.seconds = started.elapsed().as_secs_f64();
-    st.finished_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    st.finished_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     record(host, &st)?;
     Ok(st)
 }
 
 /// Install, enable and (on the live node) start the mirror services.
-fn converge_services(
-    host: &Host,
-    cfg: &NodeConfig,
-    data_ready: bool,
-    st: &mut RunState,
-    say: &mut dyn FnMut(&str),
-) -> Result<()> {
+fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut RunState, say: &mut dyn FnMut(&str)) -> Result<()> {
     let family = family(host);
-    let svc = services::render_services(
-        cfg,
-        &Paths {
-            family,
-            ..Paths::default()
-        },
-    )?;
+    let svc = services::render_services(cfg, &Paths { family, ..Paths::default() })?;
     match accounts::ensure_user(host, ADMIN_USER, "micro mirror fleet admin")? {
-        UserOutcome::Created => st
-            .changed
-            .push(format!("created the admin user {ADMIN_USER}")),
+        UserOutcome::Created => st.changed.push(format!("created the admin user {ADMIN_USER}")),
         UserOutcome::Exists => {}
-        UserOutcome::NoAccountDatabase => st.notes.push(format!(
-            "no /etc/passwd under {}: admin user not created",
-            host.root.display()
-        )),
+        UserOutcome::NoAccountDatabase => st.notes.push(format!("no /etc/passwd under {}: admin user not created", host.root.display())),
     }
     let mut changed = false;
     for f in &svc.files {
-        if host
-            .install(f)
-            .with_context(|| format!("installing {}", f.path.display()))?
-        {
+        if host.install(f).with_context(|| format!("installing {}", f.path.display()))? {
             st.changed.push(format!("wrote {}", f.path.display()));
             changed = true;
         }
@@ -179,8 +138,7 @@ fn converge_services(
         for p in &cfg.projects {
             let dir = host.path(Path::new(DATA_MOUNT)).join(&p.directory);
             if !dir.is_dir() {
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
                 st.changed.push(format!("created {}", dir.display()));
             }
         }
@@ -212,18 +170,12 @@ fn converge_services(
         host.systemctl(&["daemon-reload"])?;
         // systemd-sysctl ran before us: apply BBR + fq_codel now rather than at the next boot.
         let _ = crate::apply::cmd("modprobe", &["tcp_bbr"]);
-        if let Err(e) =
-            crate::apply::cmd("sysctl", &["-q", "-p", "/etc/sysctl.d/90-micromirror.conf"])
-        {
+        if let Err(e) = crate::apply::cmd("sysctl", &["-q", "-p", "/etc/sysctl.d/90-micromirror.conf"]) {
             st.problems.push(format!("applying sysctl settings: {e:#}"));
         }
     }
     // --no-block: we run early in boot, ordered before these units; waiting would deadlock.
-    let verb = if changed {
-        "reload-or-restart"
-    } else {
-        "start"
-    };
+    let verb = if changed { "reload-or-restart" } else { "start" };
     for (unit, _) in svc.enable.iter().filter(|(u, _)| !missing.contains(u)) {
         if let Err(e) = host.systemctl(&[verb, "--no-block", unit]) {
             st.problems.push(format!("starting {unit}: {e:#}"));
@@ -231,10 +183,7 @@ fn converge_services(
     }
     if data_ready {
         for p in &cfg.projects {
-            if !host
-                .path(Path::new(&mmconfig::sync_status_file(&p.name)))
-                .exists()
-            {
+            if !host.path(Path::new(&mmconfig::sync_status_file(&p.name))).exists() {
                 say(&format!("services: starting the first sync of {}", p.name));
                 let unit = format!("mm-sync-{}.service", p.name);
                 if let Err(e) = host.systemctl(&["start", "--no-block", &unit]) {
@@ -252,18 +201,9 @@ pub fn describe_step(step: &storage::Step) -> String {
         Wipe { device, serial } => {
             format!("wiping {device} (serial {serial}, opted in by the fleet)")
         }
-        PartitionWhole { device } => format!(
-            "creating a GPT with one {} partition on {device}",
-            mmconfig::DATA_LABEL
-        ),
-        AddPartition { device } => format!(
-            "adding a {} partition in the free space of {device}",
-            mmconfig::DATA_LABEL
-        ),
-        MakeFs { disk } => format!(
-            "creating the XFS filesystem {} on {disk}",
-            mmconfig::DATA_LABEL
-        ),
+        PartitionWhole { device } => format!("creating a GPT with one {} partition on {device}", mmconfig::DATA_LABEL),
+        AddPartition { device } => format!("adding a {} partition in the free space of {device}", mmconfig::DATA_LABEL),
+        MakeFs { disk } => format!("creating the XFS filesystem {} on {disk}", mmconfig::DATA_LABEL),
         Grow { device, .. } => {
             format!("growing {device} and its filesystem to the end of the disk")
         }
@@ -276,15 +216,8 @@ pub fn describe_step(step: &storage::Step) -> String {
 /// Write state.json and append this run to the log, atomically for the state.
 fn record(host: &Host, st: &RunState) -> Result<()> {
     let json = serde_json::to_string_pretty(st)? + "\n";
-    host.install(&RenderedFile::new(
-        Path::new(STATE_DIR).join("firstboot/state.json"),
-        0o644,
-        json,
-    ))?;
-    let mut log = format!(
-        "run finished {} after {:.2} s, config from {}\n",
-        st.finished_unix, st.seconds, st.config_source
-    );
+    host.install(&RenderedFile::new(Path::new(STATE_DIR).join("firstboot/state.json"), 0o644, json))?;
+    let mut log = format!("run finished {} after {:.2} s, config from {}\n", st.finished_unix, st.seconds, st.config_source);
     for c in &st.changed {
         let _ = writeln!(log, "  changed: {c}");
     }

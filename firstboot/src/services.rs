@@ -15,38 +15,14 @@ use crate::files::RenderedFile;
 pub const ADMIN_USER: &str = mmconfig::ADMIN_USER;
 
 const TEMPLATES: &[(&str, &str)] = &[
-    (
-        "nginx-site",
-        include_str!("../../overlays/services/nginx-site.conf.hbs"),
-    ),
-    (
-        "listing",
-        include_str!("../../overlays/services/listing.xslt.hbs"),
-    ),
-    (
-        "rsyncd",
-        include_str!("../../overlays/services/rsyncd.conf.hbs"),
-    ),
-    (
-        "motd",
-        include_str!("../../overlays/services/rsyncd.motd.hbs"),
-    ),
-    (
-        "nftables",
-        include_str!("../../overlays/services/nftables.conf.hbs"),
-    ),
-    (
-        "sshd",
-        include_str!("../../overlays/services/sshd.conf.hbs"),
-    ),
-    (
-        "sync-service",
-        include_str!("../../overlays/services/mm-sync.service.hbs"),
-    ),
-    (
-        "sync-timer",
-        include_str!("../../overlays/services/mm-sync.timer.hbs"),
-    ),
+    ("nginx-site", include_str!("../../overlays/services/nginx-site.conf.hbs")),
+    ("listing", include_str!("../../overlays/services/listing.xslt.hbs")),
+    ("rsyncd", include_str!("../../overlays/services/rsyncd.conf.hbs")),
+    ("motd", include_str!("../../overlays/services/rsyncd.motd.hbs")),
+    ("nftables", include_str!("../../overlays/services/nftables.conf.hbs")),
+    ("sshd", include_str!("../../overlays/services/sshd.conf.hbs")),
+    ("sync-service", include_str!("../../overlays/services/mm-sync.service.hbs")),
+    ("sync-timer", include_str!("../../overlays/services/mm-sync.timer.hbs")),
     ("push-keys", include_str!("../../overlays/services/push-authorized-keys.hbs")),
     ("push-sudoers", include_str!("../../overlays/services/push-sudoers.hbs")),
 ];
@@ -69,9 +45,7 @@ impl Family {
     pub fn from_os_release(text: &str) -> Family {
         let rhel = text.lines().any(|l| {
             (l.starts_with("ID=") || l.starts_with("ID_LIKE="))
-                && ["rhel", "almalinux", "rocky", "fedora", "centos"]
-                    .iter()
-                    .any(|id| l.contains(id))
+                && ["rhel", "almalinux", "rocky", "fedora", "centos"].iter().any(|id| l.contains(id))
         });
         if rhel {
             Family::Rhel
@@ -90,24 +64,8 @@ impl Family {
     /// Service units of the mirror, in start order.
     pub fn units(self) -> &'static [&'static str] {
         match self {
-            Family::Debian => &[
-                "nftables",
-                "chrony",
-                "lldpd",
-                "ssh",
-                "rsync",
-                "nginx",
-                "prometheus-node-exporter",
-            ],
-            Family::Rhel => &[
-                "nftables",
-                "chronyd",
-                "lldpd",
-                "sshd",
-                "rsyncd",
-                "nginx",
-                "node_exporter",
-            ],
+            Family::Debian => &["nftables", "chrony", "lldpd", "ssh", "rsync", "nginx", "prometheus-node-exporter"],
+            Family::Rhel => &["nftables", "chronyd", "lldpd", "sshd", "rsyncd", "nginx", "node_exporter"],
         }
     }
 }
@@ -195,9 +153,7 @@ pub fn nginx_prefix_regex(prefix: &str) -> String {
 
 /// One line of text with no control characters (motd, rsyncd values: they run to end of line).
 pub fn plain(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 /// rsyncd.conf values run to the end of the line; `%VAR%` would be expanded by rsync.
@@ -225,8 +181,7 @@ fn registry() -> Handlebars<'static> {
     h.register_helper("rsyncd_value", Box::new(rsyncd_value_h));
     h.register_helper("join", Box::new(join));
     for (name, text) in TEMPLATES {
-        h.register_template_string(name, *text)
-            .unwrap_or_else(|e| panic!("embedded template {name}: {e}"));
+        h.register_template_string(name, *text).unwrap_or_else(|e| panic!("embedded template {name}: {e}"));
     }
     h
 }
@@ -248,11 +203,7 @@ pub fn on_calendar(hours: u32, minute: u32) -> String {
 
 pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Services> {
     let h = registry();
-    let (v4, v6): (Vec<&String>, Vec<&String>) = cfg
-        .fleet
-        .admin_prefixes
-        .iter()
-        .partition(|p| !p.contains(':'));
+    let (v4, v6): (Vec<&String>, Vec<&String>) = cfg.fleet.admin_prefixes.iter().partition(|p| !p.contains(':'));
     // Only hosted projects whose upstream pushes, and only keys the fleet gave for them.
     let push: Vec<serde_json::Value> = cfg
         .projects
@@ -279,89 +230,39 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         "push": push,
         "push_user": push_user,
     });
-    let r = |name: &str| {
-        h.render(name, &ctx)
-            .map_err(|e| anyhow::anyhow!("rendering {name}: {e}"))
-    };
+    let r = |name: &str| h.render(name, &ctx).map_err(|e| anyhow::anyhow!("rendering {name}: {e}"));
     let mut files = vec![
         RenderedFile::new(paths.family.nginx_site(), 0o644, r("nginx-site")?),
-        RenderedFile::new(
-            format!("{}/listing.xslt", paths.nginx_dir),
-            0o644,
-            r("listing")?,
-        ),
+        RenderedFile::new(format!("{}/listing.xslt", paths.nginx_dir), 0o644, r("listing")?),
         RenderedFile::new(format!("{}/robots.txt", paths.nginx_dir), 0o644, ROBOTS),
-        RenderedFile::new(
-            format!("{}/rsyncd.conf", paths.rsync_dir),
-            0o644,
-            r("rsyncd")?,
-        ),
-        RenderedFile::new(
-            format!("{}/rsyncd.motd", paths.rsync_dir),
-            0o644,
-            r("motd")?,
-        ),
+        RenderedFile::new(format!("{}/rsyncd.conf", paths.rsync_dir), 0o644, r("rsyncd")?),
+        RenderedFile::new(format!("{}/rsyncd.motd", paths.rsync_dir), 0o644, r("motd")?),
         RenderedFile::new("/etc/nftables.conf", 0o755, r("nftables")?),
         RenderedFile::new("/etc/sysctl.d/90-micromirror.conf", 0o644, SYSCTL),
         RenderedFile::new("/etc/modules-load.d/micromirror.conf", 0o644, "tcp_bbr\n"),
-        RenderedFile::new(
-            "/etc/ssh/sshd_config.d/50-micromirror.conf",
-            0o644,
-            r("sshd")?,
-        ),
-        RenderedFile::new(
-            format!("/home/{ADMIN_USER}/.ssh/authorized_keys"),
-            0o600,
-            cfg.fleet.admin_ssh_keys.join("\n") + "\n",
-        ),
-        RenderedFile::new(
-            format!("/etc/sudoers.d/{ADMIN_USER}"),
-            0o440,
-            format!("{ADMIN_USER} ALL=(ALL) NOPASSWD: ALL\n"),
-        ),
+        RenderedFile::new("/etc/ssh/sshd_config.d/50-micromirror.conf", 0o644, r("sshd")?),
+        RenderedFile::new(format!("/home/{ADMIN_USER}/.ssh/authorized_keys"), 0o600, cfg.fleet.admin_ssh_keys.join("\n") + "\n"),
+        RenderedFile::new(format!("/etc/sudoers.d/{ADMIN_USER}"), 0o440, format!("{ADMIN_USER} ALL=(ALL) NOPASSWD: ALL\n")),
     ];
     if let Some(user) = push_user {
         files.push(RenderedFile::new(format!("/home/{user}/.ssh/authorized_keys"), 0o600, r("push-keys")?));
         files.push(RenderedFile::new(format!("/etc/sudoers.d/{user}"), 0o440, r("push-sudoers")?));
     }
     if paths.family == Family::Debian {
-        files.push(RenderedFile::new(
-            "/etc/apt/apt.conf.d/20auto-upgrades",
-            0o644,
-            AUTO_UPGRADES,
-        ));
-        files.push(RenderedFile::new(
-            "/etc/default/prometheus-node-exporter",
-            0o644,
-            NODE_EXPORTER,
-        ));
+        files.push(RenderedFile::new("/etc/apt/apt.conf.d/20auto-upgrades", 0o644, AUTO_UPGRADES));
+        files.push(RenderedFile::new("/etc/default/prometheus-node-exporter", 0o644, NODE_EXPORTER));
     }
-    let mut enable: Vec<(String, String)> = paths
-        .family
-        .units()
-        .iter()
-        .map(|u| (format!("{u}.service"), "multi-user.target".to_string()))
-        .collect();
+    let mut enable: Vec<(String, String)> =
+        paths.family.units().iter().map(|u| (format!("{u}.service"), "multi-user.target".to_string())).collect();
     for p in &cfg.projects {
         let minute = sync_minute(&cfg.node.fqdn, &p.name);
         let pctx = json!({
             "name": p.name, "every_hours": p.sync.every_hours, "minute": minute,
             "on_calendar": on_calendar(p.sync.every_hours, minute), "data_root": paths.data_root,
         });
-        let unit = |t: &str| {
-            h.render(t, &pctx)
-                .map_err(|e| anyhow::anyhow!("rendering {t} for {}: {e}", p.name))
-        };
-        files.push(RenderedFile::new(
-            format!("/etc/systemd/system/mm-sync-{}.service", p.name),
-            0o644,
-            unit("sync-service")?,
-        ));
-        files.push(RenderedFile::new(
-            format!("/etc/systemd/system/mm-sync-{}.timer", p.name),
-            0o644,
-            unit("sync-timer")?,
-        ));
+        let unit = |t: &str| h.render(t, &pctx).map_err(|e| anyhow::anyhow!("rendering {t} for {}: {e}", p.name));
+        files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.service", p.name), 0o644, unit("sync-service")?));
+        files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.timer", p.name), 0o644, unit("sync-timer")?));
         enable.push((format!("mm-sync-{}.timer", p.name), "timers.target".into()));
     }
     Ok(Services { files, enable, push_user: push_user.is_some() })
@@ -372,31 +273,17 @@ mod tests {
     use super::*;
     use crate::testdata::node;
 
-    const HOSTILE: &[&str] = &[
-        "\"; rm -rf / #",
-        "O'Brien & <Sons>",
-        "</xsl:stylesheet>",
-        "]]>",
-        "${x}",
-        "line\nbreak",
-        "{concat('a','b')}",
-    ];
+    const HOSTILE: &[&str] =
+        &["\"; rm -rf / #", "O'Brien & <Sons>", "</xsl:stylesheet>", "]]>", "${x}", "line\nbreak", "{concat('a','b')}"];
 
     fn file<'a>(s: &'a Services, suffix: &str) -> &'a str {
-        let f = s
-            .files
-            .iter()
-            .find(|f| f.path.to_string_lossy().ends_with(suffix))
-            .unwrap_or_else(|| panic!("no {suffix}"));
+        let f = s.files.iter().find(|f| f.path.to_string_lossy().ends_with(suffix)).unwrap_or_else(|| panic!("no {suffix}"));
         std::str::from_utf8(&f.contents).unwrap()
     }
 
     #[test]
     fn escapers() {
-        assert_eq!(
-            xml_escape("O'Brien & <Sons>"),
-            "O&apos;Brien &amp; &lt;Sons&gt;"
-        );
+        assert_eq!(xml_escape("O'Brien & <Sons>"), "O&apos;Brien &amp; &lt;Sons&gt;");
         assert_eq!(xsl_attr("https://x/{a}"), "https://x/{{a}}");
         assert_eq!(nginx_str("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
         assert_eq!(nginx_prefix_regex("/a.b/"), "\"~^/a\\\\.b/\"");
@@ -414,16 +301,9 @@ mod tests {
             let xslt = file(&s, "listing.xslt");
             // The stylesheet stays one well-formed document with the name as text.
             assert_eq!(xslt.matches("</xsl:stylesheet>").count(), 1, "{name}");
-            assert!(
-                xslt.contains(&format!(">{}</a>", xml_escape(name))),
-                "{name}: {xslt}"
-            );
+            assert!(xslt.contains(&format!(">{}</a>", xml_escape(name))), "{name}: {xslt}");
             let motd = file(&s, "rsyncd.motd");
-            assert_eq!(
-                motd.lines().count(),
-                3,
-                "{name}: motd must stay 3 lines: {motd}"
-            );
+            assert_eq!(motd.lines().count(), 3, "{name}: motd must stay 3 lines: {motd}");
             // The sponsor never reaches nginx or rsyncd configuration syntax.
             assert!(!file(&s, "sites-enabled/default").contains(name));
             assert!(!file(&s, "rsyncd.conf").contains(name));
@@ -437,10 +317,7 @@ mod tests {
         assert_eq!(site.matches("xslt_stylesheet").count(), 1);
         let xslt_loc = site.find("location ~ /$").unwrap();
         let xslt_line = site.find("xslt_stylesheet").unwrap();
-        assert!(
-            xslt_loc < xslt_line && site[xslt_loc..xslt_line].matches('}').count() == 0,
-            "xslt outside the directory location"
-        );
+        assert!(xslt_loc < xslt_line && site[xslt_loc..xslt_line].matches('}').count() == 0, "xslt outside the directory location");
         for p in ["/ubuntu-releases/", "/fedora/", "/epel/"] {
             assert!(site.contains(&format!("location \"{p}\" {{")), "{p}");
         }
@@ -452,16 +329,11 @@ mod tests {
         let cfg = node("ziply");
         let a = render_services(&cfg, &Paths::default()).unwrap();
         let b = render_services(&cfg, &Paths::default()).unwrap();
-        assert_eq!(
-            file(&a, "mm-sync-epel.timer"),
-            file(&b, "mm-sync-epel.timer")
-        );
+        assert_eq!(file(&a, "mm-sync-epel.timer"), file(&b, "mm-sync-epel.timer"));
         assert!(file(&a, "mm-sync-epel.timer").contains("OnCalendar=*-*-* 00/4:"));
         assert!(file(&a, "mm-sync-archlinux.timer").contains("OnCalendar=*-*-* *:"));
         assert!(file(&a, "mm-sync-epel.service").contains("ExecStart=/usr/bin/mm-sync epel"));
-        assert!(a
-            .enable
-            .contains(&("mm-sync-epel.timer".into(), "timers.target".into())));
+        assert!(a.enable.contains(&("mm-sync-epel.timer".into(), "timers.target".into())));
         assert_eq!(on_calendar(6, 7), "*-*-* 00/6:07:00");
     }
 
@@ -472,8 +344,11 @@ mod tests {
         let keys = file(&s, "mmpush/.ssh/authorized_keys");
         assert!(s.push_user);
         assert_eq!(keys.lines().filter(|l| l.starts_with("restrict,")).count(), cfg.fleet.push_keys["debian"].len());
-        assert!(keys.contains("restrict,command=\"/usr/bin/sudo -n /usr/bin/systemctl start --no-block mm-sync-debian.service\" ssh-ed25519 "));
-        assert!(file(&s, "sudoers.d/mmpush").contains("mmpush ALL=(root) NOPASSWD: /usr/bin/systemctl start --no-block mm-sync-debian.service\n"));
+        assert!(
+            keys.contains("restrict,command=\"/usr/bin/sudo -n /usr/bin/systemctl start --no-block mm-sync-debian.service\" ssh-ed25519 ")
+        );
+        assert!(file(&s, "sudoers.d/mmpush")
+            .contains("mmpush ALL=(root) NOPASSWD: /usr/bin/systemctl start --no-block mm-sync-debian.service\n"));
         assert!(file(&s, "50-micromirror.conf").contains("AllowUsers mmadmin mmpush"));
         assert!(file(&s, "nftables.conf").contains("        tcp dport 22 accept\n"));
         // Without keys for a hosted pushed project: no account, no open ssh.

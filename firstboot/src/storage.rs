@@ -72,17 +72,8 @@ pub struct Plan {
 
 fn describe(d: &Disk) -> String {
     let model = d.facts.model.trim();
-    let model = if model.is_empty() {
-        String::new()
-    } else {
-        format!("{model}, ")
-    };
-    format!(
-        "{} ({model}{:.0} GB, serial {})",
-        d.facts.kname,
-        d.facts.size_bytes as f64 / 1e9,
-        d.facts.serial
-    )
+    let model = if model.is_empty() { String::new() } else { format!("{model}, ") };
+    format!("{} ({model}{:.0} GB, serial {})", d.facts.kname, d.facts.size_bytes as f64 / 1e9, d.facts.serial)
 }
 
 /// Decide what to do with the data disk. `mounted` tells whether /srv/mirror already holds MMDATA.
@@ -90,19 +81,11 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
     let mut p = Plan::default();
     match &cfg.hardware.storage.data {
         DataPlacement::Disk { rule } => {
-            let mut candidates: Vec<&Disk> = disks
-                .iter()
-                .filter(|d| !d.is_boot && rule.matches(&d.facts))
-                .collect();
+            let mut candidates: Vec<&Disk> = disks.iter().filter(|d| !d.is_boot && rule.matches(&d.facts)).collect();
             // Deterministic tie-break: bus path, then kernel name.
-            candidates.sort_by(|a, b| {
-                (&a.facts.by_path, &a.facts.kname).cmp(&(&b.facts.by_path, &b.facts.kname))
-            });
+            candidates.sort_by(|a, b| (&a.facts.by_path, &a.facts.kname).cmp(&(&b.facts.by_path, &b.facts.kname)));
             for d in disks.iter().filter(|d| d.is_boot && rule.matches(&d.facts)) {
-                p.notes.push(format!(
-                    "{} is the boot disk: never a data disk",
-                    describe(d)
-                ));
+                p.notes.push(format!("{} is the boot disk: never a data disk", describe(d)));
             }
             if candidates.is_empty() {
                 p.problems.push(Problem {
@@ -117,23 +100,14 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
             let chosen = candidates
                 .iter()
                 .find(|d| matches!(d.content, Content::MmData { .. }))
-                .or_else(|| {
-                    candidates
-                        .iter()
-                        .find(|d| matches!(d.content, Content::MmPartition { .. }))
-                })
+                .or_else(|| candidates.iter().find(|d| matches!(d.content, Content::MmPartition { .. })))
                 .or_else(|| candidates.iter().find(|d| d.content == Content::Blank))
-                .or_else(|| {
-                    candidates
-                        .iter()
-                        .find(|d| cfg.node.wipe_disk_serials.contains(&d.facts.serial))
-                })
+                .or_else(|| candidates.iter().find(|d| cfg.node.wipe_disk_serials.contains(&d.facts.serial)))
                 .copied();
             for d in &candidates {
                 if Some(*d) != chosen {
                     if let Content::Foreign { what } = &d.content {
-                        p.notes
-                            .push(format!("{} holds {what}: left untouched", describe(d)));
+                        p.notes.push(format!("{} holds {what}: left untouched", describe(d)));
                     }
                 }
             }
@@ -156,57 +130,31 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
             match &d.content {
                 Content::MmData { device, .. } => existing(&mut p, d, device, mounted),
                 Content::MmPartition { .. } => {
-                    p.notes.push(format!("{}: MMDATA partition without a filesystem (an earlier run was interrupted): finishing it", describe(d)));
-                    p.steps.push(Step::MakeFs {
-                        disk: d.device.clone(),
-                    });
-                    p.steps.push(Step::Mount {
-                        disk: d.device.clone(),
-                    });
-                }
-                Content::Blank => {
                     p.notes.push(format!(
-                        "{} is blank: creating the data filesystem",
+                        "{}: MMDATA partition without a filesystem (an earlier run was interrupted): finishing it",
                         describe(d)
                     ));
-                    p.steps.push(Step::PartitionWhole {
-                        device: d.device.clone(),
-                    });
-                    p.steps.push(Step::MakeFs {
-                        disk: d.device.clone(),
-                    });
-                    p.steps.push(Step::Mount {
-                        disk: d.device.clone(),
-                    });
+                    p.steps.push(Step::MakeFs { disk: d.device.clone() });
+                    p.steps.push(Step::Mount { disk: d.device.clone() });
+                }
+                Content::Blank => {
+                    p.notes.push(format!("{} is blank: creating the data filesystem", describe(d)));
+                    p.steps.push(Step::PartitionWhole { device: d.device.clone() });
+                    p.steps.push(Step::MakeFs { disk: d.device.clone() });
+                    p.steps.push(Step::Mount { disk: d.device.clone() });
                 }
                 Content::Foreign { what } => {
-                    p.notes.push(format!(
-                        "{} holds {what}; the fleet opted in to wiping serial {}",
-                        describe(d),
-                        d.facts.serial
-                    ));
-                    p.steps.push(Step::Wipe {
-                        device: d.device.clone(),
-                        serial: d.facts.serial.clone(),
-                    });
-                    p.steps.push(Step::PartitionWhole {
-                        device: d.device.clone(),
-                    });
-                    p.steps.push(Step::MakeFs {
-                        disk: d.device.clone(),
-                    });
-                    p.steps.push(Step::Mount {
-                        disk: d.device.clone(),
-                    });
+                    p.notes.push(format!("{} holds {what}; the fleet opted in to wiping serial {}", describe(d), d.facts.serial));
+                    p.steps.push(Step::Wipe { device: d.device.clone(), serial: d.facts.serial.clone() });
+                    p.steps.push(Step::PartitionWhole { device: d.device.clone() });
+                    p.steps.push(Step::MakeFs { disk: d.device.clone() });
+                    p.steps.push(Step::Mount { disk: d.device.clone() });
                 }
             }
         }
         DataPlacement::BootDisk => {
             let Some(boot) = disks.iter().find(|d| d.is_boot) else {
-                p.problems.push(Problem {
-                    message: "cannot find the boot disk (the disk holding the root filesystem)"
-                        .into(),
-                });
+                p.problems.push(Problem { message: "cannot find the boot disk (the disk holding the root filesystem)".into() });
                 return p;
             };
             p.data_disk = Some(describe(boot));
@@ -240,26 +188,14 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
 
 fn existing(p: &mut Plan, d: &Disk, device: &str, mounted: bool) {
     if let Content::MmData { growable: true, .. } = d.content {
-        p.notes.push(format!(
-            "{}: the disk grew, growing the data filesystem",
-            describe(d)
-        ));
-        p.steps.push(Step::Grow {
-            disk: d.device.clone(),
-            device: device.to_string(),
-        });
+        p.notes.push(format!("{}: the disk grew, growing the data filesystem", describe(d)));
+        p.steps.push(Step::Grow { disk: d.device.clone(), device: device.to_string() });
     }
     if mounted {
-        p.notes.push(format!(
-            "{DATA_LABEL} on {device} is mounted: storage unchanged"
-        ));
+        p.notes.push(format!("{DATA_LABEL} on {device} is mounted: storage unchanged"));
     } else {
-        p.notes.push(format!(
-            "{DATA_LABEL} found on {device}: mounting it, nothing is formatted"
-        ));
-        p.steps.push(Step::Mount {
-            disk: d.device.clone(),
-        });
+        p.notes.push(format!("{DATA_LABEL} found on {device}: mounting it, nothing is formatted"));
+        p.steps.push(Step::Mount { disk: d.device.clone() });
     }
 }
 
@@ -287,25 +223,13 @@ mod tests {
         }
     }
     fn boot() -> Disk {
-        disk(
-            "vda",
-            "MMBOOT",
-            Content::Foreign {
-                what: "the OS partitions".into(),
-            },
-            true,
-        )
+        disk("vda", "MMBOOT", Content::Foreign { what: "the OS partitions".into() }, true)
     }
     fn mmdata(dev: &str) -> Content {
-        Content::MmData {
-            device: dev.into(),
-            growable: false,
-        }
+        Content::MmData { device: dev.into(), growable: false }
     }
     fn foreign() -> Content {
-        Content::Foreign {
-            what: "an ext4 filesystem".into(),
-        }
+        Content::Foreign { what: "an ext4 filesystem".into() }
     }
 
     /// (case, disks, already mounted) -> (steps, problem substring or "")
@@ -318,142 +242,59 @@ mod tests {
                 vec![boot(), disk("vdb", "D1", Content::Blank, false)],
                 false,
                 vec![
-                    Step::PartitionWhole {
-                        device: "/dev/vdb".into(),
-                    },
-                    Step::MakeFs {
-                        disk: "/dev/vdb".into(),
-                    },
-                    Step::Mount {
-                        disk: "/dev/vdb".into(),
-                    },
+                    Step::PartitionWhole { device: "/dev/vdb".into() },
+                    Step::MakeFs { disk: "/dev/vdb".into() },
+                    Step::Mount { disk: "/dev/vdb".into() },
                 ],
                 "",
             ),
-            (
-                "MMDATA with files, rerun",
-                vec![boot(), disk("vdb", "D1", mmdata("/dev/vdb1"), false)],
-                true,
-                vec![],
-                "",
-            ),
+            ("MMDATA with files, rerun", vec![boot(), disk("vdb", "D1", mmdata("/dev/vdb1"), false)], true, vec![], ""),
             (
                 "MMDATA after reboot",
                 vec![boot(), disk("vdb", "D1", mmdata("/dev/vdb1"), false)],
                 false,
-                vec![Step::Mount {
-                    disk: "/dev/vdb".into(),
-                }],
+                vec![Step::Mount { disk: "/dev/vdb".into() }],
                 "",
             ),
-            (
-                "foreign ext4",
-                vec![boot(), disk("vdb", "D1", foreign(), false)],
-                false,
-                vec![],
-                "holds an ext4 filesystem: left untouched",
-            ),
+            ("foreign ext4", vec![boot(), disk("vdb", "D1", foreign(), false)], false, vec![], "holds an ext4 filesystem: left untouched"),
             (
                 "foreign partition table",
-                vec![
-                    boot(),
-                    disk(
-                        "vdb",
-                        "D1",
-                        Content::Foreign {
-                            what: "a dos partition table".into(),
-                        },
-                        false,
-                    ),
-                ],
+                vec![boot(), disk("vdb", "D1", Content::Foreign { what: "a dos partition table".into() }, false)],
                 false,
                 vec![],
                 "add serial \"D1\" to wipe_disk_serials",
             ),
-            (
-                "no disk",
-                vec![boot()],
-                false,
-                vec![],
-                "no data disk found matching bus=virtio",
-            ),
+            ("no disk", vec![boot()], false, vec![], "no data disk found matching bus=virtio"),
             (
                 "two candidates, blank second",
-                vec![
-                    boot(),
-                    disk("vdb", "D1", foreign(), false),
-                    disk("vdc", "D2", Content::Blank, false),
-                ],
+                vec![boot(), disk("vdb", "D1", foreign(), false), disk("vdc", "D2", Content::Blank, false)],
                 false,
                 vec![
-                    Step::PartitionWhole {
-                        device: "/dev/vdc".into(),
-                    },
-                    Step::MakeFs {
-                        disk: "/dev/vdc".into(),
-                    },
-                    Step::Mount {
-                        disk: "/dev/vdc".into(),
-                    },
+                    Step::PartitionWhole { device: "/dev/vdc".into() },
+                    Step::MakeFs { disk: "/dev/vdc".into() },
+                    Step::Mount { disk: "/dev/vdc".into() },
                 ],
                 "",
             ),
             (
                 "two candidates, MMDATA wins over blank",
-                vec![
-                    boot(),
-                    disk("vdb", "D1", Content::Blank, false),
-                    disk("vdc", "D2", mmdata("/dev/vdc1"), false),
-                ],
+                vec![boot(), disk("vdb", "D1", Content::Blank, false), disk("vdc", "D2", mmdata("/dev/vdc1"), false)],
                 false,
-                vec![Step::Mount {
-                    disk: "/dev/vdc".into(),
-                }],
+                vec![Step::Mount { disk: "/dev/vdc".into() }],
                 "",
             ),
             (
                 "interrupted after partitioning",
-                vec![
-                    boot(),
-                    disk(
-                        "vdb",
-                        "D1",
-                        Content::MmPartition {
-                            device: "/dev/vdb1".into(),
-                        },
-                        false,
-                    ),
-                ],
+                vec![boot(), disk("vdb", "D1", Content::MmPartition { device: "/dev/vdb1".into() }, false)],
                 false,
-                vec![
-                    Step::MakeFs {
-                        disk: "/dev/vdb".into(),
-                    },
-                    Step::Mount {
-                        disk: "/dev/vdb".into(),
-                    },
-                ],
+                vec![Step::MakeFs { disk: "/dev/vdb".into() }, Step::Mount { disk: "/dev/vdb".into() }],
                 "",
             ),
             (
                 "grown disk",
-                vec![
-                    boot(),
-                    disk(
-                        "vdb",
-                        "D1",
-                        Content::MmData {
-                            device: "/dev/vdb1".into(),
-                            growable: true,
-                        },
-                        false,
-                    ),
-                ],
+                vec![boot(), disk("vdb", "D1", Content::MmData { device: "/dev/vdb1".into(), growable: true }, false)],
                 true,
-                vec![Step::Grow {
-                    disk: "/dev/vdb".into(),
-                    device: "/dev/vdb1".into(),
-                }],
+                vec![Step::Grow { disk: "/dev/vdb".into(), device: "/dev/vdb1".into() }],
                 "",
             ),
         ];
@@ -463,19 +304,10 @@ mod tests {
             if problem.is_empty() {
                 assert!(p.problems.is_empty(), "case {name}: {:?}", p.problems);
             } else {
-                assert!(
-                    p.problems.iter().any(|x| x.message.contains(problem)),
-                    "case {name}: {:?}",
-                    p.problems
-                );
+                assert!(p.problems.iter().any(|x| x.message.contains(problem)), "case {name}: {:?}", p.problems);
             }
             // The boot disk is never touched.
-            assert!(
-                p.steps
-                    .iter()
-                    .all(|s| !format!("{s:?}").contains("/dev/vda")),
-                "case {name}"
-            );
+            assert!(p.steps.iter().all(|s| !format!("{s:?}").contains("/dev/vda")), "case {name}");
         }
     }
 
@@ -488,13 +320,7 @@ mod tests {
         assert!(plan(&cfg, &disks, false).steps.is_empty());
         cfg.node.wipe_disk_serials = vec!["D1".into()];
         let p = plan(&cfg, &disks, false);
-        assert_eq!(
-            p.steps[0],
-            Step::Wipe {
-                device: "/dev/vdb".into(),
-                serial: "D1".into()
-            }
-        );
+        assert_eq!(p.steps[0], Step::Wipe { device: "/dev/vdb".into(), serial: "D1".into() });
         assert_eq!(p.steps.len(), 4);
     }
 
@@ -508,15 +334,9 @@ mod tests {
         assert_eq!(
             p.steps,
             vec![
-                Step::AddPartition {
-                    device: "/dev/vda".into()
-                },
-                Step::MakeFs {
-                    disk: "/dev/vda".into()
-                },
-                Step::Mount {
-                    disk: "/dev/vda".into()
-                }
+                Step::AddPartition { device: "/dev/vda".into() },
+                Step::MakeFs { disk: "/dev/vda".into() },
+                Step::Mount { disk: "/dev/vda".into() }
             ]
         );
         b.free_tail_bytes = 10 << 20;

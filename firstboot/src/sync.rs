@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use mmconfig::{
-    CheckKind, NodeConfig, Profile, SyncMethod, DATA_MOUNT, METRICS_DIR, SYNC_STATE_DIR,
-};
+use mmconfig::{CheckKind, NodeConfig, Profile, SyncMethod, DATA_MOUNT, METRICS_DIR, SYNC_STATE_DIR};
 use serde::{Deserialize, Serialize};
 
 use crate::repocheck;
@@ -49,8 +47,7 @@ impl Env {
         self.under(&mmconfig::sync_status_file(&p.name))
     }
     pub fn metrics_file(&self, p: &Profile) -> PathBuf {
-        self.under(METRICS_DIR)
-            .join(format!("mm_sync_{}.prom", p.name.replace('-', "_")))
+        self.under(METRICS_DIR).join(format!("mm_sync_{}.prom", p.name.replace('-', "_")))
     }
 }
 
@@ -102,12 +99,7 @@ pub fn parse_stats(out: &str) -> Stats {
     let num = |prefix: &str| {
         out.lines()
             .find_map(|l| l.trim().strip_prefix(prefix))
-            .and_then(|v| {
-                v
-                    .split_whitespace()
-                    .next()
-                    .map(|n| n.replace([',', '.'], ""))
-            })
+            .and_then(|v| v.split_whitespace().next().map(|n| n.replace([',', '.'], "")))
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
@@ -128,29 +120,13 @@ pub fn trace_rel(p: &Profile, fqdn: &str) -> String {
 ///
 /// Two-stage (apt-style): stage 1 takes everything but the indexes and deletes nothing, so the
 /// old indexes keep pointing at files that still exist; stage 2 takes the indexes and deletes.
-pub fn rsync_stages(
-    p: &Profile,
-    upstream: &str,
-    dest: &Path,
-    fqdn: &str,
-    bwlimit: u64,
-    timeout: u32,
-) -> Vec<Vec<String>> {
-    let mut protect = vec![
-        format!("--filter=P /{}", trace_rel(p, fqdn)),
-        format!("--exclude=/{}", trace_rel(p, fqdn)),
-    ];
+pub fn rsync_stages(p: &Profile, upstream: &str, dest: &Path, fqdn: &str, bwlimit: u64, timeout: u32) -> Vec<Vec<String>> {
+    let mut protect = vec![format!("--filter=P /{}", trace_rel(p, fqdn)), format!("--exclude=/{}", trace_rel(p, fqdn))];
     if let Some(ts) = &p.freshness.timestamp_file {
         protect.push(format!("--filter=P /{}", ts.trim_start_matches('/')));
     }
     let stage = |first_of_two: bool| {
-        let mut a: Vec<String> = p
-            .sync
-            .rsync_flags
-            .iter()
-            .filter(|f| !(first_of_two && f.starts_with("--delete")))
-            .cloned()
-            .collect();
+        let mut a: Vec<String> = p.sync.rsync_flags.iter().filter(|f| !(first_of_two && f.starts_with("--delete"))).cloned().collect();
         a.push("--stats".into());
         a.push(format!("--timeout={timeout}"));
         if bwlimit > 0 {
@@ -159,20 +135,9 @@ pub fn rsync_stages(
         a.extend(protect.iter().cloned());
         // rsync protects its own --delay-updates directory; excluding it by hand together with
         // --delete-excluded would let rsync delete the staged files before it renames them.
-        a.extend(
-            p.sync
-                .excludes
-                .iter()
-                .filter(|e| e.trim_end_matches('/') != ".~tmp~")
-                .map(|e| format!("--exclude={e}")),
-        );
+        a.extend(p.sync.excludes.iter().filter(|e| e.trim_end_matches('/') != ".~tmp~").map(|e| format!("--exclude={e}")));
         if first_of_two {
-            a.extend(
-                p.sync
-                    .index_patterns
-                    .iter()
-                    .map(|e| format!("--exclude={e}")),
-            );
+            a.extend(p.sync.index_patterns.iter().map(|e| format!("--exclude={e}")));
         } else if p.sync.delete_excluded {
             a.push("--delete-excluded".into());
         }
@@ -193,12 +158,8 @@ pub fn try_lock(env: &Env, p: &Profile) -> Result<Option<Lock>> {
     let dir = env.state_dir(p);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let f =
+        OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
     match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(Some(Lock(l))),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
@@ -212,11 +173,7 @@ fn is_rsync_temp(name: &str) -> bool {
         return false;
     };
     match rest.rsplit_once('.') {
-        Some((base, suffix)) => {
-            !base.is_empty()
-                && suffix.len() == 6
-                && suffix.chars().all(|c| c.is_ascii_alphanumeric())
-        }
+        Some((base, suffix)) => !base.is_empty() && suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric()),
         None => false,
     }
 }
@@ -234,14 +191,12 @@ pub fn clean_stale_temps(tree: &Path) -> Result<usize> {
             let name = e.file_name().to_string_lossy().into_owned();
             let ft = e.file_type()?;
             if ft.is_dir() && name == ".~tmp~" {
-                fs::remove_dir_all(e.path())
-                    .with_context(|| format!("removing {}", e.path().display()))?;
+                fs::remove_dir_all(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
                 removed += 1;
             } else if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() && is_rsync_temp(&name) {
-                fs::remove_file(e.path())
-                    .with_context(|| format!("removing {}", e.path().display()))?;
+                fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
                 removed += 1;
             }
         }
@@ -250,9 +205,7 @@ pub fn clean_stale_temps(tree: &Path) -> Result<usize> {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// RFC 2822 date in UTC, as ftpsync writes in trace files.
@@ -270,9 +223,7 @@ pub fn rfc2822(unix: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     const DOW: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MON: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
         DOW[(days.rem_euclid(7)) as usize],
@@ -287,16 +238,8 @@ pub fn rfc2822(unix: u64) -> String {
 
 /// An ftpsync-style trace: what mirror checkers (Debian's, Ubuntu's) read for freshness.
 pub fn render_trace(cfg: &NodeConfig, p: &Profile, upstream: &str, st: &SyncStatus) -> String {
-    let upstream_host = upstream
-        .trim_start_matches("rsync://")
-        .split(['/', ':'])
-        .next()
-        .unwrap_or(upstream);
-    let rate = if st.seconds > 0.0 {
-        (st.bytes_received as f64 / st.seconds) as u64
-    } else {
-        0
-    };
+    let upstream_host = upstream.trim_start_matches("rsync://").split(['/', ':']).next().unwrap_or(upstream);
+    let rate = if st.seconds > 0.0 { (st.bytes_received as f64 / st.seconds) as u64 } else { 0 };
     format!(
         "{date}\nDate: {date}\nDate-Started: {started}\nArchive serial: {serial}\nUsed mm-sync version: {ver}\n\
 Running on host: {host}\nMaintainer: {contact}\nSponsor: {sponsor}\nUpstream-mirror: {up}\nSync-method: {method}\n\
@@ -320,62 +263,21 @@ Total bytes received in rsync: {rx}\nTotal time spent in rsync: {secs}\nAverage 
 
 /// Prometheus textfile metrics for node_exporter.
 pub fn render_metrics(st: &SyncStatus, tree_free_bytes: Option<u64>) -> String {
-    let l = format!(
-        "{{project=\"{}\"}}",
-        st.project.replace(['"', '\\', '\n'], "_")
-    );
+    let l = format!("{{project=\"{}\"}}", st.project.replace(['"', '\\', '\n'], "_"));
     let mut m = String::new();
     let mut g = |name: &str, help: &str, v: String| {
-        m.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{l} {v}\n"
-        ));
+        m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{l} {v}\n"));
     };
-    g(
-        "mm_sync_last_success_timestamp_seconds",
-        "End of the last successful sync.",
-        st.last_success_unix.unwrap_or(0).to_string(),
-    );
-    g(
-        "mm_sync_last_run_timestamp_seconds",
-        "End of the last sync run.",
-        st.finished_unix.to_string(),
-    );
-    g(
-        "mm_sync_last_run_success",
-        "1 if the last run succeeded.",
-        u8::from(st.result == "success").to_string(),
-    );
-    g(
-        "mm_sync_last_run_duration_seconds",
-        "Duration of the last run.",
-        format!("{:.3}", st.seconds),
-    );
-    g(
-        "mm_sync_last_run_files_transferred",
-        "Files transferred by the last run.",
-        st.files_transferred.to_string(),
-    );
-    g(
-        "mm_sync_last_run_bytes_transferred",
-        "File bytes transferred by the last run.",
-        st.bytes_transferred.to_string(),
-    );
-    g(
-        "mm_sync_tree_bytes",
-        "Size of the upstream tree at the last run.",
-        st.tree_bytes.to_string(),
-    );
-    g(
-        "mm_sync_check_errors",
-        "Problems found by the last consistency check.",
-        st.check_errors.to_string(),
-    );
+    g("mm_sync_last_success_timestamp_seconds", "End of the last successful sync.", st.last_success_unix.unwrap_or(0).to_string());
+    g("mm_sync_last_run_timestamp_seconds", "End of the last sync run.", st.finished_unix.to_string());
+    g("mm_sync_last_run_success", "1 if the last run succeeded.", u8::from(st.result == "success").to_string());
+    g("mm_sync_last_run_duration_seconds", "Duration of the last run.", format!("{:.3}", st.seconds));
+    g("mm_sync_last_run_files_transferred", "Files transferred by the last run.", st.files_transferred.to_string());
+    g("mm_sync_last_run_bytes_transferred", "File bytes transferred by the last run.", st.bytes_transferred.to_string());
+    g("mm_sync_tree_bytes", "Size of the upstream tree at the last run.", st.tree_bytes.to_string());
+    g("mm_sync_check_errors", "Problems found by the last consistency check.", st.check_errors.to_string());
     if let Some(free) = tree_free_bytes {
-        g(
-            "mm_sync_data_free_bytes",
-            "Free bytes on the data filesystem.",
-            free.to_string(),
-        );
+        g("mm_sync_data_free_bytes", "Free bytes on the data filesystem.", free.to_string());
     }
     m
 }
@@ -383,17 +285,14 @@ pub fn render_metrics(st: &SyncStatus, tree_free_bytes: Option<u64>) -> String {
 fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().context("path without a directory")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".mm-sync.")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let mut tmp =
+        tempfile::Builder::new().prefix(".mm-sync.").tempfile_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
     tmp.write_all(contents)?;
     tmp.as_file().sync_all()?;
     let mut perm = tmp.as_file().metadata()?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o644);
     fs::set_permissions(tmp.path(), perm)?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -415,11 +314,7 @@ fn rsync_stage(env: &Env, args: &[String], log: &mut File) -> Result<(i32, Stats
         .spawn()
         .with_context(|| format!("starting {} (is rsync installed?)", env.rsync))?;
     let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .context("rsync stdout")?
-        .read_to_string(&mut out)?;
+    child.stdout.take().context("rsync stdout")?.read_to_string(&mut out)?;
     let status = child.wait()?;
     log.write_all(out.as_bytes())?;
     Ok((status.code().unwrap_or(-1), parse_stats(&out)))
@@ -467,30 +362,20 @@ pub fn sync_project(
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     prune_logs(&logs, env.keep_log_days);
     let log_path = logs.join(format!("{}.log", st.started_unix));
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut log =
+        OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
     st.log = log_path.display().to_string();
 
     let removed = clean_stale_temps(&tree)?;
     if removed > 0 {
-        say(&format!(
-            "{}: removed {removed} temporary file(s) left by an interrupted run",
-            p.name
-        ));
+        say(&format!("{}: removed {removed} temporary file(s) left by an interrupted run", p.name));
         writeln!(log, "removed {removed} stale temporary file(s)")?;
     }
-    let bwlimit = ov
-        .bwlimit_kbps
-        .or(cfg.node.sync_bwlimit_kbps)
-        .unwrap_or(p.sync.bwlimit_kbps);
+    let bwlimit = ov.bwlimit_kbps.or(cfg.node.sync_bwlimit_kbps).unwrap_or(p.sync.bwlimit_kbps);
     let timeout = ov.timeout_seconds.unwrap_or(p.sync.timeout_seconds);
     let stages = rsync_stages(p, &p.sync.upstream, &tree, &cfg.node.fqdn, bwlimit, timeout);
 
-    let (code, result, message) = match space_problem(env, p, previous.as_ref(), &stages, &mut log)?
-    {
+    let (code, result, message) = match space_problem(env, p, previous.as_ref(), &stages, &mut log)? {
         Some(msg) => (exit::NO_SPACE, "no-space", msg),
         None => run_stages(env, p, &stages, &mut st, &mut log, say)?,
     };
@@ -498,12 +383,7 @@ pub fn sync_project(
     st.message = message;
     let mut code = code;
     if code == exit::OK && p.sync.check != CheckKind::None {
-        let report = repocheck::check_tree(
-            p.sync.check,
-            &tree,
-            &repocheck::Excludes(p.sync.excludes.clone()),
-            ov.deep_check,
-        )?;
+        let report = repocheck::check_tree(p.sync.check, &tree, &repocheck::Excludes(p.sync.excludes.clone()), ov.deep_check)?;
         st.check_errors = report.errors.len();
         for e in &report.errors {
             writeln!(log, "check: {e}")?;
@@ -511,46 +391,23 @@ pub fn sync_project(
         if !report.ok() {
             code = exit::INCONSISTENT;
             st.result = "inconsistent".into();
-            st.message = format!(
-                "{} index problem(s), first: {}",
-                report.errors.len(),
-                report.errors[0]
-            );
+            st.message = format!("{} index problem(s), first: {}", report.errors.len(), report.errors[0]);
         }
     }
     st.finished_unix = now_unix();
     st.seconds = started.elapsed().as_secs_f64();
     if code == exit::OK {
         st.last_success_unix = Some(st.finished_unix);
-        st.message = format!(
-            "{} file(s), {} bytes transferred",
-            st.files_transferred, st.bytes_transferred
-        );
+        st.message = format!("{} file(s), {} bytes transferred", st.files_transferred, st.bytes_transferred);
         // Only now: a checker reading the trace must be able to trust the whole tree.
-        write_atomic(
-            &tree.join(trace_rel(p, &cfg.node.fqdn)),
-            render_trace(cfg, p, &p.sync.upstream, &st).as_bytes(),
-        )?;
+        write_atomic(&tree.join(trace_rel(p, &cfg.node.fqdn)), render_trace(cfg, p, &p.sync.upstream, &st).as_bytes())?;
         if let Some(ts) = &p.freshness.timestamp_file {
-            write_atomic(
-                &tree.join(ts.trim_start_matches('/')),
-                format!("{}\n", st.finished_unix).as_bytes(),
-            )?;
+            write_atomic(&tree.join(ts.trim_start_matches('/')), format!("{}\n", st.finished_unix).as_bytes())?;
         }
     }
-    writeln!(
-        log,
-        "result: {} ({}) after {:.1} s",
-        st.result, st.message, st.seconds
-    )?;
-    write_atomic(
-        &env.status_file(p),
-        (serde_json::to_string_pretty(&st)? + "\n").as_bytes(),
-    )?;
-    write_atomic(
-        &env.metrics_file(p),
-        render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes(),
-    )?;
+    writeln!(log, "result: {} ({}) after {:.1} s", st.result, st.message, st.seconds)?;
+    write_atomic(&env.status_file(p), (serde_json::to_string_pretty(&st)? + "\n").as_bytes())?;
+    write_atomic(&env.metrics_file(p), render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes())?;
     Ok((code, Some(st)))
 }
 
@@ -566,35 +423,18 @@ fn run_stages(
         if i > 0 {
             // Fault-injection point for the two-stage ordering test: the upstream changes here.
             if let Ok(hook) = std::env::var("MM_SYNC_BETWEEN_STAGES") {
-                let ok = Command::new("sh")
-                    .args(["-c", &hook])
-                    .status()
-                    .is_ok_and(|s| s.success());
-                writeln!(
-                    log,
-                    "between-stages hook: {}",
-                    if ok { "ok" } else { "failed" }
-                )?;
+                let ok = Command::new("sh").args(["-c", &hook]).status().is_ok_and(|s| s.success());
+                writeln!(log, "between-stages hook: {}", if ok { "ok" } else { "failed" })?;
             }
         }
-        say(&format!(
-            "{}: stage {}/{} from {}",
-            p.name,
-            i + 1,
-            stages.len(),
-            p.sync.upstream
-        ));
+        say(&format!("{}: stage {}/{} from {}", p.name, i + 1, stages.len(), p.sync.upstream));
         let (code, stats) = rsync_stage(env, args, log)?;
         st.files_transferred += stats.files_transferred;
         st.bytes_transferred += stats.transferred_bytes;
         st.bytes_received += stats.received_bytes;
         st.tree_bytes = stats.total_bytes;
         if !rsync_ok(code) {
-            let msg = format!(
-                "rsync stage {} exited {code}: {}",
-                i + 1,
-                tail(Path::new(&st.log), 3).replace('\n', " | ")
-            );
+            let msg = format!("rsync stage {} exited {code}: {}", i + 1, tail(Path::new(&st.log), 3).replace('\n', " | "));
             return Ok((exit::SYNC_FAILED, "failed", msg));
         }
     }
@@ -603,13 +443,7 @@ fn run_stages(
 
 /// Why this run must not start for lack of space, if so. The growth estimate is the last run's
 /// transferred bytes; before the first success, an `rsync --dry-run` of the last stage measures it.
-fn space_problem(
-    env: &Env,
-    p: &Profile,
-    previous: Option<&SyncStatus>,
-    stages: &[Vec<String>],
-    log: &mut File,
-) -> Result<Option<String>> {
+fn space_problem(env: &Env, p: &Profile, previous: Option<&SyncStatus>, stages: &[Vec<String>], log: &mut File) -> Result<Option<String>> {
     let Some((free, total)) = fs_space(&env.tree(p)) else {
         return Ok(None);
     };
@@ -651,18 +485,9 @@ fn prune_logs(dir: &Path, keep_days: u64) {
 pub fn check_project(env: &Env, p: &Profile, deep: bool) -> Result<repocheck::Report> {
     let tree = env.tree(p);
     if !tree.is_dir() {
-        bail!(
-            "{} does not exist: {} has never synced",
-            tree.display(),
-            p.name
-        );
+        bail!("{} does not exist: {} has never synced", tree.display(), p.name);
     }
-    repocheck::check_tree(
-        p.sync.check,
-        &tree,
-        &repocheck::Excludes(p.sync.excludes.clone()),
-        deep,
-    )
+    repocheck::check_tree(p.sync.check, &tree, &repocheck::Excludes(p.sync.excludes.clone()), deep)
 }
 
 /// One line of `mm-sync --status`.
@@ -727,19 +552,11 @@ pub fn overview(env: &Env, cfg: &NodeConfig) -> Overview {
             ));
         }
     }
-    Overview {
-        projects,
-        data_free_bytes: space.map(|s| s.0),
-        data_total_bytes: space.map(|s| s.1),
-        warnings,
-    }
+    Overview { projects, data_free_bytes: space.map(|s| s.0), data_total_bytes: space.map(|s| s.1), warnings }
 }
 
 pub fn render_overview(o: &Overview) -> String {
-    let mut s = format!(
-        "{:<18} {:<14} {:>12} {:>10}  {}\n",
-        "PROJECT", "RESULT", "LAST SUCCESS", "SIZE", "MESSAGE"
-    );
+    let mut s = format!("{:<18} {:<14} {:>12} {:>10}  {}\n", "PROJECT", "RESULT", "LAST SUCCESS", "SIZE", "MESSAGE");
     for p in &o.projects {
         let age = match p.age_seconds {
             Some(a) if a < 3600 => format!("{}m ago", a / 60),
@@ -748,21 +565,10 @@ pub fn render_overview(o: &Overview) -> String {
             None => "never".into(),
         };
         let flag = if p.stale { " (OVERDUE)" } else { "" };
-        s.push_str(&format!(
-            "{:<18} {:<14} {:>12} {:>9.1}G  {}{flag}\n",
-            p.project,
-            p.result,
-            age,
-            p.tree_bytes as f64 / 1e9,
-            p.message
-        ));
+        s.push_str(&format!("{:<18} {:<14} {:>12} {:>9.1}G  {}{flag}\n", p.project, p.result, age, p.tree_bytes as f64 / 1e9, p.message));
     }
     if let (Some(free), Some(total)) = (o.data_free_bytes, o.data_total_bytes) {
-        s.push_str(&format!(
-            "data disk: {:.1} GB free of {:.1} GB\n",
-            free as f64 / 1e9,
-            total as f64 / 1e9
-        ));
+        s.push_str(&format!("data disk: {:.1} GB free of {:.1} GB\n", free as f64 / 1e9, total as f64 / 1e9));
     }
     for w in &o.warnings {
         s.push_str(&format!("WARNING: {w}\n"));
@@ -781,55 +587,21 @@ mod tests {
         let mut p = cfg.projects[0].clone();
         p.sync.method = SyncMethod::TwoStage;
         p.sync.index_patterns = vec!["Packages*".into(), "InRelease".into()];
-        p.sync.rsync_flags = vec![
-            "-rlpt".into(),
-            "--delete-delay".into(),
-            "--delay-updates".into(),
-        ];
+        p.sync.rsync_flags = vec!["-rlpt".into(), "--delete-delay".into(), "--delay-updates".into()];
         p.sync.delete_excluded = true;
-        let s = rsync_stages(
-            &p,
-            "rsync://u/x/",
-            Path::new("/srv/mirror/x"),
-            "n.example",
-            0,
-            600,
-        );
+        let s = rsync_stages(&p, "rsync://u/x/", Path::new("/srv/mirror/x"), "n.example", 0, 600);
         assert_eq!(s.len(), 2);
-        assert!(
-            s[0].contains(&"--exclude=Packages*".to_string())
-                && s[0].contains(&"--exclude=InRelease".to_string())
-        );
-        assert!(
-            !s[0].iter().any(|a| a.starts_with("--delete")),
-            "stage 1 must not delete: {:?}",
-            s[0]
-        );
+        assert!(s[0].contains(&"--exclude=Packages*".to_string()) && s[0].contains(&"--exclude=InRelease".to_string()));
+        assert!(!s[0].iter().any(|a| a.starts_with("--delete")), "stage 1 must not delete: {:?}", s[0]);
         assert!(!s[1].contains(&"--exclude=Packages*".to_string()));
-        assert!(
-            s[1].contains(&"--delete-delay".to_string())
-                && s[1].contains(&"--delete-excluded".to_string())
-        );
+        assert!(s[1].contains(&"--delete-delay".to_string()) && s[1].contains(&"--delete-excluded".to_string()));
         for st in &s {
-            assert_eq!(
-                st[st.len() - 2..],
-                ["rsync://u/x/".to_string(), "/srv/mirror/x/".to_string()]
-            );
+            assert_eq!(st[st.len() - 2..], ["rsync://u/x/".to_string(), "/srv/mirror/x/".to_string()]);
             assert!(st.contains(&format!("--filter=P /{}/n.example", p.freshness.trace_dir)));
         }
-        let single = rsync_stages(
-            &cfg.projects[0],
-            "rsync://u/x/",
-            Path::new("/d"),
-            "n",
-            512,
-            60,
-        );
+        let single = rsync_stages(&cfg.projects[0], "rsync://u/x/", Path::new("/d"), "n", 512, 60);
         assert_eq!(single.len(), 1);
-        assert!(
-            single[0].contains(&"--bwlimit=512".to_string())
-                && single[0].contains(&"--timeout=60".to_string())
-        );
+        assert!(single[0].contains(&"--bwlimit=512".to_string()) && single[0].contains(&"--timeout=60".to_string()));
     }
 
     #[test]
@@ -837,12 +609,7 @@ mod tests {
         let out = "Number of files: 1,234 (reg: 1,000)\nNumber of regular files transferred: 1,002\nTotal file size: 12,345,678 bytes\nTotal transferred file size: 345,678 bytes\nTotal bytes received: 400,000\n";
         assert_eq!(
             parse_stats(out),
-            Stats {
-                files_transferred: 1002,
-                transferred_bytes: 345_678,
-                total_bytes: 12_345_678,
-                received_bytes: 400_000
-            }
+            Stats { files_transferred: 1002, transferred_bytes: 345_678, total_bytes: 12_345_678, received_bytes: 400_000 }
         );
     }
 
@@ -862,12 +629,7 @@ mod tests {
 
     #[test]
     fn metrics_are_prometheus_text() {
-        let st = SyncStatus {
-            project: "epel".into(),
-            result: "success".into(),
-            last_success_unix: Some(5),
-            ..Default::default()
-        };
+        let st = SyncStatus { project: "epel".into(), result: "success".into(), last_success_unix: Some(5), ..Default::default() };
         let m = render_metrics(&st, Some(7));
         assert!(m.contains("mm_sync_last_success_timestamp_seconds{project=\"epel\"} 5\n"));
         assert!(m.contains("mm_sync_last_run_success{project=\"epel\"} 1\n"));

@@ -3,13 +3,9 @@
 use mmconfig::NodeConfig;
 
 pub fn nodes() -> Vec<NodeConfig> {
-    serde_json::from_str(include_str!("../tests/fixtures/example-nodes.json"))
-        .expect("fixture parses")
+    serde_json::from_str(include_str!("../tests/fixtures/example-nodes.json")).expect("fixture parses")
 }
 
 pub fn node(name: &str) -> NodeConfig {
-    nodes()
-        .into_iter()
-        .find(|n| n.node.name == name)
-        .unwrap_or_else(|| panic!("no example node {name}"))
+    nodes().into_iter().find(|n| n.node.name == name).unwrap_or_else(|| panic!("no example node {name}"))
 }

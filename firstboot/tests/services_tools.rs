@@ -12,26 +12,17 @@ use mmconfig::NodeConfig;
 const HOSTILE: &str = "CI \"Labs\" & <Sons> '; rm -rf / #";
 
 fn node(name: &str) -> NodeConfig {
-    let nodes: Vec<NodeConfig> =
-        serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
+    let nodes: Vec<NodeConfig> = serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
     nodes.into_iter().find(|n| n.node.name == name).unwrap()
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{cmd:?} failed:\n{text}");
     text
 }
@@ -60,20 +51,11 @@ fn tree(cfg: &NodeConfig) -> Tree {
     let services = render_services(cfg, &paths).unwrap();
     for f in &services.files {
         // Files placed by `paths` are already inside the tree; the rest are node paths.
-        let dest = if f.path.starts_with(&root) {
-            f.path.clone()
-        } else {
-            root.join(f.path.strip_prefix("/").unwrap_or(&f.path))
-        };
+        let dest = if f.path.starts_with(&root) { f.path.clone() } else { root.join(f.path.strip_prefix("/").unwrap_or(&f.path)) };
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::write(&dest, &f.contents).unwrap();
     }
-    Tree {
-        _dir: dir,
-        root,
-        paths,
-        services,
-    }
+    Tree { _dir: dir, root, paths, services }
 }
 
 struct Daemon(Child);
@@ -97,19 +79,7 @@ fn wait_port(port: u16) {
 }
 
 fn curl(url: &str) -> (String, Vec<u8>) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-m",
-            "20",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code} %{content_type}",
-            url,
-        ])
-        .output()
-        .unwrap();
+    let out = Command::new("curl").args(["-s", "-m", "20", "-o", "-", "-w", "\n%{http_code} %{content_type}", url]).output().unwrap();
     let mut body = out.stdout;
     let pos = body.iter().rposition(|&b| b == b'\n').unwrap();
     let meta = String::from_utf8_lossy(&body[pos + 1..]).into_owned();
@@ -148,14 +118,7 @@ events {{}}\nhttp {{\n include /etc/nginx/mime.types;\n client_body_temp_path {r
 
     let port = t.paths.http_port;
     let _nginx = Daemon(
-        Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        Command::new("nginx").arg("-c").arg(&conf).args(["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
     );
     wait_port(port);
     let base = format!("http://127.0.0.1:{port}");
@@ -164,17 +127,10 @@ events {{}}\nhttp {{\n include /etc/nginx/mime.types;\n client_body_temp_path {r
     let html = String::from_utf8_lossy(&body);
     assert!(meta.starts_with("200 text/html"), "{meta}");
     assert!(html.contains("This is a Micro Mirror node hosted by <a href=\"https://ci.example/?a=1&amp;b=2\">CI \"Labs\" &amp; &lt;Sons&gt; '; rm -rf / #</a>"), "{html}");
-    assert!(
-        html.contains("repodata/") && html.contains("boot.iso"),
-        "{html}"
-    );
+    assert!(html.contains("repodata/") && html.contains("boot.iso"), "{html}");
     assert!(html.contains("mailto:mirror@example.net"), "{html}");
 
-    for (path, want) in [
-        ("repodata/repomd.xml", &repomd[..]),
-        ("InRelease", &inrelease[..]),
-        ("boot.iso", &iso[..]),
-    ] {
+    for (path, want) in [("repodata/repomd.xml", &repomd[..]), ("InRelease", &inrelease[..]), ("boot.iso", &iso[..])] {
         let (meta, body) = curl(&format!("{base}/epel/9/Everything/x86_64/{path}"));
         assert!(meta.starts_with("200"), "{path}: {meta}");
         assert!(body == want, "{path} was altered in transit");
@@ -182,25 +138,16 @@ events {{}}\nhttp {{\n include /etc/nginx/mime.types;\n client_body_temp_path {r
     let (meta, body) = curl(&format!("{base}/robots.txt"));
     assert!(meta.starts_with("200") && String::from_utf8_lossy(&body).contains("Disallow: /"));
     let (meta, _) = curl(&format!("{base}/epel"));
-    assert!(
-        meta.starts_with("301"),
-        "a directory without its slash redirects: {meta}"
-    );
+    assert!(meta.starts_with("301"), "a directory without its slash redirects: {meta}");
     let log = std::fs::read_to_string(t.root.join("log/micromirror-access.log")).unwrap();
-    assert!(
-        log.contains("project=epel") && log.contains(" 300000 "),
-        "{log}"
-    );
+    assert!(log.contains("project=epel") && log.contains(" 300000 "), "{log}");
 }
 
 #[test]
 fn nftables_ruleset_passes_nft_check() {
     for name in ["ci", "v6only", "hurricane"] {
         let t = tree(&node(name));
-        run(Command::new("nft")
-            .arg("-c")
-            .arg("-f")
-            .arg(t.root.join("etc/nftables.conf")));
+        run(Command::new("nft").arg("-c").arg("-f").arg(t.root.join("etc/nftables.conf")));
     }
 }
 
@@ -235,9 +182,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
     }
     // The host's own units (targets, nginx, ...) so dependencies resolve inside --root.
     std::fs::create_dir_all(t.root.join("usr/lib/systemd")).unwrap();
-    run(Command::new("cp")
-        .args(["-a", "/usr/lib/systemd/system"])
-        .arg(t.root.join("usr/lib/systemd/")));
+    run(Command::new("cp").args(["-a", "/usr/lib/systemd/system"]).arg(t.root.join("usr/lib/systemd/")));
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg("--man=no")
@@ -246,20 +191,10 @@ fn systemd_units_pass_systemd_analyze_verify() {
         .args(&extra)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // Units we do not ship (nginx.service, ...) are referenced by ordering only; those are fine.
-    let bad: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.contains("not found") && !l.trim().is_empty())
-        .collect();
-    assert!(
-        out.status.success() && bad.is_empty(),
-        "systemd-analyze verify:\n{text}"
-    );
+    let bad: Vec<&str> = text.lines().filter(|l| !l.contains("not found") && !l.trim().is_empty()).collect();
+    assert!(out.status.success() && bad.is_empty(), "systemd-analyze verify:\n{text}");
 }
 
 #[test]
@@ -274,13 +209,7 @@ fn rsync_daemon_serves_one_read_only_module_per_project() {
     let port = free_port();
     let _d = Daemon(
         Command::new("rsync")
-            .args([
-                "--daemon",
-                "--no-detach",
-                "--port",
-                &port.to_string(),
-                "--config",
-            ])
+            .args(["--daemon", "--no-detach", "--port", &port.to_string(), "--config"])
             .arg(t.root.join("etc/rsyncd.conf"))
             .spawn()
             .unwrap(),
@@ -288,71 +217,31 @@ fn rsync_daemon_serves_one_read_only_module_per_project() {
     wait_port(port);
     let list = run(Command::new("rsync").arg(format!("rsync://127.0.0.1:{port}/")));
     for p in &cfg.projects {
-        assert!(
-            list.lines().any(|l| l.starts_with(&p.rsync_module)),
-            "{}: {list}",
-            p.rsync_module
-        );
+        assert!(list.lines().any(|l| l.starts_with(&p.rsync_module)), "{}: {list}", p.rsync_module);
     }
-    assert!(
-        list.contains("a Micro Mirror node hosted by Ziply Fiber"),
-        "motd: {list}"
-    );
+    assert!(list.contains("a Micro Mirror node hosted by Ziply Fiber"), "motd: {list}");
     let dest = t.root.join("fetched.txt");
-    run(Command::new("rsync")
-        .arg(format!("rsync://127.0.0.1:{port}/epel/hello.txt"))
-        .arg(&dest));
+    run(Command::new("rsync").arg(format!("rsync://127.0.0.1:{port}/epel/hello.txt")).arg(&dest));
     assert_eq!(std::fs::read(&dest).unwrap(), b"hello from the mirror\n");
     // Read-only and no checksum runs.
-    let push = Command::new("rsync")
-        .arg(&dest)
-        .arg(format!("rsync://127.0.0.1:{port}/epel/x.txt"))
-        .output()
-        .unwrap();
+    let push = Command::new("rsync").arg(&dest).arg(format!("rsync://127.0.0.1:{port}/epel/x.txt")).output().unwrap();
     assert!(!push.status.success());
-    let sum = Command::new("rsync")
-        .args(["-c", &format!("rsync://127.0.0.1:{port}/epel/hello.txt")])
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(
-        !sum.status.success() && String::from_utf8_lossy(&sum.stderr).contains("refuse"),
-        "{}",
-        String::from_utf8_lossy(&sum.stderr)
-    );
+    let sum = Command::new("rsync").args(["-c", &format!("rsync://127.0.0.1:{port}/epel/hello.txt")]).arg(&dest).output().unwrap();
+    assert!(!sum.status.success() && String::from_utf8_lossy(&sum.stderr).contains("refuse"), "{}", String::from_utf8_lossy(&sum.stderr));
 }
 
 #[test]
 fn sshd_accepts_the_drop_in() {
     let t = tree(&node("ci"));
     let key = t.root.join("hostkey");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key));
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
     std::fs::create_dir_all("/run/sshd").unwrap();
     let conf = t.root.join("sshd_config");
-    std::fs::write(
-        &conf,
-        format!(
-            "HostKey {}\nInclude {}/etc/ssh/sshd_config.d/*.conf\n",
-            key.display(),
-            t.root.display()
-        ),
-    )
-    .unwrap();
-    run(Command::new("/usr/sbin/sshd")
-        .arg("-t")
-        .arg("-f")
-        .arg(&conf));
-    let dump = run(Command::new("/usr/sbin/sshd")
-        .arg("-T")
-        .arg("-f")
-        .arg(&conf)
-        .args(["-C", "user=mmadmin,host=x,addr=192.0.2.1"]));
+    std::fs::write(&conf, format!("HostKey {}\nInclude {}/etc/ssh/sshd_config.d/*.conf\n", key.display(), t.root.display())).unwrap();
+    run(Command::new("/usr/sbin/sshd").arg("-t").arg("-f").arg(&conf));
+    let dump = run(Command::new("/usr/sbin/sshd").arg("-T").arg("-f").arg(&conf).args(["-C", "user=mmadmin,host=x,addr=192.0.2.1"]));
     assert!(
-        dump.contains("passwordauthentication no")
-            && dump.contains("permitrootlogin no")
-            && dump.contains("allowusers mmadmin"),
+        dump.contains("passwordauthentication no") && dump.contains("permitrootlogin no") && dump.contains("allowusers mmadmin"),
         "{dump}"
     );
 }

@@ -6,12 +6,7 @@ use std::process::{Command, Output};
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -25,8 +20,7 @@ struct Fixture {
 impl Fixture {
     fn new(wipe_serials: &[&str]) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let nodes: Vec<mmconfig::NodeConfig> =
-            serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
+        let nodes: Vec<mmconfig::NodeConfig> = serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
         let mut ci = nodes.into_iter().find(|n| n.node.name == "ci").unwrap();
         ci.node.wipe_disk_serials = wipe_serials.iter().map(|s| s.to_string()).collect();
         let config = dir.path().join("node.toml");
@@ -34,12 +28,7 @@ impl Fixture {
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();
-        Fixture {
-            dir,
-            root,
-            config,
-            loops: Vec::new(),
-        }
+        Fixture { dir, root, config, loops: Vec::new() }
     }
 
     /// A 1 GiB sparse disk prepared by `prep` (a shell snippet given $IMG), as a loop device.
@@ -47,11 +36,7 @@ impl Fixture {
         let img = self.dir.path().join(format!("{name}.img"));
         sh(&format!("truncate -s 1G {}", img.display()));
         if !prep.is_empty() {
-            sh(&format!(
-                "IMG={} T={}; {prep}",
-                img.display(),
-                self.dir.path().display()
-            ));
+            sh(&format!("IMG={} T={}; {prep}", img.display(), self.dir.path().display()));
         }
         let dev = sh(&format!("losetup --show -f -P {}", img.display()));
         self.loops.push(dev.clone());
@@ -60,10 +45,7 @@ impl Fixture {
 
     fn run(&self, disks: &[(&str, &str)], fail_at: Option<&str>) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
-        cmd.arg("--root")
-            .arg(&self.root)
-            .arg("--config")
-            .arg(&self.config);
+        cmd.arg("--root").arg(&self.root).arg("--config").arg(&self.config);
         for (dev, serial) in disks {
             cmd.arg("--disk").arg(format!("{dev}:virtio:{serial}"));
         }
@@ -81,12 +63,7 @@ impl Fixture {
     }
 
     fn mounted(&self) -> bool {
-        Command::new("mountpoint")
-            .arg("-q")
-            .arg(self.mountpoint())
-            .status()
-            .unwrap()
-            .success()
+        Command::new("mountpoint").arg("-q").arg(self.mountpoint()).status().unwrap().success()
     }
 }
 
@@ -100,19 +77,11 @@ impl Drop for Fixture {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn device_sha(dev: &str) -> String {
-    sh(&format!("sha256sum {dev}"))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    sh(&format!("sha256sum {dev}")).split_whitespace().next().unwrap().to_string()
 }
 
 #[test]
@@ -121,47 +90,25 @@ fn blank_disk_is_formatted_once_and_data_survives_reruns() {
     let dev = f.disk("blank", "");
     let out = f.run(&[(&dev, "D1")], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("is blank: creating the data filesystem"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("is blank: creating the data filesystem"), "{}", text(&out));
     assert!(f.mounted());
-    assert_eq!(
-        sh(&format!(
-            "findmnt -n -o FSTYPE,LABEL {}",
-            f.mountpoint().display()
-        )),
-        "xfs    MMDATA"
-    );
+    assert_eq!(sh(&format!("findmnt -n -o FSTYPE,LABEL {}", f.mountpoint().display())), "xfs    MMDATA");
     assert!(f.root.join("etc/systemd/system/srv-mirror.mount").is_file());
-    assert!(std::fs::symlink_metadata(
-        f.root
-            .join("etc/systemd/system/local-fs.target.wants/srv-mirror.mount")
-    )
-    .is_ok());
+    assert!(std::fs::symlink_metadata(f.root.join("etc/systemd/system/local-fs.target.wants/srv-mirror.mount")).is_ok());
     std::fs::write(f.mountpoint().join("file.bin"), vec![7u8; 100_000]).unwrap();
 
     // Rerun on the converged node: nothing changes, and it says so.
     let out = f.run(&[(&dev, "D1")], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("nothing to change, storage unchanged"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("nothing to change, storage unchanged"), "{}", text(&out));
 
     // After a reboot (unmounted): mounted again, never formatted again.
     sh(&format!("umount {}", f.mountpoint().display()));
     let out = f.run(&[(&dev, "D1")], None);
     assert!(text(&out).contains("MMDATA found on"), "{}", text(&out));
     assert!(!text(&out).contains("creating the XFS"), "{}", text(&out));
-    assert_eq!(
-        std::fs::read(f.mountpoint().join("file.bin")).unwrap(),
-        vec![7u8; 100_000]
-    );
-    let state =
-        std::fs::read_to_string(f.root.join("var/lib/micromirror/firstboot/state.json")).unwrap();
+    assert_eq!(std::fs::read(f.mountpoint().join("file.bin")).unwrap(), vec![7u8; 100_000]);
+    let state = std::fs::read_to_string(f.root.join("var/lib/micromirror/firstboot/state.json")).unwrap();
     assert!(state.contains("\"problems\": []"), "{state}");
 }
 
@@ -177,111 +124,49 @@ fn services_are_installed_enabled_and_owned_once() {
     let units = f.root.join("lib/systemd/system");
     std::fs::create_dir_all(&units).unwrap();
     for u in mm_firstboot::services::Family::Debian.units() {
-        std::fs::write(
-            units.join(format!("{u}.service")),
-            "[Service]\nExecStart=/bin/true\n",
-        )
-        .unwrap();
+        std::fs::write(units.join(format!("{u}.service")), "[Service]\nExecStart=/bin/true\n").unwrap();
     }
     let dev = f.disk("blank", "");
     let out = f.run(&[(&dev, "D1")], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     let passwd = std::fs::read_to_string(etc.join("passwd")).unwrap();
-    let line = passwd
-        .lines()
-        .find(|l| l.starts_with("mmadmin:"))
-        .unwrap_or_else(|| panic!("no mmadmin in {passwd}"));
+    let line = passwd.lines().find(|l| l.starts_with("mmadmin:")).unwrap_or_else(|| panic!("no mmadmin in {passwd}"));
     let uid: u32 = line.split(':').nth(2).unwrap().parse().unwrap();
-    assert!(
-        std::fs::read_to_string(etc.join("shadow"))
-            .unwrap()
-            .contains("mmadmin:*:"),
-        "password must be '*' (keys only), not locked"
-    );
+    assert!(std::fs::read_to_string(etc.join("shadow")).unwrap().contains("mmadmin:*:"), "password must be '*' (keys only), not locked");
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let keys = f.root.join("home/mmadmin/.ssh/authorized_keys");
     let meta = std::fs::metadata(&keys).unwrap();
-    assert_eq!(
-        (meta.uid(), meta.permissions().mode() & 0o777),
-        (uid, 0o600)
-    );
-    assert_eq!(
-        std::fs::metadata(keys.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o700
-    );
-    assert!(std::fs::read_to_string(&keys)
-        .unwrap()
-        .starts_with("ssh-ed25519 "));
+    assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (uid, 0o600));
+    assert_eq!(std::fs::metadata(keys.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+    assert!(std::fs::read_to_string(&keys).unwrap().starts_with("ssh-ed25519 "));
 
-    for link in [
-        "multi-user.target.wants/nginx.service",
-        "multi-user.target.wants/nftables.service",
-        "timers.target.wants/mm-sync-epel.timer",
-    ] {
+    for link in
+        ["multi-user.target.wants/nginx.service", "multi-user.target.wants/nftables.service", "timers.target.wants/mm-sync-epel.timer"]
+    {
         let p = f.root.join("etc/systemd/system").join(link);
         let target = std::fs::read_link(&p).unwrap_or_else(|e| panic!("{link} not enabled: {e}"));
         // Absolute, as on the node (like `systemctl enable --root`): resolve it inside the tree.
-        assert!(
-            f.root.join(target.strip_prefix("/").unwrap()).is_file(),
-            "{link} dangles"
-        );
+        assert!(f.root.join(target.strip_prefix("/").unwrap()).is_file(), "{link} dangles");
     }
-    assert!(
-        f.mountpoint().join("epel").is_dir(),
-        "the project directory is created on the data filesystem"
-    );
+    assert!(f.mountpoint().join("epel").is_dir(), "the project directory is created on the data filesystem");
     let xslt = std::fs::read_to_string(f.root.join("etc/nginx/micromirror/listing.xslt")).unwrap();
-    assert!(
-        xslt.contains("CI &quot;Labs&quot; &amp; &lt;Sons&gt; &apos;; rm -rf / #"),
-        "{xslt}"
-    );
-    assert!(
-        std::fs::read_to_string(f.root.join("etc/nginx/sites-enabled/default"))
-            .unwrap()
-            .contains("location \"/epel/\"")
-    );
+    assert!(xslt.contains("CI &quot;Labs&quot; &amp; &lt;Sons&gt; &apos;; rm -rf / #"), "{xslt}");
+    assert!(std::fs::read_to_string(f.root.join("etc/nginx/sites-enabled/default")).unwrap().contains("location \"/epel/\""));
 
     let out = f.run(&[(&dev, "D1")], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("nothing to change"),
-        "a second run must change nothing:\n{}",
-        text(&out)
-    );
-    assert_eq!(
-        std::fs::read_to_string(etc.join("passwd"))
-            .unwrap()
-            .lines()
-            .filter(|l| l.starts_with("mmadmin:"))
-            .count(),
-        1
-    );
+    assert!(text(&out).contains("nothing to change"), "a second run must change nothing:\n{}", text(&out));
+    assert_eq!(std::fs::read_to_string(etc.join("passwd")).unwrap().lines().filter(|l| l.starts_with("mmadmin:")).count(), 1);
 }
 
 /// (case, disk preparation) -> untouched, reported, exit 3.
 #[test]
 fn foreign_content_is_left_byte_identical() {
     let cases = [
-        (
-            "ext4 with files",
-            "mkdir $T/tree && echo precious > $T/tree/photo.txt && mkfs.ext4 -q -F -d $T/tree $IMG",
-            "an ext4 filesystem",
-        ),
-        (
-            "foreign partition table",
-            "sgdisk -n 1:0:+100M -t 1:8300 -c 1:backup $IMG >/dev/null",
-            "a gpt partition table with 1 partition",
-        ),
-        (
-            "unknown bytes",
-            "printf 'not zero' | dd of=$IMG conv=notrunc status=none",
-            "non-zero data in its first or last MiB",
-        ),
+        ("ext4 with files", "mkdir $T/tree && echo precious > $T/tree/photo.txt && mkfs.ext4 -q -F -d $T/tree $IMG", "an ext4 filesystem"),
+        ("foreign partition table", "sgdisk -n 1:0:+100M -t 1:8300 -c 1:backup $IMG >/dev/null", "a gpt partition table with 1 partition"),
+        ("unknown bytes", "printf 'not zero' | dd of=$IMG conv=notrunc status=none", "non-zero data in its first or last MiB"),
     ];
     for (case, prep, what) in cases {
         let mut f = Fixture::new(&[]);
@@ -290,16 +175,8 @@ fn foreign_content_is_left_byte_identical() {
         let out = f.run(&[(&dev, "D1")], None);
         assert_eq!(out.status.code(), Some(3), "case {case}: {}", text(&out));
         assert!(text(&out).contains(what), "case {case}: {}", text(&out));
-        assert!(
-            text(&out).contains("left untouched"),
-            "case {case}: {}",
-            text(&out)
-        );
-        assert!(
-            text(&out).contains("add serial \"D1\" to wipe_disk_serials"),
-            "case {case}: {}",
-            text(&out)
-        );
+        assert!(text(&out).contains("left untouched"), "case {case}: {}", text(&out));
+        assert!(text(&out).contains("add serial \"D1\" to wipe_disk_serials"), "case {case}: {}", text(&out));
         assert!(!f.mounted(), "case {case}");
         assert_eq!(device_sha(&dev), before, "case {case}: the disk changed");
     }
@@ -312,20 +189,10 @@ fn missing_disk_is_reported_and_nothing_else_is_touched() {
     let other = f.disk("usb", "");
     let before = device_sha(&other);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
-    cmd.arg("--root")
-        .arg(&f.root)
-        .arg("--config")
-        .arg(&f.config)
-        .arg("--disk")
-        .arg(format!("{other}:usb:U1"))
-        .arg("run");
+    cmd.arg("--root").arg(&f.root).arg("--config").arg(&f.config).arg("--disk").arg(format!("{other}:usb:U1")).arg("run");
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(
-        text(&out).contains("no data disk found matching bus=virtio"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("no data disk found matching bus=virtio"), "{}", text(&out));
     assert_eq!(device_sha(&other), before);
 }
 
@@ -346,26 +213,13 @@ fn a_run_failing_at_any_step_converges_on_rerun() {
         let dev = f.disk("blank", "");
         let out = f.run(&[(&dev, "D1")], Some(step));
         assert_eq!(out.status.code(), Some(3), "step {step}: {}", text(&out));
-        assert!(
-            text(&out).contains(&format!("injected failure at step {step}")),
-            "step {step}: {}",
-            text(&out)
-        );
+        assert!(text(&out).contains(&format!("injected failure at step {step}")), "step {step}: {}", text(&out));
         let out = f.run(&[(&dev, "D1")], None);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "step {step}: rerun did not converge: {}",
-            text(&out)
-        );
+        assert_eq!(out.status.code(), Some(0), "step {step}: rerun did not converge: {}", text(&out));
         assert!(f.mounted(), "step {step}");
         std::fs::write(f.mountpoint().join("x"), b"kept").unwrap();
         let out = f.run(&[(&dev, "D1")], None);
-        assert!(
-            text(&out).contains("nothing to change"),
-            "step {step}: {}",
-            text(&out)
-        );
+        assert!(text(&out).contains("nothing to change"), "step {step}: {}", text(&out));
         assert_eq!(std::fs::read(f.mountpoint().join("x")).unwrap(), b"kept");
     }
 }
@@ -385,16 +239,8 @@ fn plan_changes_nothing() {
         .arg("plan")
         .output()
         .unwrap();
-    assert!(
-        text(&out).contains("step: creating a GPT with one MMDATA partition"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        text(&out).contains("write     /etc/systemd/network/10-mm-uplink.network"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("step: creating a GPT with one MMDATA partition"), "{}", text(&out));
+    assert!(text(&out).contains("write     /etc/systemd/network/10-mm-uplink.network"), "{}", text(&out));
     assert_eq!(device_sha(&dev), before);
     assert!(!f.root.join("etc/systemd/network").exists());
 }

@@ -11,21 +11,12 @@ use mmconfig::{CheckKind, NodeConfig, SyncMethod};
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("bash").args(["-euc", cmd]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 struct Daemon(Child);
@@ -47,28 +38,16 @@ struct World {
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         for d in ["up/rpm", "up/apt", "root"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         std::fs::write(
             dir.path().join("rsyncd.conf"),
-            format!(
-                "use chroot = no\nread only = yes\n[epel]\npath = {0}/up/rpm\n[debian]\npath = {0}/up/apt\n",
-                dir.path().display()
-            ),
+            format!("use chroot = no\nread only = yes\n[epel]\npath = {0}/up/rpm\n[debian]\npath = {0}/up/apt\n", dir.path().display()),
         )
         .unwrap();
-        let mut w = World {
-            config: dir.path().join("node.toml"),
-            dir,
-            port,
-            daemon: None,
-        };
+        let mut w = World { config: dir.path().join("node.toml"), dir, port, daemon: None };
         w.start_daemon();
         w.write_config(|_| {});
         w
@@ -76,29 +55,15 @@ impl World {
 
     fn start_daemon(&mut self) {
         let child = Command::new("rsync")
-            .args([
-                "--daemon",
-                "--no-detach",
-                "--address=127.0.0.1",
-                &format!("--port={}", self.port),
-            ])
-            .arg(format!(
-                "--config={}",
-                self.dir.path().join("rsyncd.conf").display()
-            ))
-            .arg(format!(
-                "--log-file={}",
-                self.dir.path().join("rsyncd.log").display()
-            ))
+            .args(["--daemon", "--no-detach", "--address=127.0.0.1", &format!("--port={}", self.port)])
+            .arg(format!("--config={}", self.dir.path().join("rsyncd.conf").display()))
+            .arg(format!("--log-file={}", self.dir.path().join("rsyncd.log").display()))
             .spawn()
             .unwrap();
         self.daemon = Some(Daemon(child));
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "rsync daemon did not start"
-            );
+            assert!(t.elapsed() < Duration::from_secs(10), "rsync daemon did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -115,18 +80,10 @@ impl World {
 
     /// The example `ci` node hosting an rpm project (epel) and an apt project (debian, two-stage).
     fn write_config(&self, edit: impl Fn(&mut NodeConfig)) {
-        let nodes: Vec<NodeConfig> =
-            serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
+        let nodes: Vec<NodeConfig> = serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
         let mut cfg = nodes.into_iter().find(|n| n.node.name == "ci").unwrap();
-        let ziply =
-            serde_json::from_str::<Vec<NodeConfig>>(include_str!("fixtures/example-nodes.json"))
-                .unwrap();
-        let debian = ziply
-            .iter()
-            .flat_map(|n| n.projects.iter())
-            .find(|p| p.name == "debian")
-            .expect("a node hosts debian")
-            .clone();
+        let ziply = serde_json::from_str::<Vec<NodeConfig>>(include_str!("fixtures/example-nodes.json")).unwrap();
+        let debian = ziply.iter().flat_map(|n| n.projects.iter()).find(|p| p.name == "debian").expect("a node hosts debian").clone();
         cfg.projects.push(debian);
         for p in &mut cfg.projects {
             p.sync.upstream = format!("rsync://127.0.0.1:{}/{}/", self.port, p.name);
@@ -138,11 +95,7 @@ impl World {
 
     fn mm_sync(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-sync"));
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("--root")
-            .arg(self.root())
-            .args(args);
+        cmd.arg("--config").arg(&self.config).arg("--root").arg(self.root()).args(args);
         cmd.env_remove("MM_SYNC_BETWEEN_STAGES");
         for (k, v) in env {
             cmd.env(k, v);
@@ -151,14 +104,8 @@ impl World {
     }
 
     fn status(&self, project: &str) -> serde_json::Value {
-        serde_json::from_str(
-            &std::fs::read_to_string(
-                self.root()
-                    .join(format!("var/lib/micromirror/sync/{project}/status.json")),
-            )
-            .unwrap(),
-        )
-        .unwrap()
+        serde_json::from_str(&std::fs::read_to_string(self.root().join(format!("var/lib/micromirror/sync/{project}/status.json"))).unwrap())
+            .unwrap()
     }
 
     fn trace(&self, project: &str, dir: &str) -> PathBuf {
@@ -173,10 +120,7 @@ fn rpm(dest: &Path, name: &str, version: &str) {
 }
 
 fn createrepo(repo: &Path) {
-    sh(&format!(
-        "createrepo_c --quiet --general-compress-type=gz {}",
-        repo.display()
-    ));
+    sh(&format!("createrepo_c --quiet --general-compress-type=gz {}", repo.display()));
 }
 
 /// A tiny .deb `name_version_all.deb` in the pool.
@@ -214,10 +158,7 @@ fn next_second() {
 }
 
 fn files(dir: &Path) -> Vec<String> {
-    let out = sh(&format!(
-        "cd {} && find . -type f ! -path './.mirror-trace/*' ! -path './project/trace/*' | sort",
-        dir.display()
-    ));
+    let out = sh(&format!("cd {} && find . -type f ! -path './.mirror-trace/*' ! -path './project/trace/*' | sort", dir.display()));
     out.lines().map(String::from).collect()
 }
 
@@ -233,37 +174,16 @@ fn single_stage_first_sync_update_delete_exclude_and_check() {
     let out = w.mm_sync(&["epel"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let tree = w.tree("epel");
-    assert!(
-        !tree.join("SRPMS").exists(),
-        "excluded directory was synced"
-    );
-    assert_eq!(
-        files(&tree),
-        files(&up)
-            .into_iter()
-            .filter(|f| !f.starts_with("./SRPMS"))
-            .collect::<Vec<_>>()
-    );
+    assert!(!tree.join("SRPMS").exists(), "excluded directory was synced");
+    assert_eq!(files(&tree), files(&up).into_iter().filter(|f| !f.starts_with("./SRPMS")).collect::<Vec<_>>());
     let trace = std::fs::read_to_string(w.trace("epel", ".mirror-trace")).unwrap();
-    assert!(
-        trace.contains("Running on host: ci.mm.example.net"),
-        "{trace}"
-    );
+    assert!(trace.contains("Running on host: ci.mm.example.net"), "{trace}");
     let st = w.status("epel");
     assert_eq!(st["result"], "success");
     assert!(st["files_transferred"].as_u64().unwrap() >= 4, "{st}");
-    let metrics = std::fs::read_to_string(
-        w.root()
-            .join("var/lib/prometheus/node-exporter/mm_sync_epel.prom"),
-    )
-    .unwrap();
-    assert!(
-        metrics.contains("mm_sync_last_run_success{project=\"epel\"} 1"),
-        "{metrics}"
-    );
-    let logs = std::fs::read_dir(w.root().join("var/lib/micromirror/sync/epel/logs"))
-        .unwrap()
-        .count();
+    let metrics = std::fs::read_to_string(w.root().join("var/lib/prometheus/node-exporter/mm_sync_epel.prom")).unwrap();
+    assert!(metrics.contains("mm_sync_last_run_success{project=\"epel\"} 1"), "{metrics}");
+    let logs = std::fs::read_dir(w.root().join("var/lib/micromirror/sync/epel/logs")).unwrap().count();
     assert_eq!(logs, 1);
 
     // Update: one package replaced, one removed; a stale local file in an excluded path goes too.
@@ -277,19 +197,9 @@ fn single_stage_first_sync_update_delete_exclude_and_check() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let now = files(&tree);
     assert!(now.iter().any(|f| f.contains("alpha-2.0")), "{now:?}");
-    assert!(
-        !now.iter()
-            .any(|f| f.contains("beta") || f.contains("alpha-1.0")),
-        "deleted upstream but kept: {now:?}"
-    );
-    assert!(
-        !tree.join("debug/old.rpm").exists(),
-        "--delete-excluded must remove excluded local files"
-    );
-    assert!(
-        w.trace("epel", ".mirror-trace").exists(),
-        "our trace must survive the upstream's deletes"
-    );
+    assert!(!now.iter().any(|f| f.contains("beta") || f.contains("alpha-1.0")), "deleted upstream but kept: {now:?}");
+    assert!(!tree.join("debug/old.rpm").exists(), "--delete-excluded must remove excluded local files");
+    assert!(w.trace("epel", ".mirror-trace").exists(), "our trace must survive the upstream's deletes");
 
     let out = w.mm_sync(&["--check", "epel"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -302,16 +212,8 @@ fn single_stage_first_sync_update_delete_exclude_and_check() {
     std::fs::remove_file(&filelists).unwrap();
     let out = w.mm_sync(&["--check", "epel"], &[]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
-    assert!(
-        text(&out).contains("is 5 bytes, the index says"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        text(&out).contains(&format!("missing {filelists}")),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("is 5 bytes, the index says"), "{}", text(&out));
+    assert!(text(&out).contains(&format!("missing {filelists}")), "{}", text(&out));
     assert!(text(&out).contains("2 problem(s)"), "{}", text(&out));
 }
 
@@ -359,42 +261,24 @@ fn two_stage_never_exposes_an_index_pointing_at_a_missing_file() {
 
     // After stage 1: the old index is still in place and every file it names is still there.
     assert_eq!(
-        std::fs::read_to_string(format!("{}.code", snap.display()))
-            .unwrap()
-            .trim(),
+        std::fs::read_to_string(format!("{}.code", snap.display())).unwrap().trim(),
         "0",
         "{}",
         std::fs::read_to_string(format!("{}.check", snap.display())).unwrap()
     );
     let between = std::fs::read_to_string(format!("{}.packages", snap.display())).unwrap();
-    assert!(
-        between.contains("alpha_1_all.deb"),
-        "stage 1 must not replace the index: {between}"
-    );
-    assert!(std::fs::read_to_string(format!("{}.check", snap.display()))
-        .unwrap()
-        .contains("0 problem(s)"));
+    assert!(between.contains("alpha_1_all.deb"), "stage 1 must not replace the index: {between}");
+    assert!(std::fs::read_to_string(format!("{}.check", snap.display())).unwrap().contains("0 problem(s)"));
 
     // After stage 2: the newest index, its files present, the old package deleted.
     let tree = w.tree("debian");
-    let packages =
-        std::fs::read_to_string(tree.join("dists/stable/main/binary-amd64/Packages")).unwrap();
-    assert!(
-        packages.contains("beta_1_all.deb") && packages.contains("alpha_2_all.deb"),
-        "{packages}"
-    );
+    let packages = std::fs::read_to_string(tree.join("dists/stable/main/binary-amd64/Packages")).unwrap();
+    assert!(packages.contains("beta_1_all.deb") && packages.contains("alpha_2_all.deb"), "{packages}");
     assert!(tree.join("pool/main/b/beta/beta_1_all.deb").exists());
-    assert!(
-        !tree.join("pool/main/a/alpha/alpha_1_all.deb").exists(),
-        "deletes happen in stage 2"
-    );
+    assert!(!tree.join("pool/main/a/alpha/alpha_1_all.deb").exists(), "deletes happen in stage 2");
     let out = w.mm_sync(&["--check", "debian"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("0 problem(s)") && !text(&out).contains(" 0 file(s) checked"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("0 problem(s)") && !text(&out).contains(" 0 file(s) checked"), "{}", text(&out));
 }
 
 #[test]
@@ -404,24 +288,12 @@ fn a_second_run_is_refused_while_the_lock_is_held() {
     createrepo(&w.up("rpm"));
     let lock_dir = w.root().join("var/lib/micromirror/sync/epel");
     std::fs::create_dir_all(&lock_dir).unwrap();
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_dir.join("lock"))
-        .unwrap();
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock_dir.join("lock")).unwrap();
     let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
     let out = w.mm_sync(&["epel"], &[]);
     assert_eq!(out.status.code(), Some(10), "{}", text(&out));
-    assert!(
-        text(&out).contains("another mm-sync run holds the lock"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        !w.tree("epel").join("repodata").exists(),
-        "the refused run must not sync"
-    );
+    assert!(text(&out).contains("another mm-sync run holds the lock"), "{}", text(&out));
+    assert!(!w.tree("epel").join("repodata").exists(), "the refused run must not sync");
     drop(held);
     let out = w.mm_sync(&["epel"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -435,19 +307,13 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
     createrepo(&up);
     assert_eq!(w.mm_sync(&["epel"], &[]).status.code(), Some(0));
     let tree = w.tree("epel");
-    let before = sh(&format!(
-        "cd {} && find . -type f | sort | xargs sha256sum",
-        tree.display()
-    ));
+    let before = sh(&format!("cd {} && find . -type f | sort | xargs sha256sum", tree.display()));
     let trace_before = std::fs::read(w.trace("epel", ".mirror-trace")).unwrap();
     let success_before = w.status("epel")["last_success_unix"].clone();
 
     // A new 20 MB file, pulled at 2 MB/s: the daemon dies while it is in flight.
     next_second();
-    sh(&format!(
-        "head -c 20000000 /dev/urandom > {}/Packages/big.iso",
-        up.display()
-    ));
+    sh(&format!("head -c 20000000 /dev/urandom > {}/Packages/big.iso", up.display()));
     rpm(&up.join("Packages"), "gamma", "1.0");
     createrepo(&up);
     let config = w.config.clone();
@@ -470,48 +336,22 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
     let out = child.join().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
 
-    let after = sh(&format!(
-        "cd {} && find . -type f ! -path '*/.~tmp~/*' ! -name '.*.??????' | sort | xargs sha256sum",
-        tree.display()
-    ));
+    let after = sh(&format!("cd {} && find . -type f ! -path '*/.~tmp~/*' ! -name '.*.??????' | sort | xargs sha256sum", tree.display()));
     assert_eq!(after, before, "the served tree changed after a failed run");
-    assert_eq!(
-        std::fs::read(w.trace("epel", ".mirror-trace")).unwrap(),
-        trace_before,
-        "trace rewritten after a failed run"
-    );
+    assert_eq!(std::fs::read(w.trace("epel", ".mirror-trace")).unwrap(), trace_before, "trace rewritten after a failed run");
     let st = w.status("epel");
     assert_eq!(st["result"], "failed", "{st}");
     assert_eq!(st["last_success_unix"], success_before);
-    assert!(
-        st["message"]
-            .as_str()
-            .unwrap()
-            .contains("rsync stage 1 exited"),
-        "{st}"
-    );
-    let metrics = std::fs::read_to_string(
-        w.root()
-            .join("var/lib/prometheus/node-exporter/mm_sync_epel.prom"),
-    )
-    .unwrap();
-    assert!(
-        metrics.contains("mm_sync_last_run_success{project=\"epel\"} 0"),
-        "{metrics}"
-    );
+    assert!(st["message"].as_str().unwrap().contains("rsync stage 1 exited"), "{st}");
+    let metrics = std::fs::read_to_string(w.root().join("var/lib/prometheus/node-exporter/mm_sync_epel.prom")).unwrap();
+    assert!(metrics.contains("mm_sync_last_run_success{project=\"epel\"} 0"), "{metrics}");
 
     // Upstream back: the next run converges and leaves no temporary files.
     w.start_daemon();
     let out = w.mm_sync(&["epel"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(tree.join("Packages/big.iso").exists());
-    assert_eq!(
-        sh(&format!(
-            "cd {} && find . -name '.~tmp~' -o -name '.*.??????' | wc -l",
-            tree.display()
-        )),
-        "0"
-    );
+    assert_eq!(sh(&format!("cd {} && find . -name '.~tmp~' -o -name '.*.??????' | wc -l", tree.display())), "0");
     assert_eq!(w.mm_sync(&["--check", "epel"], &[]).status.code(), Some(0));
 }
 
@@ -520,25 +360,15 @@ fn a_sync_that_cannot_fit_is_refused_before_it_starts() {
     let w = World::new();
     let up = w.up("rpm");
     rpm(&up.join("Packages"), "alpha", "1.0");
-    sh(&format!(
-        "head -c 6000000 /dev/urandom > {}/Packages/big.iso",
-        up.display()
-    ));
+    sh(&format!("head -c 6000000 /dev/urandom > {}/Packages/big.iso", up.display()));
     createrepo(&up);
     let mnt = w.root().join("srv/mirror");
     std::fs::create_dir_all(&mnt).unwrap();
-    sh(&format!(
-        "mount -t tmpfs -o size=4m mm-sync-test {}",
-        mnt.display()
-    ));
+    sh(&format!("mount -t tmpfs -o size=4m mm-sync-test {}", mnt.display()));
     let out = w.mm_sync(&["epel"], &[]);
     let _ = Command::new("umount").arg(&mnt).status();
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
-    assert!(
-        text(&out).contains("not enough space on the data disk"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("not enough space on the data disk"), "{}", text(&out));
     assert_eq!(w.status("epel")["result"], "no-space");
 }
 
@@ -549,8 +379,7 @@ fn status_lists_every_project() {
     createrepo(&w.up("rpm"));
     assert_eq!(w.mm_sync(&["epel"], &[]).status.code(), Some(0));
     let out = w.mm_sync(&["--status", "--json"], &[]);
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
     let projects = v["projects"].as_array().unwrap();
     assert_eq!(projects.len(), 2);
     assert_eq!(projects[0]["project"], "epel");
@@ -559,23 +388,12 @@ fn status_lists_every_project() {
     assert_eq!(projects[1]["result"], "never run");
     assert_eq!(projects[1]["stale"], true);
     let out = w.mm_sync(&["--status"], &[]);
-    assert!(
-        text(&out).contains("epel") && text(&out).contains("never"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("epel") && text(&out).contains("never"), "{}", text(&out));
     let out = w.mm_sync(&["nosuch"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("does not host \"nosuch\" (hosted here: epel, debian)"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("does not host \"nosuch\" (hosted here: epel, debian)"), "{}", text(&out));
     // The profiles used here really are what the test thinks they are.
     let cfg = NodeConfig::load(&w.config).unwrap();
-    assert_eq!(
-        cfg.project("debian").unwrap().sync.method,
-        SyncMethod::TwoStage
-    );
+    assert_eq!(cfg.project("debian").unwrap().sync.method, SyncMethod::TwoStage);
     assert_eq!(cfg.project("epel").unwrap().sync.check, CheckKind::Rpm);
 }

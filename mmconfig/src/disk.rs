@@ -64,15 +64,9 @@ impl DiskRule {
     pub fn matches(&self, disk: &DiskFacts) -> bool {
         let gb = disk.size_bytes / 1_000_000_000;
         self.bus.is_none_or(|b| disk.bus == Some(b))
-            && self
-                .model
-                .as_deref()
-                .is_none_or(|m| glob_match(&m.to_lowercase(), &disk.model.to_lowercase()))
+            && self.model.as_deref().is_none_or(|m| glob_match(&m.to_lowercase(), &disk.model.to_lowercase()))
             && self.serial.as_deref().is_none_or(|s| s == disk.serial)
-            && self
-                .path
-                .as_deref()
-                .is_none_or(|p| disk.by_path.as_deref().is_some_and(|bp| glob_match(p, bp)))
+            && self.path.as_deref().is_none_or(|p| disk.by_path.as_deref().is_some_and(|bp| glob_match(p, bp)))
             && self.min_size_gb.is_none_or(|min| gb >= min)
             && self.max_size_gb.is_none_or(|max| gb <= max)
     }
@@ -160,18 +154,11 @@ mod tests {
 
     #[test]
     fn rule_fields_all_must_match() {
-        let rule = DiskRule {
-            bus: Some(Bus::Sata),
-            min_size_gb: Some(1000),
-            ..Default::default()
-        };
+        let rule = DiskRule { bus: Some(Bus::Sata), min_size_gb: Some(1000), ..Default::default() };
         assert!(rule.matches(&disk(Bus::Sata, "X", 2000)));
         assert!(!rule.matches(&disk(Bus::Nvme, "X", 2000)));
         assert!(!rule.matches(&disk(Bus::Sata, "X", 500)));
-        let by_model = DiskRule {
-            model: Some("samsung*".into()),
-            ..Default::default()
-        };
+        let by_model = DiskRule { model: Some("samsung*".into()), ..Default::default() };
         assert!(by_model.matches(&disk(Bus::Nvme, "Samsung SSD 970", 1)));
         assert!(!by_model.matches(&disk(Bus::Nvme, "WDC", 1)));
         assert_eq!(rule.describe(), "bus=sata, size>=1000GB");

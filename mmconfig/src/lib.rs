@@ -47,9 +47,7 @@ pub fn sync_status_file(project: &str) -> String {
 pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
-    #[error(
-        "{path}: schema version {found} is not supported (this program reads {SCHEMA_VERSION})"
-    )]
+    #[error("{path}: schema version {found} is not supported (this program reads {SCHEMA_VERSION})")]
     Schema { path: String, found: u32 },
 }
 
@@ -310,29 +308,17 @@ impl NodeConfig {
         struct Probe {
             schema: u32,
         }
-        let probe: Probe = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_string(),
-            message: e.to_string(),
-        })?;
+        let probe: Probe = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })?;
         if probe.schema != SCHEMA_VERSION {
-            return Err(ConfigError::Schema {
-                path: path.to_string(),
-                found: probe.schema,
-            });
+            return Err(ConfigError::Schema { path: path.to_string(), found: probe.schema });
         }
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_string(),
-            message: e.to_string(),
-        })
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })
     }
 
     /// Read and parse a `node.toml` file.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
         Self::from_toml(&text, &shown)
     }
 

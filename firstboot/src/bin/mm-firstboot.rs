@@ -68,11 +68,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let host = Host::new(&cli.root);
-    let loaded = match config::load(
-        &host,
-        cli.config.as_deref(),
-        matches!(cli.command, Cmd::Run),
-    ) {
+    let loaded = match config::load(&host, cli.config.as_deref(), matches!(cli.command, Cmd::Run)) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("mm-firstboot: error: {e:#}");
@@ -89,11 +85,7 @@ fn main() -> ExitCode {
                 println!("node {} (config from {})", cfg.node.fqdn, loaded.source);
                 for f in &files {
                     let same = std::fs::read(host.path(&f.path)).is_ok_and(|old| old == f.contents);
-                    println!(
-                        "  {} {}",
-                        if same { "unchanged" } else { "write    " },
-                        f.path.display()
-                    );
+                    println!("  {} {}", if same { "unchanged" } else { "write    " }, f.path.display());
                 }
                 for n in &plan.notes {
                     println!("  storage: {n}");
@@ -105,28 +97,16 @@ fn main() -> ExitCode {
                     println!("  PROBLEM: {}", p.message);
                 }
             }
-            Ok(if plan.problems.is_empty() {
-                OK
-            } else {
-                NEEDS_HANDS
-            })
+            Ok(if plan.problems.is_empty() { OK } else { NEEDS_HANDS })
         }),
         Cmd::Run => {
             let fqdn = cfg.node.fqdn.clone();
             let mut say = |m: &str| println!("mm-firstboot: {fqdn}: {m}");
             run::run(&host, cfg, &loaded.source, &cli.disks, &mut say).map(|st| {
                 if st.changed.is_empty() {
-                    println!(
-                        "mm-firstboot: {}: nothing to change, storage unchanged ({:.2} s)",
-                        cfg.node.fqdn, st.seconds
-                    );
+                    println!("mm-firstboot: {}: nothing to change, storage unchanged ({:.2} s)", cfg.node.fqdn, st.seconds);
                 } else {
-                    println!(
-                        "mm-firstboot: {}: {} change(s) in {:.2} s",
-                        cfg.node.fqdn,
-                        st.changed.len(),
-                        st.seconds
-                    );
+                    println!("mm-firstboot: {}: {} change(s) in {:.2} s", cfg.node.fqdn, st.changed.len(), st.seconds);
                 }
                 for p in &st.problems {
                     println!("mm-firstboot: {}: PROBLEM: {p}", cfg.node.fqdn);
@@ -138,10 +118,7 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Cmd::Status {
-            json,
-            console: to_console,
-        } => {
+        Cmd::Status { json, console: to_console } => {
             let last = run::load_state(&host);
             let st = console::status(&host, cfg, last.as_ref());
             let text = st.render();
@@ -151,17 +128,11 @@ fn main() -> ExitCode {
                 print!("{text}");
             }
             let res = if to_console {
-                let issue = mm_firstboot::files::RenderedFile::new(
-                    "/etc/issue",
-                    0o644,
-                    format!("{text}\n\\l\n\n"),
-                );
+                let issue = mm_firstboot::files::RenderedFile::new("/etc/issue", 0o644, format!("{text}\n\\l\n\n"));
                 host.install(&issue).map(|_| {
                     if host.live() {
                         // Straight to the console device too: the person at the VGA screen may not look at a log.
-                        if let Ok(mut c) =
-                            std::fs::OpenOptions::new().write(true).open("/dev/console")
-                        {
+                        if let Ok(mut c) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
                             let _ = c.write_all(text.as_bytes());
                         }
                     }
@@ -169,8 +140,7 @@ fn main() -> ExitCode {
             } else {
                 Ok(())
             };
-            res.context("writing /etc/issue")
-                .map(|_| if st.ok() { OK } else { NEEDS_HANDS })
+            res.context("writing /etc/issue").map(|_| if st.ok() { OK } else { NEEDS_HANDS })
         }
     };
     match result {

@@ -67,11 +67,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::BAD_CONFIG);
         }
     };
-    let env = Env {
-        root: cli.root.clone(),
-        rsync: cli.rsync.clone(),
-        keep_log_days: cli.keep_logs,
-    };
+    let env = Env { root: cli.root.clone(), rsync: cli.rsync.clone(), keep_log_days: cli.keep_logs };
     if cli.status {
         let o = sync::overview(&env, &cfg);
         if cli.json {
@@ -79,25 +75,14 @@ fn main() -> ExitCode {
         } else {
             print!("{}", sync::render_overview(&o));
         }
-        return ExitCode::from(if o.warnings.is_empty() {
-            exit::OK
-        } else {
-            exit::NO_SPACE
-        });
+        return ExitCode::from(if o.warnings.is_empty() { exit::OK } else { exit::NO_SPACE });
     }
     let Some(name) = cli.project.as_deref() else {
-        eprintln!(
-            "mm-sync: error: name a project (hosted here: {}), or use --status",
-            names(&cfg)
-        );
+        eprintln!("mm-sync: error: name a project (hosted here: {}), or use --status", names(&cfg));
         return ExitCode::from(2);
     };
     let Some(p) = cfg.project(name) else {
-        eprintln!(
-            "mm-sync: error: {} does not host {name:?} (hosted here: {})",
-            cfg.node.fqdn,
-            names(&cfg)
-        );
+        eprintln!("mm-sync: error: {} does not host {name:?} (hosted here: {})", cfg.node.fqdn, names(&cfg));
         return ExitCode::from(exit::BAD_CONFIG);
     };
     if cli.check {
@@ -109,12 +94,7 @@ fn main() -> ExitCode {
                     for e in &r.errors {
                         println!("{name}: PROBLEM: {e}");
                     }
-                    println!(
-                        "{name}: {} index(es), {} file(s) checked, {} problem(s)",
-                        r.indexes,
-                        r.files_checked,
-                        r.errors.len()
-                    );
+                    println!("{name}: {} index(es), {} file(s) checked, {} problem(s)", r.indexes, r.files_checked, r.errors.len());
                 }
                 ExitCode::from(if r.ok() { exit::OK } else { exit::INCONSISTENT })
             }
@@ -124,19 +104,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    let ov = Overrides {
-        bwlimit_kbps: cli.bwlimit,
-        timeout_seconds: cli.timeout,
-        deep_check: cli.deep,
-    };
+    let ov = Overrides { bwlimit_kbps: cli.bwlimit, timeout_seconds: cli.timeout, deep_check: cli.deep };
     let mut say = |m: &str| eprintln!("mm-sync: {m}");
     match sync::sync_project(&env, &cfg, p, &ov, &mut say) {
         Ok((code, st)) => {
             if let Some(st) = st {
-                eprintln!(
-                    "mm-sync: {name}: {} in {:.1} s: {}",
-                    st.result, st.seconds, st.message
-                );
+                eprintln!("mm-sync: {name}: {} in {:.1} s: {}", st.result, st.seconds, st.message);
             }
             ExitCode::from(code)
         }
@@ -148,9 +121,5 @@ fn main() -> ExitCode {
 }
 
 fn names(cfg: &NodeConfig) -> String {
-    cfg.projects
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    cfg.projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
 }
