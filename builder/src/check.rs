@@ -8,13 +8,28 @@ use anyhow::{Context, Result};
 use crate::{exit, fleet};
 
 /// Validate `fleet_path`; print every error on stderr (one per line) or a summary on stdout.
-pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool) -> Result<ExitCode> {
+/// With `node_toml`, print that node's `node.toml` (what MMCONFIG and OEMDRV carry) instead.
+pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, node_toml: Option<&str>) -> Result<ExitCode> {
     match fleet::load(fleet_path, data) {
         Err(diags) => {
             eprint!("{diags}");
             let n = diags.len();
             eprintln!("{}: {n} error{} found", fleet_path.display(), if n == 1 { "" } else { "s" });
             Ok(ExitCode::from(exit::INVALID_INPUT))
+        }
+        Ok(fleet) if node_toml.is_some() => {
+            let name = node_toml.unwrap_or_default();
+            match fleet.node(name) {
+                Some(cfg) => {
+                    print!("{}", cfg.to_toml());
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    let known: Vec<&str> = fleet.nodes.iter().map(|c| c.node.name.as_str()).collect();
+                    eprintln!("{}: error: --node-toml {name}: no such node (nodes: {})", fleet_path.display(), known.join(", "));
+                    Ok(ExitCode::from(exit::INVALID_INPUT))
+                }
+            }
         }
         Ok(fleet) if json => {
             let out = serde_json::to_string_pretty(&fleet.nodes).context("serializing the resolved nodes")?;

@@ -47,6 +47,9 @@ enum Command {
         /// Print the resolved per-node configuration as JSON on success.
         #[arg(long)]
         json: bool,
+        /// Print this node's resolved node.toml (what its MMCONFIG partition and OEMDRV stick carry).
+        #[arg(long, value_name = "NODE", conflicts_with = "json")]
+        node_toml: Option<String>,
     },
     /// Build every node's disk image (and install media) into an output directory.
     ///
@@ -114,7 +117,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { fleet, json } => check::run(&fleet, cli.data.as_deref(), json),
+        Command::Check { fleet, json, node_toml } => check::run(&fleet, cli.data.as_deref(), json, node_toml.as_deref()),
         Command::Build { fleet, out, nodes, format, kickstart_only, jobs, cache, node_bin, quiet } => {
             let opts = BuildOptions {
                 fleet,

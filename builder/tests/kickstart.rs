@@ -413,7 +413,7 @@ fn pre_picks_the_boot_disk_by_rule_and_grows_data_on_it() {
         "S1",
         Some("ata-BIG_SSD_S1"),
         Some("pci-0000:00:1f.2-ata-2"),
-        Holds::Ext4,
+        Holds::Nothing,
     );
     t.disk("sdc", USB, 16, "Flash", "U1", Some("usb-Flash_U1-0:0"), Some("pci-0000:00:14.0-usb-0:1:1.0-scsi-0:0:0:0"), Holds::Oemdrv);
     t.nic("enp1s0", "r8169", "00:11:22:33:44:55", true);
@@ -430,6 +430,35 @@ fn pre_picks_the_boot_disk_by_rule_and_grows_data_on_it() {
         "{net}"
     );
     assert!(log.contains("the OEMDRV stick"), "{log}");
+}
+
+/// (boot disk holds, serial opted in) -> install or refuse; the install clears the boot disk.
+#[test]
+fn pre_erases_a_boot_disk_holding_data_only_when_opted_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.toml");
+    let text = std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap();
+    let opted = text.replacen("name = \"ziply\"\n", "name = \"ziply\"\nwipe_disk_serials = [\"S1\"]\n", 1);
+    assert_ne!(opted, text);
+    std::fs::write(&fleet, opted).unwrap();
+    let with_opt_in = render(&fleet::load(&fleet, Some(&repo())).unwrap(), "ziply").1;
+    for (holds, ks, installs) in [(Holds::Ext4, example("ziply"), false), (Holds::Ext4, with_opt_in, true)] {
+        let mut t = Tree::new();
+        t.disk("sdb", SATA, 2000, "BIG SSD", "S1", Some("ata-BIG_SSD_S1"), Some("pci-0000:00:1f.2-ata-2"), holds);
+        t.nic("enp1s0", "r8169", "00:11:22:33:44:55", true);
+        if installs {
+            let (log, disk, _) = t.pre_ok(&ks);
+            assert!(log.contains("erased, serial S1 is in wipe_disk_serials"), "{log}");
+            assert!(disk.contains("clearpart --all --initlabel --disklabel=gpt --drives=disk/by-id/ata-BIG_SSD_S1\n"), "{disk}");
+        } else {
+            let out = t.run_pre(&ks);
+            let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+            assert!(!out.status.success(), "{log}");
+            assert!(log.contains("the boot disk /dev/sdb (serial S1) holds a ext4 filesystem; refusing to erase it"), "{log}");
+            assert!(log.contains("add serial \"S1\" to this node's wipe_disk_serials"), "{log}");
+            assert!(!t.out.join("mm-disk.ks").exists(), "no partitioning may be written");
+        }
+    }
 }
 
 #[test]

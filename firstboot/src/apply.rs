@@ -95,6 +95,11 @@ impl Host {
         Ok(Some(true))
     }
 
+    /// Whether `unit` is active (or activating) on the live node.
+    pub fn unit_active(&self, unit: &str) -> bool {
+        self.live() && cmd("systemctl", &["is-active", "--quiet", unit]).is_ok()
+    }
+
     /// systemctl on the live node; a no-op on a --root tree.
     pub fn systemctl(&self, args: &[&str]) -> Result<()> {
         if self.live() {

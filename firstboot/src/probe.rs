@@ -85,6 +85,13 @@ struct Part {
     info: BTreeMap<String, String>,
 }
 
+/// The serial udev recorded for block device `major:minor`: SATA disks expose none in sysfs,
+/// only udev's ATA IDENTIFY probe knows it (the serial on the drive's label).
+fn udev_serial(dev: &str) -> String {
+    let db = fs::read_to_string(format!("/run/udev/data/b{dev}")).unwrap_or_default();
+    db.lines().find_map(|l| l.strip_prefix("E:ID_SERIAL_SHORT=")).unwrap_or("").trim().to_string()
+}
+
 /// Every disk worth considering, with its content classified.
 pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Vec<Disk>> {
     let mut names: Vec<(String, Option<&DiskOverride>)> = Vec::new();
@@ -110,12 +117,10 @@ pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Ve
         }
         let size_bytes = read_trim(&sys.join("size")).parse::<u64>().unwrap_or(0) * 512;
         let serial = ov.and_then(|o| o.serial.clone()).unwrap_or_else(|| {
-            let s = read_trim(&sys.join("device/serial"));
-            if s.is_empty() {
-                read_trim(&sys.join("serial"))
-            } else {
-                s
-            }
+            [read_trim(&sys.join("device/serial")), read_trim(&sys.join("serial")), udev_serial(&read_trim(&sys.join("dev")))]
+                .into_iter()
+                .find(|s| !s.is_empty())
+                .unwrap_or_default()
         });
         let facts = DiskFacts {
             kname: kname.clone(),

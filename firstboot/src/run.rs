@@ -21,6 +21,9 @@ use crate::storage::{self, Plan};
 pub struct RunState {
     pub finished_unix: u64,
     pub seconds: f64,
+    /// Of which formatting, partitioning and mounting (mkfs.xfs dominates on a blank disk).
+    #[serde(default)]
+    pub storage_seconds: f64,
     pub config_source: String,
     pub fqdn: String,
     /// Files and steps that changed something; empty on a converged node.
@@ -86,6 +89,7 @@ pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverrid
     for note in &plan.notes {
         say(&format!("storage: {note}"));
     }
+    let storage_started = Instant::now();
     for step in &plan.steps {
         say(&format!("storage: {}", describe_step(step)));
         match host.step(step) {
@@ -96,6 +100,7 @@ pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverrid
             }
         }
     }
+    st.storage_seconds = storage_started.elapsed().as_secs_f64();
     st.problems.extend(plan.problems.iter().map(|p| p.message.clone()));
 
     let data_ready = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
@@ -174,9 +179,17 @@ fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut R
             st.problems.push(format!("applying sysctl settings: {e:#}"));
         }
     }
+    // The firewall must hold before the network comes up (we run before network-pre):
+    // load it now rather than wait for nftables.service's queued job.
+    if changed || !host.unit_active("nftables.service") {
+        if let Err(e) = crate::apply::cmd("nft", &["-f", "/etc/nftables.conf"]) {
+            st.problems.push(format!("loading the firewall: {e:#}"));
+        }
+    }
     // --no-block: we run early in boot, ordered before these units; waiting would deadlock.
-    let verb = if changed { "reload-or-restart" } else { "start" };
+    // Running units whose configuration changed reload; units not running start.
     for (unit, _) in svc.enable.iter().filter(|(u, _)| !missing.contains(u)) {
+        let verb = if !host.unit_active(unit) { "start" } else if changed { "reload-or-restart" } else { continue };
         if let Err(e) = host.systemctl(&[verb, "--no-block", unit]) {
             st.problems.push(format!("starting {unit}: {e:#}"));
         }

@@ -106,7 +106,13 @@ fn main() -> ExitCode {
                 if st.changed.is_empty() {
                     println!("mm-firstboot: {}: nothing to change, storage unchanged ({:.2} s)", cfg.node.fqdn, st.seconds);
                 } else {
-                    println!("mm-firstboot: {}: {} change(s) in {:.2} s", cfg.node.fqdn, st.changed.len(), st.seconds);
+                    println!(
+                        "mm-firstboot: {}: {} change(s) in {:.2} s ({:.2} s of it storage steps)",
+                        cfg.node.fqdn,
+                        st.changed.len(),
+                        st.seconds,
+                        st.storage_seconds
+                    );
                 }
                 for p in &st.problems {
                     println!("mm-firstboot: {}: PROBLEM: {p}", cfg.node.fqdn);
