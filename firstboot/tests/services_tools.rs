@@ -147,7 +147,12 @@ events {{}}\nhttp {{\n include /etc/nginx/mime.types;\n client_body_temp_path {r
 fn nftables_ruleset_passes_nft_check() {
     for name in ["ci", "v6only", "hurricane"] {
         let t = tree(&node(name));
-        run(Command::new("nft").arg("-c").arg("-f").arg(t.root.join("etc/nftables.conf")));
+        let conf = t.root.join("etc/nftables.conf");
+        run(Command::new("nft").arg("-c").arg("-f").arg(&conf));
+        // Also without /etc/protocols and /etc/services: a lean node may not have them, and
+        // nft resolves protocol and service names through them.
+        let script = format!("mount --bind /dev/null /etc/protocols && mount --bind /dev/null /etc/services && nft -c -f {}", conf.display());
+        run(Command::new("unshare").args(["-m", "sh", "-c", &script]));
     }
 }
 
