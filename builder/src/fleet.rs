@@ -673,6 +673,11 @@ const SSH_KEY_TYPES: &[&str] = &[
 
 /// An OpenSSH public key line: `TYPE BASE64 [comment]`, the blob's embedded type equal to TYPE.
 pub fn check_ssh_key(line: &str) -> Result<(), String> {
+    // One key per entry: a newline in the comment would smuggle a second authorized_keys line
+    // (without the forced command a push key must have).
+    if line.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}') {
+        return Err("the key contains a line break or control character: give one key per entry, on one line".into());
+    }
     let mut parts = line.split_whitespace();
     let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
         return Err(format!("\"{}\" is not an ssh public key (expected \"ssh-ed25519 AAAA... comment\")", short(line)));

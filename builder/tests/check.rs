@@ -105,6 +105,11 @@ fn cases() -> Vec<(&'static str, Box<dyn Fn(String) -> String>, Vec<&'static str
             Box::new(|f| f.replace("admin_prefixes = [", "push_keys = { debian = [\"ssh-ed25519 AAAA!\"] }\nadmin_prefixes = [")),
             vec![":6:24: error: [fleet] push_keys.debian: no node hosts \"debian\"", ":6:25: error: [fleet] push_keys.debian: "],
         ),
+        (
+            "a second key smuggled into one entry",
+            Box::new(|f| f.replace(&format!("admin_ssh_keys = [\"{KEY}\"]"), &format!("admin_ssh_keys = [\"{KEY}\\n{KEY}\"]"))),
+            vec![":5:19: error: [fleet] admin_ssh_keys: the key contains a line break or control character"],
+        ),
         ("missing key", Box::new(|f| f.replace("contact = \"mirror@example.net\"\n", "")), vec!["error: [fleet]: missing field `contact`"]),
         (
             "duplicate node name",

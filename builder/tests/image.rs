@@ -239,6 +239,9 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
         .arg(format!("--config={}", conf.display()))
         .spawn()
         .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // A daemon left over from an earlier run would serve other files under our name.
+    assert!(daemon.try_wait().unwrap().is_none(), "port {UPSTREAM_PORT} is taken: is an rsync daemon from an earlier run still there?");
 
     let out = tmp.path().join("out");
     build(&repo().join("examples/fleet.toml"), &out, &["ci"]);

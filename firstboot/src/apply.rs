@@ -164,15 +164,12 @@ impl Host {
             }
             Step::Mount { disk } => {
                 self.checkpoint("mount")?;
-                self.install(&mount_unit())?;
-                self.enable("srv-mirror.mount", "local-fs.target")?;
-                // The planned disk's partition, never "any MMDATA": a second MMDATA disk (a
+                // The planned disk's filesystem, never "any MMDATA": a second MMDATA disk (a
                 // colleague's USB disk, another node's drive) must not be mounted by label.
-                let part = self.data_partition(disk)?;
-                let label = probe::blkid(&part).get("LABEL").cloned().unwrap_or_default();
-                if label != DATA_LABEL {
-                    bail!("{part} has no filesystem labelled {DATA_LABEL} (found {label:?})");
-                }
+                let part = self.data_fs(disk)?;
+                let uuid = probe::blkid(&part).get("UUID").cloned().with_context(|| format!("{part} has no filesystem UUID"))?;
+                self.install(&mount_unit(&uuid))?;
+                self.enable("srv-mirror.mount", "local-fs.target")?;
                 self.mount_now(&part)?;
             }
         }
@@ -191,6 +188,32 @@ impl Host {
             let _ = cmd("udevadm", &["settle", "--timeout=10"]);
         }
         Ok(())
+    }
+
+    /// The XFS filesystem labelled MMDATA on `disk`: the whole disk or one of its partitions (by
+    /// filesystem label: Anaconda's `part --label` sets no GPT name), waiting briefly for udev.
+    fn data_fs(&self, disk: &str) -> Result<String> {
+        let kname = disk.trim_start_matches("/dev/");
+        for _ in 0..50 {
+            let mut names = vec![kname.to_string()];
+            let mut parts: Vec<String> = fs::read_dir(format!("/sys/block/{kname}"))?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(kname) && n != kname)
+                .collect();
+            parts.sort();
+            names.extend(parts);
+            for n in names {
+                probe::ensure_node(&n);
+                let dev = format!("/dev/{n}");
+                let id = probe::blkid(&dev);
+                if id.get("LABEL").is_some_and(|l| l == DATA_LABEL) && id.get("TYPE").is_some_and(|t| t == "xfs") {
+                    return Ok(dev);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("no XFS filesystem labelled {DATA_LABEL} found on {disk}")
     }
 
     /// The MMDATA partition of `disk`, waiting briefly for its device node.
@@ -221,12 +244,13 @@ impl Host {
             return Ok(());
         }
         fs::create_dir_all(&mp)?;
-        cmd("mount", &["-t", "xfs", "-o", "noatime", device, &mp.to_string_lossy()])?;
+        cmd("mount", &["-t", "xfs", "-o", "noatime,nosuid,nodev,noexec", device, &mp.to_string_lossy()])?;
         Ok(())
     }
 }
 
-/// srv-mirror.mount: the data filesystem by label, so kernel names never matter.
-pub fn mount_unit() -> RenderedFile {
-    RenderedFile::new("/etc/systemd/system/srv-mirror.mount", 0o644, include_str!("../../overlays/firstboot/srv-mirror.mount"))
+/// srv-mirror.mount for the filesystem with this UUID (blkid's: hex digits and dashes).
+pub fn mount_unit(uuid: &str) -> RenderedFile {
+    let uuid: String = uuid.chars().filter(|c| c.is_ascii_hexdigit() || *c == '-').collect();
+    RenderedFile::new("/etc/systemd/system/srv-mirror.mount", 0o644, include_str!("../../overlays/firstboot/srv-mirror.mount").replace("@UUID@", &uuid))
 }

@@ -212,6 +212,10 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         .filter_map(|p| cfg.fleet.push_keys.get(&p.name).filter(|k| !k.is_empty()).map(|k| json!({"project": p.name, "keys": k})))
         .collect();
     let push_user = (!push.is_empty()).then_some(mmconfig::PUSH_USER);
+    // Prefixes are validated CIDRs: safe as sshd patterns.
+    let mut allow: Vec<String> = cfg.fleet.admin_prefixes.iter().map(|p| format!("{ADMIN_USER}@{p}")).collect();
+    allow.extend(push_user.map(String::from));
+    let allow_users = allow.join(" ");
     let ctx = json!({
         "fqdn": cfg.node.fqdn,
         "sponsor_name": cfg.node.sponsor.name,
@@ -229,6 +233,7 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         "projects": cfg.projects,
         "push": push,
         "push_user": push_user,
+        "allow_users": allow_users,
     });
     let r = |name: &str| h.render(name, &ctx).map_err(|e| anyhow::anyhow!("rendering {name}: {e}"));
     let mut files = vec![
@@ -349,14 +354,14 @@ mod tests {
         );
         assert!(file(&s, "sudoers.d/mmpush")
             .contains("mmpush ALL=(root) NOPASSWD: /usr/bin/systemctl start --no-block mm-sync-debian.service\n"));
-        assert!(file(&s, "50-micromirror.conf").contains("AllowUsers mmadmin mmpush"));
+        assert!(file(&s, "50-micromirror.conf").contains("AllowUsers mmadmin@192.0.2.0/24 mmadmin@2001:db8:ffff::/48 mmpush\n"));
         assert!(file(&s, "nftables.conf").contains("        tcp dport 22 accept\n"));
         // Without keys for a hosted pushed project: no account, no open ssh.
         cfg.fleet.push_keys.clear();
         let s = render_services(&cfg, &Paths::default()).unwrap();
         assert!(!s.push_user && !s.files.iter().any(|f| f.path.to_string_lossy().contains("mmpush")));
         assert!(!file(&s, "nftables.conf").contains("        tcp dport 22 accept\n"));
-        assert!(file(&s, "50-micromirror.conf").contains("AllowUsers mmadmin\n"));
+        assert!(file(&s, "50-micromirror.conf").contains("AllowUsers mmadmin@192.0.2.0/24 mmadmin@2001:db8:ffff::/48\n"));
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub fn rsync_stages(p: &Profile, upstream: &str, dest: &Path, fqdn: &str, bwlimi
     let stage = |first_of_two: bool| {
         let mut a: Vec<String> = p.sync.rsync_flags.iter().filter(|f| !(first_of_two && f.starts_with("--delete"))).cloned().collect();
         a.push("--stats".into());
+        // Whatever the profile's -a implies: an upstream never places device nodes or FIFOs here.
+        a.extend(["--no-devices".to_string(), "--no-specials".to_string()]);
         a.push(format!("--timeout={timeout}"));
         if bwlimit > 0 {
             a.push(format!("--bwlimit={bwlimit}"));
@@ -366,22 +368,56 @@ pub fn sync_project(
         OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
     st.log = log_path.display().to_string();
 
-    let removed = clean_stale_temps(&tree)?;
-    if removed > 0 {
-        say(&format!("{}: removed {removed} temporary file(s) left by an interrupted run", p.name));
-        writeln!(log, "removed {removed} stale temporary file(s)")?;
+    // Visible to --status while it runs; found by the next run if this one is killed.
+    let running = SyncStatus { result: "running".into(), ..st.clone() };
+    write_atomic(&env.status_file(p), (serde_json::to_string_pretty(&running)? + "\n").as_bytes())?;
+
+    let code = match sync_locked(env, cfg, p, ov, previous.as_ref(), &mut st, &mut log, say) {
+        Ok(code) => code,
+        // Whatever broke after the lock (disk full writing the trace, an unreadable index), the
+        // run is recorded as failed: status and metrics never keep claiming the previous run.
+        Err(e) => {
+            st.result = "failed".into();
+            st.message = format!("{e:#}");
+            exit::SYNC_FAILED
+        }
+    };
+    st.finished_unix = now_unix();
+    st.seconds = started.elapsed().as_secs_f64();
+    writeln!(log, "result: {} ({}) after {:.1} s", st.result, st.message, st.seconds)?;
+    write_atomic(&env.status_file(p), (serde_json::to_string_pretty(&st)? + "\n").as_bytes())?;
+    write_atomic(&env.metrics_file(p), render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes())?;
+    Ok((code, Some(st)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sync_locked(
+    env: &Env,
+    cfg: &NodeConfig,
+    p: &Profile,
+    ov: &Overrides,
+    previous: Option<&SyncStatus>,
+    st: &mut SyncStatus,
+    log: &mut File,
+    say: &mut dyn FnMut(&str),
+) -> Result<u8> {
+    let tree = env.tree(p);
+    // Only a killed run leaves temporaries: no walk of a multi-terabyte tree on every run.
+    if previous.is_some_and(|s| s.result == "running") {
+        let removed = clean_stale_temps(&tree)?;
+        say(&format!("{}: the previous run was interrupted; removed {removed} temporary file(s) it left", p.name));
+        writeln!(log, "previous run interrupted: removed {removed} stale temporary file(s)")?;
     }
     let bwlimit = ov.bwlimit_kbps.or(cfg.node.sync_bwlimit_kbps).unwrap_or(p.sync.bwlimit_kbps);
     let timeout = ov.timeout_seconds.unwrap_or(p.sync.timeout_seconds);
     let stages = rsync_stages(p, &p.sync.upstream, &tree, &cfg.node.fqdn, bwlimit, timeout);
 
-    let (code, result, message) = match space_problem(env, p, previous.as_ref(), &stages, &mut log)? {
+    let (mut code, result, message) = match space_problem(env, p, previous, &stages, log)? {
         Some(msg) => (exit::NO_SPACE, "no-space", msg),
-        None => run_stages(env, p, &stages, &mut st, &mut log, say)?,
+        None => run_stages(env, p, &stages, st, log, say)?,
     };
     st.result = result.into();
     st.message = message;
-    let mut code = code;
     if code == exit::OK && p.sync.check != CheckKind::None {
         let report = repocheck::check_tree(p.sync.check, &tree, &repocheck::Excludes(p.sync.excludes.clone()), ov.deep_check)?;
         st.check_errors = report.errors.len();
@@ -394,21 +430,19 @@ pub fn sync_project(
             st.message = format!("{} index problem(s), first: {}", report.errors.len(), report.errors[0]);
         }
     }
-    st.finished_unix = now_unix();
-    st.seconds = started.elapsed().as_secs_f64();
     if code == exit::OK {
-        st.last_success_unix = Some(st.finished_unix);
+        let finished = now_unix();
+        st.finished_unix = finished;
+        st.seconds = finished.saturating_sub(st.started_unix) as f64;
         st.message = format!("{} file(s), {} bytes transferred", st.files_transferred, st.bytes_transferred);
         // Only now: a checker reading the trace must be able to trust the whole tree.
-        write_atomic(&tree.join(trace_rel(p, &cfg.node.fqdn)), render_trace(cfg, p, &p.sync.upstream, &st).as_bytes())?;
+        write_atomic(&tree.join(trace_rel(p, &cfg.node.fqdn)), render_trace(cfg, p, &p.sync.upstream, st).as_bytes())?;
         if let Some(ts) = &p.freshness.timestamp_file {
-            write_atomic(&tree.join(ts.trim_start_matches('/')), format!("{}\n", st.finished_unix).as_bytes())?;
+            write_atomic(&tree.join(ts.trim_start_matches('/')), format!("{finished}\n").as_bytes())?;
         }
+        st.last_success_unix = Some(finished);
     }
-    writeln!(log, "result: {} ({}) after {:.1} s", st.result, st.message, st.seconds)?;
-    write_atomic(&env.status_file(p), (serde_json::to_string_pretty(&st)? + "\n").as_bytes())?;
-    write_atomic(&env.metrics_file(p), render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes())?;
-    Ok((code, Some(st)))
+    Ok(code)
 }
 
 fn run_stages(
@@ -447,7 +481,8 @@ fn space_problem(env: &Env, p: &Profile, previous: Option<&SyncStatus>, stages: 
     let Some((free, total)) = fs_space(&env.tree(p)) else {
         return Ok(None);
     };
-    let need = match previous.filter(|s| s.last_success_unix.is_some()) {
+    // A failed or refused run's figure says nothing about what the next one needs.
+    let need = match previous.filter(|s| s.result == "success") {
         Some(s) => s.bytes_transferred,
         None => {
             let mut args = stages.last().cloned().unwrap_or_default();
