@@ -234,14 +234,16 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
     std::fs::write(up.join("docs/note.xml"), xml).unwrap();
     let conf = tmp.path().join("rsyncd.conf");
     std::fs::write(&conf, format!("use chroot = no\nread only = yes\n[epel]\npath = {}\n", up.display())).unwrap();
-    let mut daemon = Command::new("rsync")
-        .args(["--daemon", "--no-detach", &format!("--port={UPSTREAM_PORT}"), "--address=127.0.0.1"])
-        .arg(format!("--config={}", conf.display()))
-        .spawn()
-        .unwrap();
+    let mut daemon = Reaped(
+        Command::new("rsync")
+            .args(["--daemon", "--no-detach", &format!("--port={UPSTREAM_PORT}"), "--address=127.0.0.1"])
+            .arg(format!("--config={}", conf.display()))
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(500));
     // A daemon left over from an earlier run would serve other files under our name.
-    assert!(daemon.try_wait().unwrap().is_none(), "port {UPSTREAM_PORT} is taken: is an rsync daemon from an earlier run still there?");
+    assert!(daemon.0.try_wait().unwrap().is_none(), "port {UPSTREAM_PORT} is taken: is an rsync daemon from an earlier run still there?");
 
     let out = tmp.path().join("out");
     build(&repo().join("examples/fleet.toml"), &out, &["ci"]);
@@ -324,6 +326,14 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
     assert!(!String::from_utf8_lossy(&ssh_banner.stdout).contains("SSH-2.0"), "ssh answered a non-admin source");
 
     drop(vm);
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
+}
+
+/// A child process killed when the test ends, also when it fails.
+struct Reaped(std::process::Child);
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

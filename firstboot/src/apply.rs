@@ -252,5 +252,9 @@ impl Host {
 /// srv-mirror.mount for the filesystem with this UUID (blkid's: hex digits and dashes).
 pub fn mount_unit(uuid: &str) -> RenderedFile {
     let uuid: String = uuid.chars().filter(|c| c.is_ascii_hexdigit() || *c == '-').collect();
-    RenderedFile::new("/etc/systemd/system/srv-mirror.mount", 0o644, include_str!("../../overlays/firstboot/srv-mirror.mount").replace("@UUID@", &uuid))
+    RenderedFile::new(
+        "/etc/systemd/system/srv-mirror.mount",
+        0o644,
+        include_str!("../../overlays/firstboot/srv-mirror.mount").replace("@UUID@", &uuid),
+    )
 }

@@ -106,6 +106,13 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// `rel` under `base`, unless it is absolute or climbs out with `..`: an index is upstream data
+/// and must not make the check read files outside the mirror.
+fn inside(base: &Path, rel: &str) -> Option<PathBuf> {
+    let p = Path::new(rel);
+    p.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)).then(|| base.join(p))
+}
+
 /// Check one referenced file; records an error naming `index`.
 fn check_file(r: &mut Report, index: &Path, path: &Path, size: Option<u64>, sha256: Option<&str>) {
     r.files_checked += 1;
@@ -165,6 +172,8 @@ fn read_index(path: &Path) -> Result<Vec<u8>> {
     } else if name.ends_with(".xz") {
         let mut f = f;
         lzma_rs::xz_decompress(&mut f, &mut out).map_err(|e| std::io::Error::other(format!("{e:?}")))
+    } else if name.ends_with(".bz2") || name.ends_with(".lz4") {
+        Err(std::io::Error::other("this compression is not supported by the check"))
     } else if name.ends_with(".zst") {
         ruzstd::decoding::StreamingDecoder::new(f).map_err(std::io::Error::other).and_then(|mut d| d.read_to_end(&mut out).map(|_| ()))
     } else {
@@ -201,7 +210,10 @@ fn check_apt(ctx: &mut Ctx<'_>) -> Result<()> {
         let entries = release_sha256(&text);
         let listed: BTreeSet<&str> = entries.iter().map(|(_, _, p)| p.as_str()).collect();
         for (hash, size, relpath) in &entries {
-            let path = dir.join(relpath);
+            let Some(path) = inside(&dir, relpath) else {
+                ctx.r.errors.push(format!("{}: names {relpath:?}, outside the suite", rel.display()));
+                continue;
+            };
             if !ctx.wanted(&path) {
                 continue;
             }
@@ -232,7 +244,10 @@ fn check_apt(ctx: &mut Ctx<'_>) -> Result<()> {
             };
             ctx.r.indexes += 1;
             for (filename, size, sha) in packages_entries(&String::from_utf8_lossy(&data)) {
-                let path = tree.join(&filename);
+                let Some(path) = inside(tree, &filename) else {
+                    ctx.r.errors.push(format!("{}: names {filename:?}, outside the archive", index.display()));
+                    continue;
+                };
                 if ctx.wanted(&path) {
                     check_file(ctx.r, &index, &path, size, if ctx.deep { sha.as_deref() } else { None });
                 }
@@ -359,7 +374,10 @@ fn check_repomd(ctx: &mut Ctx<'_>, repomd: &Path) -> Result<()> {
         }
     };
     for d in &data {
-        let path = repo.join(&d.href);
+        let Some(path) = inside(repo, &d.href) else {
+            ctx.r.errors.push(format!("{}: names {:?}, outside the repository", repomd.display(), d.href));
+            continue;
+        };
         let before = ctx.r.errors.len();
         check_file(ctx.r, repomd, &path, d.size, d.sha256.as_deref());
         if d.kind != "primary" || ctx.r.errors.len() != before {
@@ -374,7 +392,10 @@ fn check_repomd(ctx: &mut Ctx<'_>, repomd: &Path) -> Result<()> {
         };
         ctx.r.indexes += 1;
         for p in primary {
-            let pkg = repo.join(&p.href);
+            let Some(pkg) = inside(repo, &p.href) else {
+                ctx.r.errors.push(format!("{}: names {:?}, outside the repository", path.display(), p.href));
+                continue;
+            };
             if ctx.wanted(&pkg) {
                 check_file(ctx.r, &path, &pkg, p.size, if ctx.deep { p.sha256.as_deref() } else { None });
             }
@@ -400,6 +421,15 @@ mod tests {
         assert!(ex.matches("dists/x/main/installer-amd64/current/images/x"));
         assert!(ex.matches("top/x"));
         assert!(!ex.matches("a/top/x"));
+    }
+
+    #[test]
+    fn index_paths_stay_inside_the_tree() {
+        let base = Path::new("/srv/mirror/epel");
+        assert_eq!(inside(base, "Packages/a.rpm"), Some(base.join("Packages/a.rpm")));
+        assert_eq!(inside(base, "../../../etc/shadow"), None);
+        assert_eq!(inside(base, "/etc/shadow"), None);
+        assert_eq!(inside(base, "a/../../x"), None);
     }
 
     #[test]

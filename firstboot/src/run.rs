@@ -179,17 +179,35 @@ fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut R
             st.problems.push(format!("applying sysctl settings: {e:#}"));
         }
     }
+    if family == Family::Rhel {
+        // firewalld conflicts with nftables.service and would replace our ruleset.
+        if host.unit_active("firewalld.service")
+            || host.path(Path::new("/etc/systemd/system/multi-user.target.wants/firewalld.service")).exists()
+        {
+            if let Err(e) = host.systemctl(&["disable", "--now", "--no-block", "firewalld.service"]) {
+                st.problems.push(format!("disabling firewalld: {e:#}"));
+            }
+        }
+        // SELinux: files we created under /home need sshd's labels.
+        let _ = crate::apply::cmd("restorecon", &["-RF", &format!("/home/{ADMIN_USER}"), &format!("/home/{PUSH_USER}")]);
+    }
     // The firewall must hold before the network comes up (we run before network-pre):
     // load it now rather than wait for nftables.service's queued job.
     if changed || !host.unit_active("nftables.service") {
-        if let Err(e) = crate::apply::cmd("nft", &["-f", "/etc/nftables.conf"]) {
+        if let Err(e) = crate::apply::cmd("nft", &["-f", family.nft_conf()]) {
             st.problems.push(format!("loading the firewall: {e:#}"));
         }
     }
     // --no-block: we run early in boot, ordered before these units; waiting would deadlock.
     // Running units whose configuration changed reload; units not running start.
     for (unit, _) in svc.enable.iter().filter(|(u, _)| !missing.contains(u)) {
-        let verb = if !host.unit_active(unit) { "start" } else if changed { "reload-or-restart" } else { continue };
+        let verb = if !host.unit_active(unit) {
+            "start"
+        } else if changed {
+            "reload-or-restart"
+        } else {
+            continue;
+        };
         if let Err(e) = host.systemctl(&[verb, "--no-block", unit]) {
             st.problems.push(format!("starting {unit}: {e:#}"));
         }

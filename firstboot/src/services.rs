@@ -65,7 +65,16 @@ impl Family {
     pub fn units(self) -> &'static [&'static str] {
         match self {
             Family::Debian => &["nftables", "chrony", "lldpd", "ssh", "rsync", "nginx", "prometheus-node-exporter"],
-            Family::Rhel => &["nftables", "chronyd", "lldpd", "sshd", "rsyncd", "nginx", "node_exporter"],
+            // node_exporter is not installed by the kickstart (no package name confirmed in EPEL 9).
+            Family::Rhel => &["nftables", "chronyd", "lldpd", "sshd", "rsyncd", "nginx"],
+        }
+    }
+
+    /// The ruleset file the distribution's nftables.service loads.
+    pub fn nft_conf(self) -> &'static str {
+        match self {
+            Family::Debian => "/etc/nftables.conf",
+            Family::Rhel => "/etc/sysconfig/nftables.conf",
         }
     }
 }
@@ -242,7 +251,7 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         RenderedFile::new(format!("{}/robots.txt", paths.nginx_dir), 0o644, ROBOTS),
         RenderedFile::new(format!("{}/rsyncd.conf", paths.rsync_dir), 0o644, r("rsyncd")?),
         RenderedFile::new(format!("{}/rsyncd.motd", paths.rsync_dir), 0o644, r("motd")?),
-        RenderedFile::new("/etc/nftables.conf", 0o755, r("nftables")?),
+        RenderedFile::new(paths.family.nft_conf(), 0o755, r("nftables")?),
         RenderedFile::new("/etc/sysctl.d/90-micromirror.conf", 0o644, SYSCTL),
         RenderedFile::new("/etc/modules-load.d/micromirror.conf", 0o644, "tcp_bbr\n"),
         RenderedFile::new("/etc/ssh/sshd_config.d/50-micromirror.conf", 0o644, r("sshd")?),
@@ -269,6 +278,10 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.service", p.name), 0o644, unit("sync-service")?));
         files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.timer", p.name), 0o644, unit("sync-timer")?));
         enable.push((format!("mm-sync-{}.timer", p.name), "timers.target".into()));
+    }
+    if paths.family == Family::Rhel {
+        // Debian's unattended-upgrades is configured by a file; dnf-automatic by its timer.
+        enable.push(("dnf-automatic-install.timer".into(), "timers.target".into()));
     }
     Ok(Services { files, enable, push_user: push_user.is_some() })
 }
@@ -362,6 +375,27 @@ mod tests {
         assert!(!s.push_user && !s.files.iter().any(|f| f.path.to_string_lossy().contains("mmpush")));
         assert!(!file(&s, "nftables.conf").contains("        tcp dport 22 accept\n"));
         assert!(file(&s, "50-micromirror.conf").contains("AllowUsers mmadmin@192.0.2.0/24 mmadmin@2001:db8:ffff::/48\n"));
+    }
+
+    #[test]
+    fn almalinux_gets_its_own_paths_and_units() {
+        let paths = Paths { family: Family::Rhel, ..Paths::default() };
+        let s = render_services(&node("ci"), &paths).unwrap();
+        let names: Vec<String> = s.files.iter().map(|f| f.path.display().to_string()).collect();
+        assert!(
+            names.contains(&"/etc/sysconfig/nftables.conf".to_string()) && !names.contains(&"/etc/nftables.conf".to_string()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"/etc/nginx/conf.d/micromirror.conf".to_string()));
+        assert!(!names.iter().any(|n| n.starts_with("/etc/apt/") || n.starts_with("/etc/default/")), "{names:?}");
+        let units: Vec<&str> = s.enable.iter().map(|(u, _)| u.as_str()).collect();
+        assert!(
+            units.contains(&"sshd.service") && units.contains(&"rsyncd.service") && units.contains(&"dnf-automatic-install.timer"),
+            "{units:?}"
+        );
+        assert!(!units.contains(&"ssh.service"));
+        assert_eq!(Family::from_os_release("NAME=\"AlmaLinux\"\nID=\"almalinux\"\nID_LIKE=\"rhel centos fedora\"\n"), Family::Rhel);
+        assert_eq!(Family::from_os_release("ID=debian\n"), Family::Debian);
     }
 
     #[test]

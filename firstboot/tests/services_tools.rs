@@ -151,7 +151,8 @@ fn nftables_ruleset_passes_nft_check() {
         run(Command::new("nft").arg("-c").arg("-f").arg(&conf));
         // Also without /etc/protocols and /etc/services: a lean node may not have them, and
         // nft resolves protocol and service names through them.
-        let script = format!("mount --bind /dev/null /etc/protocols && mount --bind /dev/null /etc/services && nft -c -f {}", conf.display());
+        let script =
+            format!("mount --bind /dev/null /etc/protocols && mount --bind /dev/null /etc/services && nft -c -f {}", conf.display());
         run(Command::new("unshare").args(["-m", "sh", "-c", &script]));
     }
 }

@@ -356,6 +356,40 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
 }
 
 #[test]
+fn a_killed_run_is_found_and_its_temporaries_cleaned() {
+    let w = World::new();
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    sh(&format!("head -c 20000000 /dev/urandom > {}/Packages/big.iso", up.display()));
+    createrepo(&up);
+    // SIGKILL mm-sync and its rsync together (a power cut, or systemd killing the cgroup).
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(env!("CARGO_BIN_EXE_mm-sync"))
+            .arg("--config")
+            .arg(&w.config)
+            .arg("--root")
+            .arg(w.root())
+            .args(["--bwlimit", "2000", "epel"])
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(3000));
+    sh(&format!("kill -KILL -- -{}", child.id()));
+    let _ = child.wait();
+    assert_eq!(w.status("epel")["result"], "running", "a killed run must be recognisable");
+    let temps = |tree: &Path| sh(&format!("cd {} && find . -name '.~tmp~' -o -name '.*.??????' | wc -l", tree.display()));
+    assert_ne!(temps(&w.tree("epel")), "0", "the kill should have left rsync temporaries behind");
+
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("the previous run was interrupted; removed"), "{}", text(&out));
+    assert_eq!(temps(&w.tree("epel")), "0");
+    assert_eq!(w.status("epel")["result"], "success");
+}
+
+#[test]
 fn a_sync_that_cannot_fit_is_refused_before_it_starts() {
     let w = World::new();
     let up = w.up("rpm");
