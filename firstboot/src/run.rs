@@ -117,7 +117,13 @@ pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverrid
 /// Install, enable and (on the live node) start the mirror services.
 fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut RunState, say: &mut dyn FnMut(&str)) -> Result<()> {
     let family = family(host);
-    let svc = services::render_services(cfg, &Paths { family, ..Paths::default() })?;
+    let defaults = Paths::default();
+    let cert = Path::new(&defaults.tls_dir).join(&cfg.node.fqdn).join("fullchain.pem");
+    let tls_ready = host.path(&cert).is_file();
+    if cfg.fleet.https {
+        std::fs::create_dir_all(host.path(Path::new(&defaults.acme_dir))).context("creating the ACME webroot")?;
+    }
+    let svc = services::render_services(cfg, &Paths { family, tls_ready, ..defaults })?;
     match accounts::ensure_user(host, ADMIN_USER, "micro mirror fleet admin")? {
         UserOutcome::Created => st.changed.push(format!("created the admin user {ADMIN_USER}")),
         UserOutcome::Exists => {}

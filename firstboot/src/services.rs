@@ -23,6 +23,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("sshd", include_str!("../../overlays/services/sshd.conf.hbs")),
     ("sync-service", include_str!("../../overlays/services/mm-sync.service.hbs")),
     ("sync-timer", include_str!("../../overlays/services/mm-sync.timer.hbs")),
+    ("certbot-service", include_str!("../../overlays/services/mm-certbot.service.hbs")),
+    ("certbot-timer", include_str!("../../overlays/services/mm-certbot.timer.hbs")),
     ("push-keys", include_str!("../../overlays/services/push-authorized-keys.hbs")),
     ("push-sudoers", include_str!("../../overlays/services/push-sudoers.hbs")),
 ];
@@ -88,6 +90,13 @@ pub struct Paths {
     pub log_dir: String,
     pub rsync_dir: String,
     pub http_port: u16,
+    pub https_port: u16,
+    /// Where certbot keeps live certificates (`<dir>/<fqdn>/fullchain.pem`).
+    pub tls_dir: String,
+    /// Webroot for Let's Encrypt challenges.
+    pub acme_dir: String,
+    /// The certificate exists (checked by the caller): nginx listens on 443 with it.
+    pub tls_ready: bool,
 }
 
 impl Default for Paths {
@@ -99,6 +108,10 @@ impl Default for Paths {
             log_dir: "/var/log/nginx".into(),
             rsync_dir: "/etc".into(),
             http_port: 80,
+            https_port: 443,
+            tls_dir: "/etc/letsencrypt/live".into(),
+            acme_dir: format!("{}/acme", mmconfig::STATE_DIR),
+            tls_ready: false,
         }
     }
 }
@@ -160,6 +173,25 @@ pub fn nginx_prefix_regex(prefix: &str) -> String {
     nginx_str(&re)
 }
 
+/// One word of a systemd ExecStart= line: double-quoted, with `%` (specifiers) and `$`
+/// (variable expansion) doubled and quotes and backslashes escaped.
+pub fn systemd_arg(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars().filter(|c| !c.is_control()) {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// One line of text with no control characters (motd, rsyncd values: they run to end of line).
 pub fn plain(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
@@ -175,6 +207,7 @@ handlebars_helper!(xsl_attr_h: |s: str| xsl_attr(s));
 handlebars_helper!(nginx_str_h: |s: str| nginx_str(s));
 handlebars_helper!(nginx_regex: |s: str| nginx_prefix_regex(s));
 handlebars_helper!(plain_h: |s: str| plain(s));
+handlebars_helper!(systemd_arg_h: |s: str| systemd_arg(s));
 handlebars_helper!(rsyncd_value_h: |s: str| rsyncd_value(s));
 handlebars_helper!(join: |v: array| v.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "));
 
@@ -187,6 +220,7 @@ fn registry() -> Handlebars<'static> {
     h.register_helper("nginx_str", Box::new(nginx_str_h));
     h.register_helper("nginx_regex", Box::new(nginx_regex));
     h.register_helper("plain", Box::new(plain_h));
+    h.register_helper("systemd_arg", Box::new(systemd_arg_h));
     h.register_helper("rsyncd_value", Box::new(rsyncd_value_h));
     h.register_helper("join", Box::new(join));
     for (name, text) in TEMPLATES {
@@ -231,6 +265,11 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         "sponsor_url": cfg.node.sponsor.url,
         "contact": cfg.fleet.contact,
         "https": cfg.fleet.https,
+        "acme_dir": paths.acme_dir,
+        "tls": (cfg.fleet.https && paths.tls_ready).then(|| json!({
+            "cert": format!("{}/{}/fullchain.pem", paths.tls_dir, cfg.node.fqdn),
+            "key": format!("{}/{}/privkey.pem", paths.tls_dir, cfg.node.fqdn),
+        })),
         "admin_user": ADMIN_USER,
         "admin_v4": v4,
         "admin_v6": v6,
@@ -239,6 +278,7 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         "log_dir": paths.log_dir,
         "rsync_dir": paths.rsync_dir,
         "http_port": paths.http_port,
+        "https_port": paths.https_port,
         "projects": cfg.projects,
         "push": push,
         "push_user": push_user,
@@ -258,6 +298,10 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         RenderedFile::new(format!("/home/{ADMIN_USER}/.ssh/authorized_keys"), 0o600, cfg.fleet.admin_ssh_keys.join("\n") + "\n"),
         RenderedFile::new(format!("/etc/sudoers.d/{ADMIN_USER}"), 0o440, format!("{ADMIN_USER} ALL=(ALL) NOPASSWD: ALL\n")),
     ];
+    if cfg.fleet.https {
+        files.push(RenderedFile::new("/etc/systemd/system/mm-certbot.service", 0o644, r("certbot-service")?));
+        files.push(RenderedFile::new("/etc/systemd/system/mm-certbot.timer", 0o644, r("certbot-timer")?));
+    }
     if let Some(user) = push_user {
         files.push(RenderedFile::new(format!("/home/{user}/.ssh/authorized_keys"), 0o600, r("push-keys")?));
         files.push(RenderedFile::new(format!("/etc/sudoers.d/{user}"), 0o440, r("push-sudoers")?));
@@ -278,6 +322,9 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.service", p.name), 0o644, unit("sync-service")?));
         files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.timer", p.name), 0o644, unit("sync-timer")?));
         enable.push((format!("mm-sync-{}.timer", p.name), "timers.target".into()));
+    }
+    if cfg.fleet.https {
+        enable.push(("mm-certbot.timer".into(), "timers.target".into()));
     }
     if paths.family == Family::Rhel {
         // Debian's unattended-upgrades is configured by a file; dnf-automatic by its timer.
@@ -306,6 +353,7 @@ mod tests {
         assert_eq!(nginx_str("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
         assert_eq!(nginx_prefix_regex("/a.b/"), "\"~^/a\\\\.b/\"");
         assert_eq!(plain("a\nb"), "a b");
+        assert_eq!(systemd_arg("a\"b%c$d\\"), "\"a\\\"b%%c$$d\\\\\"");
         assert_eq!(rsyncd_value("100%PATH%"), "100 PATH ");
     }
 

@@ -46,7 +46,23 @@ fn tree(cfg: &NodeConfig) -> Tree {
         log_dir: p("log"),
         rsync_dir: p("etc"),
         http_port: free_port(),
+        https_port: free_port(),
+        tls_dir: p("etc/letsencrypt/live"),
+        acme_dir: p("acme"),
+        tls_ready: cfg.fleet.https,
     };
+    if cfg.fleet.https {
+        // A self-signed stand-in for the Let's Encrypt certificate, where certbot puts it.
+        let live = root.join("etc/letsencrypt/live").join(&cfg.node.fqdn);
+        std::fs::create_dir_all(&live).unwrap();
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj"])
+            .arg(format!("/CN={}", cfg.node.fqdn))
+            .arg("-keyout")
+            .arg(live.join("privkey.pem"))
+            .arg("-out")
+            .arg(live.join("fullchain.pem")));
+    }
     std::fs::create_dir_all(root.join("log")).unwrap();
     let services = render_services(cfg, &paths).unwrap();
     for f in &services.files {
@@ -56,6 +72,23 @@ fn tree(cfg: &NodeConfig) -> Tree {
         std::fs::write(&dest, &f.contents).unwrap();
     }
     Tree { _dir: dir, root, paths, services }
+}
+
+/// A main nginx.conf inside the tree that includes the rendered site.
+fn nginx_main_conf(t: &Tree) -> PathBuf {
+    let site = t.root.join("etc/nginx/sites-enabled/default");
+    let conf = t.root.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root;\npid {r}/nginx.pid;\nerror_log {r}/log/error.log;\nload_module /usr/lib/nginx/modules/ngx_http_xslt_filter_module.so;\n\
+events {{}}\nhttp {{\n include /etc/nginx/mime.types;\n client_body_temp_path {r}/tmp;\n proxy_temp_path {r}/tmp;\n fastcgi_temp_path {r}/tmp;\n uwsgi_temp_path {r}/tmp;\n scgi_temp_path {r}/tmp;\n include {site};\n}}\n",
+            r = t.root.display(),
+            site = site.display()
+        ),
+    )
+    .unwrap();
+    conf
 }
 
 struct Daemon(Child);
@@ -92,18 +125,7 @@ fn nginx_accepts_the_config_and_serves_listings_with_the_sponsor_and_files_uncha
     let cfg = node("ci");
     assert_eq!(cfg.node.sponsor.name, HOSTILE);
     let t = tree(&cfg);
-    let site = t.root.join("etc/nginx/sites-enabled/default");
-    let conf = t.root.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root;\npid {r}/nginx.pid;\nerror_log {r}/log/error.log;\nload_module /usr/lib/nginx/modules/ngx_http_xslt_filter_module.so;\n\
-events {{}}\nhttp {{\n include /etc/nginx/mime.types;\n client_body_temp_path {r}/tmp;\n proxy_temp_path {r}/tmp;\n fastcgi_temp_path {r}/tmp;\n uwsgi_temp_path {r}/tmp;\n scgi_temp_path {r}/tmp;\n include {site};\n}}\n",
-            r = t.root.display(),
-            site = site.display()
-        ),
-    )
-    .unwrap();
+    let conf = nginx_main_conf(&t);
     run(Command::new("nginx").arg("-t").arg("-c").arg(&conf));
 
     // A mirror tree with the files that must never be altered.
@@ -144,6 +166,36 @@ events {{}}\nhttp {{\n include /etc/nginx/mime.types;\n client_body_temp_path {r
 }
 
 #[test]
+fn https_serves_the_same_tree_and_answers_acme_challenges() {
+    let mut cfg = node("ci");
+    cfg.fleet.https = true;
+    let t = tree(&cfg);
+    let conf = nginx_main_conf(&t);
+    run(Command::new("nginx").arg("-t").arg("-c").arg(&conf));
+    std::fs::create_dir_all(PathBuf::from(&t.paths.data_root).join("epel")).unwrap();
+    std::fs::write(PathBuf::from(&t.paths.data_root).join("epel/a.txt"), b"same bytes\n").unwrap();
+    let token = PathBuf::from(&t.paths.acme_dir).join(".well-known/acme-challenge/tok3n");
+    std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+    std::fs::write(&token, b"tok3n.thumbprint").unwrap();
+    let _nginx = Daemon(
+        Command::new("nginx").arg("-c").arg(&conf).args(["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    wait_port(t.paths.https_port);
+    let https = format!("https://127.0.0.1:{}", t.paths.https_port);
+    let out = run(Command::new("curl").args(["-sk", &format!("{https}/epel/a.txt")]));
+    assert_eq!(out, "same bytes\n");
+    let listing = run(Command::new("curl").args(["-sk", &format!("{https}/epel/")]));
+    assert!(listing.contains("hosted by"), "{listing}");
+    let challenge =
+        run(Command::new("curl").args(["-s", &format!("http://127.0.0.1:{}/.well-known/acme-challenge/tok3n", t.paths.http_port)]));
+    assert_eq!(challenge, "tok3n.thumbprint");
+    let service = t.services.files.iter().find(|f| f.path.ends_with("mm-certbot.service")).expect("certbot unit");
+    let text = String::from_utf8_lossy(&service.contents);
+    assert!(text.contains("--email \"mirror@example.net\"") && text.contains("--domain \"ci.mm.example.net\""), "{text}");
+    assert!(t.services.enable.contains(&("mm-certbot.timer".into(), "timers.target".into())));
+}
+
+#[test]
 fn nftables_ruleset_passes_nft_check() {
     for name in ["ci", "v6only", "hurricane"] {
         let t = tree(&node(name));
@@ -159,11 +211,13 @@ fn nftables_ruleset_passes_nft_check() {
 
 #[test]
 fn systemd_units_pass_systemd_analyze_verify() {
-    let t = tree(&node("ziply"));
+    let mut cfg = node("ziply");
+    cfg.fleet.https = true;
+    let t = tree(&cfg);
     // verify resolves ExecStart= inside --root.
     let bin = t.root.join("usr/bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for b in ["mm-sync", "mm-firstboot"] {
+    for b in ["mm-sync", "mm-firstboot", "certbot"] {
         std::fs::copy("/bin/true", bin.join(b)).unwrap();
     }
     let units: Vec<PathBuf> = t
@@ -173,7 +227,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
         .filter(|f| f.path.starts_with("/etc/systemd/system"))
         .map(|f| t.root.join(f.path.strip_prefix("/").unwrap()))
         .collect();
-    assert_eq!(units.len(), 6, "3 projects x service + timer");
+    assert_eq!(units.len(), 8, "3 projects x service + timer, certbot service + timer");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let unit_dir = t.root.join("etc/systemd/system");
     let mut extra = Vec::new();
