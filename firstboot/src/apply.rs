@@ -95,9 +95,15 @@ impl Host {
         Ok(Some(true))
     }
 
-    /// Whether `unit` is active (or activating) on the live node.
-    pub fn unit_active(&self, unit: &str) -> bool {
-        self.live() && cmd("systemctl", &["is-active", "--quiet", unit]).is_ok()
+    /// Whether each unit is active on the live node (all false on a --root tree), in one call.
+    pub fn units_active(&self, units: &[&str]) -> Vec<bool> {
+        if !self.live() || units.is_empty() {
+            return vec![false; units.len()];
+        }
+        // is-active prints one state per unit and fails when any is inactive: read, not status.
+        let out = Command::new("systemctl").arg("is-active").args(units).output().map(|o| o.stdout).unwrap_or_default();
+        let states: Vec<String> = String::from_utf8_lossy(&out).lines().map(str::to_string).collect();
+        (0..units.len()).map(|i| states.get(i).is_some_and(|s| s == "active")).collect()
     }
 
     /// systemctl on the live node; a no-op on a --root tree.
