@@ -137,7 +137,8 @@ impl Host {
                 self.checkpoint("mkfs")?;
                 let part = self.data_partition(disk)?;
                 // No -f: mkfs.xfs refuses to overwrite an existing signature, a last safety net.
-                cmd("mkfs.xfs", &["-q", "-L", DATA_LABEL, &part])?;
+                // -K: no discard pass over the whole device (minutes on some large SSDs; fstrim does it later).
+                cmd("mkfs.xfs", &["-q", "-K", "-L", DATA_LABEL, &part])?;
             }
             Step::Grow { disk, device } => {
                 self.checkpoint("grow")?;
@@ -190,9 +191,8 @@ impl Host {
         // do not scan at all: tell the kernel about the partitions one by one, which always works.
         let _ = cmd("partx", &["-u", disk]);
         let _ = cmd("partx", &["-a", disk]);
-        if self.live() {
-            let _ = cmd("udevadm", &["settle", "--timeout=10"]);
-        }
+        // No `udevadm settle`: the steps that follow find partitions through sysfs and create
+        // missing device nodes themselves, and settle waits for every pending event of the boot.
         Ok(())
     }
 

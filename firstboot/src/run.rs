@@ -130,10 +130,15 @@ fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut R
         UserOutcome::NoAccountDatabase => st.notes.push(format!("no /etc/passwd under {}: admin user not created", host.root.display())),
     }
     let mut changed = false;
+    // systemd loads a unit file it has not seen on first use; only a rewritten one needs a
+    // daemon-reload (which costs a second or more early in boot).
+    let mut units_rewritten = false;
     for f in &svc.files {
+        let existed = host.path(&f.path).exists();
         if host.install(f).with_context(|| format!("installing {}", f.path.display()))? {
             st.changed.push(format!("wrote {}", f.path.display()));
             changed = true;
+            units_rewritten |= existed && f.path.starts_with("/etc/systemd/system");
         }
     }
     if svc.push_user && accounts::ensure_user(host, PUSH_USER, "upstream push trigger")? == UserOutcome::Created {
@@ -176,9 +181,11 @@ fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut R
     if !host.live() {
         return Ok(());
     }
-    if changed {
-        say("services: configuration changed, reloading systemd");
+    if units_rewritten {
+        say("services: unit files changed, reloading systemd");
         host.systemctl(&["daemon-reload"])?;
+    }
+    if changed {
         // systemd-sysctl ran before us: apply BBR + fq_codel now rather than at the next boot.
         let _ = crate::apply::cmd("modprobe", &["tcp_bbr"]);
         if let Err(e) = crate::apply::cmd("sysctl", &["-q", "-p", "/etc/sysctl.d/90-micromirror.conf"]) {

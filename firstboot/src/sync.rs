@@ -71,6 +71,8 @@ pub struct SyncStatus {
     pub finished_unix: u64,
     pub seconds: f64,
     pub files_transferred: u64,
+    #[serde(default)]
+    pub files_deleted: u64,
     /// Sum of the sizes of the files rsync transferred (what the disk had to take).
     pub bytes_transferred: u64,
     /// Bytes received on the wire.
@@ -90,6 +92,7 @@ pub fn load_status(env: &Env, p: &Profile) -> Option<SyncStatus> {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     pub files_transferred: u64,
+    pub files_deleted: u64,
     pub transferred_bytes: u64,
     pub total_bytes: u64,
     pub received_bytes: u64,
@@ -105,6 +108,7 @@ pub fn parse_stats(out: &str) -> Stats {
     };
     Stats {
         files_transferred: num("Number of regular files transferred:"),
+        files_deleted: num("Number of deleted files:"),
         transferred_bytes: num("Total transferred file size:"),
         total_bytes: num("Total file size:"),
         received_bytes: num("Total bytes received:"),
@@ -418,7 +422,12 @@ fn sync_locked(
     };
     st.result = result.into();
     st.message = message;
-    if code == exit::OK && p.sync.check != CheckKind::None {
+    // A run that changed nothing leaves the tree the last clean check saw: no need to re-read it.
+    let unchanged = st.files_transferred == 0 && st.files_deleted == 0;
+    let clean_before = previous.is_some_and(|s| s.result == "success" && s.check_errors == 0);
+    if code == exit::OK && unchanged && clean_before && !ov.deep_check {
+        writeln!(log, "check: skipped, nothing changed since the last clean check")?;
+    } else if code == exit::OK && p.sync.check != CheckKind::None {
         let report = repocheck::check_tree(p.sync.check, &tree, &repocheck::Excludes(p.sync.excludes.clone()), ov.deep_check)?;
         st.check_errors = report.errors.len();
         for e in &report.errors {
@@ -464,6 +473,7 @@ fn run_stages(
         say(&format!("{}: stage {}/{} from {}", p.name, i + 1, stages.len(), p.sync.upstream));
         let (code, stats) = rsync_stage(env, args, log)?;
         st.files_transferred += stats.files_transferred;
+        st.files_deleted += stats.files_deleted;
         st.bytes_transferred += stats.transferred_bytes;
         st.bytes_received += stats.received_bytes;
         st.tree_bytes = stats.total_bytes;
@@ -484,6 +494,9 @@ fn space_problem(env: &Env, p: &Profile, previous: Option<&SyncStatus>, stages: 
     // A failed or refused run's figure says nothing about what the next one needs.
     let need = match previous.filter(|s| s.result == "success") {
         Some(s) => s.bytes_transferred,
+        // Before the first success: the profile's size is the estimate when it clearly fits;
+        // only a tight disk pays for an `rsync --dry-run` (a second file list) to measure.
+        None if p.size_gb.saturating_mul(1_000_000_000).saturating_add(total / 100) <= free => 0,
         None => {
             let mut args = stages.last().cloned().unwrap_or_default();
             args.insert(0, "--dry-run".into());
@@ -644,8 +657,15 @@ mod tests {
         let out = "Number of files: 1,234 (reg: 1,000)\nNumber of regular files transferred: 1,002\nTotal file size: 12,345,678 bytes\nTotal transferred file size: 345,678 bytes\nTotal bytes received: 400,000\n";
         assert_eq!(
             parse_stats(out),
-            Stats { files_transferred: 1002, transferred_bytes: 345_678, total_bytes: 12_345_678, received_bytes: 400_000 }
+            Stats {
+                files_transferred: 1002,
+                files_deleted: 0,
+                transferred_bytes: 345_678,
+                total_bytes: 12_345_678,
+                received_bytes: 400_000
+            }
         );
+        assert_eq!(parse_stats("Number of deleted files: 3 (reg: 3)\n").files_deleted, 3);
     }
 
     #[test]

@@ -297,6 +297,11 @@ fn a_second_run_is_refused_while_the_lock_is_held() {
     drop(held);
     let out = w.mm_sync(&["epel"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Nothing changed upstream: the tree is the one the last clean check saw.
+    std::thread::sleep(Duration::from_millis(1100)); // a new log file name (start second)
+    assert_eq!(w.mm_sync(&["epel"], &[]).status.code(), Some(0));
+    let log = std::fs::read_to_string(w.status("epel")["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("check: skipped, nothing changed since the last clean check"), "{log}");
 }
 
 #[test]
