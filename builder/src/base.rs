@@ -23,7 +23,7 @@ use crate::hostcmd::{require_tool, run};
 use crate::{esp, initramfs, uki};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
-const OS_RECIPE: &str = "os-recipe-3";
+const OS_RECIPE: &str = "os-recipe-4";
 const BASE_RECIPE: &str = "base-recipe-4";
 const SUITE: &str = "bookworm";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -169,6 +169,8 @@ fn build_os(opts: &BaseOptions, os_dir: &Path, packages: &[String], keep: &[Stri
         .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
         .arg("--dpkgopt=path-include=/usr/share/locale/locale.alias")
         .arg(format!("--setup-hook=mkdir -p \"$1/var/cache/apt/archives\" && find {debs_q} -name '*.deb' -exec cp -t \"$1/var/cache/apt/archives/\" {{}} +"))
+        // Debian's own initramfs is never booted (the UKI carries ours): skip building it.
+        .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && ln -sf /bin/true \"$1/usr/sbin/update-initramfs\"")
         .arg(format!("--customize-hook=find \"$1/var/cache/apt/archives\" -name '*.deb' -exec cp -n -t {debs_q} {{}} +"))
         .arg(SUITE)
         .arg(&root)
