@@ -4,6 +4,7 @@
 //! again picks up where it stopped. `MM_FIRSTBOOT_FAIL_AT=<step>` makes a step fail on purpose
 //! (fault tests).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -196,52 +197,46 @@ impl Host {
         Ok(())
     }
 
-    /// The XFS filesystem labelled MMDATA on `disk`: the whole disk or one of its partitions (by
-    /// filesystem label: Anaconda's `part --label` sets no GPT name), waiting briefly for udev.
-    fn data_fs(&self, disk: &str) -> Result<String> {
+    /// The first device of `disk` (the disk itself with `whole`, then its partitions in order)
+    /// whose blkid fields satisfy `wanted`, waiting up to 5 s for the kernel and udev.
+    fn find_on_disk(&self, disk: &str, whole: bool, wanted: impl Fn(&BTreeMap<String, String>) -> bool) -> Option<String> {
         let kname = disk.trim_start_matches("/dev/");
         for _ in 0..50 {
-            let mut names = vec![kname.to_string()];
-            let mut parts: Vec<String> = fs::read_dir(format!("/sys/block/{kname}"))?
+            let mut names: Vec<String> = fs::read_dir(format!("/sys/block/{kname}"))
+                .into_iter()
+                .flatten()
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| n.starts_with(kname) && n != kname)
                 .collect();
-            parts.sort();
-            names.extend(parts);
+            names.sort();
+            if whole {
+                names.insert(0, kname.to_string());
+            }
             for n in names {
                 probe::ensure_node(&n);
                 let dev = format!("/dev/{n}");
-                let id = probe::blkid(&dev);
-                if id.get("LABEL").is_some_and(|l| l == DATA_LABEL) && id.get("TYPE").is_some_and(|t| t == "xfs") {
-                    return Ok(dev);
+                if Path::new(&dev).exists() && wanted(&probe::blkid(&dev)) {
+                    return Some(dev);
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("no XFS filesystem labelled {DATA_LABEL} found on {disk}")
+        None
     }
 
-    /// The MMDATA partition of `disk`, waiting briefly for its device node.
+    /// The XFS filesystem labelled MMDATA on `disk`: the whole disk or one of its partitions (by
+    /// filesystem label: Anaconda's `part --label` sets no GPT name).
+    fn data_fs(&self, disk: &str) -> Result<String> {
+        let is_data =
+            |id: &BTreeMap<String, String>| id.get("LABEL").is_some_and(|l| l == DATA_LABEL) && id.get("TYPE").is_some_and(|t| t == "xfs");
+        self.find_on_disk(disk, true, is_data).with_context(|| format!("no XFS filesystem labelled {DATA_LABEL} found on {disk}"))
+    }
+
+    /// The partition named MMDATA in the GPT of `disk` (which may not hold a filesystem yet).
     fn data_partition(&self, disk: &str) -> Result<String> {
-        let kname = disk.trim_start_matches("/dev/");
-        for _ in 0..50 {
-            let mut parts: Vec<String> = fs::read_dir(format!("/sys/block/{kname}"))?
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(kname) && n != kname)
-                .collect();
-            parts.sort();
-            for p in parts {
-                probe::ensure_node(&p);
-                let dev = format!("/dev/{p}");
-                if Path::new(&dev).exists() && probe::blkid(&dev).get("PART_ENTRY_NAME").is_some_and(|n| n == DATA_LABEL) {
-                    return Ok(dev);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("no partition named {DATA_LABEL} appeared on {disk}")
+        let named = |id: &BTreeMap<String, String>| id.get("PART_ENTRY_NAME").is_some_and(|n| n == DATA_LABEL);
+        self.find_on_disk(disk, false, named).with_context(|| format!("no partition named {DATA_LABEL} appeared on {disk}"))
     }
 
     fn mount_now(&self, device: &str) -> Result<()> {
