@@ -202,11 +202,11 @@ fn build_node(opts: &BuildOptions, base: Option<&Base>, media: &InstallMedia, cf
     artifacts.push(Artifact::describe(&opts.out, &img_rel, node, "oemdrv", None)?);
 
     if let Some(base) = base {
-        let rel = match opts.format {
+        match opts.format {
             ImageFormat::Raw => {
                 let rel = format!("{node}/disk.img");
-                atomic::write_with(&opts.out.join(&rel), |f| diskimage::write_image(f, base, cfg).map(|_| ()))?;
-                rel
+                let sha = atomic::write_with(&opts.out.join(&rel), |f| diskimage::write_image_hashed(f, base, cfg))?;
+                artifacts.push(Artifact::with_sha256(&opts.out, &rel, node, "disk-image", Some(&base.id), sha)?);
             }
             ImageFormat::Qcow2 => {
                 let rel = format!("{node}/disk.qcow2");
@@ -220,10 +220,9 @@ fn build_node(opts: &BuildOptions, base: Option<&Base>, media: &InstallMedia, cf
                     std::fs::remove_file(&tmp)?;
                     Ok(())
                 })?;
-                rel
+                artifacts.push(Artifact::describe(&opts.out, &rel, node, "disk-image", Some(&base.id))?);
             }
-        };
-        artifacts.push(Artifact::describe(&opts.out, &rel, node, "disk-image", Some(&base.id))?);
+        }
     }
     Ok(artifacts)
 }

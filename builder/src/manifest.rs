@@ -1,7 +1,6 @@
 //! Build outputs: `manifest.json` and `SHA256SUMS` (verifiable with `sha256sum -c` from DIR).
 
 use std::fs::File;
-use std::io::{Read, Seek};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -34,13 +33,19 @@ pub struct Manifest {
 impl Artifact {
     /// Describe `out_dir/rel` after it was written.
     pub fn describe(out_dir: &Path, rel: &str, node: &str, kind: &str, base_id: Option<&str>) -> Result<Artifact> {
+        let sha256 = sha256_file(&out_dir.join(rel))?;
+        Artifact::with_sha256(out_dir, rel, node, kind, base_id, sha256)
+    }
+
+    /// Describe `out_dir/rel` whose SHA-256 was computed while it was written.
+    pub fn with_sha256(out_dir: &Path, rel: &str, node: &str, kind: &str, base_id: Option<&str>, sha256: String) -> Result<Artifact> {
         let path = out_dir.join(rel);
         Ok(Artifact {
             node: node.into(),
             kind: kind.into(),
             path: rel.into(),
             size: std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len(),
-            sha256: sha256_file(&path)?,
+            sha256,
             base_id: base_id.map(String::from),
             builder_version: env!("CARGO_PKG_VERSION").into(),
         })
@@ -48,47 +53,53 @@ impl Artifact {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f.metadata()?.len();
+    let mut h = Sha256::new();
+    hash_range(&f, 0, len, &mut h).with_context(|| format!("hashing {}", path.display()))?;
+    Ok(crate::base::hex(&h.finalize()))
+}
+
+/// Feed bytes `start..end` of `f` to `h`. Holes are hashed from a zero buffer instead of read:
+/// reading them makes the kernel zero-fill page after page, which cost more than the hashing
+/// itself for our sparse images. Positional reads only: `f` may be shared with a writer.
+pub fn hash_range(f: &File, start: u64, end: u64, h: &mut Sha256) -> Result<()> {
     use nix::unistd::{lseek, Whence};
     use std::os::fd::AsRawFd;
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let len = f.metadata()?.len() as i64;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    // Holes are hashed from a zero buffer instead of read: reading them makes the kernel
-    // zero-fill page after page, which cost more than the hashing itself for our sparse images.
-    let zeros = vec![0u8; 4 << 20];
-    let fd = f.as_raw_fd();
-    let mut pos: i64 = 0;
-    while pos < len {
-        let data = match lseek(fd, pos, Whence::SeekData) {
-            Ok(d) => d,
-            Err(nix::errno::Errno::ENXIO) => len,
-            Err(e) => return Err(e).with_context(|| format!("seeking data in {}", path.display())),
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 4 << 20;
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = start;
+    while pos < end {
+        let data = match lseek(f.as_raw_fd(), pos as i64, Whence::SeekData) {
+            Ok(d) => (d as u64).min(end),
+            Err(nix::errno::Errno::ENXIO) => end,
+            Err(e) => return Err(e).context("seeking data"),
         };
-        let mut hole = (data - pos) as usize;
+        let mut hole = data - pos;
         while hole > 0 {
-            let n = hole.min(zeros.len());
-            h.update(&zeros[..n]);
-            hole -= n;
+            let n = hole.min(ZEROS.len() as u64) as usize;
+            h.update(&ZEROS[..n]);
+            hole -= n as u64;
         }
-        if data >= len {
+        if data >= end {
             break;
         }
-        let end = lseek(fd, data, Whence::SeekHole).with_context(|| format!("seeking a hole in {}", path.display()))?;
-        f.seek(std::io::SeekFrom::Start(data as u64))?;
-        let mut left = (end - data) as usize;
-        while left > 0 {
-            let want = left.min(buf.len());
-            let n = f.read(&mut buf[..want]).with_context(|| format!("reading {}", path.display()))?;
+        let data_end = (lseek(f.as_raw_fd(), data as i64, Whence::SeekHole).context("seeking a hole")? as u64).min(end);
+        let mut at = data;
+        while at < data_end {
+            let want = ((data_end - at) as usize).min(CHUNK);
+            let n = f.read_at(&mut buf[..want], at).context("reading")?;
             if n == 0 {
-                anyhow::bail!("{} shrank while it was being hashed", path.display());
+                anyhow::bail!("the file shrank while it was being hashed");
             }
             h.update(&buf[..n]);
-            left -= n;
+            at += n as u64;
         }
-        pos = end;
+        pos = data_end;
     }
-    Ok(crate::base::hex(&h.finalize()))
+    Ok(())
 }
 
 /// Merge `fresh` into the manifest in `out_dir` (entries of rebuilt nodes are replaced, others
@@ -111,4 +122,28 @@ pub fn update(out_dir: &Path, fleet: &str, fresh: Vec<Artifact>) -> Result<Manif
     let sums: String = manifest.artifacts.iter().map(|a| format!("{}  {}\n", a.sha256, a.path)).collect();
     atomic::write(&out_dir.join("SHA256SUMS"), sums.as_bytes())?;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn hashing_around_holes_equals_hashing_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse.img");
+        let f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+        f.set_len(20 << 20).unwrap();
+        // Data at unaligned places, a hole at the start and at the end.
+        f.write_all_at(b"first", 1_000_003).unwrap();
+        f.write_all_at(&[7u8; 300_000], 9 << 20).unwrap();
+        let every_byte = crate::base::hex(&Sha256::digest(std::fs::read(&path).unwrap()));
+        assert_eq!(sha256_file(&path).unwrap(), every_byte);
+        // A range split in two pieces hashes like the whole.
+        let mut h = Sha256::new();
+        hash_range(&f, 0, 5 << 20, &mut h).unwrap();
+        hash_range(&f, 5 << 20, 20 << 20, &mut h).unwrap();
+        assert_eq!(crate::base::hex(&h.finalize()), every_byte);
+    }
 }
