@@ -205,12 +205,13 @@ fn build_node(opts: &BuildOptions, base: Option<&Base>, media: &InstallMedia, cf
         match opts.format {
             ImageFormat::Raw => {
                 let rel = format!("{node}/disk.img");
-                let sha = atomic::write_with(&opts.out.join(&rel), |f| diskimage::write_image_hashed(f, base, cfg))?;
+                let sha = atomic::write_with(&opts.out.join(&rel), |f| diskimage::write_image(f, base, cfg))?;
                 artifacts.push(Artifact::with_sha256(&opts.out, &rel, node, "disk-image", Some(&base.id), sha)?);
             }
             ImageFormat::Qcow2 => {
                 let rel = format!("{node}/disk.qcow2");
                 let raw = tempfile::Builder::new().prefix(".disk.").suffix(".raw").tempfile_in(&dir)?;
+                // The raw image's hash is not an artifact's: the qcow2 file is hashed below.
                 diskimage::write_image(&mut raw.reopen()?, base, cfg)?;
                 atomic::write_with(&opts.out.join(&rel), |f| {
                     let tmp = dir.join(".disk.qcow2.part");

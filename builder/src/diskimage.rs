@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 
 use crate::base::Base;
 use crate::fat::{self, FatFile};
-use crate::gpt::{self, Layout};
+use crate::gpt;
 
 /// The MMCONFIG volume: exactly `node.toml`.
 pub fn config_volume(cfg: &NodeConfig) -> Result<Vec<u8>> {
@@ -20,23 +20,10 @@ pub fn config_volume(cfg: &NodeConfig) -> Result<Vec<u8>> {
     fat::build_bytes(gpt::CONFIG_BYTES, mmconfig::CONFIG_LABEL, id, &[FatFile { path: mmconfig::NODE_CONFIG_FILE, data: text.as_bytes() }])
 }
 
-/// Write the whole image for `cfg` into `out` (a new, empty file).
-pub fn write_image(out: &mut File, base: &Base, cfg: &NodeConfig) -> Result<Layout> {
-    let esp_len = std::fs::metadata(&base.esp_img).with_context(|| format!("reading {}", base.esp_img.display()))?.len();
-    let root_len = std::fs::metadata(&base.root_img).with_context(|| format!("reading {}", base.root_img.display()))?.len();
-    let layout = gpt::layout(esp_len, root_len);
-    out.set_len(layout.total).context("sizing the image")?;
-    copy_sparse(&base.esp_img, out, layout.esp.0)?;
-    copy_sparse(&base.root_img, out, layout.root.0)?;
-    fat::write_sparse_at(out, &config_volume(cfg)?, layout.config.0).context("writing the MMCONFIG volume")?;
-    gpt::write(out, &layout, &cfg.fleet.name, &cfg.node.name)?;
-    Ok(layout)
-}
-
-/// Write the image like [`write_image`] and return its SHA-256, hashed by a second thread that
+/// Write the whole image for `cfg` into `out` (a new, empty file) and return its SHA-256, hashed by a second thread that
 /// follows the writer region by region (GPT first, then ESP, MMCONFIG, root in disk order): the
 /// hash costs little more than the copy instead of a second pass over the whole image.
-pub fn write_image_hashed(out: &mut File, base: &Base, cfg: &NodeConfig) -> Result<String> {
+pub fn write_image(out: &mut File, base: &Base, cfg: &NodeConfig) -> Result<String> {
     use sha2::{Digest, Sha256};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Condvar, Mutex};

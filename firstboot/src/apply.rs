@@ -65,14 +65,7 @@ impl Host {
                 return Ok(false);
             }
         }
-        let dir = dest.parent().context("file without a directory")?;
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut tmp =
-            tempfile::Builder::new().prefix(".mm-").tempfile_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
-        std::io::Write::write_all(&mut tmp, &f.contents)?;
-        tmp.as_file().sync_all()?;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(f.mode))?;
-        tmp.persist(&dest).with_context(|| format!("installing {}", dest.display()))?;
+        crate::files::write_atomic(&dest, f.mode, &f.contents)?;
         Ok(true)
     }
 
@@ -96,15 +89,33 @@ impl Host {
         Ok(Some(true))
     }
 
-    /// Whether each unit is active on the live node (all false on a --root tree), in one call.
-    pub fn units_active(&self, units: &[&str]) -> Vec<bool> {
+    /// Each unit's ActiveState on the live node, None when it is not installed (or on a --root
+    /// tree), in one systemctl call: every call is a D-Bus round trip early in boot.
+    pub fn unit_states(&self, units: &[&str]) -> Vec<Option<String>> {
         if !self.live() || units.is_empty() {
-            return vec![false; units.len()];
+            return vec![None; units.len()];
         }
-        // is-active prints one state per unit and fails when any is inactive: read, not status.
-        let out = Command::new("systemctl").arg("is-active").args(units).output().map(|o| o.stdout).unwrap_or_default();
-        let states: Vec<String> = String::from_utf8_lossy(&out).lines().map(str::to_string).collect();
-        (0..units.len()).map(|i| states.get(i).is_some_and(|s| s == "active")).collect()
+        let out = Command::new("systemctl")
+            .args(["show", "--property=LoadState,ActiveState", "--"])
+            .args(units)
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        // One block of Key=Value lines per unit, in the order asked, separated by blank lines.
+        let text = String::from_utf8_lossy(&out);
+        let mut blocks = text.split("\n\n").map(|block| {
+            let get = |key: &str| block.lines().find_map(|l| l.strip_prefix(key)).map(str::to_string);
+            match get("LoadState=").as_deref() {
+                Some("loaded") => get("ActiveState="),
+                _ => None,
+            }
+        });
+        units.iter().map(|_| blocks.next().flatten()).collect()
+    }
+
+    /// Whether each unit is active on the live node (all false on a --root tree).
+    pub fn units_active(&self, units: &[&str]) -> Vec<bool> {
+        self.unit_states(units).into_iter().map(|s| s.as_deref() == Some("active")).collect()
     }
 
     /// systemctl on the live node; a no-op on a --root tree.

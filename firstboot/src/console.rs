@@ -162,18 +162,11 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
     if host.live() {
         let mut units = vec!["mm-firstboot", "systemd-networkd"];
         units.extend(crate::run::family(host).units());
-        let states: Vec<String> = units
-            .iter()
-            .map(|u| format!("{u}.service"))
-            .filter(|u| output("systemctl", &["cat", u]).is_some())
-            .map(|u| {
-                format!(
-                    "{} {}",
-                    u.trim_end_matches(".service"),
-                    output("systemctl", &["is-active", &u]).unwrap_or_else(|| "inactive".into()).trim()
-                )
-            })
-            .collect();
+        let names: Vec<String> = units.iter().map(|u| format!("{u}.service")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Units that are not installed are left out (the family lists what may be there).
+        let states: Vec<String> =
+            units.iter().zip(host.unit_states(&refs)).filter_map(|(u, state)| state.map(|s| format!("{u} {s}"))).collect();
         lines.push(format!("services: {}", states.join(", ")));
         for s in &states {
             let (unit, state) = s.split_once(' ').unwrap_or((s, ""));

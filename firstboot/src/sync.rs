@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use mmconfig::{CheckKind, NodeConfig, Profile, SyncMethod, DATA_MOUNT, METRICS_DIR, SYNC_STATE_DIR};
 use serde::{Deserialize, Serialize};
 
+use crate::files::write_atomic;
 use crate::repocheck;
 
 /// Exit codes of `mm-sync`, also in its --help.
@@ -288,20 +289,6 @@ pub fn render_metrics(st: &SyncStatus, tree_free_bytes: Option<u64>) -> String {
     m
 }
 
-fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().context("path without a directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp =
-        tempfile::Builder::new().prefix(".mm-sync.").tempfile_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
-    tmp.write_all(contents)?;
-    tmp.as_file().sync_all()?;
-    let mut perm = tmp.as_file().metadata()?.permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o644);
-    fs::set_permissions(tmp.path(), perm)?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// Free and total bytes of the filesystem holding `path`.
 pub fn fs_space(path: &Path) -> Option<(u64, u64)> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
@@ -374,7 +361,7 @@ pub fn sync_project(
 
     // Visible to --status while it runs; found by the next run if this one is killed.
     let running = SyncStatus { result: "running".into(), ..st.clone() };
-    write_atomic(&env.status_file(p), (serde_json::to_string_pretty(&running)? + "\n").as_bytes())?;
+    write_atomic(&env.status_file(p), 0o644, (serde_json::to_string_pretty(&running)? + "\n").as_bytes())?;
 
     let code = match sync_locked(env, cfg, p, ov, previous.as_ref(), &mut st, &mut log, say) {
         Ok(code) => code,
@@ -389,8 +376,8 @@ pub fn sync_project(
     st.finished_unix = now_unix();
     st.seconds = started.elapsed().as_secs_f64();
     writeln!(log, "result: {} ({}) after {:.1} s", st.result, st.message, st.seconds)?;
-    write_atomic(&env.status_file(p), (serde_json::to_string_pretty(&st)? + "\n").as_bytes())?;
-    write_atomic(&env.metrics_file(p), render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes())?;
+    write_atomic(&env.status_file(p), 0o644, (serde_json::to_string_pretty(&st)? + "\n").as_bytes())?;
+    write_atomic(&env.metrics_file(p), 0o644, render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes())?;
     Ok((code, Some(st)))
 }
 
@@ -445,9 +432,9 @@ fn sync_locked(
         st.seconds = finished.saturating_sub(st.started_unix) as f64;
         st.message = format!("{} file(s), {} bytes transferred", st.files_transferred, st.bytes_transferred);
         // Only now: a checker reading the trace must be able to trust the whole tree.
-        write_atomic(&tree.join(trace_rel(p, &cfg.node.fqdn)), render_trace(cfg, p, &p.sync.upstream, st).as_bytes())?;
+        write_atomic(&tree.join(trace_rel(p, &cfg.node.fqdn)), 0o644, render_trace(cfg, p, &p.sync.upstream, st).as_bytes())?;
         if let Some(ts) = &p.freshness.timestamp_file {
-            write_atomic(&tree.join(ts.trim_start_matches('/')), format!("{finished}\n").as_bytes())?;
+            write_atomic(&tree.join(ts.trim_start_matches('/')), 0o644, format!("{finished}\n").as_bytes())?;
         }
         st.last_success_unix = Some(finished);
     }

@@ -119,6 +119,14 @@ fn rpm(dest: &Path, name: &str, version: &str) {
     sh(&format!("{} {} {name} {version}", script.display(), dest.display()));
 }
 
+/// The upstream rpm repository: one package and a `bytes`-long random file, indexed.
+fn rpm_repo_with_big_file(w: &World, bytes: u64) {
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    sh(&format!("head -c {bytes} /dev/urandom > {}/Packages/big.iso", up.display()));
+    createrepo(&up);
+}
+
 fn createrepo(repo: &Path) {
     sh(&format!("createrepo_c --quiet --general-compress-type=gz {}", repo.display()));
 }
@@ -363,10 +371,7 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
 #[test]
 fn a_killed_run_is_found_and_its_temporaries_cleaned() {
     let w = World::new();
-    let up = w.up("rpm");
-    rpm(&up.join("Packages"), "alpha", "1.0");
-    sh(&format!("head -c 20000000 /dev/urandom > {}/Packages/big.iso", up.display()));
-    createrepo(&up);
+    rpm_repo_with_big_file(&w, 20_000_000);
     // SIGKILL mm-sync and its rsync together (a power cut, or systemd killing the cgroup).
     let mut child = {
         use std::os::unix::process::CommandExt;
@@ -397,10 +402,7 @@ fn a_killed_run_is_found_and_its_temporaries_cleaned() {
 #[test]
 fn a_sync_that_cannot_fit_is_refused_before_it_starts() {
     let w = World::new();
-    let up = w.up("rpm");
-    rpm(&up.join("Packages"), "alpha", "1.0");
-    sh(&format!("head -c 6000000 /dev/urandom > {}/Packages/big.iso", up.display()));
-    createrepo(&up);
+    rpm_repo_with_big_file(&w, 6_000_000);
     let mnt = w.root().join("srv/mirror");
     std::fs::create_dir_all(&mnt).unwrap();
     sh(&format!("mount -t tmpfs -o size=4m mm-sync-test {}", mnt.display()));
