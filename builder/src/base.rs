@@ -19,7 +19,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::hostcmd::{require_tool, run};
+use hostkit::cmd::{require_tool, run};
+use hostkit::ids::{hex, uuid_from};
 use crate::{esp, initramfs, uki};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
@@ -82,7 +83,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         let p = opts.node_bin_dir.join(bin);
         if !p.is_file() {
             bail!(
-                "on-node binary {} is missing: build it with `cargo build --release -p mm-firstboot --target x86_64-unknown-linux-musl` or point --node-bin at it",
+                "on-node binary {} is missing: build it with `cargo build --release -p mm-firstboot -p mm-sync --target x86_64-unknown-linux-musl` or point --node-bin at it",
                 p.display()
             );
         }
@@ -349,21 +350,6 @@ fn dir_size(p: &Path) -> Result<u64> {
     text.split_whitespace().next().and_then(|s| s.parse().ok()).context("parsing du output")
 }
 
-/// An RFC 4122 (version 4 layout) UUID string derived from `id` and `role`.
-pub fn uuid_from(id: &str, role: &str) -> String {
-    let d = Sha256::digest(format!("{id}\0{role}").as_bytes());
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn read_list(path: &Path) -> Result<Vec<String>> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()).map(String::from).collect())
@@ -419,15 +405,6 @@ mod tests {
         assert!(!module_kept("net/wireless/cfg80211.ko", &keep));
         assert!(module_kept("drivers/nvme/host/nvme.ko", &keep));
         assert!(!module_kept("sound/core/snd.ko", &keep));
-    }
-
-    #[test]
-    fn derived_uuids_are_stable_and_well_formed() {
-        let a = uuid_from("abc", "root-fs");
-        assert_eq!(a, uuid_from("abc", "root-fs"));
-        assert_ne!(a, uuid_from("abc", "esp"));
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
     }
 
     #[test]

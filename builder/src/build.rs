@@ -11,9 +11,10 @@ use mmconfig::NodeConfig;
 
 use crate::base::{self, Base, BaseOptions};
 use crate::fleet::{self, Fleet};
-use crate::hostcmd::{require_tool, run};
+use hostkit::cmd::{require_tool, run};
 use crate::manifest::{self, Artifact};
-use crate::{atomic, diskimage, kickstart, oemdrv};
+use crate::{diskimage, kickstart, oemdrv};
+use hostkit::atomic;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ImageFormat {
@@ -167,7 +168,7 @@ impl InstallMedia {
             let p = opts.node_bin.join(bin);
             if !p.is_file() {
                 bail!(
-                    "on-node binary {} is missing (the OEMDRV stick carries it): build it with `cargo build --release -p mm-firstboot --target x86_64-unknown-linux-musl` or point --node-bin at it",
+                    "on-node binary {} is missing (the OEMDRV stick carries it): build it with `cargo build --release -p mm-firstboot -p mm-sync --target x86_64-unknown-linux-musl` or point --node-bin at it",
                     p.display()
                 );
             }

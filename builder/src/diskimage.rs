@@ -64,7 +64,7 @@ pub fn write_image(out: &mut File, base: &Base, cfg: &NodeConfig) -> Result<Stri
                 crate::manifest::hash_range(&reader, hashed, upto, &mut h)?;
                 hashed = upto;
             }
-            Ok(crate::base::hex(&h.finalize()))
+            Ok(hostkit::ids::hex(&h.finalize()))
         });
         let written = (|| -> Result<()> {
             publish(layout.esp.0);

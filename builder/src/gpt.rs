@@ -8,7 +8,7 @@ use gpt::disk::LogicalBlockSize;
 use gpt::partition::Partition;
 use gpt::partition_types;
 
-use crate::base::uuid_from;
+use hostkit::ids::uuid_from;
 
 pub const SECTOR: u64 = 512;
 const MIB: u64 = 1024 * 1024;

@@ -1,7 +1,6 @@
 //! mmbuild as a library: fleet loading and validation, base OS, disk images, install media.
 //! The `mmbuild` binary is a thin CLI over these modules; integration tests use them directly.
 
-pub mod atomic;
 pub mod base;
 pub mod build;
 pub mod check;
@@ -12,7 +11,6 @@ pub mod esp;
 pub mod fat;
 pub mod fleet;
 pub mod gpt;
-pub mod hostcmd;
 pub mod initramfs;
 pub mod kickstart;
 pub mod manifest;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use mmbuild::build::{self, BuildOptions, ImageFormat, Outcome};
-use mmbuild::hostcmd;
+use hostkit::cmd as hostcmd;
 use mmbuild::{check, exit};
 
 #[derive(Parser)]

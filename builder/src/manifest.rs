@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic;
+use hostkit::atomic;
 
 /// One output file of a build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let len = f.metadata()?.len();
     let mut h = Sha256::new();
     hash_range(&f, 0, len, &mut h).with_context(|| format!("hashing {}", path.display()))?;
-    Ok(crate::base::hex(&h.finalize()))
+    Ok(hostkit::ids::hex(&h.finalize()))
 }
 
 /// Feed bytes `start..end` of `f` to `h`. Holes are hashed from a zero buffer instead of read:
@@ -138,12 +138,12 @@ mod tests {
         // Data at unaligned places, a hole at the start and at the end.
         f.write_all_at(b"first", 1_000_003).unwrap();
         f.write_all_at(&[7u8; 300_000], 9 << 20).unwrap();
-        let every_byte = crate::base::hex(&Sha256::digest(std::fs::read(&path).unwrap()));
+        let every_byte = hostkit::ids::hex(&Sha256::digest(std::fs::read(&path).unwrap()));
         assert_eq!(sha256_file(&path).unwrap(), every_byte);
         // A range split in two pieces hashes like the whole.
         let mut h = Sha256::new();
         hash_range(&f, 0, 5 << 20, &mut h).unwrap();
         hash_range(&f, 5 << 20, 20 << 20, &mut h).unwrap();
-        assert_eq!(crate::base::hex(&h.finalize()), every_byte);
+        assert_eq!(hostkit::ids::hex(&h.finalize()), every_byte);
     }
 }

@@ -36,7 +36,7 @@ pub fn write(out: &mut File, fleet: &str, node: &str, files: &[(&str, &[u8])]) -
     }
     let mut sorted: Vec<&(&str, &[u8])> = files.iter().collect();
     sorted.sort_by_key(|(n, _)| *n);
-    let sums: String = sorted.iter().map(|(n, d)| format!("{}  {n}\n", crate::base::hex(&Sha256::digest(d)))).collect();
+    let sums: String = sorted.iter().map(|(n, d)| format!("{}  {n}\n", hostkit::ids::hex(&Sha256::digest(d)))).collect();
     let mut all: Vec<(&str, &[u8])> = files.to_vec();
     all.push((SUMS, sums.as_bytes()));
     let fat_files: Vec<FatFile<'_>> = all.iter().map(|(path, data)| FatFile { path, data }).collect();

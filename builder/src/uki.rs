@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::hostcmd::run;
+use hostkit::cmd::run;
 
 /// systemd-boot-efi's stub (bookworm has no ukify; objcopy adds the sections).
 pub const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";

@@ -295,8 +295,8 @@ fn missing_file_is_a_clear_error() {
 #[test]
 fn firstboot_fixture_matches_the_example_fleet() {
     // firstboot's unit tests use the resolved example nodes; regenerate with
-    // `mmbuild check --json examples/fleet.toml > firstboot/tests/fixtures/example-nodes.json`.
+    // `mmbuild check --json examples/fleet.toml > tests/fixtures/example-nodes.json`.
     let out = check_path(&repo().join("examples/fleet.toml"), &["--json"]);
-    let fixture = std::fs::read_to_string(repo().join("firstboot/tests/fixtures/example-nodes.json")).unwrap();
-    assert_eq!(out.stdout, fixture, "firstboot/tests/fixtures/example-nodes.json is stale");
+    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/example-nodes.json")).unwrap();
+    assert_eq!(out.stdout, fixture, "tests/fixtures/example-nodes.json is stale");
 }

@@ -605,7 +605,7 @@ fn node_bin() -> PathBuf {
     for bin in mmbuild::base::NODE_BINARIES {
         assert!(
             dir.join(bin).is_file(),
-            "{} is missing: build the on-node binaries first with `cargo build --release -p mm-firstboot --target x86_64-unknown-linux-musl` (scripts/test does)",
+            "{} is missing: build the on-node binaries first with `cargo build --release -p mm-firstboot -p mm-sync --target x86_64-unknown-linux-musl` (scripts/test does)",
             dir.join(bin).display()
         );
     }

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::apply::{cmd, Host};
+use crate::apply::Host;
+use hostkit::cmd::text as cmd;
 
 /// uid and gid of `user` in the target's /etc/passwd.
 pub fn lookup(host: &Host, user: &str) -> Option<(u32, u32)> {

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use hostkit::cmd::{run, text as cmd};
 use mmconfig::{DATA_LABEL, DATA_MOUNT};
 
 use crate::files::RenderedFile;
@@ -22,17 +23,6 @@ pub struct Host {
     /// Target tree; `/` on a real node.
     pub root: PathBuf,
     fail_at: Option<String>,
-}
-
-/// Run a command; on failure, the command line and the tail of its stderr.
-pub fn cmd(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("starting {program}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(10).collect();
-        bail!("`{program} {}` failed ({}): {}", args.join(" "), out.status, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Host {
@@ -65,7 +55,7 @@ impl Host {
                 return Ok(false);
             }
         }
-        crate::files::write_atomic(&dest, f.mode, &f.contents)?;
+        hostkit::atomic::write_mode(&dest, f.mode, &f.contents)?;
         Ok(true)
     }
 
@@ -95,10 +85,8 @@ impl Host {
         if !self.live() || units.is_empty() {
             return vec![None; units.len()];
         }
-        let out = Command::new("systemctl")
-            .args(["show", "--property=LoadState,ActiveState", "--"])
-            .args(units)
-            .output()
+        // A failed call reads as "no unit known": the console then reports them as not running.
+        let out = run(Command::new("systemctl").args(["show", "--property=LoadState,ActiveState", "--"]).args(units))
             .map(|o| o.stdout)
             .unwrap_or_default();
         // One block of Key=Value lines per unit, in the order asked, separated by blank lines.
@@ -158,7 +146,7 @@ impl Host {
                     .context("reading the partition number")?;
                 let num = num.trim();
                 let start = fs::read_to_string(format!("/sys/class/block/{}/start", device.trim_start_matches("/dev/")))?;
-                let guid = probe::blkid(device).get("PART_ENTRY_UUID").cloned().context("reading the partition GUID")?;
+                let guid = probe::blkid(device)?.get("PART_ENTRY_UUID").cloned().context("reading the partition GUID")?;
                 cmd("sgdisk", &["-e", disk])?;
                 // Same start, same GUID, new end: the filesystem inside is untouched.
                 cmd(
@@ -179,14 +167,14 @@ impl Host {
                 )?;
                 self.reread(disk, true)?;
                 self.mount_now(device)?;
-                cmd("xfs_growfs", &[&self.path(Path::new(DATA_MOUNT)).to_string_lossy()])?;
+                cmd("xfs_growfs", &[self.path(Path::new(DATA_MOUNT))])?;
             }
             Step::Mount { disk } => {
                 self.checkpoint("mount")?;
                 // The planned disk's filesystem, never "any MMDATA": a second MMDATA disk (a
                 // colleague's USB disk, another node's drive) must not be mounted by label.
                 let part = self.data_fs(disk)?;
-                let uuid = probe::blkid(&part).get("UUID").cloned().with_context(|| format!("{part} has no filesystem UUID"))?;
+                let uuid = probe::blkid(&part)?.get("UUID").cloned().with_context(|| format!("{part} has no filesystem UUID"))?;
                 self.install(&mount_unit(&uuid))?;
                 self.enable("srv-mirror.mount", "local-fs.target")?;
                 self.mount_now(&part)?;
@@ -209,9 +197,11 @@ impl Host {
     }
 
     /// The first device of `disk` (the disk itself with `whole`, then its partitions in order)
-    /// whose blkid fields satisfy `wanted`, waiting up to 5 s for the kernel and udev.
-    fn find_on_disk(&self, disk: &str, whole: bool, wanted: impl Fn(&BTreeMap<String, String>) -> bool) -> Option<String> {
+    /// whose blkid fields satisfy `wanted`, waiting up to 5 s for the kernel and udev. A probe
+    /// that keeps failing is reported with the answer, not taken for "not there".
+    fn find_on_disk(&self, disk: &str, whole: bool, wanted: impl Fn(&BTreeMap<String, String>) -> bool, what: &str) -> Result<String> {
         let kname = disk.trim_start_matches("/dev/");
+        let mut last_error = None;
         for _ in 0..50 {
             let mut names: Vec<String> = fs::read_dir(format!("/sys/block/{kname}"))
                 .into_iter()
@@ -227,13 +217,22 @@ impl Host {
             for n in names {
                 probe::ensure_node(&n);
                 let dev = format!("/dev/{n}");
-                if Path::new(&dev).exists() && wanted(&probe::blkid(&dev)) {
-                    return Some(dev);
+                if !Path::new(&dev).exists() {
+                    continue;
+                }
+                match probe::blkid(&dev) {
+                    Ok(id) if wanted(&id) => return Ok(dev),
+                    Ok(_) => {}
+                    // udev may still hold a new partition open: look again.
+                    Err(e) => last_error = Some(e),
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        None
+        match last_error {
+            Some(e) => Err(e.context(format!("no {what} found on {disk}"))),
+            None => bail!("no {what} found on {disk}"),
+        }
     }
 
     /// The XFS filesystem labelled MMDATA on `disk`: the whole disk or one of its partitions (by
@@ -241,13 +240,13 @@ impl Host {
     fn data_fs(&self, disk: &str) -> Result<String> {
         let is_data =
             |id: &BTreeMap<String, String>| id.get("LABEL").is_some_and(|l| l == DATA_LABEL) && id.get("TYPE").is_some_and(|t| t == "xfs");
-        self.find_on_disk(disk, true, is_data).with_context(|| format!("no XFS filesystem labelled {DATA_LABEL} found on {disk}"))
+        self.find_on_disk(disk, true, is_data, &format!("XFS filesystem labelled {DATA_LABEL}"))
     }
 
     /// The partition named MMDATA in the GPT of `disk` (which may not hold a filesystem yet).
     fn data_partition(&self, disk: &str) -> Result<String> {
         let named = |id: &BTreeMap<String, String>| id.get("PART_ENTRY_NAME").is_some_and(|n| n == DATA_LABEL);
-        self.find_on_disk(disk, false, named).with_context(|| format!("no partition named {DATA_LABEL} appeared on {disk}"))
+        self.find_on_disk(disk, false, named, &format!("partition named {DATA_LABEL}"))
     }
 
     fn mount_now(&self, device: &str) -> Result<()> {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use mmconfig::{NodeConfig, CONFIG_LABEL, INSTALLED_CONFIG, NODE_CONFIG_FILE};
 
-use crate::apply::{cmd, Host};
+use crate::apply::Host;
+use hostkit::cmd::text as cmd;
 use crate::files::RenderedFile;
 
 /// Where the configuration came from, for the log.

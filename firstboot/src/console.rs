@@ -1,7 +1,6 @@
 //! The status report for remote hands: on the console, in /etc/issue, and as JSON.
 
 use std::path::Path;
-use std::process::Command;
 
 use mmconfig::{NodeConfig, DATA_MOUNT};
 use serde::Serialize;
@@ -49,13 +48,13 @@ impl Status {
 
 /// stdout of a command that succeeded (status probes tolerate failures).
 fn output(program: &str, args: &[&str]) -> Option<String> {
-    crate::apply::cmd(program, args).ok()
+    hostkit::cmd::text(program, args).ok()
 }
 
 /// Ok(how) when the gateway answered; Err(details) otherwise.
 fn gateway_answers(gw: &str) -> Result<&'static str, String> {
-    let ping = Command::new("ping").args(["-c", "1", "-W", "2", gw]).output();
-    if ping.as_ref().is_ok_and(|o| o.status.success()) {
+    let ping = hostkit::cmd::text("ping", &["-c", "1", "-W", "2", gw]);
+    if ping.is_ok() {
         return Ok("answers ping");
     }
     // Some gateways (and QEMU's user network) drop ICMP: a resolved neighbour entry means the
@@ -64,8 +63,8 @@ fn gateway_answers(gw: &str) -> Result<&'static str, String> {
     if neigh.contains("lladdr") {
         return Ok("answers ARP/ND (no ping reply)");
     }
-    let why = ping.map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string()).unwrap_or_else(|e| e.to_string());
-    Err(format!("ping: {why}; neighbour: {}", neigh.trim()))
+    let why = ping.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    Err(format!("{why}; neighbour: {}", neigh.trim()))
 }
 
 /// Status code of a plain HTTP/1.0 GET, with short timeouts (a status check must not hang).

@@ -7,11 +7,9 @@ pub mod console;
 pub mod files;
 pub mod network;
 pub mod probe;
-pub mod repocheck;
 pub mod run;
 pub mod services;
 pub mod storage;
-pub mod sync;
 
 #[cfg(test)]
 mod testdata;

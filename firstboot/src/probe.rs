@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use hostkit::cmd::{run, run_codes};
 use mmconfig::{Bus, DiskFacts, CONFIG_LABEL, DATA_LABEL};
 
 use crate::network::Nic;
@@ -43,11 +44,22 @@ fn read_trim(p: &Path) -> String {
     fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-/// `blkid -p -o export DEV` as a map (empty when there is no signature).
-pub fn blkid(dev: &str) -> BTreeMap<String, String> {
-    let out = Command::new("blkid").args(["-p", "-o", "export", dev]).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+/// Key blkid never prints: set when low-level probing found several conflicting signatures.
+pub const AMBIVALENT: &str = "MM_AMBIVALENT";
+
+/// `blkid -p -o export DEV` as a map: empty when the device holds no signature (exit 2),
+/// [`AMBIVALENT`] when it holds conflicting ones (exit 8). Any other failure is an error naming
+/// the device: on the disk-safety path "could not look" must never read as "blank".
+pub fn blkid(dev: &str) -> Result<BTreeMap<String, String>> {
+    let out = run_codes(Command::new("blkid").args(["-p", "-o", "export", dev]), &[0, 2, 8])
+        .with_context(|| format!("probing {dev} for filesystems and partition tables"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut map: BTreeMap<String, String> =
+        text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    if out.status.code() == Some(8) {
+        map.insert(AMBIVALENT.into(), "1".into());
+    }
+    Ok(map)
 }
 
 fn bus_of(sys_block: &Path) -> Option<Bus> {
@@ -132,10 +144,11 @@ pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Ve
             removable: read_trim(&sys.join("removable")) == "1",
         };
         let device = format!("/dev/{kname}");
-        let whole = blkid(&device);
+        let whole = blkid(&device)?;
         if whole.contains_key("PTTYPE") {
-            // Make sure the kernel's partition list matches the table (read-only for the disk).
-            let _ = Command::new("partx").args(["-a", &device]).output();
+            // Make sure the kernel's partition list matches the table (read-only for the disk);
+            // partx fails harmlessly when every partition is already known.
+            let _ = run(Command::new("partx").args(["-a", &device]));
         }
         let mut parts: Vec<Part> = fs::read_dir(&sys)?
             .flatten()
@@ -144,14 +157,14 @@ pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Ve
                 let name = e.file_name().to_string_lossy().into_owned();
                 ensure_node(&name);
                 let dev = format!("/dev/{name}");
-                Part {
+                Ok(Part {
                     start: read_trim(&e.path().join("start")).parse().unwrap_or(0),
                     size: read_trim(&e.path().join("size")).parse().unwrap_or(0),
-                    info: blkid(&dev),
+                    info: blkid(&dev)?,
                     dev,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         parts.sort_by_key(|p| p.start);
         let is_boot = parts
             .iter()
@@ -187,6 +200,9 @@ fn classify(device: &str, size: u64, whole: &BTreeMap<String, String>, parts: &[
         && !parts[0].info.contains_key("TYPE")
     {
         return Content::MmPartition { device: parts[0].dev.clone() };
+    }
+    if whole.contains_key(AMBIVALENT) || parts.iter().any(|p| p.info.contains_key(AMBIVALENT)) {
+        return Content::Foreign { what: "several conflicting signatures (blkid -p is ambivalent)".into() };
     }
     if let Some(t) = whole.get("TYPE") {
         let label = whole.get("LABEL").map(|l| format!(" labelled \"{l}\"")).unwrap_or_default();

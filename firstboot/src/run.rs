@@ -187,8 +187,8 @@ fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut R
     }
     if changed {
         // systemd-sysctl ran before us: apply BBR + fq_codel now rather than at the next boot.
-        let _ = crate::apply::cmd("modprobe", &["tcp_bbr"]);
-        if let Err(e) = crate::apply::cmd("sysctl", &["-q", "-p", "/etc/sysctl.d/90-micromirror.conf"]) {
+        let _ = hostkit::cmd::text("modprobe", &["tcp_bbr"]);
+        if let Err(e) = hostkit::cmd::text("sysctl", &["-q", "-p", "/etc/sysctl.d/90-micromirror.conf"]) {
             st.problems.push(format!("applying sysctl settings: {e:#}"));
         }
     }
@@ -202,7 +202,7 @@ fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut R
             }
         }
         // SELinux: files we created under /home need sshd's labels.
-        let _ = crate::apply::cmd("restorecon", &["-RF", &format!("/home/{ADMIN_USER}"), &format!("/home/{PUSH_USER}")]);
+        let _ = hostkit::cmd::text("restorecon", &["-RF", &format!("/home/{ADMIN_USER}"), &format!("/home/{PUSH_USER}")]);
     }
     // One systemctl call per verb, not per unit: each call costs a D-Bus round trip, which
     // adds up early in boot (and to seconds under emulation).
@@ -212,7 +212,7 @@ fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut R
     // load it now rather than wait for nftables.service's queued job.
     let nft_active = units.iter().zip(&active).any(|(u, a)| *u == "nftables.service" && *a);
     if changed || !nft_active {
-        if let Err(e) = crate::apply::cmd("nft", &["-f", family.nft_conf()]) {
+        if let Err(e) = hostkit::cmd::text("nft", &["-f", family.nft_conf()]) {
             st.problems.push(format!("loading the firewall: {e:#}"));
         }
     }

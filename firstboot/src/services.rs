@@ -192,10 +192,7 @@ pub fn systemd_arg(s: &str) -> String {
     out
 }
 
-/// One line of text with no control characters (motd, rsyncd values: they run to end of line).
-pub fn plain(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
-}
+pub use mmconfig::plain;
 
 /// rsyncd.conf values run to the end of the line; `%VAR%` would be expanded by rsync.
 pub fn rsyncd_value(s: &str) -> String {

@@ -3,7 +3,7 @@
 use mmconfig::NodeConfig;
 
 pub fn nodes() -> Vec<NodeConfig> {
-    serde_json::from_str(include_str!("../tests/fixtures/example-nodes.json")).expect("fixture parses")
+    serde_json::from_str(include_str!("../../tests/fixtures/example-nodes.json")).expect("fixture parses")
 }
 
 pub fn node(name: &str) -> NodeConfig {

@@ -12,7 +12,7 @@ use mmconfig::NodeConfig;
 const HOSTILE: &str = "CI \"Labs\" & <Sons> '; rm -rf / #";
 
 fn node(name: &str) -> NodeConfig {
-    let nodes: Vec<NodeConfig> = serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
+    let nodes: Vec<NodeConfig> = serde_json::from_str(include_str!("../../tests/fixtures/example-nodes.json")).unwrap();
     nodes.into_iter().find(|n| n.node.name == name).unwrap()
 }
 

@@ -20,7 +20,7 @@ struct Fixture {
 impl Fixture {
     fn new(wipe_serials: &[&str]) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let nodes: Vec<mmconfig::NodeConfig> = serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
+        let nodes: Vec<mmconfig::NodeConfig> = serde_json::from_str(include_str!("../../tests/fixtures/example-nodes.json")).unwrap();
         let mut ci = nodes.into_iter().find(|n| n.node.name == "ci").unwrap();
         ci.node.wipe_disk_serials = wipe_serials.iter().map(|s| s.to_string()).collect();
         let config = dir.path().join("node.toml");

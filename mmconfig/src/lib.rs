@@ -39,6 +39,12 @@ pub const METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
 
 /// mm-sync's status file of `project`: written after every run, firstboot reads it to start
 /// the first sync of a project that never synced.
+/// One line of text with no control characters (motd, rsyncd values, trace files: each runs
+/// to the end of its line, so a newline in fleet input would start a new field).
+pub fn plain(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
 pub fn sync_status_file(project: &str) -> String {
     format!("{SYNC_STATE_DIR}/{project}/status.json")
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mm_firstboot::sync::{self, exit, Env, Overrides};
+use mm_sync::{overview, Env, Exit, Overrides};
 use mmconfig::{NodeConfig, INSTALLED_CONFIG};
 
 #[derive(Parser)]
@@ -18,10 +18,8 @@ so clients never see an index pointing at a file not yet there). One run per pro
 under /var/lib/micromirror/sync/PROJECT); files a killed run left are cleaned first; a run that would not \
 fit on the data disk is refused. Only after a successful run and consistency check is the project's trace \
 file (TRACE_DIR/FQDN) written, so mirror checkers can trust it. Every run leaves status.json, a log under \
-/var/lib/micromirror/sync/PROJECT/logs and Prometheus metrics in /var/lib/prometheus/node-exporter.\n\n\
-EXIT STATUS: 0 success; 1 no or invalid configuration, unknown project; 2 wrong command line; 4 rsync \
-failed (the previous tree is still served); 5 the consistency check found problems; 6 not enough space on \
-the data disk; 10 another run of this project is in progress."
+/var/lib/micromirror/sync/PROJECT/logs and Prometheus metrics in /var/lib/prometheus/node-exporter.",
+    after_long_help = Exit::help()
 )]
 struct Cli {
     /// The project to sync (or to check with --check).
@@ -64,29 +62,29 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mm-sync: error: {e}");
-            return ExitCode::from(exit::BAD_CONFIG);
+            return Exit::BadConfig.into();
         }
     };
     let env = Env { root: cli.root.clone(), rsync: cli.rsync.clone(), keep_log_days: cli.keep_logs };
     if cli.status {
-        let o = sync::overview(&env, &cfg);
+        let o = mm_sync::gather_overview(&env, &cfg);
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&o).unwrap_or_default());
         } else {
-            print!("{}", sync::render_overview(&o));
+            print!("{}", overview::render_overview(&o));
         }
-        return ExitCode::from(if o.warnings.is_empty() { exit::OK } else { exit::NO_SPACE });
+        return if o.warnings.is_empty() { Exit::Ok } else { Exit::NoSpace }.into();
     }
     let Some(name) = cli.project.as_deref() else {
         eprintln!("mm-sync: error: name a project (hosted here: {}), or use --status", names(&cfg));
-        return ExitCode::from(2);
+        return Exit::Usage.into();
     };
     let Some(p) = cfg.project(name) else {
         eprintln!("mm-sync: error: {} does not host {name:?} (hosted here: {})", cfg.node.fqdn, names(&cfg));
-        return ExitCode::from(exit::BAD_CONFIG);
+        return Exit::BadConfig.into();
     };
     if cli.check {
-        return match sync::check_project(&env, p, cli.deep) {
+        return match mm_sync::check_project(&env, p, cli.deep) {
             Ok(r) => {
                 if cli.json {
                     println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -96,26 +94,26 @@ fn main() -> ExitCode {
                     }
                     println!("{name}: {} index(es), {} file(s) checked, {} problem(s)", r.indexes, r.files_checked, r.errors.len());
                 }
-                ExitCode::from(if r.ok() { exit::OK } else { exit::INCONSISTENT })
+                if r.ok() { Exit::Ok } else { Exit::Inconsistent }.into()
             }
             Err(e) => {
                 eprintln!("mm-sync: error: {e:#}");
-                ExitCode::from(exit::SYNC_FAILED)
+                Exit::SyncFailed.into()
             }
         };
     }
     let ov = Overrides { bwlimit_kbps: cli.bwlimit, timeout_seconds: cli.timeout, deep_check: cli.deep };
     let mut say = |m: &str| eprintln!("mm-sync: {m}");
-    match sync::sync_project(&env, &cfg, p, &ov, &mut say) {
+    match mm_sync::sync_project(&env, &cfg, p, &ov, &mut say) {
         Ok((code, st)) => {
             if let Some(st) = st {
                 eprintln!("mm-sync: {name}: {} in {:.1} s: {}", st.result, st.seconds, st.message);
             }
-            ExitCode::from(code)
+            code.into()
         }
         Err(e) => {
             eprintln!("mm-sync: error: {name}: {e:#}");
-            ExitCode::from(exit::SYNC_FAILED)
+            Exit::SyncFailed.into()
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Host commands: run a tool, and on failure report the command line and the tail of its stderr.
+//! Host commands: run a tool with stdin closed, and on failure report the command line, its exit
+//! status and the tail of its stderr (or of its stdout when stderr is empty).
 //!
 //! Errors that mean "fix the machine, not the input" are typed ([`MissingTool`], [`Unusable`]) so
-//! the CLI can map them to exit code 3 ([`crate::exit::ENVIRONMENT`]) with [`is_environment`].
+//! a CLI can map them to its "environment" exit code with [`is_environment`].
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -66,14 +67,19 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
-fn tail(bytes: &[u8], lines: usize) -> String {
+/// The last `lines` non-blank lines of `bytes`, lossily decoded.
+pub fn tail(bytes: &[u8], lines: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let all: Vec<&str> = text.lines().collect();
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn check(shown: &str, out: Output) -> Result<Output> {
-    if !out.status.success() {
+    check_codes(shown, out, &[0])
+}
+
+fn check_codes(shown: &str, out: Output, ok: &[i32]) -> Result<Output> {
+    if !out.status.code().is_some_and(|c| ok.contains(&c)) {
         let mut why = tail(&out.stderr, 15);
         if why.trim().is_empty() {
             why = tail(&out.stdout, 15);
@@ -88,6 +94,20 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     let shown = describe(cmd);
     let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("starting `{shown}`"))?;
     check(&shown, out)
+}
+
+/// Like [`run`], but the exit codes in `ok` are answers, not failures (`blkid` exits 2 when a
+/// device holds no signature).
+pub fn run_codes(cmd: &mut Command, ok: &[i32]) -> Result<Output> {
+    let shown = describe(cmd);
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("starting `{shown}`"))?;
+    check_codes(&shown, out, ok)
+}
+
+/// Run `program args` and return its stdout as text.
+pub fn text<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> {
+    let out = run(Command::new(program).args(args))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Like [`run`], feeding `input` on stdin (from a thread, so large inputs cannot deadlock).
@@ -135,6 +155,16 @@ mod tests {
     fn stdout_is_shown_when_stderr_is_empty() {
         let err = run_args("sh", ["-c", "echo only-on-stdout; false"]).unwrap_err().to_string();
         assert!(err.contains("only-on-stdout"), "{err}");
+    }
+
+    #[test]
+    fn accepted_codes_are_answers_and_stdin_is_closed() {
+        let out = run_codes(Command::new("sh").args(["-c", "echo x; exit 2"]), &[0, 2]).unwrap();
+        assert_eq!(out.stdout, b"x\n");
+        let err = run_codes(Command::new("sh").args(["-c", "exit 3"]), &[0, 2]).unwrap_err().to_string();
+        assert!(err.contains("exit status: 3"), "{err}");
+        // A command that reads stdin sees end-of-file instead of hanging on the caller's terminal.
+        assert_eq!(text("sh", &["-c", "cat; echo done"]).unwrap(), "done\n");
     }
 
     #[test]

@@ -80,9 +80,9 @@ impl World {
 
     /// The example `ci` node hosting an rpm project (epel) and an apt project (debian, two-stage).
     fn write_config(&self, edit: impl Fn(&mut NodeConfig)) {
-        let nodes: Vec<NodeConfig> = serde_json::from_str(include_str!("fixtures/example-nodes.json")).unwrap();
+        let nodes: Vec<NodeConfig> = serde_json::from_str(include_str!("../../tests/fixtures/example-nodes.json")).unwrap();
         let mut cfg = nodes.into_iter().find(|n| n.node.name == "ci").unwrap();
-        let ziply = serde_json::from_str::<Vec<NodeConfig>>(include_str!("fixtures/example-nodes.json")).unwrap();
+        let ziply = serde_json::from_str::<Vec<NodeConfig>>(include_str!("../../tests/fixtures/example-nodes.json")).unwrap();
         let debian = ziply.iter().flat_map(|n| n.projects.iter()).find(|p| p.name == "debian").expect("a node hosts debian").clone();
         cfg.projects.push(debian);
         for p in &mut cfg.projects {

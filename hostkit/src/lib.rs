@@ -1,0 +1,14 @@
+//! Host plumbing shared by every crate: running commands, writing files atomically, derived ids.
+//!
+//! One home for each, so an error from `blkid` on the node reads like one from `mkfs.ext4` in the
+//! builder, and no output anywhere is written in place.
+
+pub mod atomic;
+pub mod cmd;
+pub mod ids;
+
+/// The EXIT STATUS paragraph of a binary's --help (and README): `EXIT STATUS: 0 success; 1 ...`.
+pub fn exit_help<'a>(codes: impl IntoIterator<Item = (u8, &'a str)>) -> String {
+    let list: Vec<String> = codes.into_iter().map(|(c, m)| format!("{c} {m}")).collect();
+    format!("EXIT STATUS: {}.", list.join("; "))
+}
