@@ -59,22 +59,39 @@ impl Host {
         Ok(true)
     }
 
-    /// Enable a unit by its wants symlink (works on a --root tree too). `Some(changed)`, or
-    /// `None` when the unit is not installed in the target.
-    pub fn enable(&self, unit: &str, target: &str) -> Result<Option<bool>> {
-        let wants = self.path(Path::new("/etc/systemd/system")).join(format!("{target}.wants"));
-        let link = wants.join(unit);
-        if fs::symlink_metadata(&link).is_ok() {
-            return Ok(Some(false));
-        }
-        let Some(unit_path) = ["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"]
+    fn wants_link(&self, unit: &str, target: &str) -> PathBuf {
+        self.path(Path::new("/etc/systemd/system")).join(format!("{target}.wants")).join(unit)
+    }
+
+    /// Whether `unit` has its wants symlink in `target`.
+    pub fn enabled(&self, unit: &str, target: &str) -> bool {
+        fs::symlink_metadata(self.wants_link(unit, target)).is_ok()
+    }
+
+    /// Where `unit`'s file is installed on the node, if it is.
+    fn unit_file(&self, unit: &str) -> Option<PathBuf> {
+        ["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"]
             .iter()
             .map(|d| Path::new(d).join(unit))
             .find(|p| self.path(p).exists())
-        else {
+    }
+
+    pub fn unit_installed(&self, unit: &str) -> bool {
+        self.unit_file(unit).is_some()
+    }
+
+    /// Enable a unit by its wants symlink (works on a --root tree too). `Some(changed)`, or
+    /// `None` when the unit is not installed in the target.
+    pub fn enable(&self, unit: &str, target: &str) -> Result<Option<bool>> {
+        let link = self.wants_link(unit, target);
+        if fs::symlink_metadata(&link).is_ok() {
+            return Ok(Some(false));
+        }
+        let Some(unit_path) = self.unit_file(unit) else {
             return Ok(None);
         };
-        fs::create_dir_all(&wants)?;
+        let wants = link.parent().context("wants directory")?;
+        fs::create_dir_all(wants)?;
         std::os::unix::fs::symlink(&unit_path, &link).with_context(|| format!("enabling {unit}"))?;
         Ok(Some(true))
     }
@@ -175,7 +192,7 @@ impl Host {
                 // colleague's USB disk, another node's drive) must not be mounted by label.
                 let part = self.data_fs(disk)?;
                 let uuid = probe::blkid(&part)?.get("UUID").cloned().with_context(|| format!("{part} has no filesystem UUID"))?;
-                self.install(&mount_unit(&uuid))?;
+                self.install(&crate::services::render_mount_unit(&uuid)?)?;
                 self.enable("srv-mirror.mount", "local-fs.target")?;
                 self.mount_now(&part)?;
             }
@@ -258,14 +275,4 @@ impl Host {
         cmd("mount", &["-t", "xfs", "-o", "noatime,nosuid,nodev,noexec", device, &mp.to_string_lossy()])?;
         Ok(())
     }
-}
-
-/// srv-mirror.mount for the filesystem with this UUID (blkid's: hex digits and dashes).
-pub fn mount_unit(uuid: &str) -> RenderedFile {
-    let uuid: String = uuid.chars().filter(|c| c.is_ascii_hexdigit() || *c == '-').collect();
-    RenderedFile::new(
-        "/etc/systemd/system/srv-mirror.mount",
-        0o644,
-        include_str!("../../overlays/firstboot/srv-mirror.mount").replace("@UUID@", &uuid),
-    )
 }

@@ -7,7 +7,6 @@ use mmconfig::{NodeConfig, CONFIG_LABEL, INSTALLED_CONFIG, NODE_CONFIG_FILE};
 
 use crate::apply::Host;
 use hostkit::cmd::text as cmd;
-use crate::files::RenderedFile;
 
 /// Where the configuration came from, for the log.
 #[derive(Debug, Clone)]
@@ -18,8 +17,8 @@ pub struct Loaded {
 
 /// `explicit`, else node.toml on the partition labelled MMCONFIG (image installs; it wins so an
 /// operator can fix a node by editing that small FAT partition), else the installed copy
-/// (kickstart installs). With `install`, the chosen config is installed at /etc/micromirror/node.toml.
-pub fn load(host: &Host, explicit: Option<&Path>, install: bool) -> Result<Loaded> {
+/// (kickstart installs). `run` installs the chosen one at /etc/micromirror/node.toml.
+pub fn load(host: &Host, explicit: Option<&Path>) -> Result<Loaded> {
     let loaded = if let Some(p) = explicit {
         Loaded { config: NodeConfig::load(p)?, source: p.display().to_string() }
     } else if let Some(text) = read_config_partition()? {
@@ -32,9 +31,6 @@ pub fn load(host: &Host, explicit: Option<&Path>, install: bool) -> Result<Loade
         })?;
         Loaded { config, source: installed.display().to_string() }
     };
-    if install {
-        host.install(&RenderedFile::new(INSTALLED_CONFIG, 0o644, loaded.config.to_toml()))?;
-    }
     Ok(loaded)
 }
 

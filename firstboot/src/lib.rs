@@ -3,9 +3,11 @@
 pub mod accounts;
 pub mod apply;
 pub mod config;
+pub mod desired;
 pub mod console;
 pub mod files;
 pub mod network;
+pub mod plan;
 pub mod probe;
 pub mod run;
 pub mod services;
@@ -13,3 +15,39 @@ pub mod storage;
 
 #[cfg(test)]
 mod testdata;
+
+/// Exit status of `mm-firstboot`; `--help` and README list [`Exit::ALL`] through [`Exit::help`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    BadConfig = 1,
+    Usage = 2,
+    NeedsHands = 3,
+    Failed = 4,
+}
+
+impl Exit {
+    pub const ALL: [Exit; 5] = [Exit::Ok, Exit::BadConfig, Exit::Usage, Exit::NeedsHands, Exit::Failed];
+
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "all good",
+            Exit::BadConfig => "no or invalid configuration",
+            Exit::Usage => "wrong command line",
+            Exit::NeedsHands => {
+                "converged as far as possible but something needs hands (missing disk, no link, foreign data, a failed storage step)"
+            }
+            Exit::Failed => "the run itself failed (it could not read the machine or record its state)",
+        }
+    }
+
+    pub fn help() -> String {
+        hostkit::exit_help(Exit::ALL.iter().map(|e| (*e as u8, e.meaning())))
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}

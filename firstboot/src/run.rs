@@ -8,12 +8,13 @@ use anyhow::{Context, Result};
 use mmconfig::{NodeConfig, ADMIN_USER, DATA_MOUNT, PUSH_USER, STATE_DIR};
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::{self, UserOutcome};
+use crate::accounts;
 use crate::apply::Host;
+use crate::desired::{render_all, Facts};
 use crate::files::RenderedFile;
-use crate::network;
+use crate::plan::{self, Change};
 use crate::probe::{self, DiskOverride};
-use crate::services::{self, Family, Paths};
+use crate::services::{Family, Paths};
 use crate::storage::{self, Plan};
 
 /// What the last run did, kept in /var/lib/micromirror/firstboot/state.json.
@@ -47,17 +48,14 @@ pub fn family(host: &Host) -> Family {
     Family::from_os_release(&std::fs::read_to_string(host.path(Path::new("/etc/os-release"))).unwrap_or_default())
 }
 
-/// Hostname and network files, in install order (the services come after storage).
-pub fn render_files(host: &Host, cfg: &NodeConfig) -> Vec<RenderedFile> {
-    let mut files = network::render_host_identity(cfg);
-    let nics = probe::nics();
-    let ports = network::select_ports(cfg, &nics);
-    if family(host) == Family::Rhel {
-        files.extend(network::render_nm_keyfiles(cfg, &ports));
-    } else {
-        files.extend(network::render_networkd(cfg, &ports));
-    }
-    files
+/// Observe what the renderers need. `data_ready`: the data filesystem is (or will be) mounted.
+pub fn observe(host: &Host, cfg: &NodeConfig, data_ready: bool) -> Result<Facts> {
+    let cert = Path::new(&Paths::default().tls_dir).join(&cfg.node.fqdn).join("fullchain.pem");
+    let data_fs_uuid = match probe::mount_source(&host.path(Path::new(DATA_MOUNT))) {
+        Some(dev) if dev.starts_with("/dev/") => probe::blkid(&dev)?.get("UUID").cloned(),
+        _ => None,
+    };
+    Ok(Facts { family: family(host), nics: probe::nics(), tls_ready: host.path(&cert).is_file(), data_fs_uuid, data_ready })
 }
 
 /// Observe disks and mounts and plan storage.
@@ -68,15 +66,48 @@ pub fn plan_storage(host: &Host, cfg: &NodeConfig, overrides: &[DiskOverride]) -
     Ok(storage::plan(cfg, &disks, mounted))
 }
 
+/// Everything `run` would change, in the order it would, and the storage plan behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodePlan {
+    pub fqdn: String,
+    pub config_source: String,
+    pub changes: Vec<Change>,
+    pub storage: Plan,
+}
+
+impl NodePlan {
+    /// Exactly when `run` would change nothing.
+    pub fn converged(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+pub fn plan(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverride]) -> Result<NodePlan> {
+    let storage = plan_storage(host, cfg, overrides)?;
+    let mounted = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
+    let will_mount = storage.steps.iter().any(|s| matches!(s, storage::Step::Mount { .. }));
+    let desired = render_all(cfg, &observe(host, cfg, mounted || will_mount)?)?;
+    let mut changes = plan::file_changes(host, &desired.early_files);
+    changes.extend(storage.steps.iter().map(|step| Change::Storage { step: step.clone() }));
+    let late = plan::file_changes(host, &desired.files);
+    let (create, own) = plan::account_changes(host, &desired.accounts, &late);
+    changes.extend(create);
+    changes.extend(late);
+    changes.extend(own);
+    changes.extend(plan::directory_changes(host, &desired.directories));
+    changes.extend(plan::unit_changes(host, &desired.units, &desired.files));
+    Ok(NodePlan { fqdn: cfg.node.fqdn.clone(), config_source: source.to_string(), changes, storage })
+}
+
 /// Converge the node; returns the state that was recorded.
 pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverride], say: &mut dyn FnMut(&str)) -> Result<RunState> {
     let started = Instant::now();
     let mut st = RunState { config_source: source.to_string(), fqdn: cfg.node.fqdn.clone(), ..Default::default() };
 
-    for f in render_files(host, cfg) {
-        if host.install(&f).with_context(|| format!("installing {}", f.path.display()))? {
-            st.changed.push(format!("wrote {}", f.path.display()));
-        }
+    let mounted = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
+    let early = render_all(cfg, &observe(host, cfg, mounted)?)?.early_files;
+    for change in plan::file_changes(host, &early) {
+        apply_change(host, &change, &early, &mut st)?;
     }
     if host.live() {
         // The getty banner and every service started after us see the FQDN right away.
@@ -114,62 +145,57 @@ pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverrid
     Ok(st)
 }
 
+/// Carry out one planned change and record it under the plan's own description.
+fn apply_change(host: &Host, change: &Change, files: &[RenderedFile], st: &mut RunState) -> Result<()> {
+    match change {
+        Change::WriteFile { path, .. } => {
+            let f = files.iter().find(|f| &f.path == path).context("planned file not rendered")?;
+            host.install(f).with_context(|| format!("installing {}", path.display()))?;
+        }
+        Change::CreateAccount { user } => {
+            let comment = if user == PUSH_USER { "upstream push trigger" } else { "micro mirror fleet admin" };
+            accounts::ensure_user(host, user, comment)?;
+        }
+        Change::OwnSshDir { user } => {
+            accounts::own_ssh_dir(host, user)?;
+        }
+        Change::CreateDirectory { path } => {
+            let dir = host.path(path);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Change::EnableUnit { unit, target } => {
+            host.enable(unit, target)?;
+        }
+        Change::Storage { step } => host.step(step)?,
+    }
+    st.changed.push(change.describe());
+    Ok(())
+}
+
 /// Install, enable and (on the live node) start the mirror services.
 fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut RunState, say: &mut dyn FnMut(&str)) -> Result<()> {
-    let family = family(host);
-    let defaults = Paths::default();
-    let cert = Path::new(&defaults.tls_dir).join(&cfg.node.fqdn).join("fullchain.pem");
-    let tls_ready = host.path(&cert).is_file();
+    let facts = observe(host, cfg, data_ready)?;
+    let family = facts.family;
     if cfg.fleet.https {
-        std::fs::create_dir_all(host.path(Path::new(&defaults.acme_dir))).context("creating the ACME webroot")?;
+        std::fs::create_dir_all(host.path(Path::new(&Paths::default().acme_dir))).context("creating the ACME webroot")?;
     }
-    let svc = services::render_services(cfg, &Paths { family, tls_ready, ..defaults })?;
-    match accounts::ensure_user(host, ADMIN_USER, "micro mirror fleet admin")? {
-        UserOutcome::Created => st.changed.push(format!("created the admin user {ADMIN_USER}")),
-        UserOutcome::Exists => {}
-        UserOutcome::NoAccountDatabase => st.notes.push(format!("no /etc/passwd under {}: admin user not created", host.root.display())),
+    let desired = render_all(cfg, &facts)?;
+    let files = plan::file_changes(host, &desired.files);
+    let (create, own) = plan::account_changes(host, &desired.accounts, &files);
+    if !host.live() && !host.path(Path::new("/etc/passwd")).exists() {
+        st.notes.push(format!("no /etc/passwd under {}: accounts not created", host.root.display()));
     }
-    let mut changed = false;
     // systemd loads a unit file it has not seen on first use; only a rewritten one needs a
     // daemon-reload (which costs a second or more early in boot).
-    let mut units_rewritten = false;
-    for f in &svc.files {
-        let existed = host.path(&f.path).exists();
-        if host.install(f).with_context(|| format!("installing {}", f.path.display()))? {
-            st.changed.push(format!("wrote {}", f.path.display()));
-            changed = true;
-            units_rewritten |= existed && f.path.starts_with("/etc/systemd/system");
-        }
+    let units_rewritten = files.iter().any(|c| {
+        matches!(c, Change::WriteFile { path, new: false, .. } if path.starts_with("/etc/systemd/system"))
+    });
+    let enable = plan::unit_changes(host, &desired.units, &desired.files);
+    let changed = !files.is_empty() || !enable.is_empty();
+    for change in create.iter().chain(&files).chain(&own).chain(&plan::directory_changes(host, &desired.directories)).chain(&enable) {
+        apply_change(host, change, &desired.files, st)?;
     }
-    if svc.push_user && accounts::ensure_user(host, PUSH_USER, "upstream push trigger")? == UserOutcome::Created {
-        st.changed.push(format!("created the push user {PUSH_USER}"));
-    }
-    for user in [ADMIN_USER, PUSH_USER] {
-        if accounts::own_ssh_dir(host, user)? {
-            st.changed.push(format!("gave {user} its ssh keys"));
-        }
-    }
-    if data_ready {
-        // nginx and rsyncd serve these directories; they must exist before the first sync.
-        for p in &cfg.projects {
-            let dir = host.path(Path::new(DATA_MOUNT)).join(&p.directory);
-            if !dir.is_dir() {
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                st.changed.push(format!("created {}", dir.display()));
-            }
-        }
-    }
-    let mut missing = Vec::new();
-    for (unit, target) in &svc.enable {
-        match host.enable(unit, target)? {
-            Some(true) => {
-                st.changed.push(format!("enabled {unit}"));
-                changed = true;
-            }
-            Some(false) => {}
-            None => missing.push(unit.clone()),
-        }
-    }
+    let missing: Vec<&str> = desired.units.iter().map(|(u, _)| u.as_str()).filter(|u| !host.unit_installed(u)).collect();
     if !missing.is_empty() {
         let msg = format!("units not installed, not enabled: {}", missing.join(", "));
         if host.live() {
@@ -206,7 +232,7 @@ fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut R
     }
     // One systemctl call per verb, not per unit: each call costs a D-Bus round trip, which
     // adds up early in boot (and to seconds under emulation).
-    let units: Vec<&str> = svc.enable.iter().map(|(u, _)| u.as_str()).filter(|u| !missing.iter().any(|m| m == u)).collect();
+    let units: Vec<&str> = desired.units.iter().map(|(u, _)| u.as_str()).filter(|u| !missing.contains(u)).collect();
     let active = host.units_active(&units);
     // The firewall must hold before the network comes up (we run before network-pre):
     // load it now rather than wait for nftables.service's queued job.
@@ -238,6 +264,29 @@ fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut R
         }
     }
     Ok(())
+}
+
+/// The plan as a person reads it: one line per change, diffs indented under their file.
+pub fn render_plan(plan: &NodePlan) -> String {
+    let mut out = format!("node {} (config from {})\n", plan.fqdn, plan.config_source);
+    for note in &plan.storage.notes {
+        let _ = writeln!(out, "  storage: {note}");
+    }
+    for c in &plan.changes {
+        let _ = writeln!(out, "  {}", c.describe());
+        if let Change::WriteFile { diff: Some(diff), .. } = c {
+            for line in diff.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+    }
+    for p in &plan.storage.problems {
+        let _ = writeln!(out, "  PROBLEM: {}", p.message);
+    }
+    if plan.converged() {
+        out.push_str("  nothing to change\n");
+    }
+    out
 }
 
 pub fn describe_step(step: &storage::Step) -> String {

@@ -27,6 +27,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("certbot-timer", include_str!("../../overlays/services/mm-certbot.timer.hbs")),
     ("push-keys", include_str!("../../overlays/services/push-authorized-keys.hbs")),
     ("push-sudoers", include_str!("../../overlays/services/push-sudoers.hbs")),
+    ("mount", include_str!("../../overlays/services/srv-mirror.mount.hbs")),
 ];
 const ROBOTS: &str = include_str!("../../overlays/services/robots.txt");
 const SYSCTL: &str = include_str!("../../overlays/services/sysctl.conf");
@@ -225,6 +226,17 @@ fn registry() -> Handlebars<'static> {
     }
     h
 }
+
+/// srv-mirror.mount for the data filesystem with this UUID (blkid's: hex digits and dashes).
+pub fn render_mount_unit(uuid: &str) -> anyhow::Result<RenderedFile> {
+    let uuid: String = uuid.chars().filter(|c| c.is_ascii_hexdigit() || *c == '-').collect();
+    let ctx = json!({ "uuid": uuid, "data_mount": mmconfig::DATA_MOUNT, "data_label": mmconfig::DATA_LABEL });
+    let text = registry().render("mount", &ctx).map_err(|e| anyhow::anyhow!("rendering srv-mirror.mount: {e}"))?;
+    Ok(RenderedFile::new(MOUNT_UNIT, 0o644, text))
+}
+
+/// The data filesystem's mount unit (its name is systemd's escaping of the mount point).
+pub const MOUNT_UNIT: &str = "/etc/systemd/system/srv-mirror.mount";
 
 /// Minute past the hour for a project's sync: stable for a node, spread across the fleet.
 pub fn sync_minute(fqdn: &str, project: &str) -> u32 {

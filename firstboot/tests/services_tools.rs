@@ -230,9 +230,11 @@ fn systemd_units_pass_systemd_analyze_verify() {
     assert_eq!(units.len(), 8, "3 projects x service + timer, certbot service + timer");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let unit_dir = t.root.join("etc/systemd/system");
-    let mut extra = Vec::new();
+    let mount = mm_firstboot::services::render_mount_unit("0a1b2c3d-0000-4000-8000-000000000001").unwrap();
+    let mount_dest = t.root.join(mount.path.strip_prefix("/").unwrap());
+    std::fs::write(&mount_dest, &mount.contents).unwrap();
+    let mut extra = vec![mount_dest];
     for u in [
-        repo.join("overlays/firstboot/srv-mirror.mount"),
         repo.join("overlays/rootfs/etc/systemd/system/mm-firstboot.service"),
         repo.join("overlays/rootfs/etc/systemd/system/mm-firstboot-status.service"),
     ] {

@@ -224,11 +224,7 @@ fn a_run_failing_at_any_step_converges_on_rerun() {
     }
 }
 
-#[test]
-fn plan_changes_nothing() {
-    let mut f = Fixture::new(&[]);
-    let dev = f.disk("blank", "");
-    let before = device_sha(&dev);
+fn plan_json(f: &Fixture, dev: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"))
         .arg("--root")
         .arg(&f.root)
@@ -236,11 +232,72 @@ fn plan_changes_nothing() {
         .arg(&f.config)
         .arg("--disk")
         .arg(format!("{dev}:virtio:D1"))
-        .arg("plan")
+        .args(["plan", "--json"])
         .output()
         .unwrap();
-    assert!(text(&out).contains("step: creating a GPT with one MMDATA partition"), "{}", text(&out));
-    assert!(text(&out).contains("write     /etc/systemd/network/10-mm-uplink.network"), "{}", text(&out));
-    assert_eq!(device_sha(&dev), before);
-    assert!(!f.root.join("etc/systemd/network").exists());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Plan changes nothing, lists exactly what run then changes, and says "nothing to change" on a
+/// converged node; a changed installed file shows up with its diff.
+#[test]
+fn plan_lists_exactly_what_run_changes() {
+    let mut f = Fixture::new(&[]);
+    let etc = f.root.join("etc");
+    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
+    std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+    std::fs::write(etc.join("gshadow"), "root:*::\n").unwrap();
+    let units = f.root.join("lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    for u in mm_firstboot::services::Family::Debian.units() {
+        std::fs::write(units.join(format!("{u}.service")), "[Service]\nExecStart=/bin/true\n").unwrap();
+    }
+    let dev = f.disk("blank", "");
+    let before = device_sha(&dev);
+    let plan = plan_json(&f, &dev);
+    let planned: Vec<String> = plan["changes"].as_array().unwrap().iter().map(|c| c["kind"].as_str().unwrap().to_string()).collect();
+    for kind in ["write-file", "storage", "create-account", "own-ssh-dir", "create-directory", "enable-unit"] {
+        assert!(planned.iter().any(|k| k == kind), "no {kind} in the plan: {planned:?}");
+    }
+    assert!(plan["changes"].as_array().unwrap().iter().any(|c| c["path"] == "/etc/systemd/network/10-mm-uplink.network"));
+    assert_eq!(device_sha(&dev), before, "plan touched the disk");
+    assert!(!f.root.join("etc/systemd/network").exists(), "plan wrote a file");
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
+    let text_plan = text(&cmd.arg("--root").arg(&f.root).arg("--config").arg(&f.config).arg("--disk").arg(format!("{dev}:virtio:D1")).arg("plan").output().unwrap());
+    let planned_lines: Vec<String> = text_plan
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("  ") && !l.starts_with("    ") && !l.starts_with("  storage: "))
+        .map(|l| l.trim().to_string())
+        .collect();
+    let out = f.run(&[(&dev, "D1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.root.join("var/lib/micromirror/firstboot/state.json")).unwrap()).unwrap();
+    let changed: Vec<String> = state["changed"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    assert_eq!(planned_lines, changed, "plan and run disagree");
+
+    let again = plan_json(&f, &dev);
+    assert_eq!(again["changes"], serde_json::json!([]), "a converged node must plan nothing: {again}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
+    let converged = text(&cmd.arg("--root").arg(&f.root).arg("--config").arg(&f.config).arg("--disk").arg(format!("{dev}:virtio:D1")).arg("plan").output().unwrap());
+    assert!(converged.ends_with("  nothing to change\n"), "{converged}");
+
+    // Someone edited the installed nginx site (or a new mm-firstboot renders it differently).
+    let site = f.root.join("etc/nginx/sites-enabled/default");
+    let rendered = std::fs::read_to_string(&site).unwrap();
+    std::fs::write(&site, rendered.replace("autoindex on;", "autoindex off;")).unwrap();
+    let drift = plan_json(&f, &dev);
+    let changes = drift["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{drift}");
+    assert_eq!(changes[0]["path"], "/etc/nginx/sites-enabled/default");
+    let diff = changes[0]["diff"].as_str().unwrap();
+    assert!(diff.lines().any(|l| l.starts_with('-') && l.contains("autoindex off;")), "{diff}");
+    assert!(diff.lines().any(|l| l.starts_with('+') && l.contains("autoindex on;")), "{diff}");
+    let out = f.run(&[(&dev, "D1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&site).unwrap(), rendered);
 }

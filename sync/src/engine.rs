@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use hostkit::atomic::write_mode as write_atomic;
+use hostkit::atomic::write_mode;
 use mmconfig::{CheckKind, NodeConfig, Profile, DATA_MOUNT, METRICS_DIR, SYNC_STATE_DIR};
 
 use crate::outcome::{Exit, Outcome, SyncStatus};
@@ -165,7 +165,7 @@ pub fn sync_project(
 
     // Visible to --status while it runs; found by the next run if this one is killed.
     let running = SyncStatus { result: Outcome::Running, ..st.clone() };
-    write_atomic(&env.status_file(p), 0o644, (serde_json::to_string_pretty(&running)? + "\n").as_bytes())?;
+    write_mode(&env.status_file(p), 0o644, (serde_json::to_string_pretty(&running)? + "\n").as_bytes())?;
 
     if let Err(e) = sync_locked(env, cfg, p, ov, previous.as_ref(), &mut st, &mut log, say) {
         // Whatever broke after the lock (disk full writing the trace, an unreadable index), the
@@ -176,8 +176,8 @@ pub fn sync_project(
     st.finished_unix = now_unix();
     st.seconds = started.elapsed().as_secs_f64();
     writeln!(log, "result: {} ({}) after {:.1} s", st.result, st.message, st.seconds)?;
-    write_atomic(&env.status_file(p), 0o644, (serde_json::to_string_pretty(&st)? + "\n").as_bytes())?;
-    write_atomic(&env.metrics_file(p), 0o644, render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes())?;
+    write_mode(&env.status_file(p), 0o644, (serde_json::to_string_pretty(&st)? + "\n").as_bytes())?;
+    write_mode(&env.metrics_file(p), 0o644, render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes())?;
     Ok((st.result.exit(), Some(st)))
 }
 
@@ -230,9 +230,9 @@ fn sync_locked(
         st.seconds = finished.saturating_sub(st.started_unix) as f64;
         st.message = format!("{} file(s), {} bytes transferred", st.files_transferred, st.bytes_transferred);
         // Only now: a checker reading the trace must be able to trust the whole tree.
-        write_atomic(&tree.join(trace_rel(p, &cfg.node.fqdn)), 0o644, render_trace(cfg, p, &p.sync.upstream, st).as_bytes())?;
+        write_mode(&tree.join(trace_rel(p, &cfg.node.fqdn)), 0o644, render_trace(cfg, p, &p.sync.upstream, st).as_bytes())?;
         if let Some(ts) = &p.freshness.timestamp_file {
-            write_atomic(&tree.join(ts.trim_start_matches('/')), 0o644, format!("{finished}\n").as_bytes())?;
+            write_mode(&tree.join(ts.trim_start_matches('/')), 0o644, format!("{finished}\n").as_bytes())?;
         }
         st.last_success_unix = Some(finished);
     }

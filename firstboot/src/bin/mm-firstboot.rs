@@ -10,11 +10,7 @@ use mm_firstboot::apply::Host;
 use mm_firstboot::probe::DiskOverride;
 use mm_firstboot::{config, console, run};
 
-/// Exit codes, also in --help.
-const OK: u8 = 0;
-const BAD_CONFIG: u8 = 1;
-const NEEDS_HANDS: u8 = 3;
-const FAILED: u8 = 4;
+use mm_firstboot::Exit;
 
 #[derive(Parser)]
 #[command(
@@ -28,9 +24,8 @@ AlmaLinux), and prepares the data disk: a blank disk chosen by the hardware prof
 GPT + XFS labelled MMDATA mounted at /srv/mirror; an existing MMDATA is mounted (and grown); a disk \
 with anything else on it is left untouched and reported, unless the fleet lists its serial in \
 wipe_disk_serials. Re-running on a converged node changes nothing.\n\n\
-State and a log of every run: /var/lib/micromirror/firstboot/.\n\n\
-EXIT STATUS: 0 all good; 1 no or invalid configuration; 2 wrong command line; 3 converged as far \
-as possible but something needs hands (missing disk, no link, foreign data); 4 a step failed."
+State and a log of every run: /var/lib/micromirror/firstboot/.",
+    after_long_help = Exit::help()
 )]
 struct Cli {
     /// Node configuration file instead of MMCONFIG / /etc/micromirror/node.toml.
@@ -48,8 +43,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print what `run` would change and why; changes nothing.
+    /// Print every file (with a diff), account, directory, unit and storage step that `run`
+    /// would change, in the order it would; changes nothing. "nothing to change" exactly when
+    /// `run` would change nothing.
     Plan {
+        /// The plan as JSON (what `mmbuild plan` reads over ssh).
         #[arg(long)]
         json: bool,
     },
@@ -68,36 +66,22 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let host = Host::new(&cli.root);
-    let loaded = match config::load(&host, cli.config.as_deref(), matches!(cli.command, Cmd::Run)) {
+    let loaded = match config::load(&host, cli.config.as_deref()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("mm-firstboot: error: {e:#}");
-            return ExitCode::from(BAD_CONFIG);
+            return Exit::BadConfig.into();
         }
     };
     let cfg = &loaded.config;
     let result = match cli.command {
-        Cmd::Plan { json } => run::plan_storage(&host, cfg, &cli.disks).and_then(|plan| {
-            let files = run::render_files(&host, cfg);
+        Cmd::Plan { json } => run::plan(&host, cfg, &loaded.source, &cli.disks).and_then(|plan| {
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
-                println!("node {} (config from {})", cfg.node.fqdn, loaded.source);
-                for f in &files {
-                    let same = std::fs::read(host.path(&f.path)).is_ok_and(|old| old == f.contents);
-                    println!("  {} {}", if same { "unchanged" } else { "write    " }, f.path.display());
-                }
-                for n in &plan.notes {
-                    println!("  storage: {n}");
-                }
-                for s in &plan.steps {
-                    println!("  step: {}", run::describe_step(s));
-                }
-                for p in &plan.problems {
-                    println!("  PROBLEM: {}", p.message);
-                }
+                print!("{}", run::render_plan(&plan));
             }
-            Ok(if plan.problems.is_empty() { OK } else { NEEDS_HANDS })
+            Ok(if plan.storage.problems.is_empty() { Exit::Ok } else { Exit::NeedsHands })
         }),
         Cmd::Run => {
             let fqdn = cfg.node.fqdn.clone();
@@ -118,9 +102,9 @@ fn main() -> ExitCode {
                     println!("mm-firstboot: {}: PROBLEM: {p}", cfg.node.fqdn);
                 }
                 if st.problems.is_empty() {
-                    OK
+                    Exit::Ok
                 } else {
-                    NEEDS_HANDS
+                    Exit::NeedsHands
                 }
             })
         }
@@ -146,14 +130,14 @@ fn main() -> ExitCode {
             } else {
                 Ok(())
             };
-            res.context("writing /etc/issue").map(|_| if st.ok() { OK } else { NEEDS_HANDS })
+            res.context("writing /etc/issue").map(|_| if st.ok() { Exit::Ok } else { Exit::NeedsHands })
         }
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code.into(),
         Err(e) => {
             eprintln!("mm-firstboot: error: {e:#}");
-            ExitCode::from(FAILED)
+            Exit::Failed.into()
         }
     }
 }
