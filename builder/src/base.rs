@@ -27,9 +27,7 @@ use crate::{esp, initramfs, uki};
 const OS_RECIPE: &str = "os-recipe-4";
 const BASE_RECIPE: &str = "base-recipe-4";
 const SUITE: &str = "bookworm";
-const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
-/// Label of the root filesystem; the UKI's cmdline and the initramfs find the root by it.
-pub const ROOT_LABEL: &str = "mmroot";
+pub use mmconfig::ROOT_LABEL;
 /// 2025-01-01T00:00:00Z: timestamps inside the images when SOURCE_DATE_EPOCH is not set.
 const DEFAULT_EPOCH: u64 = 1_735_689_600;
 
@@ -91,7 +89,11 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     let overlays = opts.data_dir.join("overlays");
     let packages = read_list(&overlays.join("base/packages"))?;
     let keep = read_list(&overlays.join("base/modules-keep"))?;
-    let mirror = std::env::var("MM_DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_string());
+    // The archive this machine's apt uses (the operator's choice), unless overridden.
+    let mirror = match std::env::var("MM_DEBIAN_MIRROR") {
+        Ok(m) => m,
+        Err(_) => hostkit::apt::archive_uri(SUITE)?,
+    };
 
     let mut h = Sha256::new();
     for part in [OS_RECIPE, SUITE, &mirror, &packages.join("\n"), &keep.join("\n")] {
@@ -108,7 +110,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     }
 
     let hw_modules = hardware_modules(&opts.data_dir)?;
-    let cmdline = fs::read_to_string(overlays.join("base/cmdline")).context("reading overlays/base/cmdline")?;
+    let cmdline = render_cmdline(&fs::read_to_string(overlays.join("base/cmdline")).context("reading overlays/base/cmdline")?)?;
     let mut h = Sha256::new();
     h.update(BASE_RECIPE.as_bytes());
     h.update(os_id.as_bytes());
@@ -348,6 +350,14 @@ fn dir_size(p: &Path) -> Result<u64> {
     let out = run(Command::new("du").args(["-sb"]).arg(p))?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace().next().and_then(|s| s.parse().ok()).context("parsing du output")
+}
+
+/// overlays/base/cmdline with the names from the shared contract filled in.
+fn render_cmdline(template: &str) -> Result<String> {
+    let mut h = handlebars::Handlebars::new();
+    h.set_strict_mode(true);
+    h.register_escape_fn(handlebars::no_escape);
+    h.render_template(template, &serde_json::json!({ "root_label": ROOT_LABEL })).context("rendering overlays/base/cmdline")
 }
 
 fn read_list(path: &Path) -> Result<Vec<String>> {

@@ -53,7 +53,7 @@ pub fn write(disk: &mut File, layout: &Layout, fleet: &str, node: &str) -> Resul
     let mut parts = BTreeMap::new();
     parts.insert(1, part("esp", partition_types::EFI, layout.esp, "ESP"));
     parts.insert(2, part("config", partition_types::BASIC, layout.config, mmconfig::CONFIG_LABEL));
-    parts.insert(3, part("root", partition_types::LINUX_ROOT_X64, layout.root, "mmroot"));
+    parts.insert(3, part("root", partition_types::LINUX_ROOT_X64, layout.root, mmconfig::ROOT_LABEL));
 
     let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(layout.total / SECTOR - 1).unwrap_or(0xFFFF_FFFF));
     mbr.overwrite_lba0(disk).context("writing the protective MBR")?;

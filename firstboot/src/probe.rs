@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use hostkit::cmd::{run, run_codes};
-use mmconfig::{Bus, DiskFacts, CONFIG_LABEL, DATA_LABEL};
+use mmconfig::{Bus, DiskFacts, CONFIG_LABEL, DATA_LABEL, ROOT_LABEL};
 
 use crate::network::Nic;
 use crate::storage::{Content, Disk};
@@ -168,7 +168,7 @@ pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Ve
         parts.sort_by_key(|p| p.start);
         let is_boot = parts
             .iter()
-            .any(|p| p.info.get("LABEL").is_some_and(|l| l == CONFIG_LABEL || l == "mmroot") || root_source == Some(p.dev.as_str()))
+            .any(|p| p.info.get("LABEL").is_some_and(|l| l == CONFIG_LABEL || l == ROOT_LABEL) || root_source == Some(p.dev.as_str()))
             || root_source == Some(device.as_str());
         let last_end = parts.iter().map(|p| (p.start + p.size) * 512).max().unwrap_or(0);
         // The backup GPT needs 33 sectors at the very end.

@@ -3,6 +3,7 @@
 //! One home for each, so an error from `blkid` on the node reads like one from `mkfs.ext4` in the
 //! builder, and no output anywhere is written in place.
 
+pub mod apt;
 pub mod atomic;
 pub mod cmd;
 pub mod ids;

@@ -22,6 +22,8 @@ pub const NODE_CONFIG_FILE: &str = "node.toml";
 pub const CONFIG_LABEL: &str = "MMCONFIG";
 /// Filesystem label of the data filesystem that firstboot creates.
 pub const DATA_LABEL: &str = "MMDATA";
+/// Label of the root filesystem (GPT name and ext4 label): the UKI's cmdline finds the root by it.
+pub const ROOT_LABEL: &str = "mmroot";
 /// Where the data filesystem is mounted on the node.
 pub const DATA_MOUNT: &str = "/srv/mirror";
 /// Where firstboot and mm-sync keep state and logs.
