@@ -12,7 +12,7 @@ use mmbuild::{check, exit};
 #[derive(Parser)]
 #[command(
     name = "mmbuild",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("MM_GIT_COMMIT"), ")"),
     about = "Build micro-mirror node images and install media from a fleet inventory",
     long_about = "mmbuild reads a fleet inventory (TOML: fleet, defaults, one [[node]] per server), \
 resolves each node against the project profiles (profiles/<name>.toml) and hardware models \

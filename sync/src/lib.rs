@@ -3,6 +3,7 @@
 //! Pure parts (`stages`, `records`, `overview`, `outcome`, `repocheck`'s parsers) are apart from
 //! the `engine`, which takes the lock, runs rsync and writes the records.
 
+pub mod cli;
 pub mod engine;
 pub mod outcome;
 pub mod overview;

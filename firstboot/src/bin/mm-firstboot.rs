@@ -1,67 +1,15 @@
 //! `mm-firstboot`: converge storage, network and mirror services to the node configuration.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use mm_firstboot::cli::{Cli, Cmd};
 use mm_firstboot::apply::Host;
-use mm_firstboot::probe::DiskOverride;
 use mm_firstboot::{config, console, run};
 
 use mm_firstboot::Exit;
-
-#[derive(Parser)]
-#[command(
-    name = "mm-firstboot",
-    version,
-    about = "Bring a micro-mirror node to the state its configuration describes",
-    long_about = "mm-firstboot runs early on every boot. It reads the node configuration (--config, \
-else node.toml on the partition labelled MMCONFIG, else /etc/micromirror/node.toml), writes the \
-hostname and the static network configuration (systemd-networkd, or NetworkManager keyfiles on \
-AlmaLinux), and prepares the data disk: a blank disk chosen by the hardware profile's rule gets \
-GPT + XFS labelled MMDATA mounted at /srv/mirror; an existing MMDATA is mounted (and grown); a disk \
-with anything else on it is left untouched and reported, unless the fleet lists its serial in \
-wipe_disk_serials. Re-running on a converged node changes nothing.\n\n\
-State and a log of every run: /var/lib/micromirror/firstboot/.",
-    after_long_help = Exit::help()
-)]
-struct Cli {
-    /// Node configuration file instead of MMCONFIG / /etc/micromirror/node.toml.
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Target root directory (tests, or preparing a mounted node disk).
-    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
-    root: PathBuf,
-    /// Consider only this disk, as DEVICE[:BUS[:SERIAL]] (repeatable; tests and recovery).
-    #[arg(long = "disk", global = true, value_name = "DEV[:BUS[:SERIAL]]")]
-    disks: Vec<DiskOverride>,
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Print every file (with a diff), account, directory, unit and storage step that `run`
-    /// would change, in the order it would; changes nothing. "nothing to change" exactly when
-    /// `run` would change nothing.
-    Plan {
-        /// The plan as JSON (what `mmbuild plan` reads over ssh).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Converge the node now.
-    Run,
-    /// Report the node's state for remote hands (and the last run).
-    Status {
-        #[arg(long)]
-        json: bool,
-        /// Also write /etc/issue and print to the console.
-        #[arg(long)]
-        console: bool,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,0 +1,62 @@
+//! mm-firstboot's command line (the binary, the man page and the completions are made from it).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::probe::DiskOverride;
+use crate::Exit;
+
+/// `--version`: the crate version and the git commit the binary was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("MM_GIT_COMMIT"), ")");
+
+#[derive(Parser)]
+#[command(
+    name = "mm-firstboot",
+    version = crate::cli::VERSION,
+    about = "Bring a micro-mirror node to the state its configuration describes",
+    long_about = "mm-firstboot runs early on every boot. It reads the node configuration (--config, \
+else node.toml on the partition labelled MMCONFIG, else /etc/micromirror/node.toml), writes the \
+hostname and the static network configuration (systemd-networkd, or NetworkManager keyfiles on \
+AlmaLinux), and prepares the data disk: a blank disk chosen by the hardware profile's rule gets \
+GPT + XFS labelled MMDATA mounted at /srv/mirror; an existing MMDATA is mounted (and grown); a disk \
+with anything else on it is left untouched and reported, unless the fleet lists its serial in \
+wipe_disk_serials. Re-running on a converged node changes nothing.\n\n\
+State and a log of every run: /var/lib/micromirror/firstboot/.",
+    after_long_help = Exit::help()
+)]
+pub struct Cli {
+    /// Node configuration file instead of MMCONFIG / /etc/micromirror/node.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Target root directory (tests, or preparing a mounted node disk).
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Consider only this disk, as DEVICE[:BUS[:SERIAL]] (repeatable; tests and recovery).
+    #[arg(long = "disk", global = true, value_name = "DEV[:BUS[:SERIAL]]")]
+    pub disks: Vec<DiskOverride>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Print every file (with a diff), account, directory, unit and storage step that `run`
+    /// would change, in the order it would; changes nothing. "nothing to change" exactly when
+    /// `run` would change nothing.
+    Plan {
+        /// The plan as JSON (what `mmbuild plan` reads over ssh).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Converge the node now.
+    Run,
+    /// Report the node's state for remote hands (and the last run).
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Also write /etc/issue and print to the console.
+        #[arg(long)]
+        console: bool,
+    },
+}
