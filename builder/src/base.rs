@@ -40,6 +40,9 @@ pub struct BaseOptions {
     pub data_dir: PathBuf,
     /// Directory holding the static on-node binaries mm-firstboot and mm-sync.
     pub node_bin_dir: PathBuf,
+    /// Kernel modules of the hardware models the fleet's nodes resolved to, wherever their files
+    /// live (beside the fleet file too): the initramfs must carry what the root disk needs.
+    pub fleet_modules: BTreeSet<String>,
     pub quiet: bool,
 }
 
@@ -109,7 +112,8 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         log(opts.quiet, &format!("OS tree built in {:.1} s", t.elapsed().as_secs_f64()));
     }
 
-    let hw_modules = hardware_modules(&opts.data_dir)?;
+    let mut hw_modules = hardware_modules(&opts.data_dir)?;
+    hw_modules.extend(opts.fleet_modules.iter().cloned());
     let cmdline = render_cmdline(&fs::read_to_string(overlays.join("base/cmdline")).context("reading overlays/base/cmdline")?)?;
     let mut h = Sha256::new();
     h.update(BASE_RECIPE.as_bytes());

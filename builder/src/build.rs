@@ -76,6 +76,7 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
             cache_dir: opts.cache.clone(),
             data_dir: fleet.data_dir.clone(),
             node_bin_dir: opts.node_bin.clone(),
+            fleet_modules: fleet_kernel_modules(&fleet),
             quiet: opts.quiet,
         })?)
     };
@@ -123,6 +124,12 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
         );
     }
     Ok(Outcome::Built(artifacts))
+}
+
+/// Kernel modules of every hardware model the fleet's nodes use, wherever its file was found
+/// (beside the fleet file or built in): the base's initramfs carries them.
+pub fn fleet_kernel_modules(fleet: &Fleet) -> std::collections::BTreeSet<String> {
+    fleet.nodes.iter().flat_map(|n| n.hardware.kernel_modules.iter().cloned()).collect()
 }
 
 fn select<'a>(fleet: &'a Fleet, names: &[String]) -> std::result::Result<Vec<&'a NodeConfig>, String> {

@@ -300,3 +300,23 @@ fn firstboot_fixture_matches_the_example_fleet() {
     let fixture = std::fs::read_to_string(repo().join("tests/fixtures/example-nodes.json")).unwrap();
     assert_eq!(out.stdout, fixture, "tests/fixtures/example-nodes.json is stale");
 }
+
+/// A hardware model beside the fleet file is the one used everywhere, including the kernel
+/// modules that go into the base's initramfs.
+#[test]
+fn fleet_local_hardware_reaches_the_initramfs_module_list() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("hardware")).unwrap();
+    let qemu = std::fs::read_to_string(repo().join("hardware/qemu.toml")).unwrap();
+    let local = qemu.replace("name = \"qemu\"", "name = \"raidbox\"").replace("\"sd_mod\"]", "\"sd_mod\", \"megaraid_sas\"]");
+    std::fs::write(dir.path().join("hardware/raidbox.toml"), local).unwrap();
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(&fleet, valid_fleet().replace("hardware = \"qemu\"", "hardware = \"raidbox\"")).unwrap();
+    std::env::set_var("MMBUILD_DATA", repo());
+    let loaded = mmbuild::fleet::load(&fleet, None).unwrap_or_else(|d| panic!("{d}"));
+    let beta = loaded.nodes.iter().find(|n| n.node.name == "beta").unwrap();
+    assert_eq!(beta.hardware.name, "raidbox");
+    let modules = mmbuild::build::fleet_kernel_modules(&loaded);
+    assert!(modules.contains("megaraid_sas"), "{modules:?}");
+    assert!(modules.contains("ahci"), "the wasp's modules too: {modules:?}");
+}

@@ -705,3 +705,72 @@ fn kickstart_only_without_binaries_says_how_to_build_them() {
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("mm-firstboot is missing") && err.contains("x86_64-unknown-linux-musl"), "{err}");
 }
+
+/// One table of disks, many rules: the kickstart `%pre` (bash, on a fake /sys + /dev tree) and
+/// `DiskRule::pick` (what mm-firstboot uses) choose the same disk, or both refuse.
+#[test]
+fn pre_and_disk_rule_pick_the_same_disk() {
+    // (kernel name, sysfs path, GB, model, serial, by-path)
+    let table: &[(&str, &str, u64, &str, &str, Option<&str>)] = &[
+        ("sda", SATA, 240, "KINGSTON SA400", "K1", Some("pci-0000:00:1f.2-ata-2")),
+        ("sdb", &SATA.replace("ata1", "ata2"), 2000, "Samsung SSD 870", "S2", Some("pci-0000:00:1f.2-ata-1")),
+        ("sdc", &SATA.replace("ata1", "ata3"), 500, "Samsung SSD 860", "S3", None),
+        ("nvme0n1", NVME, 1100, "Samsung SSD 990", "N1", Some("pci-0000:01:00.0-nvme-1")),
+        ("sdd", USB, 16, "Flash", "U1", Some("pci-0000:00:14.0-usb-0:1:1.0-scsi-0:0:0:0")),
+    ];
+    let rules = [
+        r#"bus = "sata""#,
+        r#"bus = "sata"
+min_size_gb = 100
+max_size_gb = 600"#,
+        r#"model = "samsung*""#,
+        r#"serial = "S3""#,
+        r#"path = "pci-0000:00:1f.2-ata-*""#,
+        r#"bus = "nvme"
+min_size_gb = 1000"#,
+        r#"min_size_gb = 4000"#,
+    ];
+    let facts: Vec<mmconfig::DiskFacts> = table
+        .iter()
+        .map(|(k, path, gb, model, serial, by_path)| mmconfig::DiskFacts {
+            kname: k.to_string(),
+            bus: Some(if path.contains("/nvme") {
+                mmconfig::Bus::Nvme
+            } else if path.contains("/usb") {
+                mmconfig::Bus::Usb
+            } else {
+                mmconfig::Bus::Sata
+            }),
+            model: model.to_string(),
+            serial: serial.to_string(),
+            by_path: by_path.map(String::from),
+            size_bytes: gb * 1_000_000_000,
+            removable: false,
+        })
+        .collect();
+    let wasp = std::fs::read_to_string(repo().join("hardware/wasp.toml")).unwrap();
+    for rule in rules {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("hardware")).unwrap();
+        let hw = wasp.replace("bus = \"sata\"\nmin_size_gb = 100", rule);
+        std::fs::write(dir.path().join("hardware/wasp.toml"), &hw).unwrap();
+        std::fs::copy(repo().join("examples/fleet.toml"), dir.path().join("fleet.toml")).unwrap();
+        let f = load(&dir.path().join("fleet.toml"));
+        let (cfg, ks) = render(&f, "ziply");
+        let by_rule = cfg.hardware.storage.boot_disk.pick(&facts).map(|d| d.kname.clone());
+
+        let mut t = Tree::new();
+        for (k, path, gb, model, serial, by_path) in table {
+            let by_id = format!("ata-{}_{serial}", model.replace(' ', "_"));
+            t.disk(k, path, *gb, model, serial, Some(&by_id), *by_path, Holds::Nothing);
+        }
+        t.nic("enp1s0", "r8169", "00:11:22:33:44:55", true);
+        let out = t.run_pre(&ks);
+        let by_pre = out.status.success().then(|| {
+            let disk = std::fs::read_to_string(t.out.join("mm-disk.ks")).unwrap();
+            let line = disk.lines().find(|l| l.starts_with("ignoredisk --only-use=")).unwrap().to_string();
+            table.iter().find(|(_, _, _, model, serial, _)| line.ends_with(&format!("ata-{}_{serial}", model.replace(' ', "_")))).unwrap().0.to_string()
+        });
+        assert_eq!(by_pre, by_rule, "rule {rule:?}: %pre and DiskRule::pick disagree\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -82,8 +82,8 @@ pub fn plan(cfg: &NodeConfig, disks: &[Disk], mounted: bool) -> Plan {
     match &cfg.hardware.storage.data {
         DataPlacement::Disk { rule } => {
             let mut candidates: Vec<&Disk> = disks.iter().filter(|d| !d.is_boot && rule.matches(&d.facts)).collect();
-            // Deterministic tie-break: bus path, then kernel name.
-            candidates.sort_by(|a, b| (&a.facts.by_path, &a.facts.kname).cmp(&(&b.facts.by_path, &b.facts.kname)));
+            // The same deterministic order as the kickstart %pre.
+            candidates.sort_by(|a, b| a.facts.order_key().cmp(&b.facts.order_key()));
             for d in disks.iter().filter(|d| d.is_boot && rule.matches(&d.facts)) {
                 p.notes.push(format!("{} is the boot disk: never a data disk", describe(d)));
             }

@@ -60,7 +60,20 @@ pub struct DiskFacts {
     pub removable: bool,
 }
 
+impl DiskFacts {
+    /// The deterministic order among disks a rule matches, shared with the kickstart `%pre`:
+    /// by-path name first (disks without one after all others), then the kernel name.
+    pub fn order_key(&self) -> (bool, &str, &str) {
+        (self.by_path.is_none(), self.by_path.as_deref().unwrap_or(&self.kname), &self.kname)
+    }
+}
+
 impl DiskRule {
+    /// The disk this rule picks among `disks`: the first match in [`DiskFacts::order_key`] order.
+    pub fn pick<'a>(&self, disks: impl IntoIterator<Item = &'a DiskFacts>) -> Option<&'a DiskFacts> {
+        disks.into_iter().filter(|d| self.matches(d)).min_by(|a, b| a.order_key().cmp(&b.order_key()))
+    }
+
     pub fn matches(&self, disk: &DiskFacts) -> bool {
         let gb = disk.size_bytes / 1_000_000_000;
         self.bus.is_none_or(|b| disk.bus == Some(b))
