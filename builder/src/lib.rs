@@ -18,6 +18,7 @@ pub mod kickstart;
 pub mod manifest;
 pub mod oemdrv;
 pub mod qemu;
+pub mod registration;
 pub mod uki;
 
 /// Exit codes: 0 success, 1 invalid input (fleet, profiles, hardware), 2 usage error (clap),

@@ -88,6 +88,11 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Export files for other systems from the inventory.
+    Export {
+        #[command(subcommand)]
+        kind: ExportKind,
+    },
     /// Boot a node image under QEMU + OVMF with the serial console on this terminal.
     ///
     /// Uses KVM when it really works (probed by booting the firmware), TCG otherwise; force with
@@ -111,6 +116,63 @@ enum Command {
         /// Discard the guest's writes to the image.
         #[arg(long)]
         snapshot: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportKind {
+    /// Every hosted project's own mirror application for every node, in the upstream's format.
+    ///
+    /// Writes one directory per application (what one submission to one upstream covers; one
+    /// MirrorManager site carries every node, one AlmaLinux pull request every mirrors.d file,
+    /// one e-mail every node where the project accepts that), each with a README.md saying
+    /// what to submit where, in which order, and what the upstream checks afterwards; DIR/README.md
+    /// lists them all. Formats: AlmaLinux mirrors.d/<fqdn>.yml, MirrorManager checklist.json and
+    /// checklist.md (Fedora, EPEL, Rocky, RPM Fusion), Debian form.json, form.md and
+    /// Mirrors.masterlist, Launchpad launchpad.json and launchpad.md (Ubuntu), and request.md and
+    /// request.json for every other project. The inventory needs what the applications ask
+    /// for (location, port_mbps, [fleet] organisation ...): missing fields are errors naming the
+    /// projects that need them, and nothing is written.
+    ///
+    /// With --check, each node is probed first (per address: HTTP GET of the upstream checker's
+    /// marker files and of the node's own trace, whose age must be within the project's
+    /// interval, and the rsync daemon's module list); an application is marked NOT READY with
+    /// the reasons in its README and on stdout.
+    ///
+    /// Outputs are deterministic (same inventory, same bytes; with --check, same probe results)
+    /// and written atomically. EXIT STATUS: 0 written (and ready, with --check); 1 invalid or
+    /// incomplete inventory; 2 wrong command line; 5 written, but --check found an application
+    /// not ready.
+    Registrations {
+        /// The fleet inventory.
+        fleet: PathBuf,
+        /// Output directory.
+        #[arg(long, short, value_name = "DIR")]
+        out: PathBuf,
+        /// Only this node (repeatable); default: every node.
+        #[arg(long = "node", value_name = "NAME")]
+        nodes: Vec<String>,
+        /// Only this project (repeatable); default: every hosted project.
+        #[arg(long = "project", value_name = "NAME")]
+        projects: Vec<String>,
+        /// Probe the nodes and mark applications whose node does not serve the project yet.
+        #[arg(long)]
+        check: bool,
+        /// Probe NODE at ADDR instead of its inventory addresses (repeatable), e.g. ci=127.0.0.1.
+        #[arg(long, value_name = "NODE=ADDR", requires = "check")]
+        connect: Vec<String>,
+        /// HTTP port the probe connects to.
+        #[arg(long, default_value_t = 80, requires = "check")]
+        http_port: u16,
+        /// rsync daemon port the probe connects to.
+        #[arg(long, default_value_t = 873, requires = "check")]
+        rsync_port: u16,
+        /// Seconds before a probe connection gives up.
+        #[arg(long, default_value_t = 10, requires = "check")]
+        timeout: u64,
+        /// Print the applications (and the preflight's findings) as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -142,6 +204,9 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Export { kind: ExportKind::Registrations { fleet, out, nodes, projects, check, connect, http_port, rsync_port, timeout, json } } => {
+            export_registrations(fleet, cli.data.clone(), out, nodes, projects, check, connect, http_port, rsync_port, timeout, json)
+        }
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
             run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
         }
@@ -154,6 +219,36 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn export_registrations(
+    fleet: PathBuf,
+    data: Option<PathBuf>,
+    out: PathBuf,
+    nodes: Vec<String>,
+    projects: Vec<String>,
+    check: bool,
+    connect: Vec<String>,
+    http_port: u16,
+    rsync_port: u16,
+    timeout: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use mmbuild::registration::{self, preflight::Probe, ExportOptions, Selection};
+    let mut probe = Probe { http_port, rsync_port, timeout: std::time::Duration::from_secs(timeout.max(1)), ..Probe::default() };
+    for c in &connect {
+        let parsed = c.split_once('=').and_then(|(n, a)| Some((n.to_string(), a.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()?)));
+        match parsed {
+            Some((node, addr)) => probe.connect.entry(node).or_default().push(addr),
+            None => {
+                eprintln!("mmbuild: error: --connect {c}: expected NODE=ADDR with an IP address, e.g. ci=127.0.0.1");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let opts = ExportOptions { fleet, data, out, selection: Selection { nodes, projects }, check: check.then_some(probe), json };
+    registration::run(&opts)
 }
 
 fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memory: u32, snapshot: bool) -> anyhow::Result<ExitCode> {
