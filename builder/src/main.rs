@@ -204,9 +204,9 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Export { kind: ExportKind::Registrations { fleet, out, nodes, projects, check, connect, http_port, rsync_port, timeout, json } } => {
-            export_registrations(fleet, cli.data.clone(), out, nodes, projects, check, connect, http_port, rsync_port, timeout, json)
-        }
+        Command::Export {
+            kind: ExportKind::Registrations { fleet, out, nodes, projects, check, connect, http_port, rsync_port, timeout, json },
+        } => export_registrations(fleet, cli.data.clone(), out, nodes, projects, check, connect, http_port, rsync_port, timeout, json),
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
             run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
         }
@@ -238,7 +238,8 @@ fn export_registrations(
     use mmbuild::registration::{self, preflight::Probe, ExportOptions, Selection};
     let mut probe = Probe { http_port, rsync_port, timeout: std::time::Duration::from_secs(timeout.max(1)), ..Probe::default() };
     for c in &connect {
-        let parsed = c.split_once('=').and_then(|(n, a)| Some((n.to_string(), a.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()?)));
+        let parsed =
+            c.split_once('=').and_then(|(n, a)| Some((n.to_string(), a.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()?)));
         match parsed {
             Some((node, addr)) => probe.connect.entry(node).or_default().push(addr),
             None => {

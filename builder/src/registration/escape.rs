@@ -61,16 +61,10 @@ pub fn md_code(s: &str) -> String {
     format!("{fence}{pad}{flat}{pad}{fence}")
 }
 
-/// A deb822 (RFC 822-style) field value: one logical line; any line break becomes a continuation
-/// line (leading space, `.` for an empty one) so it can never start a new field or stanza.
+/// A single-line deb822 (RFC 822-style) field value: every line break and control character
+/// becomes a space, so a value can never start a new field, a continuation or a stanza.
 pub fn deb822_value(s: &str) -> String {
-    let mut lines = s.split(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}']).map(|l| l.replace(|c: char| c.is_control(), " "));
-    let mut out = lines.next().unwrap_or_default();
-    for l in lines {
-        out.push_str("\n ");
-        out.push_str(if l.trim().is_empty() { "." } else { &l });
-    }
-    out
+    s.chars().map(|c| if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') { ' ' } else { c }).collect()
 }
 
 #[cfg(test)]
@@ -113,6 +107,6 @@ mod tests {
     #[test]
     fn deb822_values_never_start_a_field() {
         assert_eq!(deb822_value("Sponsor & Co"), "Sponsor & Co");
-        assert_eq!(deb822_value("a\nSite: evil\n\nb"), "a\n Site: evil\n .\n b");
+        assert_eq!(deb822_value("a\nSite: evil\n\nb\u{2028}c"), "a Site: evil  b c");
     }
 }

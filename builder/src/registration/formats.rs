@@ -239,7 +239,7 @@ pub fn render_application(
         "projects": app.projects.iter().map(|p| project_view(specs, p)).collect::<Vec<_>>(),
         "nodes": app.nodes.iter().map(|c| node_view(c, &facts(fleet, c))).collect::<Vec<_>>(),
         "files": files.iter().map(|f| f.path.strip_prefix(&format!("{}/", app.dir)).unwrap_or(&f.path).to_string()).collect::<Vec<_>>(),
-        "steps": steps,
+        "steps": steps.trim_end(),
         "checked": ready.is_some(),
         "not_ready": not_ready,
         "readiness": ready,
@@ -634,7 +634,7 @@ pub fn request_fields(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Profil
                 "rsync" => Some(u.rsync.clone()),
                 "upstream" => Some(p.sync.upstream.clone()),
                 "contact" => Some(fleet.registration.contact.clone()),
-                "alternate_contact" => Some(cfg.fleet.contact.clone()),
+                "alternate_contact" => (cfg.fleet.contact != fleet.registration.contact).then(|| cfg.fleet.contact.clone()),
                 "addresses" => Some(v.addresses.join(", ")),
                 "asn" => v.asn.map(|a| format!("AS{a}")),
                 "update_frequency" => Some(format!("every {} hours", p.sync.every_hours)),
@@ -703,7 +703,8 @@ mod tests {
     #[test]
     fn almalinux_rules_accept_a_good_file_and_name_each_fault() {
         assert!(almalinux_problems(&mirror()).is_empty(), "{:?}", almalinux_problems(&mirror()));
-        let cases: Vec<(fn(&mut AlmaMirror), &str)> = vec![
+        type Edit = fn(&mut AlmaMirror);
+        let cases: Vec<(Edit, &str)> = vec![
             (|m| m.name = "https://a.mm.example.net".into(), "has a scheme"),
             (|m| m.name = "a.mm.example.net/".into(), "no path or trailing slash"),
             (|m| m.http = None, "needs http or https"),

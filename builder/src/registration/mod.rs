@@ -229,6 +229,7 @@ fn absent(fleet: &Fleet, f: &NodeFacts, need: Need) -> Option<&'static str> {
         Need::Organisation => fleet.registration.organisation.is_none(),
     };
     missing.then_some(match need {
+        _ if loc.is_none() && matches!(need, Need::Country | Need::StateProvince | Need::City | Need::Coordinates) => "location",
         Need::Country => "location",
         Need::StateProvince => "location.state_province",
         Need::City => "location.city",
