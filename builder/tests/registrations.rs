@@ -107,7 +107,8 @@ fn example_fleet_gives_the_expected_files_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let out = export(&repo().join("examples/fleet.toml"), dir.path(), &[]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    let got = files_under(dir.path());
+    let mut got = files_under(dir.path());
+    assert!(got.remove(".mmbuild-registrations").is_some());
     if std::env::var_os("MM_UPDATE_EXPECTED").is_some() {
         let _ = std::fs::remove_dir_all(expected_dir());
         for (p, b) in &got {
@@ -124,7 +125,9 @@ fn example_fleet_gives_the_expected_files_byte_for_byte() {
     // Same inventory, same bytes, also on a second run over the first one's output.
     let again = export(&repo().join("examples/fleet.toml"), dir.path(), &[]);
     assert_eq!(again.code, 0);
-    assert_eq!(files_under(dir.path()), got);
+    let mut again_files = files_under(dir.path());
+    again_files.remove(".mmbuild-registrations");
+    assert_eq!(again_files, got);
     assert!(out.stdout.contains("epel+fedora/") && out.stdout.contains("mirrormanager  3 node(s)"), "{}", out.stdout);
 }
 
@@ -299,8 +302,14 @@ port_mbps = 10000
     let out2 = out.with_file_name("out2");
     let o = export(&path, &out2, &["--node", "beta", "--project", "epel"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = export(&path, &out2, &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    std::fs::write(out2.join("notes.txt"), "the operator's own file").unwrap();
+    let o = export(&path, &out2, &["--node", "beta", "--project", "epel"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // What the wider export wrote and this one did not is gone; the operator's file stays.
     let files: Vec<String> = files_under(&out2).into_keys().collect();
-    assert_eq!(files, ["README.md", "epel/README.md", "epel/checklist.json", "epel/checklist.md"]);
+    assert_eq!(files, [".mmbuild-registrations", "README.md", "epel/README.md", "epel/checklist.json", "epel/checklist.md", "notes.txt"]);
     let o = export(&path, &out2, &["--node", "gamma"]);
     assert_eq!(
         (o.code, o.stderr.trim_end()),

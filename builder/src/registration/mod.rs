@@ -290,13 +290,48 @@ pub fn render(fleet: &Fleet, specs: &Specs, apps: &[Application<'_>], readiness:
     Ok(files)
 }
 
-/// Write `files` under `out`, each atomically.
+/// The list of files the last export wrote into its output directory.
+pub const WRITTEN_LIST: &str = ".mmbuild-registrations";
+
+/// Write `files` under `out`, each atomically, then remove what the previous export into `out`
+/// wrote and this one did not (a node or project since dropped); nothing else is touched.
 pub fn write(out: &Path, files: &[OutFile]) -> Result<Vec<PathBuf>> {
+    let list = out.join(WRITTEN_LIST);
+    let before = std::fs::read_to_string(&list).unwrap_or_default();
     let mut written = Vec::new();
     for f in files {
         let dest = out.join(&f.path);
         crate::atomic::write(&dest, &f.contents)?;
         written.push(dest);
+    }
+    let now: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let mut text = String::new();
+    for p in &now {
+        text.push_str(p);
+        text.push('\n');
+    }
+    crate::atomic::write(&list, text.as_bytes())?;
+    for old in before.lines() {
+        // Only relative paths without `..` that we listed ourselves.
+        let rel = Path::new(old);
+        if old.is_empty()
+            || now.contains(old)
+            || rel.is_absolute()
+            || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            continue;
+        }
+        let path = out.join(rel);
+        if std::fs::remove_file(&path).is_ok() {
+            // Drop directories the removal emptied (mirrors.d/, the application's own).
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| *d != out) {
+                if std::fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
     }
     Ok(written)
 }
