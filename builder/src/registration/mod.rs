@@ -1,12 +1,17 @@
 //! Upstream mirror registrations: every hosted project's own application, from the inventory.
 //!
 //! `overlays/registration/projects.toml` says which format each project's application takes and
-//! which inventory facts it needs; the renderers in [`formats`] are pure (fleet in, files out);
+//! which inventory facts it needs; the renderers (one module per upstream format, shared parts in [`formats`]) are pure (fleet in, files out);
 //! [`export`] writes them atomically, one directory per application.
 
+pub mod almalinux;
+pub mod debian;
 pub mod escape;
 pub mod formats;
+pub mod launchpad;
+pub mod mirrormanager;
 pub mod preflight;
+pub mod request;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

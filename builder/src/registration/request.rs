@@ -1,0 +1,87 @@
+//! Every other project: the fields its process asks for, and a text to send or paste.
+
+use anyhow::{Context, Result};
+use mmconfig::{NodeConfig, Profile};
+use serde::Serialize;
+
+use super::formats::{facts, json, node_view, urls, Rendered, Templates};
+use super::{Application, OutFile, Specs};
+use crate::fleet::Fleet;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Field {
+    pub key: String,
+    pub label: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestNode {
+    pub node: String,
+    pub fields: Vec<Field>,
+}
+
+pub fn request_fields(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Profile) -> Vec<Field> {
+    let f = facts(fleet, cfg);
+    let v = node_view(cfg, &f);
+    let u = urls(cfg, p);
+    let spec = specs.get(&p.name);
+    spec.fields
+        .iter()
+        .filter_map(|key| {
+            let value = match key.as_str() {
+                "name" => Some(v.fqdn.clone()),
+                "sponsor" => Some(format!("{} ({})", v.sponsor, v.sponsor_url)),
+                "location" => v.location.clone(),
+                "country" => v.country.as_ref().map(|c| format!("{} ({c})", v.country_name.clone().unwrap_or_default())),
+                "coordinates" => v.latitude.zip(v.longitude).map(|(a, b)| format!("{a}, {b}")),
+                "bandwidth" => v.bandwidth.clone(),
+                "http" => Some(u.http.clone()),
+                "https" => u.https.clone(),
+                "rsync" => Some(u.rsync.clone()),
+                "upstream" => Some(p.sync.upstream.clone()),
+                "contact" => Some(fleet.registration.contact.clone()),
+                "alternate_contact" => (cfg.fleet.contact != fleet.registration.contact).then(|| cfg.fleet.contact.clone()),
+                "addresses" => Some(v.addresses.join(", ")),
+                "asn" => v.asn.map(|a| format!("AS{a}")),
+                "update_frequency" => Some(format!("every {} hours", p.sync.every_hours)),
+                _ => None,
+            }?;
+            Some(Field { key: key.clone(), label: specs.labels.get(key).cloned().unwrap_or_else(|| key.clone()), value })
+        })
+        .collect()
+}
+
+pub(super) fn render(t: &Templates, fleet: &Fleet, specs: &Specs, app: &Application<'_>) -> Result<Rendered> {
+    let p = app.projects[0];
+    let spec = specs.get(&p.name);
+    let nodes: Vec<RequestNode> =
+        app.nodes.iter().map(|c| RequestNode { node: c.node.fqdn.clone(), fields: request_fields(fleet, specs, c, p) }).collect();
+    let org = fleet.registration.organisation.as_ref();
+    let ctx = serde_json::json!({
+        "project": p.name,
+        "description": p.description,
+        "method": p.registration.method,
+        "url": p.registration.url,
+        "notes": p.registration.notes,
+        "per_node": spec.per_node,
+        "organisation": org.map(|o| &o.name),
+        "organisation_url": org.map(|o| &o.url),
+        "fleet": fleet.name,
+        "contact": fleet.registration.contact,
+        "nodes": nodes,
+    });
+    let text = t.md.render("request.md.hbs", &ctx).context("rendering request.md.hbs")?;
+    let doc = serde_json::json!({
+        "project": p.name,
+        "method": p.registration.method,
+        "url": p.registration.url,
+        "one_request_per_node": spec.per_node,
+        "nodes": nodes,
+    });
+    let files = vec![
+        OutFile { path: format!("{}/request.json", app.dir), contents: json(&doc)? },
+        OutFile { path: format!("{}/request.md", app.dir), contents: text.into_bytes() },
+    ];
+    Ok((files, ctx))
+}
