@@ -68,7 +68,7 @@ pub fn almalinux_problems(m: &AlmaMirror) -> Vec<String> {
     p
 }
 
-pub fn almalinux_mirror(fleet: &Fleet, cfg: &NodeConfig, p: &Profile) -> AlmaMirror {
+pub fn mirror(fleet: &Fleet, cfg: &NodeConfig, p: &Profile) -> AlmaMirror {
     let u = urls(cfg, p);
     let f = facts(fleet, cfg);
     let loc = f.location.as_ref();
@@ -92,7 +92,7 @@ pub(super) fn render(t: &Templates, fleet: &Fleet, app: &Application<'_>) -> Res
     let p = app.projects[0];
     let mut files = Vec::new();
     for c in &app.nodes {
-        let m = almalinux_mirror(fleet, c, p);
+        let m = mirror(fleet, c, p);
         let problems = almalinux_problems(&m);
         if !problems.is_empty() {
             bail!("node \"{}\": the AlmaLinux mirror file would be rejected: {}", c.node.name, problems.join("; "));

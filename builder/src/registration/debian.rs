@@ -33,7 +33,7 @@ pub fn carried_architectures(specs: &Specs, p: &Profile) -> Vec<String> {
     specs.get(&p.name).architectures.iter().filter(|a| !p.sync.excludes.contains(&format!("binary-{a}/"))).cloned().collect()
 }
 
-pub fn debian_site(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Profile) -> DebianSite {
+pub fn site(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Profile) -> DebianSite {
     let f = facts(fleet, cfg);
     let loc = f.location.as_ref();
     let v = node_view(cfg, &f);
@@ -57,7 +57,7 @@ pub fn debian_site(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Profile) 
 
 pub(super) fn render(t: &Templates, fleet: &Fleet, specs: &Specs, app: &Application<'_>) -> Result<Rendered> {
     let p = app.projects[0];
-    let sites: Vec<DebianSite> = app.nodes.iter().map(|c| debian_site(fleet, specs, c, p)).collect();
+    let sites: Vec<DebianSite> = app.nodes.iter().map(|c| site(fleet, specs, c, p)).collect();
     let mut masterlist = String::new();
     for s in &sites {
         if !masterlist.is_empty() {
@@ -74,4 +74,25 @@ pub(super) fn render(t: &Templates, fleet: &Fleet, specs: &Specs, app: &Applicat
         OutFile { path: format!("{}/Mirrors.masterlist", app.dir), contents: masterlist.into_bytes() },
     ];
     Ok((files, ctx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::formats::{test_fleet, test_node};
+    use super::*;
+
+    #[test]
+    fn site_name_is_the_trace_name_and_architectures_follow_the_excludes() {
+        let (fleet, specs) = test_fleet(&test_node("a", 5, "\"debian\"", ""), "");
+        let cfg = fleet.node("a").unwrap();
+        let mut p = cfg.project("debian").unwrap().clone();
+        let s = site(&fleet, &specs, cfg, &p);
+        assert_eq!(s.site, "a.mm.example.net");
+        assert_eq!(s.trace_file, "project/trace/a.mm.example.net");
+        assert_eq!((s.country.as_str(), s.location.as_str()), ("NL Netherlands", "Utrecht, Utrecht"));
+        assert_eq!(s.archive_architectures, ["amd64", "arm64", "i386"]);
+        p.sync.excludes.retain(|e| e != "binary-riscv64/");
+        p.sync.excludes.push("binary-i386/".into());
+        assert_eq!(carried_architectures(&specs, &p), ["amd64", "arm64", "riscv64"]);
+    }
 }

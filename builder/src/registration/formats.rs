@@ -279,6 +279,33 @@ pub fn render_index(
 /// An application's files and the context its README's steps are rendered with.
 pub(super) type Rendered = (Vec<OutFile>, serde_json::Value);
 
+/// A fleet parsed from `text` against the repository's data, for the renderers' unit tests.
+#[cfg(test)]
+pub(super) fn test_fleet(nodes: &str, fleet_extra: &str) -> (Fleet, Specs) {
+    let text = format!(
+        "[fleet]\nname = \"t\"\ndomain = \"mm.example.net\"\ncontact = \"mirror@example.net\"\n\
+admin_ssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOozE4famK1j6NfXCWFhGYm39GKIAWKfHlpUtwM5i4R9 ops@example.net\"]\n\
+admin_prefixes = [\"192.0.2.0/24\"]\norganisation = {{ name = \"T\", url = \"https://t.example/\" }}\n{fleet_extra}\n\
+[defaults]\nhardware = \"termite\"\ndns = [\"9.9.9.9\"]\nport_mbps = 2500\n\
+location = {{ country = \"NL\", state_province = \"Utrecht\", city = \"Utrecht\" }}\n{nodes}"
+    );
+    let data = crate::data::builtin_data_dir();
+    let dirs = crate::data::DataDirs { search: vec![data.clone()], primary: data.clone() };
+    let fleet = crate::fleet::parse(Path::new("fleet.toml"), &text, dirs).unwrap_or_else(|d| panic!("{d}"));
+    (fleet, Specs::load(&data).unwrap())
+}
+
+/// `[[node]]` `name` hosting `projects`, with `extra` lines.
+#[cfg(test)]
+pub(super) fn test_node(name: &str, n: u8, projects: &str, extra: &str) -> String {
+    format!(
+        "\n[[node]]\nname = \"{name}\"\nprojects = [{projects}]\nsponsor = {{ name = \"S\", url = \"https://s.example/\" }}\n\
+ipv4 = {{ address = \"192.0.2.{}/31\", gateway = \"192.0.2.{}\" }}\n{extra}\n",
+        2 * n,
+        2 * n + 1
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ pub struct LaunchpadMirror {
     pub official_candidate: bool,
 }
 
-pub fn launchpad_mirror(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Profile) -> LaunchpadMirror {
+pub fn mirror(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Profile) -> LaunchpadMirror {
     let f = facts(fleet, cfg);
     let u = urls(cfg, p);
     let content = specs.get(&p.name).content.clone().unwrap_or_else(|| "Archive".into());
@@ -47,7 +47,7 @@ pub fn launchpad_mirror(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Prof
 
 pub(super) fn render(t: &Templates, fleet: &Fleet, specs: &Specs, app: &Application<'_>) -> Result<Rendered> {
     let p = app.projects[0];
-    let entries: Vec<LaunchpadMirror> = app.nodes.iter().map(|c| launchpad_mirror(fleet, specs, c, p)).collect();
+    let entries: Vec<LaunchpadMirror> = app.nodes.iter().map(|c| mirror(fleet, specs, c, p)).collect();
     let ctx = serde_json::json!({ "entries": entries, "url": p.registration.url, "project": p.name });
     let page = t.md.render("launchpad.md.hbs", &ctx).context("rendering launchpad.md.hbs")?;
     let files = vec![
@@ -55,4 +55,23 @@ pub(super) fn render(t: &Templates, fleet: &Fleet, specs: &Specs, app: &Applicat
         OutFile { path: format!("{}/launchpad.md", app.dir), contents: page.into_bytes() },
     ];
     Ok((files, ctx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::formats::{test_fleet, test_node};
+    use super::*;
+
+    #[test]
+    fn content_follows_the_project_and_speed_the_port() {
+        let (fleet, specs) = test_fleet(&test_node("a", 5, "\"ubuntu-releases\", \"ubuntu\"", "port_mbps = 10000"), "");
+        let cfg = fleet.node("a").unwrap();
+        let rel = mirror(&fleet, &specs, cfg, cfg.project("ubuntu-releases").unwrap());
+        let arch = mirror(&fleet, &specs, cfg, cfg.project("ubuntu").unwrap());
+        assert_eq!((rel.content.as_str(), arch.content.as_str()), ("Release", "Archive"));
+        assert_eq!((rel.speed.as_str(), rel.country.as_str()), ("10 Gbit/s", "Netherlands"));
+        assert_eq!(arch.http_base_url, "http://a.mm.example.net/ubuntu/");
+        assert_eq!(arch.https_base_url, None);
+        assert_eq!(arch.rsync_base_url, "rsync://a.mm.example.net/ubuntu/");
+    }
 }

@@ -49,7 +49,7 @@ pub struct MmCategory {
     pub urls: Vec<String>,
 }
 
-pub fn mirrormanager_checklist(fleet: &Fleet, specs: &Specs, app: &Application<'_>) -> MmChecklist {
+pub fn checklist(fleet: &Fleet, specs: &Specs, app: &Application<'_>) -> MmChecklist {
     let org = fleet.registration.organisation.clone().unwrap_or(crate::fleet::Organisation { name: String::new(), url: String::new() });
     let hosts = app
         .nodes
@@ -92,11 +92,41 @@ pub fn mirrormanager_checklist(fleet: &Fleet, specs: &Specs, app: &Application<'
 }
 
 pub(super) fn render(t: &Templates, fleet: &Fleet, specs: &Specs, app: &Application<'_>) -> Result<Rendered> {
-    let list = mirrormanager_checklist(fleet, specs, app);
+    let list = checklist(fleet, specs, app);
     let page = t.md.render("mirrormanager.md.hbs", &list).context("rendering mirrormanager.md.hbs")?;
     let files = vec![
         OutFile { path: format!("{}/checklist.json", app.dir), contents: json(&list)? },
         OutFile { path: format!("{}/checklist.md", app.dir), contents: page.into_bytes() },
     ];
     Ok((files, serde_json::to_value(&list)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::formats::{test_fleet, test_node};
+    use super::super::{plan, Selection};
+    use super::*;
+
+    #[test]
+    fn one_site_one_host_per_node_and_a_url_per_protocol_per_category() {
+        let nodes = test_node("a", 5, "\"rpmfusion\"", "asn = 3320") + &test_node("b", 6, "\"rpmfusion\"", "");
+        let (fleet, specs) = test_fleet(&nodes, "https = true");
+        let apps = plan(&fleet, &specs, &Selection::default()).unwrap();
+        let list = checklist(&fleet, &specs, &apps[0]);
+        assert_eq!(list.site.name, "T");
+        assert_eq!(list.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["a.mm.example.net", "b.mm.example.net"]);
+        let a = &list.hosts[0];
+        assert_eq!((a.asn, a.asn_clients, a.bandwidth_int, a.country.as_str()), (Some(3320), true, 2500, "NL"));
+        assert_eq!((list.hosts[1].asn, list.hosts[1].asn_clients), (None, false));
+        assert_eq!(a.categories.len(), 4);
+        assert_eq!(a.categories[1].category, "RPMFUSION free EL");
+        assert_eq!(
+            a.categories[1].urls,
+            [
+                "http://a.mm.example.net/rpmfusion/free/el/",
+                "https://a.mm.example.net/rpmfusion/free/el/",
+                "rsync://a.mm.example.net/rpmfusion/free/el/"
+            ]
+        );
+    }
 }

@@ -392,16 +392,18 @@ pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
         return Ok(ExitCode::from(crate::exit::INVALID_INPUT));
     }
     let readiness = opts.check.as_ref().map(|probe| {
-        let mut r = Readiness::new();
+        let mut pairs = Vec::new();
+        let mut seen = BTreeSet::new();
         for app in &apps {
             for c in &app.nodes {
                 for p in app.projects.iter().filter(|p| c.project(&p.name).is_some()) {
-                    let key = (c.node.name.clone(), p.name.clone());
-                    r.entry(key).or_insert_with(|| preflight::check(c, p, &specs.get(&p.name).markers, probe));
+                    if seen.insert((c.node.name.as_str(), p.name.as_str())) {
+                        pairs.push((*c, *p, specs.get(&p.name).markers.as_slice()));
+                    }
                 }
             }
         }
-        r
+        preflight::check_all(&pairs, probe)
     });
     let files = render(&fleet, &specs, &apps, readiness.as_ref())?;
     write(&opts.out, &files)?;

@@ -27,8 +27,37 @@ impl Default for Probe {
     }
 }
 
+/// Endpoints that refused or timed out, with the error: asked once per node, not once per project.
+pub type Unreachable = BTreeMap<SocketAddr, String>;
+
+/// One node's project to probe, with the markers its upstream reads.
+pub type Pair<'a> = (&'a NodeConfig, &'a Profile, &'a [String]);
+
+/// Every node's problems per project, the nodes probed in parallel (a dead node costs its
+/// timeouts once, not once per node before it).
+pub fn check_all(pairs: &[Pair<'_>], probe: &Probe) -> BTreeMap<(String, String), Vec<String>> {
+    let mut by_node: BTreeMap<&str, Vec<Pair<'_>>> = BTreeMap::new();
+    for &(c, p, m) in pairs {
+        by_node.entry(c.node.name.as_str()).or_default().push((c, p, m));
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = by_node
+            .into_values()
+            .map(|list| {
+                s.spawn(move || {
+                    let mut dead = Unreachable::new();
+                    list.into_iter()
+                        .map(|(c, p, m)| ((c.node.name.clone(), p.name.clone()), check(c, p, m, probe, &mut dead)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a probe thread panicked")).collect()
+    })
+}
+
 /// Everything that keeps `project` on `cfg` from being registered; empty = ready.
-pub fn check(cfg: &NodeConfig, p: &Profile, markers: &[String], probe: &Probe) -> Vec<String> {
+pub fn check(cfg: &NodeConfig, p: &Profile, markers: &[String], probe: &Probe, dead: &mut Unreachable) -> Vec<String> {
     let addrs: Vec<IpAddr> = match probe.connect.get(&cfg.node.name) {
         Some(a) => a.clone(),
         None => [cfg.node.ipv4.as_ref().map(|a| &a.address), cfg.node.ipv6.as_ref().map(|a| &a.address)]
@@ -44,8 +73,15 @@ pub fn check(cfg: &NodeConfig, p: &Profile, markers: &[String], probe: &Probe) -
         let http = SocketAddr::new(ip, probe.http_port);
         let mut say = |what: String| problems.push(format!("{family} {ip}: {what}"));
         let base = format!("http://{}{}", cfg.node.fqdn, p.http_path);
-        match http_get(http, &cfg.node.fqdn, &p.http_path, probe.timeout) {
-            Err(e) => say(format!("HTTP port {} unreachable ({e})", probe.http_port)),
+        let reach = match dead.get(&http) {
+            Some(e) => Err(e.clone()),
+            None => http_get(http, &cfg.node.fqdn, &p.http_path, probe.timeout),
+        };
+        match reach {
+            Err(e) => {
+                say(format!("HTTP port {} unreachable ({e})", probe.http_port));
+                dead.insert(http, e);
+            }
             Ok(_) => {
                 for m in markers {
                     match http_get(http, &cfg.node.fqdn, &format!("{}{m}", p.http_path), probe.timeout) {
@@ -84,8 +120,18 @@ pub fn check(cfg: &NodeConfig, p: &Profile, markers: &[String], probe: &Probe) -
                 }
             }
         }
-        match rsync_modules(SocketAddr::new(ip, probe.rsync_port), probe.timeout) {
-            Err(e) => say(format!("rsync port {}: {e}", probe.rsync_port)),
+        let rsync = SocketAddr::new(ip, probe.rsync_port);
+        let listed = match dead.get(&rsync) {
+            Some(e) => Err(e.clone()),
+            None => rsync_modules(rsync, probe.timeout),
+        };
+        match listed {
+            Err(e) => {
+                say(format!("rsync port {}: {e}", probe.rsync_port));
+                if e.starts_with("unreachable") {
+                    dead.insert(rsync, e);
+                }
+            }
             Ok(mods) if !mods.iter().any(|m| m == &p.rsync_module) => {
                 say(format!("the rsync daemon does not offer the module \"{}\" (offers: {})", p.rsync_module, mods.join(", ")))
             }
@@ -103,15 +149,23 @@ fn minutes(m: i64) -> String {
     }
 }
 
+/// An I/O error as a reason an operator reads: a read timeout is "no answer", not EAGAIN.
+fn io_err(e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "no answer before the timeout".into(),
+        _ => e.to_string(),
+    }
+}
+
 /// One HTTP/1.0 GET (no keep-alive, no chunking); the status and at most 4 MiB of body.
 pub fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(io_err)?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
     let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: mmbuild-preflight\r\nAccept: */*\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes()).map_err(io_err)?;
     let mut buf = Vec::new();
-    s.take(4 << 20).read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    s.take(4 << 20).read_to_end(&mut buf).map_err(io_err)?;
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP response")?;
     let head = String::from_utf8_lossy(&buf[..head_end]);
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("no HTTP status line")?;
@@ -120,21 +174,21 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> 
 
 /// The module names an rsync daemon lists.
 pub fn rsync_modules(addr: SocketAddr, timeout: Duration) -> Result<Vec<String>, String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("unreachable ({e})"))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("unreachable ({})", io_err(e)))?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
-    let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let mut r = BufReader::new(s.try_clone().map_err(io_err)?);
     let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    r.read_line(&mut line).map_err(io_err)?;
     if !line.starts_with("@RSYNCD: ") {
         return Err(format!("no rsync greeting (got \"{}\")", line.trim().chars().take(60).collect::<String>()));
     }
     // Protocol 30 is understood by every rsync 3; an empty module name asks for the list.
-    s.write_all(b"@RSYNCD: 30.0\n\n").map_err(|e| e.to_string())?;
+    s.write_all(b"@RSYNCD: 30.0\n\n").map_err(io_err)?;
     let mut mods = Vec::new();
     for _ in 0..10_000 {
         line.clear();
-        if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+        if r.read_line(&mut line).map_err(io_err)? == 0 {
             break;
         }
         let l = line.trim_end();

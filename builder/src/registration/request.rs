@@ -21,7 +21,7 @@ pub struct RequestNode {
     pub fields: Vec<Field>,
 }
 
-pub fn request_fields(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Profile) -> Vec<Field> {
+pub fn fields(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Profile) -> Vec<Field> {
     let f = facts(fleet, cfg);
     let v = node_view(cfg, &f);
     let u = urls(cfg, p);
@@ -56,7 +56,7 @@ pub(super) fn render(t: &Templates, fleet: &Fleet, specs: &Specs, app: &Applicat
     let p = app.projects[0];
     let spec = specs.get(&p.name);
     let nodes: Vec<RequestNode> =
-        app.nodes.iter().map(|c| RequestNode { node: c.node.fqdn.clone(), fields: request_fields(fleet, specs, c, p) }).collect();
+        app.nodes.iter().map(|c| RequestNode { node: c.node.fqdn.clone(), fields: fields(fleet, specs, c, p) }).collect();
     let org = fleet.registration.organisation.as_ref();
     let ctx = serde_json::json!({
         "project": p.name,
@@ -84,4 +84,40 @@ pub(super) fn render(t: &Templates, fleet: &Fleet, specs: &Specs, app: &Applicat
         OutFile { path: format!("{}/request.md", app.dir), contents: text.into_bytes() },
     ];
     Ok((files, ctx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::formats::{test_fleet, test_node};
+    use super::*;
+
+    fn keys(fields: &[Field]) -> Vec<&str> {
+        fields.iter().map(|f| f.key.as_str()).collect()
+    }
+
+    #[test]
+    fn fields_come_in_the_projects_order_and_absent_facts_are_left_out() {
+        let (fleet, specs) = test_fleet(
+            &test_node("a", 5, "\"archlinux\", \"opensuse\"", "location = { country = \"NL\", latitude = 52.1, longitude = 5.1 }"),
+            "",
+        );
+        let cfg = fleet.node("a").unwrap();
+        let arch = fields(&fleet, &specs, cfg, cfg.project("archlinux").unwrap());
+        // No https (the fleet serves none), no alternate contact (it would repeat the contact).
+        assert_eq!(keys(&arch), ["name", "country", "http", "rsync", "bandwidth", "upstream", "contact", "sponsor"]);
+        assert_eq!(arch[1].value, "Netherlands (NL)");
+        assert_eq!(arch[4].value, "2.5 Gbit/s");
+        let suse = fields(&fleet, &specs, cfg, cfg.project("opensuse").unwrap());
+        let coords = suse.iter().find(|f| f.key == "coordinates").unwrap();
+        assert_eq!((coords.label.as_str(), coords.value.as_str()), ("Latitude, longitude", "52.1, 5.1"));
+        assert_eq!(suse.iter().find(|f| f.key == "location").unwrap().value, "Netherlands");
+
+        let (fleet, specs) =
+            test_fleet(&test_node("a", 5, "\"archlinux\"", ""), "registration_contact = \"reg@example.net\"\nhttps = true");
+        let cfg = fleet.node("a").unwrap();
+        let arch = fields(&fleet, &specs, cfg, cfg.project("archlinux").unwrap());
+        let get = |k: &str| arch.iter().find(|f| f.key == k).map(|f| f.value.as_str());
+        assert_eq!((get("contact"), get("alternate_contact")), (Some("reg@example.net"), Some("mirror@example.net")));
+        assert_eq!(get("https"), Some("https://a.mm.example.net/archlinux/"));
+    }
 }
