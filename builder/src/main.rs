@@ -22,7 +22,8 @@ Profiles and hardware are looked up beside the fleet file first, then in mmbuild
 directory (the repository, or $MMBUILD_DATA, or /usr/share/micromirror); --data overrides both.\n\n\
 EXIT STATUS: 0 success; 1 invalid fleet, profile or hardware file (every error is printed as \
 FILE:LINE:COL: error: ...); 2 wrong command line; 3 a host tool is missing or the environment \
-is unusable; 4 a build step failed."
+is unusable; 4 a build step failed; 5 `export registrations --check` wrote the applications \
+but found one not ready."
 )]
 struct Cli {
     /// Directory holding profiles/ and hardware/ (default: beside the fleet file, then built-in).

@@ -353,9 +353,6 @@ pub struct ExportOptions {
     pub json: bool,
 }
 
-/// Exit status when `--check` found an application not ready (everything was still written).
-pub const NOT_READY: u8 = 5;
-
 #[derive(Serialize)]
 struct Summary<'a> {
     dir: &'a str,
@@ -456,7 +453,7 @@ pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
         println!("{}: {} file(s) in {} application(s)", opts.out.display(), files.len(), apps.len());
     }
     let not_ready = summaries.iter().any(|s| s.ready == Some(false));
-    Ok(if not_ready { ExitCode::from(NOT_READY) } else { ExitCode::SUCCESS })
+    Ok(if not_ready { ExitCode::from(crate::exit::NOT_READY) } else { ExitCode::SUCCESS })
 }
 
 #[cfg(test)]
