@@ -137,44 +137,54 @@ enum ExportKind {
     ///
     /// With --check, each node is probed first (per address: HTTP GET of the upstream checker's
     /// marker files and of the node's own trace, whose age must be within the project's
-    /// interval, and the rsync daemon's module list); an application is marked NOT READY with
-    /// the reasons in its README and on stdout.
+    /// interval; the same markers over HTTPS with the certificate verified, by curl, where the
+    /// fleet serves HTTPS; the rsync daemon's module list); an application is marked NOT READY
+    /// with the reasons in its README and on stdout.
     ///
     /// Outputs are deterministic (same inventory, same bytes; with --check, same probe results)
     /// and written atomically. EXIT STATUS: 0 written (and ready, with --check); 1 invalid or
     /// incomplete inventory; 2 wrong command line; 5 written, but --check found an application
     /// not ready.
-    Registrations {
-        /// The fleet inventory.
-        fleet: PathBuf,
-        /// Output directory.
-        #[arg(long, short, value_name = "DIR")]
-        out: PathBuf,
-        /// Only this node (repeatable); default: every node.
-        #[arg(long = "node", value_name = "NAME")]
-        nodes: Vec<String>,
-        /// Only this project (repeatable); default: every hosted project.
-        #[arg(long = "project", value_name = "NAME")]
-        projects: Vec<String>,
-        /// Probe the nodes and mark applications whose node does not serve the project yet.
-        #[arg(long)]
-        check: bool,
-        /// Probe NODE at ADDR instead of its inventory addresses (repeatable), e.g. ci=127.0.0.1.
-        #[arg(long, value_name = "NODE=ADDR", requires = "check")]
-        connect: Vec<String>,
-        /// HTTP port the probe connects to.
-        #[arg(long, default_value_t = 80, requires = "check")]
-        http_port: u16,
-        /// rsync daemon port the probe connects to.
-        #[arg(long, default_value_t = 873, requires = "check")]
-        rsync_port: u16,
-        /// Seconds before a probe connection gives up.
-        #[arg(long, default_value_t = 10, requires = "check")]
-        timeout: u64,
-        /// Print the applications (and the preflight's findings) as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Registrations(RegistrationsArgs),
+}
+
+#[derive(clap::Args)]
+struct RegistrationsArgs {
+    /// The fleet inventory.
+    fleet: PathBuf,
+    /// Output directory.
+    #[arg(long, short, value_name = "DIR")]
+    out: PathBuf,
+    /// Only this node (repeatable); default: every node.
+    #[arg(long = "node", value_name = "NAME")]
+    nodes: Vec<String>,
+    /// Only this project (repeatable); default: every hosted project.
+    #[arg(long = "project", value_name = "NAME")]
+    projects: Vec<String>,
+    /// Probe the nodes and mark applications whose node does not serve the project yet.
+    #[arg(long)]
+    check: bool,
+    /// Probe NODE at ADDR instead of its inventory addresses (repeatable), e.g. ci=127.0.0.1.
+    #[arg(long, value_name = "NODE=ADDR", requires = "check")]
+    connect: Vec<String>,
+    /// HTTP port the probe connects to.
+    #[arg(long, default_value_t = 80, requires = "check")]
+    http_port: u16,
+    /// HTTPS port the probe connects to (fleets with https = true).
+    #[arg(long, default_value_t = 443, requires = "check")]
+    https_port: u16,
+    /// CA certificates for the HTTPS probe instead of the system's.
+    #[arg(long, value_name = "FILE", requires = "check")]
+    cacert: Option<PathBuf>,
+    /// rsync daemon port the probe connects to.
+    #[arg(long, default_value_t = 873, requires = "check")]
+    rsync_port: u16,
+    /// Seconds before a probe connection gives up.
+    #[arg(long, default_value_t = 10, requires = "check")]
+    timeout: u64,
+    /// Print the applications (and the preflight's findings) as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -205,9 +215,7 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Export {
-            kind: ExportKind::Registrations { fleet, out, nodes, projects, check, connect, http_port, rsync_port, timeout, json },
-        } => export_registrations(fleet, cli.data.clone(), out, nodes, projects, check, connect, http_port, rsync_port, timeout, json),
+        Command::Export { kind: ExportKind::Registrations(args) } => export_registrations(args, cli.data.clone()),
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
             run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
         }
@@ -222,23 +230,17 @@ fn main() -> ExitCode {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn export_registrations(
-    fleet: PathBuf,
-    data: Option<PathBuf>,
-    out: PathBuf,
-    nodes: Vec<String>,
-    projects: Vec<String>,
-    check: bool,
-    connect: Vec<String>,
-    http_port: u16,
-    rsync_port: u16,
-    timeout: u64,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+fn export_registrations(args: RegistrationsArgs, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     use mmbuild::registration::{self, preflight::Probe, ExportOptions, Selection};
-    let mut probe = Probe { http_port, rsync_port, timeout: std::time::Duration::from_secs(timeout.max(1)), ..Probe::default() };
-    for c in &connect {
+    let mut probe = Probe {
+        http_port: args.http_port,
+        https_port: args.https_port,
+        rsync_port: args.rsync_port,
+        cacert: args.cacert,
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        ..Probe::default()
+    };
+    for c in &args.connect {
         let parsed =
             c.split_once('=').and_then(|(n, a)| Some((n.to_string(), a.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()?)));
         match parsed {
@@ -249,7 +251,14 @@ fn export_registrations(
             }
         }
     }
-    let opts = ExportOptions { fleet, data, out, selection: Selection { nodes, projects }, check: check.then_some(probe), json };
+    let opts = ExportOptions {
+        fleet: args.fleet,
+        data,
+        out: args.out,
+        selection: Selection { nodes: args.nodes, projects: args.projects },
+        check: args.check.then_some(probe),
+        json: args.json,
+    };
     registration::run(&opts)
 }
 

@@ -446,71 +446,116 @@ fn epel_tree(root: &Path, fqdn: &str, age: u64, repomd: &str) {
     std::fs::write(root.join(format!("epel/.mirror-trace/{fqdn}")), format!("{date}\nDate: {date}\n")).unwrap();
 }
 
+/// nginx and one rsync daemon per tree on loopback: `(name, address, has an epel module)`;
+/// `tls` = (certificate, key) adds HTTPS on every address.
+struct Loopback {
+    http: u16,
+    https: u16,
+    rsync: u16,
+    _daemons: Vec<Daemon>,
+}
+
+impl Loopback {
+    fn start(root: &Path, trees: &[(&str, &str, bool)], tls: Option<(&Path, &Path)>) -> Loopback {
+        let (http, https, rsync) = (free_port(), free_port(), free_port());
+        let mut servers = String::new();
+        for (name, ip, _) in trees {
+            servers.push_str(&format!(" server {{ listen {ip}:{http}; root {}; autoindex on; }}\n", root.join(name).display()));
+            if let Some((cert, key)) = tls {
+                servers.push_str(&format!(
+                    " server {{ listen {ip}:{https} ssl; ssl_certificate {}; ssl_certificate_key {}; root {}; }}\n",
+                    cert.display(),
+                    key.display(),
+                    root.join(name).display()
+                ));
+            }
+        }
+        let conf = root.join("nginx.conf");
+        let r = root.display();
+        std::fs::write(
+            &conf,
+            format!(
+                "user root;\npid {r}/nginx.pid;\nerror_log {r}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n client_body_temp_path {r}/tmp;\n\
+ proxy_temp_path {r}/tmp;\n fastcgi_temp_path {r}/tmp;\n uwsgi_temp_path {r}/tmp;\n scgi_temp_path {r}/tmp;\n{servers}}}\n"
+            ),
+        )
+        .unwrap();
+        let mut daemons = vec![Daemon(
+            Command::new("nginx")
+                .arg("-c")
+                .arg(&conf)
+                .args(["-g", "daemon off;"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )];
+        for (name, ip, epel) in trees {
+            let module = if *epel {
+                format!("[epel]\n path = {}\n read only = yes\n", root.join(name).join("epel").display())
+            } else {
+                String::new()
+            };
+            let rconf = root.join(format!("rsyncd-{name}.conf"));
+            std::fs::write(
+                &rconf,
+                format!("address = {ip}\nport = {rsync}\nuse chroot = no\npid file = {r}/rsyncd-{name}.pid\nlog file = {r}/rsyncd-{name}.log\n[other]\n path = {r}\n{module}"),
+            )
+            .unwrap();
+            daemons.push(Daemon(
+                Command::new("rsync").args(["--daemon", "--no-detach"]).arg(format!("--config={}", rconf.display())).spawn().unwrap(),
+            ));
+        }
+        for (_, ip, _) in trees {
+            wait_port(ip, http);
+            wait_port(ip, rsync);
+            if tls.is_some() {
+                wait_port(ip, https);
+            }
+        }
+        Loopback { http, https, rsync, _daemons: daemons }
+    }
+}
+
+/// A fleet of `names`, each hosting epel.
+fn preflight_fleet(names: &[&str], https: bool) -> String {
+    let nodes: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "\n[[node]]\nname = \"{n}\"\nprojects = [\"epel\"]\nsponsor = {{ name = \"S\", url = \"https://s.example/\" }}\n\
+ipv4 = {{ address = \"192.0.2.{}/31\", gateway = \"192.0.2.{}\" }}\n{LOC}\n",
+                10 + 2 * i,
+                11 + 2 * i
+            )
+        })
+        .collect();
+    format!(
+        "[fleet]\nname = \"t\"\ndomain = \"mm.example.net\"\ncontact = \"mirror@example.net\"\nadmin_ssh_keys = [\"{KEY}\"]\n\
+admin_prefixes = [\"192.0.2.0/24\"]\nhttps = {https}\n{ORG}\n\n[defaults]\nhardware = \"termite\"\ndns = [\"9.9.9.9\"]\n{nodes}"
+    )
+}
+
+const REPOMD: &str =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\"><revision>1</revision></repomd>\n";
+
 #[test]
 fn preflight_marks_empty_stale_and_half_reachable_nodes_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let repomd = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\"><revision>1</revision></repomd>\n";
     // 127.0.0.1 serves a complete fresh tree, 127.0.0.2 an empty one, 127.0.0.3 a complete
     // tree whose last sync is two days old and whose repomd.xml was altered on the way.
     let trees = [("full", "127.0.0.1"), ("empty", "127.0.0.2"), ("stale", "127.0.0.3")];
     for (name, _) in trees {
         std::fs::create_dir_all(root.join(name).join("epel")).unwrap();
     }
-    epel_tree(&root.join("full"), "full.mm.example.net", 600, repomd);
+    epel_tree(&root.join("full"), "full.mm.example.net", 600, REPOMD);
     epel_tree(&root.join("stale"), "stale.mm.example.net", 2 * 86400, "<html>hosted by</html>");
 
-    let (hp, rp) = (free_port(), free_port());
-    let servers: String = trees
-        .iter()
-        .map(|(name, ip)| format!(" server {{ listen {ip}:{hp}; root {}; autoindex on; }}\n", root.join(name).display()))
-        .collect();
-    let conf = root.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root;\npid {r}/nginx.pid;\nerror_log {r}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n client_body_temp_path {r}/tmp;\n proxy_temp_path {r}/tmp;\n fastcgi_temp_path {r}/tmp;\n uwsgi_temp_path {r}/tmp;\n scgi_temp_path {r}/tmp;\n{servers}}}\n",
-            r = root.display()
-        ),
-    )
-    .unwrap();
-    let _nginx = Daemon(
-        Command::new("nginx").arg("-c").arg(&conf).args(["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
-    );
-    let mut rsyncds = Vec::new();
-    for (name, ip) in trees {
-        // The empty node's daemon has no epel module yet.
-        let module = if name == "empty" {
-            String::new()
-        } else {
-            format!("[epel]\n path = {}\n read only = yes\n", root.join(name).join("epel").display())
-        };
-        let rconf = root.join(format!("rsyncd-{name}.conf"));
-        std::fs::write(&rconf, format!("address = {ip}\nport = {rp}\nuse chroot = no\npid file = {r}/rsyncd-{name}.pid\nlog file = {r}/rsyncd-{name}.log\n[other]\n path = {r}\n{module}", r = root.display()))
-            .unwrap();
-        rsyncds.push(Daemon(
-            Command::new("rsync").args(["--daemon", "--no-detach"]).arg(format!("--config={}", rconf.display())).spawn().unwrap(),
-        ));
-    }
-    for (_, ip) in trees {
-        wait_port(ip, hp);
-        wait_port(ip, rp);
-    }
-
-    let nodes: String = ["full", "empty", "stale"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            format!(
-                "\n[[node]]\nname = \"{n}\"\nprojects = [\"epel\"]\nsponsor = {{ name = \"S\", url = \"https://s.example/\" }}\nipv4 = {{ address = \"192.0.2.{}/31\", gateway = \"192.0.2.{}\" }}\n{LOC}\n",
-                10 + 2 * i,
-                11 + 2 * i
-            )
-        })
-        .collect();
-    let text = format!(
-        "[fleet]\nname = \"t\"\ndomain = \"mm.example.net\"\ncontact = \"mirror@example.net\"\nadmin_ssh_keys = [\"{KEY}\"]\nadmin_prefixes = [\"192.0.2.0/24\"]\n{ORG}\n\n[defaults]\nhardware = \"termite\"\ndns = [\"9.9.9.9\"]\n{nodes}"
-    );
+    let lo = Loopback::start(root, &[("full", "127.0.0.1", true), ("empty", "127.0.0.2", false), ("stale", "127.0.0.3", true)], None);
+    let (hp, rp) = (lo.http, lo.rsync);
+    let text = preflight_fleet(&["full", "empty", "stale"], false);
     let (_d, path, out) = with_fleet(&text);
     let (hp_s, rp_s) = (hp.to_string(), rp.to_string());
     let probe = [
@@ -601,4 +646,64 @@ fn preflight_marks_empty_stale_and_half_reachable_nodes_not_ready() {
         "{}",
         o.stdout
     );
+}
+
+#[test]
+fn preflight_verifies_https_certificates_for_the_node_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // One certificate, for good.mm.example.net only: the node "bad" serves it too.
+    let (cert, key) = (root.join("cert.pem"), root.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=good.mm.example.net", "-addext", "subjectAltName=DNS:good.mm.example.net", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for name in ["good", "bad"] {
+        epel_tree(&root.join(name), &format!("{name}.mm.example.net"), 60, REPOMD);
+    }
+    let lo = Loopback::start(root, &[("good", "127.0.0.1", true), ("bad", "127.0.0.2", true)], Some((&cert, &key)));
+    let (_d, path, out) = with_fleet(&preflight_fleet(&["good", "bad"], true));
+    let ports = [lo.http.to_string(), lo.https.to_string(), lo.rsync.to_string()];
+    let args = [
+        "--check",
+        "--http-port",
+        &ports[0],
+        "--https-port",
+        &ports[1],
+        "--rsync-port",
+        &ports[2],
+        "--timeout",
+        "5",
+        "--connect",
+        "good=127.0.0.1",
+        "--connect",
+        "bad=127.0.0.2",
+        "--json",
+    ];
+    let mut with_ca = args.to_vec();
+    with_ca.extend(["--cacert", cert.to_str().unwrap()]);
+    let o = export(&path, &out, &with_ca);
+    assert_eq!(o.code, 5, "{}{}", o.stdout, o.stderr);
+    let apps: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert!(apps[0]["problems"].get("good epel").is_none(), "{}", apps[0]["problems"]);
+    let bad = apps[0]["problems"]["bad epel"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    let bad = bad[0].as_str().unwrap();
+    assert!(
+        bad.starts_with(
+            "IPv4 127.0.0.2: HTTPS: (60) SSL: no alternative certificate subject name matches target host name 'bad.mm.example.net'"
+        ),
+        "{bad}"
+    );
+    // Without the CA the self-signed certificate is not trusted: good is not ready either.
+    let o = export(&path, &out, &args);
+    let apps: Value = serde_json::from_str(&o.stdout).unwrap();
+    let good = apps[0]["problems"]["good epel"][0].as_str().unwrap();
+    assert!(good.starts_with("IPv4 127.0.0.1: HTTPS: (60) SSL certificate problem: self-signed certificate"), "{good}");
 }

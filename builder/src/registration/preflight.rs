@@ -16,14 +16,26 @@ pub struct Probe {
     /// Per node name, addresses to probe instead of the node's own (tests, NAT, a jump host).
     pub connect: BTreeMap<String, Vec<IpAddr>>,
     pub http_port: u16,
+    /// Probed only where the fleet serves HTTPS.
+    pub https_port: u16,
     pub rsync_port: u16,
+    /// CA bundle for HTTPS instead of the system's (a private CA, a test).
+    pub cacert: Option<std::path::PathBuf>,
     pub timeout: Duration,
     pub now: SystemTime,
 }
 
 impl Default for Probe {
     fn default() -> Self {
-        Probe { connect: BTreeMap::new(), http_port: 80, rsync_port: 873, timeout: Duration::from_secs(10), now: SystemTime::now() }
+        Probe {
+            connect: BTreeMap::new(),
+            http_port: 80,
+            https_port: 443,
+            rsync_port: 873,
+            cacert: None,
+            timeout: Duration::from_secs(10),
+            now: SystemTime::now(),
+        }
     }
 }
 
@@ -120,6 +132,30 @@ pub fn check(cfg: &NodeConfig, p: &Profile, markers: &[String], probe: &Probe, d
                 }
             }
         }
+        if cfg.fleet.https {
+            // curl verifies the certificate for the node's name, as the upstreams' checkers do.
+            let base = format!("https://{}:{}{}", cfg.node.fqdn, probe.https_port, p.http_path);
+            let https = SocketAddr::new(ip, probe.https_port);
+            let first = match dead.get(&https) {
+                Some(e) => Err(e.clone()),
+                None => https_status(&cfg.node.fqdn, ip, &base, probe),
+            };
+            match first {
+                Err(e) => {
+                    say(format!("HTTPS: {e}"));
+                    dead.insert(https, e);
+                }
+                Ok(_) => {
+                    for m in markers {
+                        match https_status(&cfg.node.fqdn, ip, &format!("{base}{m}"), probe) {
+                            Ok(200) => {}
+                            Ok(code) => say(format!("{base}{m}: HTTP {code}")),
+                            Err(e) => say(format!("{base}{m}: {e}")),
+                        }
+                    }
+                }
+            }
+        }
         let rsync = SocketAddr::new(ip, probe.rsync_port);
         let listed = match dead.get(&rsync) {
             Some(e) => Err(e.clone()),
@@ -170,6 +206,25 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> 
     let head = String::from_utf8_lossy(&buf[..head_end]);
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("no HTTP status line")?;
     Ok((status, buf[head_end + 4..].to_vec()))
+}
+
+/// The status of an HTTPS GET of `url` (whose host is `fqdn`) at `ip`, certificate verified, by curl.
+pub fn https_status(fqdn: &str, ip: IpAddr, url: &str, probe: &Probe) -> Result<u16, String> {
+    let at = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--proto", "=https", "--max-time"])
+        .arg(probe.timeout.as_secs().max(1).to_string())
+        .arg("--resolve")
+        .arg(format!("{fqdn}:{}:{at}", probe.https_port));
+    if let Some(ca) = &probe.cacert {
+        cmd.arg("--cacert").arg(ca);
+    }
+    let out = cmd.arg("--").arg(url).output().map_err(|e| format!("cannot run curl: {e} (install curl)"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.trim().trim_start_matches("curl: ").to_string());
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| "no HTTP status".into())
 }
 
 /// The module names an rsync daemon lists.
