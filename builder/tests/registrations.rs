@@ -1,6 +1,9 @@
 //! `mmbuild export registrations`: expected files for the example fleet, YAML/JSON parsed back,
 //! hostile names, missing and invalid inventory fields, and the preflight against a real nginx
-//! and rsync daemons on loopback. Needs python3 with PyYAML, cmark, nginx and rsync (install-deps).
+//! and rsync daemons on loopback. Needs python3 with PyYAML, cmark, nginx, rsync, curl and openssl
+//! (install-deps), and root (nginx). After a deliberate change of the output, regenerate the
+//! expected files with `MM_UPDATE_EXPECTED=1 cargo test -p mmbuild --test registrations example`
+//! and read the diff before committing it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -305,7 +305,12 @@ pub fn write(out: &Path, files: &[OutFile]) -> Result<Vec<PathBuf>> {
     let before = std::fs::read_to_string(&list).unwrap_or_default();
     let mut written = Vec::new();
     for f in files {
-        let dest = out.join(&f.path);
+        // Names come from profiles and the inventory: never let one climb out of `out`.
+        let rel = Path::new(&f.path);
+        if f.path.is_empty() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            anyhow::bail!("refusing to write {:?}: not a plain relative path (check the profile and node names)", f.path);
+        }
+        let dest = out.join(rel);
         crate::atomic::write(&dest, &f.contents)?;
         written.push(dest);
     }
@@ -459,6 +464,17 @@ pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_refuses_paths_that_leave_the_output_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["../x", "/etc/x", "a/../../x", ""] {
+            let err = write(dir.path(), &[OutFile { path: bad.into(), contents: b"x".to_vec() }]).unwrap_err();
+            assert!(err.to_string().contains("not a plain relative path"), "{bad}: {err}");
+        }
+        write(dir.path(), &[OutFile { path: "a/b.md".into(), contents: b"x".to_vec() }]).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a/b.md")).unwrap(), b"x");
+    }
 
     #[test]
     fn lists_read_naturally() {
