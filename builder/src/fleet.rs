@@ -26,7 +26,59 @@ pub struct Fleet {
     pub nodes: Vec<NodeConfig>,
     /// The data directory (profiles/, hardware/, overlays/) that was used.
     pub data_dir: PathBuf,
+    /// Operator-side facts only registrations read (never in node.toml).
+    pub registration: RegistrationFacts,
 }
+
+/// What upstream mirror registrations need beyond the node configuration: who runs the fleet,
+/// where each node stands and how it is connected.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationFacts {
+    pub organisation: Option<Organisation>,
+    /// `[fleet] registration_contact`, else `[fleet] contact`.
+    pub contact: String,
+    /// Where `[fleet]` starts, for messages about a missing fleet-level field.
+    pub fleet_at: Pos,
+    /// Per node name.
+    pub nodes: BTreeMap<String, NodeFacts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organisation {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeFacts {
+    pub location: Option<Location>,
+    pub asn: Option<u32>,
+    pub port_mbps: Option<u32>,
+    /// Where the node's `name` is, for messages about a missing field.
+    pub at: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country: String,
+    /// The English short name from `overlays/registration/countries.tsv`.
+    pub country_name: String,
+    pub state_province: Option<String>,
+    pub city: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+}
+
+/// A 1-based line and column in the fleet file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// The ISO 3166-1 alpha-2 table, relative to the data directory.
+pub const COUNTRIES_FILE: &str = "overlays/registration/countries.tsv";
 
 impl Fleet {
     pub fn node(&self, name: &str) -> Option<&NodeConfig> {
@@ -48,6 +100,27 @@ struct RawFleet {
     https: bool,
     #[serde(default)]
     push_keys: std::collections::BTreeMap<String, S<Vec<S<String>>>>,
+    /// Who runs the fleet, as upstream registrations name it (MirrorManager's site, ...).
+    organisation: Option<S<RawOrganisation>>,
+    /// Where upstream mirror admins write; default: `contact`.
+    registration_contact: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrganisation {
+    name: S<String>,
+    url: S<String>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawLocation {
+    country: S<String>,
+    state_province: Option<S<String>>,
+    city: Option<S<String>>,
+    latitude: Option<S<f64>>,
+    longitude: Option<S<f64>>,
 }
 
 /// Keys that may appear in `[defaults]` and be overridden per node.
@@ -60,6 +133,9 @@ struct RawDefaults {
     /// Upstream rsync URL per project name, overriding the profile's.
     upstreams: Option<BTreeMap<S<String>, S<String>>>,
     sync_bwlimit_kbps: Option<S<u64>>,
+    location: Option<S<RawLocation>>,
+    asn: Option<S<i64>>,
+    port_mbps: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +154,12 @@ struct RawNode {
     /// Serial numbers of disks whose foreign contents firstboot may wipe.
     #[serde(default)]
     wipe_disk_serials: Vec<S<String>>,
+    /// Where the node stands (registrations; with `[defaults]` fallback).
+    location: Option<S<RawLocation>>,
+    /// The sponsor network's AS number.
+    asn: Option<S<i64>>,
+    /// The node's port speed in Mbit/s.
+    port_mbps: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +255,7 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
         }
     }
 
+    let fleet_at = fleet_sec.as_ref().map(|v| ck.src.line_col(v.span().start)).map(|(line, col)| Pos { line, col }).unwrap_or_default();
     let fleet: Option<RawFleet> = match fleet_sec {
         Some(v) => ck.section(v, "[fleet]: "),
         None => {
@@ -190,6 +273,13 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
     }
     let mut data = DataCache::new(dirs.clone());
     let mut data_diags = Diagnostics::default();
+    let mut countries = Countries::Unloaded;
+    let mut facts = RegistrationFacts { fleet_at, ..Default::default() };
+    if let Some(f) = &fleet {
+        facts.organisation = check_organisation(&mut ck, f);
+        facts.contact = f.registration_contact.as_ref().unwrap_or(&f.contact).get_ref().clone();
+    }
+    let default_facts = check_defaults_facts(&mut ck, &defaults, &dirs, &mut countries);
 
     let mut nodes = Vec::new();
     let mut names: HashMap<String, Range<usize>> = HashMap::new();
@@ -201,6 +291,8 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
         };
         let resolved = check_node(&mut ck, fleet.as_ref(), &defaults, &raw, &mut data, &mut data_diags);
         let name = raw.name.get_ref().clone();
+        let node_facts = check_node_facts(&mut ck, &raw, &default_facts, &dirs, &mut countries);
+        facts.nodes.entry(name.clone()).or_insert(node_facts);
         if let Some(first) = names.get(&name) {
             let (line, _) = ck.src.line_col(first.start);
             ck.node_err(&name, raw.name.span(), format!("name is used twice (first at line {line}): node names must be unique"));
@@ -234,7 +326,9 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
     let mut diags = ck.diags;
     diags.0.extend(data_diags.0);
     match fleet {
-        Some(f) if diags.is_empty() => Ok(Fleet { path: path.to_path_buf(), name: f.name.into_inner(), nodes, data_dir: dirs.primary }),
+        Some(f) if diags.is_empty() => {
+            Ok(Fleet { path: path.to_path_buf(), name: f.name.into_inner(), nodes, data_dir: dirs.primary, registration: facts })
+        }
         _ => Err(diags.sorted()),
     }
 }
@@ -306,6 +400,201 @@ fn check_fleet(ck: &mut Checker<'_>, f: &RawFleet) {
             ),
         }
     }
+}
+
+/// The country table, loaded when the first location needs it.
+enum Countries {
+    Unloaded,
+    Loaded(BTreeMap<String, String>),
+    Broken,
+}
+
+impl Countries {
+    fn get(&mut self, ck: &mut Checker<'_>, dirs: &DataDirs) -> Option<&BTreeMap<String, String>> {
+        if let Countries::Unloaded = self {
+            let path = dirs.primary.join(COUNTRIES_FILE);
+            *self = match load_countries(&path) {
+                Ok(t) => Countries::Loaded(t),
+                Err(d) => {
+                    ck.diags.push(d);
+                    Countries::Broken
+                }
+            };
+        }
+        match self {
+            Countries::Loaded(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// `CODE<TAB>Name` lines; `#` comments.
+pub fn load_countries(path: &Path) -> Result<BTreeMap<String, String>, crate::diag::Diagnostic> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::diag::Diagnostic::at_file(path, format!("cannot read the country table: {e} (reinstall mmbuild's data)")))?;
+    let mut table = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        match line.split_once('\t') {
+            Some((code, name)) if code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) && !name.trim().is_empty() => {
+                table.insert(code.to_string(), name.trim().to_string());
+            }
+            _ => {
+                return Err(crate::diag::Diagnostic {
+                    file: path.display().to_string(),
+                    line: i + 1,
+                    col: 1,
+                    message: "expected an upper-case ISO 3166-1 alpha-2 code, a tab and the country's name".into(),
+                })
+            }
+        }
+    }
+    Ok(table)
+}
+
+fn check_organisation(ck: &mut Checker<'_>, f: &RawFleet) -> Option<Organisation> {
+    if let Some(c) = &f.registration_contact {
+        if !looks_like_email(c.get_ref()) {
+            ck.err(c.span(), format!("[fleet] registration_contact \"{}\" is not an e-mail address (write user@example.net)", c.get_ref()));
+        }
+    }
+    let org = f.organisation.as_ref()?.get_ref();
+    let mut ok = true;
+    if let Err(why) = check_text(org.name.get_ref()) {
+        ck.err(org.name.span(), format!("[fleet] organisation.name {why}"));
+        ok = false;
+    }
+    if let Err(why) = check_http_url(org.url.get_ref()) {
+        ck.err(org.url.span(), format!("[fleet] organisation.url \"{}\" {why}", org.url.get_ref()));
+        ok = false;
+    }
+    ok.then(|| Organisation { name: org.name.get_ref().clone(), url: org.url.get_ref().clone() })
+}
+
+/// A free-text field that registrations print: one non-empty line.
+fn check_text(s: &str) -> Result<(), &'static str> {
+    if s.trim().is_empty() {
+        Err("is empty")
+    } else if s.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}') {
+        Err("contains control characters (newlines, tabs): write it on one line")
+    } else {
+        Ok(())
+    }
+}
+
+/// `[defaults]` registration facts, validated once; nodes without their own inherit them.
+fn check_defaults_facts(ck: &mut Checker<'_>, d: &RawDefaults, dirs: &DataDirs, countries: &mut Countries) -> NodeFacts {
+    NodeFacts {
+        location: d.location.as_ref().and_then(|l| check_location(ck, "[defaults] ", l.get_ref(), dirs, countries)),
+        asn: d.asn.as_ref().and_then(|a| check_asn(ck, "[defaults] ", a)),
+        port_mbps: d.port_mbps.as_ref().and_then(|p| check_port(ck, "[defaults] ", p)),
+        at: Pos::default(),
+    }
+}
+
+fn check_node_facts(ck: &mut Checker<'_>, raw: &RawNode, defaults: &NodeFacts, dirs: &DataDirs, countries: &mut Countries) -> NodeFacts {
+    let ctx = format!("node \"{}\": ", raw.name.get_ref());
+    let (line, col) = ck.src.line_col(raw.name.span().start);
+    NodeFacts {
+        location: match &raw.location {
+            Some(l) => check_location(ck, &ctx, l.get_ref(), dirs, countries),
+            None => defaults.location.clone(),
+        },
+        asn: match &raw.asn {
+            Some(a) => check_asn(ck, &ctx, a),
+            None => defaults.asn,
+        },
+        port_mbps: match &raw.port_mbps {
+            Some(p) => check_port(ck, &ctx, p),
+            None => defaults.port_mbps,
+        },
+        at: Pos { line, col },
+    }
+}
+
+fn check_location(ck: &mut Checker<'_>, ctx: &str, l: &RawLocation, dirs: &DataDirs, countries: &mut Countries) -> Option<Location> {
+    let before = ck.diags.len();
+    let code = l.country.get_ref();
+    let mut country_name = String::new();
+    if let Some(table) = countries.get(ck, dirs) {
+        match table.get(code.as_str()) {
+            Some(n) => country_name = n.clone(),
+            None => {
+                let upper = code.to_ascii_uppercase();
+                let hint = if upper == "UK" {
+                    " (the United Kingdom's code is GB)".to_string()
+                } else if table.contains_key(&upper) {
+                    format!(" (write it in upper case: \"{upper}\")")
+                } else {
+                    format!(" (two letters such as NL, US, DE; the list is {COUNTRIES_FILE})")
+                };
+                ck.err(l.country.span(), format!("{ctx}location.country \"{code}\" is not an ISO 3166-1 alpha-2 country code{hint}"));
+            }
+        }
+    }
+    for (field, value) in [("state_province", &l.state_province), ("city", &l.city)] {
+        if let Some(v) = value {
+            if let Err(why) = check_text(v.get_ref()) {
+                ck.err(v.span(), format!("{ctx}location.{field} {why}"));
+            }
+        }
+    }
+    for (field, value, limit) in [("latitude", &l.latitude, 90.0), ("longitude", &l.longitude, 180.0)] {
+        if let Some(v) = value {
+            let x = *v.get_ref();
+            if !x.is_finite() || x.abs() > limit {
+                ck.err(v.span(), format!("{ctx}location.{field} {x} is out of range (-{limit} to {limit} degrees, decimal)"));
+            }
+        }
+    }
+    match (&l.latitude, &l.longitude) {
+        (Some(v), None) => ck.err(v.span(), format!("{ctx}location has a latitude but no longitude: give both or neither")),
+        (None, Some(v)) => ck.err(v.span(), format!("{ctx}location has a longitude but no latitude: give both or neither")),
+        _ => {}
+    }
+    (ck.diags.len() == before).then(|| Location {
+        country: code.clone(),
+        country_name,
+        state_province: l.state_province.as_ref().map(|v| v.get_ref().clone()),
+        city: l.city.as_ref().map(|v| v.get_ref().clone()),
+        latitude: l.latitude.as_ref().map(|v| *v.get_ref()),
+        longitude: l.longitude.as_ref().map(|v| *v.get_ref()),
+    })
+}
+
+/// Why `asn` cannot be a public network's AS number, if it cannot.
+pub fn asn_problem(asn: i64) -> Option<&'static str> {
+    Some(match asn {
+        i64::MIN..=0 | 4_294_967_296.. => "is out of range (AS numbers are 1 to 4294967295)",
+        23456 => "is AS_TRANS (RFC 6793), a placeholder for 4-byte AS numbers: give the network's real AS number",
+        64496..=64511 | 65536..=65551 => "is reserved for documentation (RFC 5398): give the sponsor network's real AS number",
+        64512..=65534 | 4_200_000_000..=4_294_967_294 => "is a private AS number (RFC 6996): give the sponsor network's public AS number",
+        65535 | 4_294_967_295 => "is reserved (RFC 7300)",
+        65552..=131071 => "is reserved by IANA and not assigned to any network",
+        _ => return None,
+    })
+}
+
+fn check_asn(ck: &mut Checker<'_>, ctx: &str, asn: &S<i64>) -> Option<u32> {
+    let n = *asn.get_ref();
+    match asn_problem(n) {
+        Some(why) => {
+            ck.err(asn.span(), format!("{ctx}asn {n} {why}"));
+            None
+        }
+        None => u32::try_from(n).ok(),
+    }
+}
+
+fn check_port(ck: &mut Checker<'_>, ctx: &str, port: &S<i64>) -> Option<u32> {
+    let n = *port.get_ref();
+    if (1..=400_000).contains(&n) {
+        return u32::try_from(n).ok();
+    }
+    ck.err(port.span(), format!("{ctx}port_mbps {n} is not a port speed (Mbit/s, 1 to 400000: 1000 for 1 GbE, 10000 for 10 GbE)"));
+    None
 }
 
 /// Validate one node and resolve it; returns None if anything is wrong with it.

@@ -16,12 +16,15 @@ pub mod kickstart;
 pub mod manifest;
 pub mod oemdrv;
 pub mod qemu;
+pub mod registration;
 pub mod uki;
 
 /// Exit codes: 0 success, 1 invalid input (fleet, profiles, hardware), 2 usage error (clap),
-/// 3 missing host tool or environment problem, 4 build failure.
+/// 3 missing host tool or environment problem, 4 build failure, 5 `export registrations --check`
+/// wrote everything but found an application not ready.
 pub mod exit {
     pub const INVALID_INPUT: u8 = 1;
     pub const ENVIRONMENT: u8 = 3;
     pub const BUILD_FAILED: u8 = 4;
+    pub const NOT_READY: u8 = 5;
 }

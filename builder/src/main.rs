@@ -22,7 +22,8 @@ Profiles and hardware are looked up beside the fleet file first, then in mmbuild
 directory (the repository, or $MMBUILD_DATA, or /usr/share/micromirror); --data overrides both.\n\n\
 EXIT STATUS: 0 success; 1 invalid fleet, profile or hardware file (every error is printed as \
 FILE:LINE:COL: error: ...); 2 wrong command line; 3 a host tool is missing or the environment \
-is unusable; 4 a build step failed."
+is unusable; 4 a build step failed; 5 `export registrations --check` wrote the applications \
+but found one not ready."
 )]
 struct Cli {
     /// Directory holding profiles/ and hardware/ (default: beside the fleet file, then built-in).
@@ -88,6 +89,11 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Export files for other systems from the inventory.
+    Export {
+        #[command(subcommand)]
+        kind: ExportKind,
+    },
     /// Boot a node image under QEMU + OVMF with the serial console on this terminal.
     ///
     /// Uses KVM when it really works (probed by booting the firmware), TCG otherwise; force with
@@ -112,6 +118,73 @@ enum Command {
         #[arg(long)]
         snapshot: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ExportKind {
+    /// Every hosted project's own mirror application for every node, in the upstream's format.
+    ///
+    /// Writes one directory per application (what one submission to one upstream covers; one
+    /// MirrorManager site carries every node, one AlmaLinux pull request every mirrors.d file,
+    /// one e-mail every node where the project accepts that), each with a README.md saying
+    /// what to submit where, in which order, and what the upstream checks afterwards; DIR/README.md
+    /// lists them all. Formats: AlmaLinux mirrors.d/<fqdn>.yml, MirrorManager checklist.json and
+    /// checklist.md (Fedora, EPEL, Rocky, RPM Fusion), Debian form.json, form.md and
+    /// Mirrors.masterlist, Launchpad launchpad.json and launchpad.md (Ubuntu), and request.md and
+    /// request.json for every other project. The inventory needs what the applications ask
+    /// for (location, port_mbps, [fleet] organisation ...): missing fields are errors naming the
+    /// projects that need them, and nothing is written.
+    ///
+    /// With --check, each node is probed first (per address: HTTP GET of the upstream checker's
+    /// marker files and of the node's own trace, whose age must be within the project's
+    /// interval; the same markers over HTTPS with the certificate verified, by curl, where the
+    /// fleet serves HTTPS; the rsync daemon's module list); an application is marked NOT READY
+    /// with the reasons in its README and on stdout.
+    ///
+    /// Outputs are deterministic (same inventory, same bytes; with --check, same probe results)
+    /// and written atomically. EXIT STATUS: 0 written (and ready, with --check); 1 invalid or
+    /// incomplete inventory; 2 wrong command line; 5 written, but --check found an application
+    /// not ready.
+    Registrations(RegistrationsArgs),
+}
+
+#[derive(clap::Args)]
+struct RegistrationsArgs {
+    /// The fleet inventory.
+    fleet: PathBuf,
+    /// Output directory.
+    #[arg(long, short, value_name = "DIR")]
+    out: PathBuf,
+    /// Only this node (repeatable); default: every node.
+    #[arg(long = "node", value_name = "NAME")]
+    nodes: Vec<String>,
+    /// Only this project (repeatable); default: every hosted project.
+    #[arg(long = "project", value_name = "NAME")]
+    projects: Vec<String>,
+    /// Probe the nodes and mark applications whose node does not serve the project yet.
+    #[arg(long)]
+    check: bool,
+    /// Probe NODE at ADDR instead of its inventory addresses (repeatable), e.g. ci=127.0.0.1.
+    #[arg(long, value_name = "NODE=ADDR", requires = "check")]
+    connect: Vec<String>,
+    /// HTTP port the probe connects to.
+    #[arg(long, default_value_t = 80, requires = "check")]
+    http_port: u16,
+    /// HTTPS port the probe connects to (fleets with https = true).
+    #[arg(long, default_value_t = 443, requires = "check")]
+    https_port: u16,
+    /// CA certificates for the HTTPS probe instead of the system's.
+    #[arg(long, value_name = "FILE", requires = "check")]
+    cacert: Option<PathBuf>,
+    /// rsync daemon port the probe connects to.
+    #[arg(long, default_value_t = 873, requires = "check")]
+    rsync_port: u16,
+    /// Seconds before a probe connection gives up.
+    #[arg(long, default_value_t = 10, requires = "check")]
+    timeout: u64,
+    /// Print the applications (and the preflight's findings) as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -142,6 +215,7 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Export { kind: ExportKind::Registrations(args) } => export_registrations(args, cli.data.clone()),
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
             run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
         }
@@ -154,6 +228,38 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+fn export_registrations(args: RegistrationsArgs, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use mmbuild::registration::{self, preflight::Probe, ExportOptions, Selection};
+    let mut probe = Probe {
+        http_port: args.http_port,
+        https_port: args.https_port,
+        rsync_port: args.rsync_port,
+        cacert: args.cacert,
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        ..Probe::default()
+    };
+    for c in &args.connect {
+        let parsed =
+            c.split_once('=').and_then(|(n, a)| Some((n.to_string(), a.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()?)));
+        match parsed {
+            Some((node, addr)) => probe.connect.entry(node).or_default().push(addr),
+            None => {
+                eprintln!("mmbuild: error: --connect {c}: expected NODE=ADDR with an IP address, e.g. ci=127.0.0.1");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let opts = ExportOptions {
+        fleet: args.fleet,
+        data,
+        out: args.out,
+        selection: Selection { nodes: args.nodes, projects: args.projects },
+        check: args.check.then_some(probe),
+        json: args.json,
+    };
+    registration::run(&opts)
 }
 
 fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memory: u32, snapshot: bool) -> anyhow::Result<ExitCode> {

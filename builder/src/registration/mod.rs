@@ -1,0 +1,494 @@
+//! Upstream mirror registrations: every hosted project's own application, from the inventory.
+//!
+//! `overlays/registration/projects.toml` says which format each project's application takes and
+//! which inventory facts it needs; the renderers (one module per upstream format, shared parts in [`formats`]) are pure (fleet in, files out);
+//! [`export`] writes them atomically, one directory per application.
+
+pub mod almalinux;
+pub mod debian;
+pub mod escape;
+pub mod formats;
+pub mod launchpad;
+pub mod mirrormanager;
+pub mod preflight;
+pub mod request;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use mmconfig::{NodeConfig, Profile};
+use serde::{Deserialize, Serialize};
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::fleet::{Fleet, NodeFacts};
+
+/// Where the registration data and templates live, relative to the data directory.
+pub const DATA_DIR: &str = "overlays/registration";
+
+/// `overlays/registration/projects.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Specs {
+    pub labels: BTreeMap<String, String>,
+    pub project: BTreeMap<String, Spec>,
+}
+
+/// How one project's application is built.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub format: Format,
+    pub needs: Vec<Need>,
+    pub per_node: bool,
+    pub markers: Vec<String>,
+    pub checker: String,
+    #[serde(default)]
+    pub fields: Vec<String>,
+    #[serde(default)]
+    pub categories: Vec<Category>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default)]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Almalinux,
+    Mirrormanager,
+    Debian,
+    Launchpad,
+    Request,
+}
+
+/// An inventory fact an application cannot do without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Need {
+    Country,
+    StateProvince,
+    City,
+    Coordinates,
+    PortMbps,
+    Asn,
+    Organisation,
+}
+
+/// A MirrorManager category and where it sits under the project's tree.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Category {
+    pub name: String,
+    pub path: String,
+}
+
+impl Specs {
+    pub fn load(data_dir: &Path) -> Result<Specs> {
+        let path = data_dir.join(DATA_DIR).join("projects.toml");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let specs: Specs = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        for (name, spec) in &specs.project {
+            if let Some(f) = spec.fields.iter().find(|f| !specs.labels.contains_key(*f)) {
+                anyhow::bail!("{}: project.{name}: field \"{f}\" has no entry in [labels]", path.display());
+            }
+            if spec.format == Format::Mirrormanager && spec.categories.is_empty() {
+                anyhow::bail!("{}: project.{name}: a mirrormanager application needs categories", path.display());
+            }
+        }
+        anyhow::ensure!(specs.project.contains_key("default"), "{}: [project.default] is missing", path.display());
+        Ok(specs)
+    }
+
+    /// The project's spec, or `[project.default]`.
+    pub fn get(&self, project: &str) -> &Spec {
+        self.project.get(project).or_else(|| self.project.get("default")).expect("checked in load")
+    }
+}
+
+/// What to export: nodes and projects (empty = all).
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub nodes: Vec<String>,
+    pub projects: Vec<String>,
+}
+
+/// One application: what an operator submits once, to one upstream, for one or more nodes.
+#[derive(Debug, Clone)]
+pub struct Application<'a> {
+    /// Output directory name (relative), e.g. `almalinux`, `epel+fedora`, `debian`.
+    pub dir: String,
+    pub format: Format,
+    /// Projects sharing this application (several only for one MirrorManager instance).
+    pub projects: Vec<&'a Profile>,
+    /// Nodes hosting any of them, in inventory order.
+    pub nodes: Vec<&'a NodeConfig>,
+}
+
+/// Every (node, project) pair the selection covers, grouped into applications.
+pub fn plan<'a>(fleet: &'a Fleet, specs: &Specs, sel: &Selection) -> Result<Vec<Application<'a>>, String> {
+    for n in &sel.nodes {
+        if fleet.node(n).is_none() {
+            let known: Vec<&str> = fleet.nodes.iter().map(|c| c.node.name.as_str()).collect();
+            return Err(format!("--node {n}: no such node (nodes: {})", known.join(", ")));
+        }
+    }
+    let nodes: Vec<&NodeConfig> = fleet.nodes.iter().filter(|c| sel.nodes.is_empty() || sel.nodes.contains(&c.node.name)).collect();
+    for p in &sel.projects {
+        if !nodes.iter().any(|c| c.project(p).is_some()) {
+            let hosted: BTreeSet<&str> = nodes.iter().flat_map(|c| c.projects.iter().map(|p| p.name.as_str())).collect();
+            return Err(format!(
+                "--project {p}: no selected node hosts it (hosted: {})",
+                hosted.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    // Group key: the MirrorManager instance for mirrormanager projects, else the project.
+    let mut groups: BTreeMap<String, (Format, BTreeMap<String, &'a Profile>)> = BTreeMap::new();
+    for c in &nodes {
+        for p in &c.projects {
+            if !sel.projects.is_empty() && !sel.projects.contains(&p.name) {
+                continue;
+            }
+            let spec = specs.get(&p.name);
+            let key = match spec.format {
+                Format::Mirrormanager => format!("mirrormanager {}", p.registration.url),
+                _ => p.name.clone(),
+            };
+            groups.entry(key).or_insert_with(|| (spec.format, BTreeMap::new())).1.entry(p.name.clone()).or_insert(p);
+        }
+    }
+    let mut apps: Vec<Application<'a>> = groups
+        .into_values()
+        .map(|(format, projects)| {
+            let projects: Vec<&Profile> = projects.into_values().collect();
+            let dir = projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("+");
+            let app_nodes = nodes.iter().copied().filter(|c| projects.iter().any(|p| c.project(&p.name).is_some())).collect();
+            Application { dir, format, projects, nodes: app_nodes }
+        })
+        .collect();
+    apps.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(apps)
+}
+
+/// Every fact an application needs but the inventory lacks, as file:line:col errors naming the
+/// projects whose registrations need it.
+pub fn missing_facts(fleet: &Fleet, specs: &Specs, apps: &[Application<'_>]) -> Diagnostics {
+    let file = fleet.path.display().to_string();
+    // (node or "" for the fleet, field) -> projects needing it
+    let mut wanted: BTreeMap<(String, &'static str), BTreeSet<String>> = BTreeMap::new();
+    for app in apps {
+        for c in &app.nodes {
+            let facts = fleet.registration.nodes.get(&c.node.name).cloned().unwrap_or_default();
+            for p in app.projects.iter().filter(|p| c.project(&p.name).is_some()) {
+                for need in &specs.get(&p.name).needs {
+                    if let Some(field) = absent(fleet, &facts, *need) {
+                        let who = if *need == Need::Organisation { String::new() } else { c.node.name.clone() };
+                        wanted.entry((who, field)).or_default().insert(p.name.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut diags = Diagnostics::default();
+    for ((node, field), projects) in wanted {
+        let projects: Vec<String> = projects.into_iter().collect();
+        let which = format!(
+            "the {} registration{} need{} it",
+            join_and(&projects),
+            plural(projects.len()),
+            if projects.len() == 1 { "s" } else { "" }
+        );
+        let d = if node.is_empty() {
+            let at = fleet.registration.fleet_at;
+            Diagnostic {
+                file: file.clone(),
+                line: at.line,
+                col: at.col,
+                message: format!("[fleet] {field} is missing: {which} (add {})", example(field)),
+            }
+        } else {
+            let at = fleet.registration.nodes.get(&node).map(|f| f.at).unwrap_or_default();
+            Diagnostic {
+                file: file.clone(),
+                line: at.line,
+                col: at.col,
+                message: format!("node \"{node}\": {field} is missing: {which} (add {} to the node or to [defaults])", example(field)),
+            }
+        };
+        diags.push(d);
+    }
+    diags.sorted()
+}
+
+fn absent(fleet: &Fleet, f: &NodeFacts, need: Need) -> Option<&'static str> {
+    let loc = f.location.as_ref();
+    let missing = match need {
+        Need::Country => loc.is_none(),
+        Need::StateProvince => loc.is_none_or(|l| l.state_province.is_none()),
+        Need::City => loc.is_none_or(|l| l.city.is_none()),
+        Need::Coordinates => loc.is_none_or(|l| l.latitude.is_none()),
+        Need::PortMbps => f.port_mbps.is_none(),
+        Need::Asn => f.asn.is_none(),
+        Need::Organisation => fleet.registration.organisation.is_none(),
+    };
+    missing.then_some(match need {
+        _ if loc.is_none() && matches!(need, Need::Country | Need::StateProvince | Need::City | Need::Coordinates) => "location",
+        Need::Country => "location",
+        Need::StateProvince => "location.state_province",
+        Need::City => "location.city",
+        Need::Coordinates => "location.latitude/longitude",
+        Need::PortMbps => "port_mbps",
+        Need::Asn => "asn",
+        Need::Organisation => "organisation",
+    })
+}
+
+fn example(field: &str) -> &'static str {
+    match field {
+        "location" => "location = { country = \"NL\", state_province = \"...\", city = \"...\" }",
+        "location.state_province" => "state_province = \"...\" to its location",
+        "location.city" => "city = \"...\" to its location",
+        "location.latitude/longitude" => "latitude = 52.37, longitude = 4.90 to its location",
+        "port_mbps" => "port_mbps = 1000",
+        "asn" => "asn = 64500",
+        _ => "organisation = { name = \"...\", url = \"https://...\" }",
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+pub fn join_and(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// A file of the export, relative to the output directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutFile {
+    pub path: String,
+    pub contents: Vec<u8>,
+}
+
+/// What `--check` found per (node, project): empty = ready.
+pub type Readiness = BTreeMap<(String, String), Vec<String>>;
+
+/// Render every application of `apps` (pure: same inputs, same bytes).
+pub fn render(fleet: &Fleet, specs: &Specs, apps: &[Application<'_>], readiness: Option<&Readiness>) -> Result<Vec<OutFile>> {
+    let t = formats::Templates::load(&fleet.data_dir.join(DATA_DIR))?;
+    let mut files = Vec::new();
+    for app in apps {
+        files.extend(formats::render_application(&t, fleet, specs, app, readiness)?);
+    }
+    files.push(formats::render_index(&t, fleet, specs, apps, readiness)?);
+    Ok(files)
+}
+
+/// The list of files the last export wrote into its output directory.
+pub const WRITTEN_LIST: &str = ".mmbuild-registrations";
+
+/// Write `files` under `out`, each atomically, then remove what the previous export into `out`
+/// wrote and this one did not (a node or project since dropped); nothing else is touched.
+pub fn write(out: &Path, files: &[OutFile]) -> Result<Vec<PathBuf>> {
+    let list = out.join(WRITTEN_LIST);
+    let before = std::fs::read_to_string(&list).unwrap_or_default();
+    let mut written = Vec::new();
+    for f in files {
+        // Names come from profiles and the inventory: never let one climb out of `out`.
+        let rel = Path::new(&f.path);
+        if f.path.is_empty() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            anyhow::bail!("refusing to write {:?}: not a plain relative path (check the profile and node names)", f.path);
+        }
+        let dest = out.join(rel);
+        crate::atomic::write(&dest, &f.contents)?;
+        written.push(dest);
+    }
+    let now: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let mut text = String::new();
+    for p in &now {
+        text.push_str(p);
+        text.push('\n');
+    }
+    crate::atomic::write(&list, text.as_bytes())?;
+    for old in before.lines() {
+        // Only relative paths without `..` that we listed ourselves.
+        let rel = Path::new(old);
+        if old.is_empty()
+            || now.contains(old)
+            || rel.is_absolute()
+            || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            continue;
+        }
+        let path = out.join(rel);
+        if std::fs::remove_file(&path).is_ok() {
+            // Drop directories the removal emptied (mirrors.d/, the application's own).
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| *d != out) {
+                if std::fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// `mmbuild export registrations`.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub fleet: PathBuf,
+    pub data: Option<PathBuf>,
+    pub out: PathBuf,
+    pub selection: Selection,
+    /// Probe the nodes first (`--check`).
+    pub check: Option<preflight::Probe>,
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    dir: &'a str,
+    format: Format,
+    projects: Vec<&'a str>,
+    nodes: Vec<&'a str>,
+    /// None without --check.
+    ready: Option<bool>,
+    problems: BTreeMap<String, Vec<String>>,
+}
+
+pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    let fleet = match crate::fleet::load(&opts.fleet, opts.data.as_deref()) {
+        Ok(f) => f,
+        Err(diags) => {
+            eprint!("{diags}");
+            return Ok(ExitCode::from(crate::exit::INVALID_INPUT));
+        }
+    };
+    let specs = Specs::load(&fleet.data_dir)?;
+    let apps = match plan(&fleet, &specs, &opts.selection) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{}: error: {msg}", opts.fleet.display());
+            return Ok(ExitCode::from(crate::exit::INVALID_INPUT));
+        }
+    };
+    let missing = missing_facts(&fleet, &specs, &apps);
+    if !missing.is_empty() {
+        eprint!("{missing}");
+        let n = missing.len();
+        eprintln!("{}: {n} registration field{} missing: nothing written", opts.fleet.display(), plural(n));
+        return Ok(ExitCode::from(crate::exit::INVALID_INPUT));
+    }
+    let readiness = opts.check.as_ref().map(|probe| {
+        let mut pairs = Vec::new();
+        let mut seen = BTreeSet::new();
+        for app in &apps {
+            for c in &app.nodes {
+                for p in app.projects.iter().filter(|p| c.project(&p.name).is_some()) {
+                    if seen.insert((c.node.name.as_str(), p.name.as_str())) {
+                        pairs.push((*c, *p, specs.get(&p.name).markers.as_slice()));
+                    }
+                }
+            }
+        }
+        preflight::check_all(&pairs, probe)
+    });
+    let files = render(&fleet, &specs, &apps, readiness.as_ref())?;
+    write(&opts.out, &files)?;
+
+    let summaries: Vec<Summary<'_>> = apps
+        .iter()
+        .map(|a| {
+            let mut problems = BTreeMap::new();
+            for c in &a.nodes {
+                for p in &a.projects {
+                    if let Some(list) = readiness.as_ref().and_then(|r| r.get(&(c.node.name.clone(), p.name.clone()))) {
+                        if !list.is_empty() {
+                            problems.insert(format!("{} {}", c.node.name, p.name), list.clone());
+                        }
+                    }
+                }
+            }
+            Summary {
+                dir: &a.dir,
+                format: a.format,
+                projects: a.projects.iter().map(|p| p.name.as_str()).collect(),
+                nodes: a.nodes.iter().map(|c| c.node.name.as_str()).collect(),
+                ready: readiness.as_ref().map(|_| problems.is_empty()),
+                problems,
+            }
+        })
+        .collect();
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    } else {
+        for s in &summaries {
+            let state = match s.ready {
+                None => "written (not checked)",
+                Some(true) => "ready",
+                Some(false) => "NOT READY",
+            };
+            let dir = opts.out.join(s.dir);
+            println!(
+                "{:<40} {:<14} {} node(s)  {state}",
+                format!("{}/", dir.display()),
+                format!("{:?}", s.format).to_lowercase(),
+                s.nodes.len()
+            );
+            for (what, list) in &s.problems {
+                for p in list {
+                    println!("    {what}: {p}");
+                }
+            }
+        }
+        println!("{}: {} file(s) in {} application(s)", opts.out.display(), files.len(), apps.len());
+    }
+    let not_ready = summaries.iter().any(|s| s.ready == Some(false));
+    Ok(if not_ready { ExitCode::from(crate::exit::NOT_READY) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_refuses_paths_that_leave_the_output_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["../x", "/etc/x", "a/../../x", ""] {
+            let err = write(dir.path(), &[OutFile { path: bad.into(), contents: b"x".to_vec() }]).unwrap_err();
+            assert!(err.to_string().contains("not a plain relative path"), "{bad}: {err}");
+        }
+        write(dir.path(), &[OutFile { path: "a/b.md".into(), contents: b"x".to_vec() }]).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a/b.md")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn lists_read_naturally() {
+        assert_eq!(join_and(&["a".into()]), "a");
+        assert_eq!(join_and(&["a".into(), "b".into()]), "a and b");
+        assert_eq!(join_and(&["a".into(), "b".into(), "c".into()]), "a, b and c");
+    }
+
+    #[test]
+    fn the_shipped_specs_load_and_cover_every_format() {
+        let specs = Specs::load(&crate::data::builtin_data_dir()).unwrap();
+        let formats: BTreeSet<Format> = specs.project.values().map(|s| s.format).collect();
+        assert_eq!(formats.len(), 5, "{formats:?}");
+        assert_eq!(specs.get("videolan").format, Format::Request);
+        assert_eq!(specs.get("epel").format, Format::Mirrormanager);
+    }
+}

@@ -1,0 +1,311 @@
+//! `--check`: is a node ready to be registered? Plain HTTP GETs of the upstream checker's marker
+//! files and of the node's own trace, and the rsync daemon's module list, per address family.
+//!
+//! Kept small and self-contained so a fleet-wide status probe can replace it.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mmconfig::{NodeConfig, Profile};
+
+/// How to reach the nodes.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// Per node name, addresses to probe instead of the node's own (tests, NAT, a jump host).
+    pub connect: BTreeMap<String, Vec<IpAddr>>,
+    pub http_port: u16,
+    /// Probed only where the fleet serves HTTPS.
+    pub https_port: u16,
+    pub rsync_port: u16,
+    /// CA bundle for HTTPS instead of the system's (a private CA, a test).
+    pub cacert: Option<std::path::PathBuf>,
+    pub timeout: Duration,
+    pub now: SystemTime,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            connect: BTreeMap::new(),
+            http_port: 80,
+            https_port: 443,
+            rsync_port: 873,
+            cacert: None,
+            timeout: Duration::from_secs(10),
+            now: SystemTime::now(),
+        }
+    }
+}
+
+/// Endpoints that refused or timed out, with the error: asked once per node, not once per project.
+pub type Unreachable = BTreeMap<SocketAddr, String>;
+
+/// One node's project to probe, with the markers its upstream reads.
+pub type Pair<'a> = (&'a NodeConfig, &'a Profile, &'a [String]);
+
+/// Every node's problems per project, the nodes probed in parallel (a dead node costs its
+/// timeouts once, not once per node before it).
+pub fn check_all(pairs: &[Pair<'_>], probe: &Probe) -> BTreeMap<(String, String), Vec<String>> {
+    let mut by_node: BTreeMap<&str, Vec<Pair<'_>>> = BTreeMap::new();
+    for &(c, p, m) in pairs {
+        by_node.entry(c.node.name.as_str()).or_default().push((c, p, m));
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = by_node
+            .into_values()
+            .map(|list| {
+                s.spawn(move || {
+                    let mut dead = Unreachable::new();
+                    list.into_iter()
+                        .map(|(c, p, m)| ((c.node.name.clone(), p.name.clone()), check(c, p, m, probe, &mut dead)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a probe thread panicked")).collect()
+    })
+}
+
+/// Everything that keeps `project` on `cfg` from being registered; empty = ready.
+pub fn check(cfg: &NodeConfig, p: &Profile, markers: &[String], probe: &Probe, dead: &mut Unreachable) -> Vec<String> {
+    let addrs: Vec<IpAddr> = match probe.connect.get(&cfg.node.name) {
+        Some(a) => a.clone(),
+        None => [cfg.node.ipv4.as_ref().map(|a| &a.address), cfg.node.ipv6.as_ref().map(|a| &a.address)]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.split('/').next()?.parse().ok())
+            .collect(),
+    };
+    let mut problems = Vec::new();
+    for ip in addrs {
+        // Each family on its own: a broken IPv6 path fails a registration as surely as a broken IPv4 one.
+        let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+        let http = SocketAddr::new(ip, probe.http_port);
+        let mut say = |what: String| problems.push(format!("{family} {ip}: {what}"));
+        let base = format!("http://{}{}", cfg.node.fqdn, p.http_path);
+        let reach = match dead.get(&http) {
+            Some(e) => Err(e.clone()),
+            None => http_get(http, &cfg.node.fqdn, &p.http_path, probe.timeout),
+        };
+        match reach {
+            Err(e) => {
+                say(format!("HTTP port {} unreachable ({e})", probe.http_port));
+                dead.insert(http, e);
+            }
+            Ok(_) => {
+                for m in markers {
+                    match http_get(http, &cfg.node.fqdn, &format!("{}{m}", p.http_path), probe.timeout) {
+                        Err(e) => say(format!("{base}{m}: {e}")),
+                        Ok((200, body)) if m.ends_with("repomd.xml") && !String::from_utf8_lossy(&body).contains("<repomd") => {
+                            say(format!("{base}{m} is not repository metadata (altered in transit?)"))
+                        }
+                        Ok((200, _)) => {}
+                        Ok((code, _)) => say(format!("{base}{m}: HTTP {code} (the upstream's checker reads it)")),
+                    }
+                }
+                let trace = format!("{}/{}", p.freshness.trace_dir.trim_matches('/'), cfg.node.fqdn);
+                match http_get(http, &cfg.node.fqdn, &format!("{}{trace}", p.http_path), probe.timeout) {
+                    Err(e) => say(format!("{base}{trace}: {e}")),
+                    Ok((200, body)) => {
+                        let first = String::from_utf8_lossy(&body).lines().next().unwrap_or("").to_string();
+                        match parse_rfc2822(&first) {
+                            None => {
+                                say(format!("{base}{trace}: first line \"{}\" is not a date", first.chars().take(60).collect::<String>()))
+                            }
+                            Some(at) => {
+                                let now = probe.now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                                let age_min = (now - at) / 60;
+                                let limit = i64::from(p.sync.max_interval_minutes);
+                                if age_min > limit {
+                                    say(format!(
+                                        "last sync finished {} ago, more than the {} the project allows",
+                                        minutes(age_min),
+                                        minutes(limit)
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    Ok((code, _)) => say(format!("{base}{trace}: HTTP {code}: no complete sync of {} yet", p.name)),
+                }
+            }
+        }
+        if cfg.fleet.https {
+            // curl verifies the certificate for the node's name, as the upstreams' checkers do.
+            let base = format!("https://{}:{}{}", cfg.node.fqdn, probe.https_port, p.http_path);
+            let https = SocketAddr::new(ip, probe.https_port);
+            let first = match dead.get(&https) {
+                Some(e) => Err(e.clone()),
+                None => https_status(&cfg.node.fqdn, ip, &base, probe),
+            };
+            match first {
+                Err(e) => {
+                    say(format!("HTTPS: {e}"));
+                    dead.insert(https, e);
+                }
+                Ok(_) => {
+                    for m in markers {
+                        match https_status(&cfg.node.fqdn, ip, &format!("{base}{m}"), probe) {
+                            Ok(200) => {}
+                            Ok(code) => say(format!("{base}{m}: HTTP {code}")),
+                            Err(e) => say(format!("{base}{m}: {e}")),
+                        }
+                    }
+                }
+            }
+        }
+        let rsync = SocketAddr::new(ip, probe.rsync_port);
+        let listed = match dead.get(&rsync) {
+            Some(e) => Err(e.clone()),
+            None => rsync_modules(rsync, probe.timeout),
+        };
+        match listed {
+            Err(e) => {
+                say(format!("rsync port {}: {e}", probe.rsync_port));
+                if e.starts_with("unreachable") {
+                    dead.insert(rsync, e);
+                }
+            }
+            Ok(mods) if !mods.iter().any(|m| m == &p.rsync_module) => {
+                say(format!("the rsync daemon does not offer the module \"{}\" (offers: {})", p.rsync_module, mods.join(", ")))
+            }
+            Ok(_) => {}
+        }
+    }
+    problems
+}
+
+fn minutes(m: i64) -> String {
+    if m >= 120 {
+        format!("{} h", m / 60)
+    } else {
+        format!("{m} min")
+    }
+}
+
+/// An I/O error as a reason an operator reads: a read timeout is "no answer", not EAGAIN.
+fn io_err(e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "no answer before the timeout".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// One HTTP/1.0 GET (no keep-alive, no chunking); the status and at most 4 MiB of body.
+pub fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(io_err)?;
+    s.set_read_timeout(Some(timeout)).ok();
+    s.set_write_timeout(Some(timeout)).ok();
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: mmbuild-preflight\r\nAccept: */*\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(io_err)?;
+    let mut buf = Vec::new();
+    s.take(4 << 20).read_to_end(&mut buf).map_err(io_err)?;
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP response")?;
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("no HTTP status line")?;
+    Ok((status, buf[head_end + 4..].to_vec()))
+}
+
+/// The status of an HTTPS GET of `url` (whose host is `fqdn`) at `ip`, certificate verified, by curl.
+pub fn https_status(fqdn: &str, ip: IpAddr, url: &str, probe: &Probe) -> Result<u16, String> {
+    let at = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--proto", "=https", "--max-time"])
+        .arg(probe.timeout.as_secs().max(1).to_string())
+        .arg("--resolve")
+        .arg(format!("{fqdn}:{}:{at}", probe.https_port));
+    if let Some(ca) = &probe.cacert {
+        cmd.arg("--cacert").arg(ca);
+    }
+    let out = cmd.arg("--").arg(url).output().map_err(|e| format!("cannot run curl: {e} (install curl)"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.trim().trim_start_matches("curl: ").to_string());
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| "no HTTP status".into())
+}
+
+/// The module names an rsync daemon lists.
+pub fn rsync_modules(addr: SocketAddr, timeout: Duration) -> Result<Vec<String>, String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("unreachable ({})", io_err(e)))?;
+    s.set_read_timeout(Some(timeout)).ok();
+    s.set_write_timeout(Some(timeout)).ok();
+    let mut r = BufReader::new(s.try_clone().map_err(io_err)?);
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(io_err)?;
+    if !line.starts_with("@RSYNCD: ") {
+        return Err(format!("no rsync greeting (got \"{}\")", line.trim().chars().take(60).collect::<String>()));
+    }
+    // Protocol 30 is understood by every rsync 3; an empty module name asks for the list.
+    s.write_all(b"@RSYNCD: 30.0\n\n").map_err(io_err)?;
+    let mut mods = Vec::new();
+    for _ in 0..10_000 {
+        line.clear();
+        if r.read_line(&mut line).map_err(io_err)? == 0 {
+            break;
+        }
+        let l = line.trim_end();
+        if l.starts_with("@RSYNCD: EXIT") {
+            return Ok(mods);
+        }
+        if let Some(e) = l.strip_prefix("@ERROR") {
+            return Err(format!("rsync daemon error{e}"));
+        }
+        if l.is_empty() || l.starts_with("@RSYNCD") {
+            continue;
+        }
+        if let Some(name) = l.split(['\t', ' ']).next() {
+            mods.push(name.to_string());
+        }
+    }
+    Err("the module list did not end with @RSYNCD: EXIT".into())
+}
+
+/// Seconds since the epoch of `Thu, 01 Jan 1970 00:00:00 +0000` (ftpsync and mm-sync traces).
+pub fn parse_rfc2822(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let parts = if parts.first()?.ends_with(',') { &parts[1..] } else { &parts[..] };
+    let [day, mon, year, time, zone] = parts else { return None };
+    let day: i64 = day.parse().ok()?;
+    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = MON.iter().position(|m| m == mon)? as i64 + 1;
+    let year: i64 = year.parse().ok()?;
+    let hms: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let [h, m, sec] = hms[..] else { return None };
+    let sign = match zone.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let z: i64 = zone.get(1..)?.parse().ok()?;
+    let offset = sign * ((z / 100) * 3600 + (z % 100) * 60);
+    if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86400 + h * 3600 + m * 60 + sec - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_dates_parse() {
+        assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 +0000"), Some(0));
+        assert_eq!(parse_rfc2822("Mon, 30 Nov 2026 21:47:13 +0000"), Some(1_796_075_233));
+        assert_eq!(parse_rfc2822("Mon, 30 Nov 2026 22:47:13 +0100"), Some(1_796_075_233));
+        assert_eq!(parse_rfc2822("29 Feb 2024 12:00:00 +0000"), Some(1_709_208_000));
+        assert_eq!(parse_rfc2822("yesterday"), None);
+        assert_eq!(parse_rfc2822("Thu, 01 Foo 1970 00:00:00 +0000"), None);
+    }
+}
