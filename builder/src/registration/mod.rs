@@ -311,7 +311,7 @@ pub fn write(out: &Path, files: &[OutFile]) -> Result<Vec<PathBuf>> {
             anyhow::bail!("refusing to write {:?}: not a plain relative path (check the profile and node names)", f.path);
         }
         let dest = out.join(rel);
-        crate::atomic::write(&dest, &f.contents)?;
+        hostkit::atomic::write(&dest, &f.contents)?;
         written.push(dest);
     }
     let now: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
@@ -320,7 +320,7 @@ pub fn write(out: &Path, files: &[OutFile]) -> Result<Vec<PathBuf>> {
         text.push_str(p);
         text.push('\n');
     }
-    crate::atomic::write(&list, text.as_bytes())?;
+    hostkit::atomic::write(&list, text.as_bytes())?;
     for old in before.lines() {
         // Only relative paths without `..` that we listed ourselves.
         let rel = Path::new(old);
