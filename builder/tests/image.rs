@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use hostkit::testenv::Need;
+
 use mmbuild::qemu::{Vm, VmOptions};
 
 fn repo() -> PathBuf {
@@ -56,6 +58,9 @@ impl Drop for Loop {
 #[test]
 #[ignore = "slow: builds the base OS and images"]
 fn images_are_clean_reproducible_and_independent_per_node() {
+    if hostkit::testenv::need(&[Need::Root, Need::Tool("mmdebstrap")]).is_err() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let fleet = repo().join("examples/fleet.toml");
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
@@ -137,6 +142,9 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 #[test]
 #[ignore = "slow: boots the example qemu node under QEMU + OVMF"]
 fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
+    if hostkit::testenv::need(&[Need::Root, Need::Tool("mmdebstrap"), Need::Tool("qemu-system-x86_64")]).is_err() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     build(&repo().join("examples/fleet.toml"), &out, &["ci"]);
@@ -223,6 +231,9 @@ const UPSTREAM_PORT: u16 = 10873;
 #[test]
 #[ignore = "slow: boots the example qemu node under QEMU + OVMF"]
 fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
+    if hostkit::testenv::need(&[Need::Root, Need::Tool("mmdebstrap"), Need::Tool("qemu-system-x86_64")]).is_err() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let up = tmp.path().join("upstream");
     let fixture_rpm = repo().join("scripts/fixture-rpm");

@@ -18,7 +18,10 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(wipe_serials: &[&str]) -> Fixture {
+    /// None (the test skips, saying why) where root or loop devices are missing.
+    fn new(wipe_serials: &[&str]) -> Option<Fixture> {
+        use hostkit::testenv::{need, Need};
+        need(&[Need::Root, Need::LoopDevices, Need::Tool("mkfs.xfs"), Need::Tool("sgdisk")]).ok()?;
         let dir = tempfile::tempdir().unwrap();
         let nodes: Vec<mmconfig::NodeConfig> = serde_json::from_str(include_str!("../../tests/fixtures/example-nodes.json")).unwrap();
         let mut ci = nodes.into_iter().find(|n| n.node.name == "ci").unwrap();
@@ -28,7 +31,7 @@ impl Fixture {
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();
-        Fixture { dir, root, config, loops: Vec::new() }
+        Some(Fixture { dir, root, config, loops: Vec::new() })
     }
 
     /// A 1 GiB sparse disk prepared by `prep` (a shell snippet given $IMG), as a loop device.
@@ -86,7 +89,7 @@ fn device_sha(dev: &str) -> String {
 
 #[test]
 fn blank_disk_is_formatted_once_and_data_survives_reruns() {
-    let mut f = Fixture::new(&[]);
+    let Some(mut f) = Fixture::new(&[]) else { return };
     let dev = f.disk("blank", "");
     let out = f.run(&[(&dev, "D1")], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -114,7 +117,7 @@ fn blank_disk_is_formatted_once_and_data_survives_reruns() {
 
 #[test]
 fn services_are_installed_enabled_and_owned_once() {
-    let mut f = Fixture::new(&[]);
+    let Some(mut f) = Fixture::new(&[]) else { return };
     // A minimal account database and the units the Debian packages would ship.
     let etc = f.root.join("etc");
     std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
@@ -169,7 +172,7 @@ fn foreign_content_is_left_byte_identical() {
         ("unknown bytes", "printf 'not zero' | dd of=$IMG conv=notrunc status=none", "non-zero data in its first or last MiB"),
     ];
     for (case, prep, what) in cases {
-        let mut f = Fixture::new(&[]);
+        let Some(mut f) = Fixture::new(&[]) else { return };
         let dev = f.disk("foreign", prep);
         let before = device_sha(&dev);
         let out = f.run(&[(&dev, "D1")], None);
@@ -184,7 +187,7 @@ fn foreign_content_is_left_byte_identical() {
 
 #[test]
 fn missing_disk_is_reported_and_nothing_else_is_touched() {
-    let mut f = Fixture::new(&[]);
+    let Some(mut f) = Fixture::new(&[]) else { return };
     // A disk on another bus: the qemu rule (virtio) does not match it.
     let other = f.disk("usb", "");
     let before = device_sha(&other);
@@ -198,7 +201,7 @@ fn missing_disk_is_reported_and_nothing_else_is_touched() {
 
 #[test]
 fn opted_in_serial_is_wiped_and_used() {
-    let mut f = Fixture::new(&["OLD1"]);
+    let Some(mut f) = Fixture::new(&["OLD1"]) else { return };
     let dev = f.disk("old", "mkfs.ext4 -q -F $IMG");
     let out = f.run(&[(&dev, "OLD1")], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -209,7 +212,7 @@ fn opted_in_serial_is_wiped_and_used() {
 #[test]
 fn a_run_failing_at_any_step_converges_on_rerun() {
     for step in ["partition", "mkfs", "mount"] {
-        let mut f = Fixture::new(&[]);
+        let Some(mut f) = Fixture::new(&[]) else { return };
         let dev = f.disk("blank", "");
         let out = f.run(&[(&dev, "D1")], Some(step));
         assert_eq!(out.status.code(), Some(3), "step {step}: {}", text(&out));
@@ -243,7 +246,7 @@ fn plan_json(f: &Fixture, dev: &str) -> serde_json::Value {
 /// converged node; a changed installed file shows up with its diff.
 #[test]
 fn plan_lists_exactly_what_run_changes() {
-    let mut f = Fixture::new(&[]);
+    let Some(mut f) = Fixture::new(&[]) else { return };
     let etc = f.root.join("etc");
     std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
     std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();

@@ -7,6 +7,7 @@ pub mod apt;
 pub mod atomic;
 pub mod cmd;
 pub mod ids;
+pub mod testenv;
 
 /// The EXIT STATUS paragraph of a binary's --help (and README): `EXIT STATUS: 0 success; 1 ...`.
 pub fn exit_help<'a>(codes: impl IntoIterator<Item = (u8, &'a str)>) -> String {
