@@ -11,6 +11,15 @@ use anyhow::{Context, Result};
 /// Create `dest` atomically: `fill` writes into a temporary file beside it, which is fsynced and
 /// renamed over `dest` only if `fill` succeeds. The temporary file is removed on failure.
 pub fn write_with<T>(dest: &Path, fill: impl FnOnce(&mut File) -> Result<T>) -> Result<T> {
+    write_mode_with(dest, 0o644, fill)
+}
+
+/// [`write_with`] for outputs that hold a secret (a node's host key): mode 0600.
+pub fn write_private_with<T>(dest: &Path, fill: impl FnOnce(&mut File) -> Result<T>) -> Result<T> {
+    write_mode_with(dest, 0o600, fill)
+}
+
+fn write_mode_with<T>(dest: &Path, mode: u32, fill: impl FnOnce(&mut File) -> Result<T>) -> Result<T> {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");
@@ -20,8 +29,8 @@ pub fn write_with<T>(dest: &Path, fill: impl FnOnce(&mut File) -> Result<T>) -> 
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let value = fill(tmp.as_file_mut())?;
-    // tempfile creates 0600; outputs are ordinary files for the operator and sha256sum.
-    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+    // tempfile creates 0600; most outputs are ordinary files for the operator and sha256sum.
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(mode))
         .with_context(|| format!("setting permissions of {}", tmp.path().display()))?;
     tmp.as_file_mut().flush().ok();
     tmp.as_file().sync_all().with_context(|| format!("syncing {}", tmp.path().display()))?;

@@ -13,6 +13,7 @@ pub mod fat;
 pub mod fleet;
 pub mod gpt;
 pub mod hostcmd;
+pub mod hostkeys;
 pub mod initramfs;
 pub mod kickstart;
 pub mod manifest;

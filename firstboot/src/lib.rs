@@ -5,6 +5,7 @@ pub mod apply;
 pub mod config;
 pub mod console;
 pub mod files;
+pub mod hostkey;
 pub mod network;
 pub mod probe;
 pub mod repocheck;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounts::{self, UserOutcome};
 use crate::apply::Host;
 use crate::files::RenderedFile;
+use crate::hostkey::Delivered;
 use crate::network;
 use crate::probe::{self, DiskOverride};
 use crate::services::{self, Family, Paths};
@@ -69,7 +70,14 @@ pub fn plan_storage(host: &Host, cfg: &NodeConfig, overrides: &[DiskOverride]) -
 }
 
 /// Converge the node; returns the state that was recorded.
-pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverride], say: &mut dyn FnMut(&str)) -> Result<RunState> {
+pub fn run(
+    host: &Host,
+    cfg: &NodeConfig,
+    source: &str,
+    host_key: &Delivered,
+    overrides: &[DiskOverride],
+    say: &mut dyn FnMut(&str),
+) -> Result<RunState> {
     let started = Instant::now();
     let mut st = RunState { config_source: source.to_string(), fqdn: cfg.node.fqdn.clone(), ..Default::default() };
 
@@ -78,6 +86,7 @@ pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverrid
             st.changed.push(format!("wrote {}", f.path.display()));
         }
     }
+    install_host_key(host, host_key, &mut st)?;
     if host.live() {
         // The getty banner and every service started after us see the FQDN right away.
         nix::unistd::sethostname(&cfg.node.fqdn).context("setting the hostname")?;
@@ -112,6 +121,35 @@ pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverrid
     st.finished_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     record(host, &st)?;
     Ok(st)
+}
+
+/// The delivered host key, before sshd starts (we are ordered before it); sshd's drop-in names
+/// only this key, so a node without one has no ssh: a problem for the status report.
+fn install_host_key(host: &Host, key: &Delivered, st: &mut RunState) -> Result<()> {
+    let installed = Path::new(mmconfig::SSH_HOST_KEY);
+    match key {
+        Delivered::Key { .. } => {
+            let mut changed = false;
+            for f in key.files() {
+                if host.install(&f).with_context(|| format!("installing {}", f.path.display()))? {
+                    st.changed.push(format!("wrote {}", f.path.display()));
+                    changed = true;
+                }
+            }
+            if changed && host.live() && family(host) == Family::Rhel {
+                let _ = crate::apply::cmd("restorecon", &["-F", mmconfig::SSH_HOST_KEY, &format!("{}.pub", mmconfig::SSH_HOST_KEY)]);
+            }
+        }
+        Delivered::Missing if host.path(installed).is_file() => {
+            st.notes.push(format!("no ssh host key delivered with node.toml: keeping {}", installed.display()))
+        }
+        Delivered::Missing => st.problems.push(format!(
+            "no ssh host key delivered with node.toml and none at {}: sshd cannot start; rebuild the node's image or stick with a current mmbuild",
+            installed.display()
+        )),
+        Delivered::Broken(why) => st.problems.push(format!("the delivered ssh host key is unusable ({why}): rebuild the node's image or stick")),
+    }
+    Ok(())
 }
 
 /// Install, enable and (on the live node) start the mirror services.

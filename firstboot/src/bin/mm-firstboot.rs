@@ -22,7 +22,9 @@ const FAILED: u8 = 4;
     version,
     about = "Bring a micro-mirror node to the state its configuration describes",
     long_about = "mm-firstboot runs early on every boot. It reads the node configuration (--config, \
-else node.toml on the partition labelled MMCONFIG, else /etc/micromirror/node.toml), writes the \
+else node.toml on the partition labelled MMCONFIG, else /etc/micromirror/node.toml), installs \
+the node's own ssh host key delivered beside that node.toml as /etc/ssh/ssh_host_ed25519_key \
+(sshd's only host key), writes the \
 hostname and the static network configuration (systemd-networkd, or NetworkManager keyfiles on \
 AlmaLinux), and prepares the data disk: a blank disk chosen by the hardware profile's rule gets \
 GPT + XFS labelled MMDATA mounted at /srv/mirror; an existing MMDATA is mounted (and grown); a disk \
@@ -78,7 +80,8 @@ fn main() -> ExitCode {
     let cfg = &loaded.config;
     let result = match cli.command {
         Cmd::Plan { json } => run::plan_storage(&host, cfg, &cli.disks).and_then(|plan| {
-            let files = run::render_files(&host, cfg);
+            let mut files = run::render_files(&host, cfg);
+            files.extend(loaded.host_key.files());
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
@@ -102,7 +105,7 @@ fn main() -> ExitCode {
         Cmd::Run => {
             let fqdn = cfg.node.fqdn.clone();
             let mut say = |m: &str| println!("mm-firstboot: {fqdn}: {m}");
-            run::run(&host, cfg, &loaded.source, &cli.disks, &mut say).map(|st| {
+            run::run(&host, cfg, &loaded.source, &loaded.host_key, &cli.disks, &mut say).map(|st| {
                 if st.changed.is_empty() {
                     println!("mm-firstboot: {}: nothing to change, storage unchanged ({:.2} s)", cfg.node.fqdn, st.seconds);
                 } else {
