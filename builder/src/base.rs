@@ -25,7 +25,7 @@ use crate::{esp, initramfs, uki};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
 const OS_RECIPE: &str = "os-recipe-4";
-const BASE_RECIPE: &str = "base-recipe-4";
+const BASE_RECIPE: &str = "base-recipe-5";
 const SUITE: &str = "bookworm";
 pub use mmconfig::ROOT_LABEL;
 /// 2025-01-01T00:00:00Z: timestamps inside the images when SOURCE_DATE_EPOCH is not set.
@@ -291,6 +291,7 @@ fn build_base(opts: &BaseOptions, os_root: &Path, out: &Path, cmdline: &str, mod
         run(Command::new("cp").args(["-a", "--no-preserve=ownership"]).arg(format!("{}/.", overlay.display())).arg(&staging))
             .context("copying overlays/rootfs into the root")?;
     }
+    remove_host_keys(&staging)?;
     for bin in NODE_BINARIES {
         let dest = staging.join("usr/bin").join(bin);
         fs::copy(opts.node_bin_dir.join(bin), &dest).with_context(|| format!("installing {bin}"))?;
@@ -325,6 +326,20 @@ fn build_base(opts: &BaseOptions, os_root: &Path, out: &Path, cmdline: &str, mod
 
     make_ext4(&staging, &out.join("root.ext4"), id)?;
     fs::remove_dir_all(&staging).context("removing the staging tree")?;
+    Ok(())
+}
+
+/// openssh-server's postinst made host keys inside the shared tree: every node would carry the
+/// same private key. Each node gets its own from its MMCONFIG partition instead.
+pub fn remove_host_keys(root: &Path) -> Result<()> {
+    let dir = root.join("etc/ssh");
+    for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("ssh_host_") && (name.ends_with("_key") || name.ends_with("_key.pub")) {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -419,6 +434,20 @@ mod tests {
         assert!(!module_kept("net/wireless/cfg80211.ko", &keep));
         assert!(module_kept("drivers/nvme/host/nvme.ko", &keep));
         assert!(!module_kept("sound/core/snd.ko", &keep));
+    }
+
+    #[test]
+    fn host_keys_leave_the_shared_tree_and_nothing_else_does() {
+        let d = tempfile::tempdir().unwrap();
+        let ssh = d.path().join("etc/ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        for f in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "ssh_host_ecdsa_key.pub", "sshd_config", "moduli"] {
+            std::fs::write(ssh.join(f), "x").unwrap();
+        }
+        remove_host_keys(d.path()).unwrap();
+        let mut left: Vec<String> = fs::read_dir(&ssh).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["moduli", "sshd_config"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::base::{self, Base, BaseOptions};
 use crate::fleet::{self, Fleet};
 use hostkit::cmd::{require_tool, run};
 use crate::manifest::{self, Artifact};
+use crate::hostkeys::{self, HostKey};
 use crate::{diskimage, kickstart, oemdrv};
 use hostkit::atomic;
 
@@ -35,6 +36,10 @@ pub struct BuildOptions {
     pub jobs: usize,
     pub cache: PathBuf,
     pub node_bin: PathBuf,
+    /// The fleet's host key state directory; None: [`hostkeys::default_state_dir`].
+    pub state: Option<PathBuf>,
+    /// Nodes whose host key is replaced by a new one on purpose.
+    pub new_host_keys: Vec<String>,
     pub quiet: bool,
 }
 
@@ -65,7 +70,23 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
         Ok(s) => s,
         Err(msg) => return Ok(Outcome::InvalidInput(msg)),
     };
+    if let Err(msg) = select(&fleet, &opts.new_host_keys) {
+        return Ok(Outcome::InvalidInput(msg.replace("--node", "--new-host-keys")));
+    }
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    let media = InstallMedia::load(opts, &fleet)?;
+    // Every node of the fleet gets its key now, so known_hosts always lists the whole fleet.
+    let state = opts.state.clone().unwrap_or_else(|| hostkeys::default_state_dir(&fleet.name));
+    let published = hostkeys::Published::read(&opts.out, &fleet.name, &fleet.nodes);
+    let (keys, report) = hostkeys::ensure(&state, &opts.out, &fleet.nodes, &published, &opts.new_host_keys)?;
+    if !opts.quiet {
+        for k in &report.created {
+            eprintln!("mmbuild: new host key for node {k} in {}", state.display());
+        }
+    }
+    for k in &report.rotated {
+        eprintln!("mmbuild: host key of node {k} replaced as asked (--new-host-keys): update every known_hosts that trusts it");
+    }
     if opts.format == ImageFormat::Qcow2 {
         require_tool("qemu-img", "qemu-utils")?;
     }
@@ -81,8 +102,6 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
         })?)
     };
 
-    let media = InstallMedia::load(opts, &fleet)?;
-
     let started = Instant::now();
     let bar = progress(opts.quiet, selected.len());
     let results: Mutex<Vec<Result<Vec<Artifact>>>> = Mutex::new(Vec::new());
@@ -94,7 +113,7 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
                     break;
                 };
                 let t = Instant::now();
-                let r = build_node(opts, base.as_ref(), &media, cfg).with_context(|| format!("node {}", cfg.node.name));
+                let r = build_node(opts, base.as_ref(), &media, cfg, &keys[&cfg.node.name]).with_context(|| format!("node {}", cfg.node.name));
                 match &bar {
                     Some(b) => {
                         b.set_message(cfg.node.name.clone());
@@ -114,7 +133,11 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
     for r in results.into_inner().expect("results lock") {
         artifacts.extend(r?);
     }
-    manifest::update(&opts.out, &fleet.name, artifacts.clone())?;
+    let all: Vec<&NodeConfig> = fleet.nodes.iter().collect();
+    atomic::write(&opts.out.join(hostkeys::KNOWN_HOSTS), hostkeys::render_known_hosts(&all, &keys).as_bytes())?;
+    artifacts.push(Artifact::describe(&opts.out, hostkeys::KNOWN_HOSTS, "", "known-hosts", None)?);
+    let fingerprints = keys.iter().map(|(n, k)| (n.clone(), k.fingerprint())).collect();
+    manifest::update(&opts.out, &fleet.name, artifacts.clone(), &fingerprints)?;
     if !opts.quiet {
         eprintln!(
             "mmbuild: {} node(s) in {:.2} s; outputs, SHA256SUMS and manifest.json in {}",
@@ -190,7 +213,7 @@ impl InstallMedia {
     }
 }
 
-fn build_node(opts: &BuildOptions, base: Option<&Base>, media: &InstallMedia, cfg: &NodeConfig) -> Result<Vec<Artifact>> {
+fn build_node(opts: &BuildOptions, base: Option<&Base>, media: &InstallMedia, cfg: &NodeConfig, key: &HostKey) -> Result<Vec<Artifact>> {
     let node = &cfg.node.name;
     let dir = opts.out.join(node);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -202,10 +225,17 @@ fn build_node(opts: &BuildOptions, base: Option<&Base>, media: &InstallMedia, cf
     atomic::write(&opts.out.join(&ks_rel), ks.as_bytes())?;
     artifacts.push(Artifact::describe(&opts.out, &ks_rel, node, "kickstart", None)?);
     let node_toml = cfg.to_toml();
-    let mut files: Vec<(&str, &[u8])> = vec![("ks.cfg", ks.as_bytes()), (mmconfig::NODE_CONFIG_FILE, node_toml.as_bytes())];
+    let key_pub = key.pub_file(&cfg.node.fqdn);
+    let mut files: Vec<(&str, &[u8])> = vec![
+        ("ks.cfg", ks.as_bytes()),
+        (mmconfig::NODE_CONFIG_FILE, node_toml.as_bytes()),
+        (mmconfig::HOST_KEY_FILE, &key.private),
+        (mmconfig::HOST_KEY_PUB_FILE, key_pub.as_bytes()),
+    ];
     files.extend(media.shared.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
     let img_rel = format!("{node}/oemdrv.img");
-    atomic::write_with(&opts.out.join(&img_rel), |f| oemdrv::write(f, &media.fleet, node, &files))
+    // The stick and the disk image carry the node's private host key: owner-only files.
+    atomic::write_with_mode(&opts.out.join(&img_rel), 0o600, |f| oemdrv::write(f, &media.fleet, node, &files))
         .with_context(|| format!("writing {img_rel}"))?;
     artifacts.push(Artifact::describe(&opts.out, &img_rel, node, "oemdrv", None)?);
 
@@ -213,15 +243,15 @@ fn build_node(opts: &BuildOptions, base: Option<&Base>, media: &InstallMedia, cf
         match opts.format {
             ImageFormat::Raw => {
                 let rel = format!("{node}/disk.img");
-                let sha = atomic::write_with(&opts.out.join(&rel), |f| diskimage::write_image(f, base, cfg))?;
+                let sha = atomic::write_with_mode(&opts.out.join(&rel), 0o600, |f| diskimage::write_image(f, base, cfg, key))?;
                 artifacts.push(Artifact::with_sha256(&opts.out, &rel, node, "disk-image", Some(&base.id), sha)?);
             }
             ImageFormat::Qcow2 => {
                 let rel = format!("{node}/disk.qcow2");
                 let raw = tempfile::Builder::new().prefix(".disk.").suffix(".raw").tempfile_in(&dir)?;
                 // The raw image's hash is not an artifact's: the qcow2 file is hashed below.
-                diskimage::write_image(&mut raw.reopen()?, base, cfg)?;
-                atomic::write_with(&opts.out.join(&rel), |f| {
+                diskimage::write_image(&mut raw.reopen()?, base, cfg, key)?;
+                atomic::write_with_mode(&opts.out.join(&rel), 0o600, |f| {
                     let tmp = dir.join(".disk.qcow2.part");
                     run(Command::new("qemu-img").args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(raw.path()).arg(&tmp))?;
                     let mut src = std::fs::File::open(&tmp)?;

@@ -12,18 +12,25 @@ use std::os::fd::AsRawFd;
 use crate::base::Base;
 use crate::fat::{self, FatFile};
 use crate::gpt;
+use crate::hostkeys::HostKey;
 
-/// The MMCONFIG volume: exactly `node.toml`.
-pub fn config_volume(cfg: &NodeConfig) -> Result<Vec<u8>> {
+/// The MMCONFIG volume: `node.toml` and, beside it, the node's ssh host key pair.
+pub fn config_volume(cfg: &NodeConfig, key: &HostKey) -> Result<Vec<u8>> {
     let text = cfg.to_toml();
+    let public = key.pub_file(&cfg.node.fqdn);
     let id = u32::from_str_radix(&gpt::guid(&cfg.fleet.name, &cfg.node.name, "config-fs").simple().to_string()[..8], 16)?;
-    fat::build_bytes(gpt::CONFIG_BYTES, mmconfig::CONFIG_LABEL, id, &[FatFile { path: mmconfig::NODE_CONFIG_FILE, data: text.as_bytes() }])
+    let files = [
+        FatFile { path: mmconfig::NODE_CONFIG_FILE, data: text.as_bytes() },
+        FatFile { path: mmconfig::HOST_KEY_FILE, data: &key.private },
+        FatFile { path: mmconfig::HOST_KEY_PUB_FILE, data: public.as_bytes() },
+    ];
+    fat::build_bytes(gpt::CONFIG_BYTES, mmconfig::CONFIG_LABEL, id, &files)
 }
 
 /// Write the whole image for `cfg` into `out` (a new, empty file) and return its SHA-256, hashed by a second thread that
 /// follows the writer region by region (GPT first, then ESP, MMCONFIG, root in disk order): the
 /// hash costs little more than the copy instead of a second pass over the whole image.
-pub fn write_image(out: &mut File, base: &Base, cfg: &NodeConfig) -> Result<String> {
+pub fn write_image(out: &mut File, base: &Base, cfg: &NodeConfig, key: &HostKey) -> Result<String> {
     use sha2::{Digest, Sha256};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
@@ -33,7 +40,7 @@ pub fn write_image(out: &mut File, base: &Base, cfg: &NodeConfig) -> Result<Stri
     out.set_len(layout.total).context("sizing the image")?;
     // Both GPT copies first: then every byte before the ESP and after the root is final.
     gpt::write(out, &layout, &cfg.fleet.name, &cfg.node.name)?;
-    let config = config_volume(cfg)?;
+    let config = config_volume(cfg, key)?;
     // An independent open file: the hasher seeks for holes without moving the writer's offset.
     let reader = File::open(format!("/proc/self/fd/{}", out.as_raw_fd())).context("reopening the image for hashing")?;
     // Bytes below this offset are final; u64::MAX tells the hasher the writer failed.

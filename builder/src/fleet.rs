@@ -996,7 +996,7 @@ fn short(s: &str) -> String {
 }
 
 /// Standard base64 with padding, as in OpenSSH public keys.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(4) {
         return None;
     }

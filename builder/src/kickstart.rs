@@ -195,6 +195,9 @@ fn context(cfg: &NodeConfig) -> Result<Value> {
         "units": UNITS,
         "node_config_file": mmconfig::NODE_CONFIG_FILE,
         "installed_config": mmconfig::INSTALLED_CONFIG,
+        "host_key_file": mmconfig::HOST_KEY_FILE,
+        "host_key_pub_file": mmconfig::HOST_KEY_PUB_FILE,
+        "installed_host_key": mmconfig::INSTALLED_HOST_KEY,
     }))
 }
 

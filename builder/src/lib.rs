@@ -11,6 +11,7 @@ pub mod esp;
 pub mod fat;
 pub mod fleet;
 pub mod gpt;
+pub mod hostkeys;
 pub mod initramfs;
 pub mod kickstart;
 pub mod manifest;

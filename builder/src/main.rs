@@ -22,8 +22,8 @@ Profiles and hardware are looked up beside the fleet file first, then in mmbuild
 directory (the repository, or $MMBUILD_DATA, or /usr/share/micromirror); --data overrides both.\n\n\
 EXIT STATUS: 0 success; 1 invalid fleet, profile or hardware file (every error is printed as \
 FILE:LINE:COL: error: ...); 2 wrong command line; 3 a host tool is missing or the environment \
-is unusable; 4 a build step failed; 5 `export registrations --check` wrote the applications \
-but found one not ready."
+is unusable (also: the host key state directory lost, unreadable or too open; the message says what to do); \
+4 a build step failed; 5 `export registrations --check` wrote the applications but found one not ready."
 )]
 struct Cli {
     /// Directory holding profiles/ and hardware/ (default: beside the fleet file, then built-in).
@@ -57,7 +57,9 @@ enum Command {
     /// The common base OS (Debian bookworm root, initramfs, UKI, ESP) is built once and cached by
     /// content hash under --cache; each node then costs one sparse copy plus its own GPT and
     /// MMCONFIG partition. Writes DIR/<node>/disk.img, DIR/<node>/ks.cfg and DIR/<node>/oemdrv.img (the AlmaLinux
-    /// kickstart and its OEMDRV install stick), DIR/SHA256SUMS (check with
+    /// kickstart and its OEMDRV install stick; images and sticks carry the node's own ssh host
+    /// key from --state and are mode 0600), DIR/known_hosts (one line per node:
+    /// `fqdn,ipv4,ipv6 ssh-ed25519 AAAA...`), DIR/SHA256SUMS (check with
     /// `cd DIR && sha256sum -c SHA256SUMS`) and DIR/manifest.json. Every file is written to a
     /// temporary name and renamed when complete: a killed build leaves no partial output.
     Build {
@@ -85,6 +87,15 @@ enum Command {
         /// [default: $MM_NODE_BIN or target/x86_64-unknown-linux-musl/release of this source tree].
         #[arg(long, value_name = "DIR")]
         node_bin: Option<PathBuf>,
+        /// The fleet's host key state directory: one ed25519 ssh host key per node, made once
+        /// and reused by every later build (0700, keys 0600; keep it outside --out and back it
+        /// up) [default: $MM_STATE/<fleet> or /var/lib/micromirror/state/<fleet>].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Replace this node's host key with a new one on purpose (repeatable), e.g. after the
+        /// state directory was lost or the node's disk was stolen. Its line in known_hosts changes.
+        #[arg(long = "new-host-keys", value_name = "NODE")]
+        new_host_keys: Vec<String>,
         /// No progress output, only errors.
         #[arg(long, short)]
         quiet: bool,
@@ -191,7 +202,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { fleet, json, node_toml } => check::run(&fleet, cli.data.as_deref(), json, node_toml.as_deref()),
-        Command::Build { fleet, out, nodes, format, kickstart_only, jobs, cache, node_bin, quiet } => {
+        Command::Build { fleet, out, nodes, format, kickstart_only, jobs, cache, node_bin, state, new_host_keys, quiet } => {
             let opts = BuildOptions {
                 fleet,
                 data: cli.data.clone(),
@@ -202,6 +213,8 @@ fn main() -> ExitCode {
                 jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 cache: cache.unwrap_or_else(build::default_cache),
                 node_bin: node_bin.unwrap_or_else(build::default_node_bin),
+                state,
+                new_host_keys,
                 quiet,
             };
             build::run_build(&opts).map(|outcome| match outcome {

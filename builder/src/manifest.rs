@@ -28,6 +28,10 @@ pub struct Artifact {
 pub struct Manifest {
     pub fleet: String,
     pub artifacts: Vec<Artifact>,
+    /// Node -> fingerprint (`SHA256:...`) of the ssh host key its images and sticks carry; a
+    /// later build refuses to replace one silently (see `hostkeys`).
+    #[serde(default)]
+    pub host_keys: std::collections::BTreeMap<String, String>,
 }
 
 impl Artifact {
@@ -103,8 +107,14 @@ pub fn hash_range(f: &File, start: u64, end: u64, h: &mut Sha256) -> Result<()> 
 }
 
 /// Merge `fresh` into the manifest in `out_dir` (entries of rebuilt nodes are replaced, others
-/// kept), then write `manifest.json` and `SHA256SUMS` atomically.
-pub fn update(out_dir: &Path, fleet: &str, fresh: Vec<Artifact>) -> Result<Manifest> {
+/// kept), record the fleet's host key fingerprints, then write `manifest.json` and `SHA256SUMS`
+/// atomically.
+pub fn update(
+    out_dir: &Path,
+    fleet: &str,
+    fresh: Vec<Artifact>,
+    host_keys: &std::collections::BTreeMap<String, String>,
+) -> Result<Manifest> {
     let path = out_dir.join("manifest.json");
     let mut manifest: Manifest = match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
@@ -112,8 +122,10 @@ pub fn update(out_dir: &Path, fleet: &str, fresh: Vec<Artifact>) -> Result<Manif
     };
     if manifest.fleet != fleet {
         manifest.artifacts.clear();
+        manifest.host_keys.clear();
     }
     manifest.fleet = fleet.to_string();
+    manifest.host_keys.extend(host_keys.iter().map(|(n, f)| (n.clone(), f.clone())));
     manifest.artifacts.retain(|a| !fresh.iter().any(|f| f.node == a.node) && out_dir.join(&a.path).is_file());
     manifest.artifacts.extend(fresh);
     manifest.artifacts.sort_by(|a, b| (&a.node, &a.path).cmp(&(&b.node, &b.path)));

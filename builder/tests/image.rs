@@ -20,8 +20,11 @@ fn mmbuild(args: &[&str]) -> String {
     stderr
 }
 
-fn build(fleet: &Path, out: &Path, nodes: &[&str]) -> String {
+/// Build `nodes` of `fleet` into `out`, the host keys in `state` (every test its own).
+fn build(fleet: &Path, out: &Path, state: &Path, nodes: &[&str]) -> String {
+    let data = repo();
     let mut args = vec!["build", fleet.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
+    args.extend(["--state", state.to_str().unwrap(), "--data", data.to_str().unwrap()]);
     for n in nodes {
         args.extend(["--node", n]);
     }
@@ -64,16 +67,18 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = repo().join("examples/fleet.toml");
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    build(&fleet, &a, &["ci", "ziply"]);
-    build(&fleet, &b, &["ci", "ziply"]);
+    let state = tmp.path().join("state");
+    build(&fleet, &a, &state, &["ci", "ziply"]);
+    build(&fleet, &b, &state, &["ci", "ziply"]);
     let img = a.join("ci/disk.img");
 
     // Checksums verify from the output directory; the manifest names every artifact.
     sh(&format!("cd {} && sha256sum -c --quiet SHA256SUMS", a.display()));
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
     let arts = manifest["artifacts"].as_array().unwrap();
-    // Per node: the disk image (built from the base) plus the kickstart and OEMDRV stick (no base).
-    assert_eq!(arts.len(), 6);
+    // Per node: the disk image (built from the base) plus the kickstart and OEMDRV stick (no base);
+    // known_hosts for the fleet.
+    assert_eq!(arts.len(), 7);
     let disks: Vec<&serde_json::Value> = arts.iter().filter(|x| x["kind"] == "disk-image").collect();
     assert_eq!(disks.len(), 2);
     assert!(disks.iter().all(|x| x["base_id"].as_str().is_some_and(|s| s.len() == 64)));
@@ -89,9 +94,23 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     assert_eq!(sh(&format!("blkid -o value -s LABEL {}", config.0)).trim(), "MMCONFIG");
     assert_eq!(sh(&format!("blkid -o value -s LABEL {}", root.0)).trim(), "mmroot");
 
-    // MMCONFIG holds exactly the node's configuration.
+    // MMCONFIG holds exactly the node's configuration and, beside it, its own host key.
     let listing = sh(&format!("mdir -b -i {} ::/", config.0));
-    assert_eq!(listing.trim(), "::/node.toml", "{listing}");
+    let mut names: Vec<&str> = listing.lines().map(str::trim).collect();
+    names.sort();
+    assert_eq!(names, ["::/node.toml", "::/ssh_host_ed25519_key", "::/ssh_host_ed25519_key.pub"], "{listing}");
+    let key_on_disk = sh(&format!("mtype -i {} ::/ssh_host_ed25519_key", config.0));
+    assert_eq!(key_on_disk.as_bytes(), std::fs::read(state.join("ci/ssh_host_ed25519_key")).unwrap());
+    let pub_on_disk = sh(&format!("mtype -i {} ::/ssh_host_ed25519_key.pub", config.0));
+    let known_hosts = std::fs::read_to_string(a.join("known_hosts")).unwrap();
+    let ci_line = known_hosts.lines().find(|l| l.starts_with("ci.mm.example.net,10.0.2.15,fec0::15 ")).expect("ci in known_hosts");
+    assert!(pub_on_disk.starts_with(ci_line.split_once(' ').unwrap().1), "{pub_on_disk} vs {ci_line}");
+    // The root filesystem (shared by every node) carries no host key at all.
+    let etc_ssh = sh(&format!("debugfs -R 'ls -p /etc/ssh' {} 2>/dev/null", root.0));
+    assert!(etc_ssh.contains("/sshd_config/"), "debugfs did not list /etc/ssh:\n{etc_ssh}");
+    assert!(!etc_ssh.contains("ssh_host_"), "a host key in the shared root:\n{etc_ssh}");
+    // Images hold a private key: owner-only.
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&img).unwrap().permissions()) & 0o777, 0o600);
     let on_disk = sh(&format!("mtype -i {} ::/node.toml", config.0));
     let expected = sh(&format!("{} check --json {}", env!("CARGO_BIN_EXE_mmbuild"), fleet.display()));
     let nodes: Vec<mmconfig::NodeConfig> = serde_json::from_str(&expected).unwrap();
@@ -99,6 +118,10 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     assert_eq!(mmconfig::NodeConfig::from_toml(&on_disk, "MMCONFIG").unwrap(), *ci);
     assert_eq!(on_disk, ci.to_toml());
     drop((esp, config, root));
+    // Another node, another key.
+    let ziply_config = Loop::part(&a.join("ziply/disk.img"), 2, true);
+    assert_ne!(sh(&format!("mtype -i {} ::/ssh_host_ed25519_key", ziply_config.0)), key_on_disk, "ci and ziply share a host key");
+    drop(ziply_config);
 
     // Sparse, and reproducible byte for byte.
     let meta = std::fs::metadata(&img).unwrap();
@@ -120,6 +143,8 @@ fn images_are_clean_reproducible_and_independent_per_node() {
         "--quiet",
         "--data",
         repo().to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
         "--node",
         "ci",
         "--node",
@@ -147,7 +172,17 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    build(&repo().join("examples/fleet.toml"), &out, &["ci"]);
+    // The example fleet, plus this host as an admin (QEMU's user network shows it as 10.0.2.2)
+    // with a key of ours, so the test can log in over the forwarded ssh port.
+    let admin_key = tmp.path().join("admin_key");
+    sh(&format!("ssh-keygen -q -t ed25519 -N '' -C test-admin -f {}", admin_key.display()));
+    let admin_pub = std::fs::read_to_string(admin_key.with_extension("pub")).unwrap();
+    let fleet = tmp.path().join("fleet.toml");
+    let text = std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap();
+    let text = text.replacen("admin_ssh_keys = [\n", &format!("admin_ssh_keys = [\n  \"{}\",\n", admin_pub.trim()), 1);
+    let text = text.replacen("admin_prefixes = [\"192.0.2.0/24\",", "admin_prefixes = [\"10.0.2.2/32\", \"192.0.2.0/24\",", 1);
+    std::fs::write(&fleet, text).unwrap();
+    build(&fleet, &out, &tmp.path().join("state"), &["ci"]);
     let image = tmp.path().join("ci.img");
     sh(&format!("cp --sparse=always {} {}", out.join("ci/disk.img").display(), image.display()));
     let data = tmp.path().join("data.img");
@@ -156,13 +191,50 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
 
     // First boot: blank data disk formatted and mounted, configured address, status on console.
     let log1 = tmp.path().join("boot1.log");
-    let mut vm = boot(&image, std::slice::from_ref(&data), &log1, vec![]);
+    let ssh_port = free_port();
+    let mut vm = boot(&image, std::slice::from_ref(&data), &log1, vec![(ssh_port, 22)]);
     let t = vm.wait_for(ready, BOOT_TIMEOUT).unwrap();
     eprintln!("boot 1: QEMU start -> ready marker in {:.1} s ({:?})", t.as_secs_f64(), vm.accel);
     let console = vm.serial();
     assert!(console.contains("vdb (4 GB, serial MMDISK0) is blank: creating the data filesystem"), "{console}");
     assert!(console.contains("address enp0s3 UP 10.0.2.15/24 fec0::15/64"), "{}", vm.tail(30));
     assert!(console.contains("data disk: /dev/vdb1 mounted at /srv/mirror"), "{}", vm.tail(30));
+
+    // The node presents exactly the key the build published: ssh checks it strictly against
+    // OUT/known_hosts, and the node has no other host key.
+    let ssh = |known_hosts: &Path, command: &str| {
+        Command::new("ssh")
+            .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(["-o", "HostKeyAlias=ci.mm.example.net", "-o", "IdentitiesOnly=yes", "-i"])
+            .arg(&admin_key)
+            .args(["-p", &ssh_port.to_string(), "mmadmin@127.0.0.1", command])
+            .output()
+            .unwrap()
+    };
+    let known_hosts = out.join("known_hosts");
+    let t = std::time::Instant::now();
+    let listing = loop {
+        let o = ssh(&known_hosts, "ls /etc/ssh");
+        if o.status.success() {
+            break String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!err.contains("Host key verification failed"), "the node's host key is not the published one: {err}");
+        assert!(t.elapsed() < Duration::from_secs(120), "no ssh login: {err}\n{}", vm.tail(40));
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let host_keys: Vec<&str> = listing.lines().filter(|l| l.starts_with("ssh_host_")).collect();
+    assert_eq!(host_keys, ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"], "{listing}");
+    // Another node's key under ci's name: ssh refuses the node.
+    let text = std::fs::read_to_string(&known_hosts).unwrap();
+    let key_of = |fqdn: &str| text.lines().find(|l| l.starts_with(fqdn)).unwrap().split_once(' ').unwrap().1.to_string();
+    let forged = tmp.path().join("forged_known_hosts");
+    std::fs::write(&forged, text.replace(&key_of("ci.mm.example.net,"), &key_of("ziply.mm.example.net,"))).unwrap();
+    let o = ssh(&forged, "true");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("Host key verification failed"), "{err}");
     drop(vm); // power cut: XFS must recover
 
     // Put a file on the data filesystem from outside, as a sync would have.
@@ -257,7 +329,7 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
     assert!(daemon.0.try_wait().unwrap().is_none(), "port {UPSTREAM_PORT} is taken: is an rsync daemon from an earlier run still there?");
 
     let out = tmp.path().join("out");
-    build(&repo().join("examples/fleet.toml"), &out, &["ci"]);
+    build(&repo().join("examples/fleet.toml"), &out, &tmp.path().join("state"), &["ci"]);
     let data = tmp.path().join("data.img");
     std::fs::File::create(&data).unwrap().set_len(4 << 30).unwrap();
     let (http, rsync, metrics, ssh) = (free_port(), free_port(), free_port(), free_port());

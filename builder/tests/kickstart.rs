@@ -636,7 +636,8 @@ fn kickstart_only_build_writes_clean_oemdrv_sticks() {
             .arg(&bins)
             .arg("--quiet")
             // --kickstart-only must not touch the base cache at all.
-            .env("MM_CACHE", tmp.path().join("no-cache")))
+            .env("MM_CACHE", tmp.path().join("no-cache"))
+            .env("MM_STATE", tmp.path().join("state")))
     };
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     build(&a);
@@ -646,7 +647,8 @@ fn kickstart_only_build_writes_clean_oemdrv_sticks() {
     assert_eq!(std::fs::read(a.join("SHA256SUMS")).unwrap(), std::fs::read(b.join("SHA256SUMS")).unwrap(), "builds differ");
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
     let arts = manifest["artifacts"].as_array().unwrap();
-    assert_eq!(arts.len(), 10, "{manifest}");
+    // Two per node, plus known_hosts.
+    assert_eq!(arts.len(), 11, "{manifest}");
     for node in ["ziply", "sonic", "hurricane", "v6only", "ci"] {
         for (kind, path) in [("kickstart", format!("{node}/ks.cfg")), ("oemdrv", format!("{node}/oemdrv.img"))] {
             assert!(
@@ -664,7 +666,17 @@ fn kickstart_only_build_writes_clean_oemdrv_sticks() {
     assert!(!fsck.to_lowercase().contains("will be"), "{fsck}");
     assert_eq!(run(Command::new("blkid").args(["-p", "-o", "value", "-s", "LABEL"]).arg(&img)).trim(), "OEMDRV");
     let listing = run(Command::new("mdir").args(["-b", "-i"]).arg(&img).arg("::"));
-    for f in ["ks.cfg", "node.toml", "mm-firstboot", "mm-sync", "mm-firstboot.service", "mm-firstboot-status.service", "SHA256SUMS"] {
+    for f in [
+        "ks.cfg",
+        "node.toml",
+        "ssh_host_ed25519_key",
+        "ssh_host_ed25519_key.pub",
+        "mm-firstboot",
+        "mm-sync",
+        "mm-firstboot.service",
+        "mm-firstboot-status.service",
+        "SHA256SUMS",
+    ] {
         assert!(listing.lines().any(|l| l.trim_end() == format!("::/{f}")), "{f} not on the stick:\n{listing}");
     }
     // Everything on the stick checks out against its own SHA256SUMS, as the %post checks it.
@@ -699,6 +711,7 @@ fn kickstart_only_without_binaries_says_how_to_build_them() {
         .arg(tmp.path().join("out"))
         .arg("--node-bin")
         .arg(tmp.path())
+        .env("MM_STATE", tmp.path().join("state"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -16,8 +16,9 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("MM_GIT_
     version = crate::cli::VERSION,
     about = "Bring a micro-mirror node to the state its configuration describes",
     long_about = "mm-firstboot runs early on every boot. It reads the node configuration (--config, \
-else node.toml on the partition labelled MMCONFIG, else /etc/micromirror/node.toml), writes the \
-hostname and the static network configuration (systemd-networkd, or NetworkManager keyfiles on \
+else node.toml on the partition labelled MMCONFIG, else /etc/micromirror/node.toml), installs \
+the node's own ssh host key delivered beside that node.toml as /etc/ssh/ssh_host_ed25519_key \
+(sshd's only host key), writes the hostname and the static network configuration (systemd-networkd, or NetworkManager keyfiles on \
 AlmaLinux), and prepares the data disk: a blank disk chosen by the hardware profile's rule gets \
 GPT + XFS labelled MMDATA mounted at /srv/mirror; an existing MMDATA is mounted (and grown); a disk \
 with anything else on it is left untouched and reported, unless the fleet lists its serial in \

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use mmconfig::{NodeConfig, CONFIG_LABEL, INSTALLED_CONFIG, NODE_CONFIG_FILE};
 
 use crate::apply::Host;
+use crate::hostkey::Delivered;
 use hostkit::cmd::text as cmd;
 
 /// Where the configuration came from, for the log.
@@ -13,28 +14,33 @@ use hostkit::cmd::text as cmd;
 pub struct Loaded {
     pub config: NodeConfig,
     pub source: String,
+    /// The node's ssh host key, from beside the node.toml that was used.
+    pub host_key: Delivered,
 }
 
 /// `explicit`, else node.toml on the partition labelled MMCONFIG (image installs; it wins so an
 /// operator can fix a node by editing that small FAT partition), else the installed copy
-/// (kickstart installs). `run` installs the chosen one at /etc/micromirror/node.toml.
+/// (kickstart installs). `run` installs the chosen one at /etc/micromirror/node.toml, with the
+/// host key beside it.
 pub fn load(host: &Host, explicit: Option<&Path>) -> Result<Loaded> {
+    let beside = |p: &Path| Delivered::read_beside(p.parent().unwrap_or(Path::new(".")));
     let loaded = if let Some(p) = explicit {
-        Loaded { config: NodeConfig::load(p)?, source: p.display().to_string() }
-    } else if let Some(text) = read_config_partition()? {
+        Loaded { config: NodeConfig::load(p)?, source: p.display().to_string(), host_key: beside(p) }
+    } else if let Some((text, host_key)) = read_config_partition()? {
         let config = NodeConfig::from_toml(&text, "MMCONFIG:/node.toml")?;
-        Loaded { config, source: format!("partition {CONFIG_LABEL}") }
+        Loaded { config, source: format!("partition {CONFIG_LABEL}"), host_key }
     } else {
         let installed = host.path(Path::new(INSTALLED_CONFIG));
         let config = NodeConfig::load(&installed).with_context(|| {
             format!("no {CONFIG_LABEL} partition and no {}: this machine has no node configuration", installed.display())
         })?;
-        Loaded { config, source: installed.display().to_string() }
+        Loaded { config, source: installed.display().to_string(), host_key: beside(&installed) }
     };
     Ok(loaded)
 }
 
-fn read_config_partition() -> Result<Option<String>> {
+/// node.toml and the host key beside it on the MMCONFIG partition, if there is one.
+fn read_config_partition() -> Result<Option<(String, Delivered)>> {
     let dev = PathBuf::from(format!("/dev/disk/by-label/{CONFIG_LABEL}"));
     let dev = if dev.exists() {
         dev.to_string_lossy().into_owned()
@@ -48,6 +54,7 @@ fn read_config_partition() -> Result<Option<String>> {
     let mp = mnt.path().to_string_lossy().into_owned();
     cmd("mount", &["-t", "vfat", "-o", "ro", &dev, &mp]).with_context(|| format!("mounting the {CONFIG_LABEL} partition {dev}"))?;
     let text = std::fs::read_to_string(mnt.path().join(NODE_CONFIG_FILE));
+    let key = Delivered::read_beside(mnt.path());
     let _ = cmd("umount", &[&mp]);
-    Ok(Some(text.with_context(|| format!("reading {NODE_CONFIG_FILE} from {dev}"))?))
+    Ok(Some((text.with_context(|| format!("reading {NODE_CONFIG_FILE} from {dev}"))?, key)))
 }

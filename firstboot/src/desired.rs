@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use mmconfig::{NodeConfig, ADMIN_USER, DATA_MOUNT, INSTALLED_CONFIG, PUSH_USER};
+use mmconfig::{NodeConfig, ADMIN_USER, DATA_MOUNT, INSTALLED_CONFIG, INSTALLED_HOST_KEY, PUSH_USER};
 
 use crate::files::RenderedFile;
+use crate::hostkey::Delivered;
 use crate::network::{self, Nic};
 use crate::services::{self, Family, Paths};
 
@@ -44,7 +45,9 @@ pub struct Desired {
     pub directories: Vec<PathBuf>,
 }
 
-pub fn render_all(cfg: &NodeConfig, facts: &Facts) -> Result<Desired> {
+/// `key` is the host key delivered with the configuration (it is not part of node.toml: node.toml
+/// is printed and diffed, the key never is).
+pub fn render_all(cfg: &NodeConfig, key: &Delivered, facts: &Facts) -> Result<Desired> {
     let mut early_files = network::render_host_identity(cfg);
     let ports = network::select_ports(cfg, &facts.nics);
     if facts.family == Family::Rhel {
@@ -52,8 +55,14 @@ pub fn render_all(cfg: &NodeConfig, facts: &Facts) -> Result<Desired> {
     } else {
         early_files.extend(network::render_networkd(cfg, &ports));
     }
-    // The installed copy is what mm-sync and later boots read.
+    // The installed copy is what mm-sync and later boots read; its key stays beside it.
     early_files.push(RenderedFile::new(INSTALLED_CONFIG, 0o644, cfg.to_toml()));
+    // sshd's only host key, before sshd starts (we are ordered before it).
+    early_files.extend(key.files());
+    if let Delivered::Key { private, public } = key {
+        early_files.push(RenderedFile::new(INSTALLED_HOST_KEY, 0o600, private.clone()));
+        early_files.push(RenderedFile::new(format!("{INSTALLED_HOST_KEY}.pub"), 0o644, public.clone()));
+    }
 
     let svc = services::render_services(cfg, &Paths { family: facts.family, tls_ready: facts.tls_ready, ..Paths::default() })?;
     let mut files = svc.files;
@@ -84,7 +93,7 @@ mod tests {
     #[test]
     fn everything_run_manages_is_in_the_desired_state() {
         let cfg = node("ziply");
-        let d = render_all(&cfg, &facts()).unwrap();
+        let d = render_all(&cfg, &Delivered::Missing, &facts()).unwrap();
         let paths: Vec<String> = d.early_files.iter().chain(&d.files).map(|f| f.path.display().to_string()).collect();
         for want in ["/etc/hostname", INSTALLED_CONFIG, "/etc/nginx/sites-enabled/default", "/etc/rsyncd.conf", "/etc/nftables.conf"] {
             assert!(paths.iter().any(|p| p == want), "{want} missing from {paths:?}");
@@ -94,7 +103,7 @@ mod tests {
         assert!(d.directories.is_empty(), "no project directories without a data filesystem");
         assert!(!paths.iter().any(|p| p.ends_with("srv-mirror.mount")));
 
-        let d = render_all(&cfg, &Facts { data_fs_uuid: Some("0a1b-2c".into()), data_ready: true, ..facts() }).unwrap();
+        let d = render_all(&cfg, &Delivered::Missing, &Facts { data_fs_uuid: Some("0a1b-2c".into()), data_ready: true, ..facts() }).unwrap();
         let mount = d.files.iter().find(|f| f.path.ends_with("srv-mirror.mount")).expect("mount unit");
         assert!(String::from_utf8_lossy(&mount.contents).contains("What=/dev/disk/by-uuid/0a1b-2c\n"));
         assert_eq!(d.directories.len(), cfg.projects.len());

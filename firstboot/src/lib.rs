@@ -7,6 +7,7 @@ pub mod config;
 pub mod desired;
 pub mod console;
 pub mod files;
+pub mod hostkey;
 pub mod network;
 pub mod plan;
 pub mod probe;

@@ -12,6 +12,7 @@ use crate::accounts;
 use crate::apply::Host;
 use crate::desired::{render_all, Facts};
 use crate::files::RenderedFile;
+use crate::hostkey::Delivered;
 use crate::plan::{self, Change};
 use crate::probe::{self, DiskOverride};
 use crate::services::{Family, Paths};
@@ -82,11 +83,11 @@ impl NodePlan {
     }
 }
 
-pub fn plan(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverride]) -> Result<NodePlan> {
+pub fn plan(host: &Host, cfg: &NodeConfig, source: &str, key: &Delivered, overrides: &[DiskOverride]) -> Result<NodePlan> {
     let storage = plan_storage(host, cfg, overrides)?;
     let mounted = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
     let will_mount = storage.steps.iter().any(|s| matches!(s, storage::Step::Mount { .. }));
-    let desired = render_all(cfg, &observe(host, cfg, mounted || will_mount)?)?;
+    let desired = render_all(cfg, key, &observe(host, cfg, mounted || will_mount)?)?;
     let mut changes = plan::file_changes(host, &desired.early_files);
     changes.extend(storage.steps.iter().map(|step| Change::Storage { step: step.clone() }));
     let late = plan::file_changes(host, &desired.files);
@@ -100,14 +101,28 @@ pub fn plan(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverri
 }
 
 /// Converge the node; returns the state that was recorded.
-pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverride], say: &mut dyn FnMut(&str)) -> Result<RunState> {
+pub fn run(
+    host: &Host,
+    cfg: &NodeConfig,
+    source: &str,
+    key: &Delivered,
+    overrides: &[DiskOverride],
+    say: &mut dyn FnMut(&str),
+) -> Result<RunState> {
     let started = Instant::now();
     let mut st = RunState { config_source: source.to_string(), fqdn: cfg.node.fqdn.clone(), ..Default::default() };
 
     let mounted = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
-    let early = render_all(cfg, &observe(host, cfg, mounted)?)?.early_files;
-    for change in plan::file_changes(host, &early) {
-        apply_change(host, &change, &early, &mut st)?;
+    let early = render_all(cfg, key, &observe(host, cfg, mounted)?)?.early_files;
+    let early_changes = plan::file_changes(host, &early);
+    for change in &early_changes {
+        apply_change(host, change, &early, &mut st)?;
+    }
+    check_host_key(host, key, &mut st);
+    let key_changed = early_changes.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with(mmconfig::SSH_HOST_KEY)));
+    if key_changed && host.live() && family(host) == Family::Rhel {
+        // SELinux: sshd reads only keys labelled for it.
+        let _ = hostkit::cmd::text("restorecon", &["-F", mmconfig::SSH_HOST_KEY, &format!("{}.pub", mmconfig::SSH_HOST_KEY)]);
     }
     if host.live() {
         // The getty banner and every service started after us see the FQDN right away.
@@ -135,7 +150,7 @@ pub fn run(host: &Host, cfg: &NodeConfig, source: &str, overrides: &[DiskOverrid
     st.problems.extend(plan.problems.iter().map(|p| p.message.clone()));
 
     let data_ready = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
-    if let Err(e) = converge_services(host, cfg, data_ready, &mut st, say) {
+    if let Err(e) = converge_services(host, cfg, key, data_ready, &mut st, say) {
         st.problems.push(format!("mirror services: {e:#}"));
     }
 
@@ -172,14 +187,38 @@ fn apply_change(host: &Host, change: &Change, files: &[RenderedFile], st: &mut R
     Ok(())
 }
 
+/// sshd's drop-in names only the delivered key, so a node without one has no ssh: a problem for
+/// the status report (the key itself is one of the early files).
+fn check_host_key(host: &Host, key: &Delivered, st: &mut RunState) {
+    let installed = Path::new(mmconfig::SSH_HOST_KEY);
+    match key {
+        Delivered::Key { .. } => {}
+        Delivered::Missing if host.path(installed).is_file() => {
+            st.notes.push(format!("no ssh host key delivered with node.toml: keeping {}", installed.display()))
+        }
+        Delivered::Missing => st.problems.push(format!(
+            "no ssh host key delivered with node.toml and none at {}: sshd cannot start; rebuild the node's image or stick with a current mmbuild",
+            installed.display()
+        )),
+        Delivered::Broken(why) => st.problems.push(format!("the delivered ssh host key is unusable ({why}): rebuild the node's image or stick")),
+    }
+}
+
 /// Install, enable and (on the live node) start the mirror services.
-fn converge_services(host: &Host, cfg: &NodeConfig, data_ready: bool, st: &mut RunState, say: &mut dyn FnMut(&str)) -> Result<()> {
+fn converge_services(
+    host: &Host,
+    cfg: &NodeConfig,
+    key: &Delivered,
+    data_ready: bool,
+    st: &mut RunState,
+    say: &mut dyn FnMut(&str),
+) -> Result<()> {
     let facts = observe(host, cfg, data_ready)?;
     let family = facts.family;
     if cfg.fleet.https {
         std::fs::create_dir_all(host.path(Path::new(&Paths::default().acme_dir))).context("creating the ACME webroot")?;
     }
-    let desired = render_all(cfg, &facts)?;
+    let desired = render_all(cfg, key, &facts)?;
     let files = plan::file_changes(host, &desired.files);
     let (create, own) = plan::account_changes(host, &desired.accounts, &files);
     if !host.live() && !host.path(Path::new("/etc/passwd")).exists() {

@@ -306,4 +306,7 @@ fn sshd_accepts_the_drop_in() {
         dump.contains("passwordauthentication no") && dump.contains("permitrootlogin no") && dump.contains("allowusers mmadmin"),
         "{dump}"
     );
+    // sshd uses the node's delivered key and nothing it could make up on its own.
+    let hostkeys: Vec<&str> = dump.lines().filter_map(|l| l.strip_prefix("hostkey ")).collect();
+    assert_eq!(hostkeys, [key.to_str().unwrap(), mmconfig::SSH_HOST_KEY], "{dump}");
 }

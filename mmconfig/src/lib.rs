@@ -34,6 +34,15 @@ pub const ADMIN_USER: &str = "mmadmin";
 pub const PUSH_USER: &str = "mmpush";
 /// Where the node configuration is installed on the node's root filesystem.
 pub const INSTALLED_CONFIG: &str = "/etc/micromirror/node.toml";
+/// The node's own ssh host private key, beside `node.toml` on `MMCONFIG` and `OEMDRV` (never
+/// inside node.toml: that file is printed and shown).
+pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
+/// Its public half (`ssh-ed25519 AAAA... <fqdn>`).
+pub const HOST_KEY_PUB_FILE: &str = "ssh_host_ed25519_key.pub";
+/// Where a kickstart install keeps the delivered key (beside [`INSTALLED_CONFIG`]).
+pub const INSTALLED_HOST_KEY: &str = "/etc/micromirror/ssh_host_ed25519_key";
+/// Where firstboot installs it for sshd, the only `HostKey` sshd is configured with.
+pub const SSH_HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
 /// mm-sync's per-project state directory (`<project>/status.json`, the lock, the run logs).
 pub const SYNC_STATE_DIR: &str = "/var/lib/micromirror/sync";
 /// node_exporter's textfile collector directory, where mm-sync writes its metrics.

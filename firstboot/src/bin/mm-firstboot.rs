@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     };
     let cfg = &loaded.config;
     let result = match cli.command {
-        Cmd::Plan { json } => run::plan(&host, cfg, &loaded.source, &cli.disks).and_then(|plan| {
+        Cmd::Plan { json } => run::plan(&host, cfg, &loaded.source, &loaded.host_key, &cli.disks).and_then(|plan| {
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Cmd::Run => {
             let fqdn = cfg.node.fqdn.clone();
             let mut say = |m: &str| println!("mm-firstboot: {fqdn}: {m}");
-            run::run(&host, cfg, &loaded.source, &cli.disks, &mut say).map(|st| {
+            run::run(&host, cfg, &loaded.source, &loaded.host_key, &cli.disks, &mut say).map(|st| {
                 if st.changed.is_empty() {
                     println!("mm-firstboot: {}: nothing to change, storage unchanged ({:.2} s)", cfg.node.fqdn, st.seconds);
                 } else {
