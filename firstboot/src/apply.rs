@@ -80,6 +80,16 @@ impl Host {
         self.unit_file(unit).is_some()
     }
 
+    /// Remove a unit's wants symlink; whether it was there.
+    pub fn disable(&self, unit: &str, target: &str) -> Result<bool> {
+        let link = self.wants_link(unit, target);
+        match fs::remove_file(&link) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("disabling {unit}")),
+        }
+    }
+
     /// Enable a unit by its wants symlink (works on a --root tree too). `Some(changed)`, or
     /// `None` when the unit is not installed in the target.
     pub fn enable(&self, unit: &str, target: &str) -> Result<Option<bool>> {

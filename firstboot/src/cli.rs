@@ -52,6 +52,27 @@ pub enum Cmd {
     },
     /// Converge the node now.
     Run,
+    /// Adopt a new node configuration from the operator (`mmbuild apply` sends it): checked to
+    /// be for this very node, installed as /etc/micromirror/node.toml (the previous one kept as
+    /// node.toml.prev), and from then on preferred over MMCONFIG at boot. Does not converge: run
+    /// `run` next.
+    InstallConfig {
+        /// The new node.toml, `-` for stdin.
+        file: PathBuf,
+        /// A change of addresses, gateways, interface or resolvers rolls back on its own after
+        /// this many seconds unless `confirm` runs first (commit-confirmed renumbering).
+        #[arg(long, value_name = "SECONDS")]
+        confirm_within: Option<u64>,
+    },
+    /// Keep a network change adopted with --confirm-within (the operator reached the node).
+    Confirm,
+    /// Go back to the configuration before an unconfirmed network change and converge (run by
+    /// the timer install-config starts; by hand in a pinch).
+    Rollback,
+    /// Delete the data of a project this node no longer hosts, and say how much space it freed.
+    Prune {
+        project: String,
+    },
     /// Report the node's state for remote hands (and the last run).
     Status {
         #[arg(long)]

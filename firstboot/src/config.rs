@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use mmconfig::{NodeConfig, CONFIG_LABEL, INSTALLED_CONFIG, NODE_CONFIG_FILE};
 
+use crate::adopt;
 use crate::apply::Host;
 use crate::hostkey::Delivered;
 use hostkit::cmd::text as cmd;
@@ -18,25 +19,39 @@ pub struct Loaded {
     pub host_key: Delivered,
 }
 
-/// `explicit`, else node.toml on the partition labelled MMCONFIG (image installs; it wins so an
-/// operator can fix a node by editing that small FAT partition), else the installed copy
-/// (kickstart installs). `run` installs the chosen one at /etc/micromirror/node.toml, with the
-/// host key beside it.
+/// `explicit` (`-` reads stdin), else the partition labelled MMCONFIG or the installed copy,
+/// whichever [`adopt::winner`] says: the partition (image installs; an operator may fix a node by
+/// editing that small FAT partition) unless `mmbuild apply` installed a newer copy since; the
+/// installed copy on kickstart installs. `run` installs the chosen one at
+/// /etc/micromirror/node.toml, with the host key beside it.
 pub fn load(host: &Host, explicit: Option<&Path>) -> Result<Loaded> {
     let beside = |p: &Path| Delivered::read_beside(p.parent().unwrap_or(Path::new(".")));
-    let loaded = if let Some(p) = explicit {
+    let installed = host.path(Path::new(INSTALLED_CONFIG));
+    let loaded = if let Some(p) = explicit.filter(|p| *p == Path::new("-")) {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the configuration from stdin")?;
+        // The key is not sent again: the installed one stays.
+        Loaded { config: NodeConfig::from_toml(&text, "stdin")?, source: p.display().to_string(), host_key: beside(&installed) }
+    } else if let Some(p) = explicit {
         Loaded { config: NodeConfig::load(p)?, source: p.display().to_string(), host_key: beside(p) }
-    } else if let Some((text, host_key)) = read_config_partition()? {
+    } else if let Some((text, host_key)) = read_config_partition()?.filter(|(text, _)| {
+        let adopted = std::fs::read_to_string(&installed).ok();
+        adopt::winner(Some(text), adopted.as_deref(), adopt::load_applied(host).as_ref()) == adopt::Winner::Partition
+    }) {
         let config = NodeConfig::from_toml(&text, "MMCONFIG:/node.toml")?;
         Loaded { config, source: format!("partition {CONFIG_LABEL}"), host_key }
     } else {
-        let installed = host.path(Path::new(INSTALLED_CONFIG));
         let config = NodeConfig::load(&installed).with_context(|| {
             format!("no {CONFIG_LABEL} partition and no {}: this machine has no node configuration", installed.display())
         })?;
         Loaded { config, source: installed.display().to_string(), host_key: beside(&installed) }
     };
     Ok(loaded)
+}
+
+/// node.toml on the MMCONFIG partition, if there is one (what `install-config` records).
+pub fn partition_text() -> Result<Option<String>> {
+    Ok(read_config_partition()?.map(|(text, _)| text))
 }
 
 /// node.toml and the host key beside it on the MMCONFIG partition, if there is one.

@@ -179,5 +179,12 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
             Err(e) => problems.push(format!("http: nothing answers on port 80 ({e}): the mirror team must look at nginx")),
         }
     }
+    for (name, dir, bytes) in crate::adopt::leftovers(host, cfg) {
+        lines.push(format!(
+            "no longer hosted: {name} keeps {:.1} GB in {}; free it with `mmbuild apply --prune {name}`",
+            bytes as f64 / 1e9,
+            dir.display()
+        ));
+    }
     Status { fqdn: cfg.node.fqdn.clone(), lines, problems }
 }

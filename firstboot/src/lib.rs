@@ -1,6 +1,7 @@
 //! mm-firstboot and mm-sync: bring a micro-mirror node to the state its configuration describes.
 
 pub mod accounts;
+pub mod adopt;
 pub mod cli;
 pub mod apply;
 pub mod config;

@@ -38,6 +38,15 @@ pub enum Change {
         unit: String,
         target: String,
     },
+    /// A unit of something no longer configured (a dropped project's sync): stopped, disabled.
+    DisableUnit {
+        unit: String,
+        target: String,
+    },
+    /// A unit file of something no longer configured.
+    RemoveFile {
+        path: PathBuf,
+    },
     Storage {
         #[serde(flatten)]
         step: Step,
@@ -54,6 +63,8 @@ impl Change {
             Change::OwnSshDir { user } => format!("give {user} its home and ssh keys"),
             Change::CreateDirectory { path } => format!("create the directory {}", path.display()),
             Change::EnableUnit { unit, .. } => format!("enable {unit}"),
+            Change::DisableUnit { unit, .. } => format!("stop and disable {unit}"),
+            Change::RemoveFile { path } => format!("remove {}", path.display()),
             Change::Storage { step } => crate::run::describe_step(step),
         }
     }
@@ -144,6 +155,35 @@ pub fn unit_changes(host: &Host, units: &[(String, String)], files: &[RenderedFi
         })
         .map(|(unit, target)| Change::EnableUnit { unit: unit.clone(), target: target.clone() })
         .collect()
+}
+
+/// Units we install only for something configured (a project's sync, HTTPS renewal): the ones
+/// on the node that the configuration no longer asks for are stopped, disabled and removed.
+const OWN_UNIT_PREFIXES: &[&str] = &["mm-sync-", "mm-certbot."];
+
+pub fn stale_changes(host: &Host, files: &[RenderedFile], units: &[(String, String)]) -> Vec<Change> {
+    let dir = Path::new("/etc/systemd/system");
+    let mut names: Vec<String> = fs::read_dir(host.path(dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| OWN_UNIT_PREFIXES.iter().any(|p| n.starts_with(p)) && (n.ends_with(".service") || n.ends_with(".timer")))
+        .filter(|n| !files.iter().any(|f| f.path == dir.join(n)))
+        .collect();
+    names.sort();
+    let mut disable = Vec::new();
+    let mut remove = Vec::new();
+    for n in names {
+        for target in ["timers.target", "multi-user.target"] {
+            if host.enabled(&n, target) && !units.iter().any(|(u, _)| *u == n) {
+                disable.push(Change::DisableUnit { unit: n.clone(), target: target.into() });
+            }
+        }
+        remove.push(Change::RemoveFile { path: dir.join(&n) });
+    }
+    disable.extend(remove);
+    disable
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ pub fn plan(host: &Host, cfg: &NodeConfig, source: &str, key: &Delivered, overri
     changes.extend(own);
     changes.extend(plan::directory_changes(host, &desired.directories));
     changes.extend(plan::unit_changes(host, &desired.units, &desired.files));
+    changes.extend(plan::stale_changes(host, &desired.files, &desired.units));
     Ok(NodePlan { fqdn: cfg.node.fqdn.clone(), config_source: source.to_string(), changes, storage })
 }
 
@@ -123,6 +124,15 @@ pub fn run(
     if key_changed && host.live() && family(host) == Family::Rhel {
         // SELinux: sshd reads only keys labelled for it.
         let _ = hostkit::cmd::text("restorecon", &["-F", mmconfig::SSH_HOST_KEY, &format!("{}.pub", mmconfig::SSH_HOST_KEY)]);
+    }
+    let network_changed = early_changes.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with("/etc/systemd/network")));
+    if network_changed && host.live() && host.units_active(&["systemd-networkd.service"])[0] {
+        // A day-2 change (at boot we run before networkd): networkd reconfigures every link a
+        // new, changed or removed .network file matches.
+        say("network: configuration changed, reloading systemd-networkd");
+        if let Err(e) = hostkit::cmd::text("networkctl", &["reload"]) {
+            st.problems.push(format!("reloading the network configuration: {e:#}"));
+        }
     }
     if host.live() {
         // The getty banner and every service started after us see the FQDN right away.
@@ -181,6 +191,13 @@ fn apply_change(host: &Host, change: &Change, files: &[RenderedFile], st: &mut R
         Change::EnableUnit { unit, target } => {
             host.enable(unit, target)?;
         }
+        Change::DisableUnit { unit, target } => {
+            host.disable(unit, target)?;
+        }
+        Change::RemoveFile { path } => {
+            let p = host.path(path);
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
         Change::Storage { step } => host.step(step)?,
     }
     st.changed.push(change.describe());
@@ -230,10 +247,26 @@ fn converge_services(
         matches!(c, Change::WriteFile { path, new: false, .. } if path.starts_with("/etc/systemd/system"))
     });
     let enable = plan::unit_changes(host, &desired.units, &desired.files);
-    let changed = !files.is_empty() || !enable.is_empty();
-    for change in create.iter().chain(&files).chain(&own).chain(&plan::directory_changes(host, &desired.directories)).chain(&enable) {
+    let stale = plan::stale_changes(host, &desired.files, &desired.units);
+    let changed = !files.is_empty() || !enable.is_empty() || !stale.is_empty();
+    // A dropped project's timer must not fire again; its data stays (status says how much).
+    let stop: Vec<String> = stale
+        .iter()
+        .filter_map(|c| if let Change::RemoveFile { path } = c { path.file_name().map(|n| n.to_string_lossy().into_owned()) } else { None })
+        .collect();
+    let dirs = plan::directory_changes(host, &desired.directories);
+    for change in create.iter().chain(&files).chain(&own).chain(&dirs).chain(&enable).chain(&stale) {
         apply_change(host, change, &desired.files, st)?;
     }
+    crate::adopt::remember(host, cfg)?;
+    if host.live() && !stop.is_empty() {
+        let mut args = vec!["stop", "--no-block"];
+        args.extend(stop.iter().map(String::as_str));
+        if let Err(e) = host.systemctl(&args) {
+            st.problems.push(format!("stopping {}: {e:#}", stop.join(" ")));
+        }
+    }
+    let units_rewritten = units_rewritten || stale.iter().any(|c| matches!(c, Change::RemoveFile { .. }));
     let missing: Vec<&str> = desired.units.iter().map(|(u, _)| u.as_str()).filter(|u| !host.unit_installed(u)).collect();
     if !missing.is_empty() {
         let msg = format!("units not installed, not enabled: {}", missing.join(", "));

@@ -28,6 +28,8 @@ impl Fixture {
         ci.node.wipe_disk_serials = wipe_serials.iter().map(|s| s.to_string()).collect();
         let config = dir.path().join("node.toml");
         std::fs::write(&config, ci.to_toml()).unwrap();
+        // The node's own host key travels beside node.toml (without one, sshd could not start).
+        sh(&format!("ssh-keygen -q -t ed25519 -N '' -C ci -f {}", dir.path().join(mmconfig::HOST_KEY_FILE).display()));
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();

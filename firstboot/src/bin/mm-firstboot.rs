@@ -14,6 +14,14 @@ use mm_firstboot::Exit;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let host = Host::new(&cli.root);
+    match day2(&host, &cli) {
+        Some(Ok(code)) => return code.into(),
+        Some(Err(e)) => {
+            eprintln!("mm-firstboot: error: {e:#}");
+            return Exit::Failed.into();
+        }
+        None => {}
+    }
     let loaded = match config::load(&host, cli.config.as_deref()) {
         Ok(l) => l,
         Err(e) => {
@@ -80,6 +88,7 @@ fn main() -> ExitCode {
             };
             res.context("writing /etc/issue").map(|_| if st.ok() { Exit::Ok } else { Exit::NeedsHands })
         }
+        Cmd::InstallConfig { .. } | Cmd::Confirm | Cmd::Rollback | Cmd::Prune { .. } => unreachable!("handled by day2()"),
     };
     match result {
         Ok(code) => code.into(),
@@ -88,4 +97,80 @@ fn main() -> ExitCode {
             Exit::Failed.into()
         }
     }
+}
+
+/// The commands that change which configuration the node has (they must work when the current
+/// one does not load); None for the others.
+fn day2(host: &Host, cli: &Cli) -> Option<anyhow::Result<Exit>> {
+    use mm_firstboot::adopt;
+    let partition = || if host.live() { config::partition_text().ok().flatten() } else { None };
+    Some(match &cli.command {
+        Cmd::InstallConfig { file, confirm_within } => (|| {
+            let text = if file.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).context("reading stdin")?;
+                t
+            } else {
+                std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let current = config::load(host, cli.config.as_deref()).ok().map(|l| l.config);
+            let adopted = match adopt::install_config(host, current.as_ref(), &text, partition().as_deref(), *confirm_within) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("mm-firstboot: error: {e:#}");
+                    return Ok(Exit::BadConfig);
+                }
+            };
+            if let (Some(by), Some(secs)) = (adopted.confirm_by_unix, confirm_within) {
+                if host.live() {
+                    // A transient timer: gone after a reboot, when firstboot itself checks the deadline.
+                    let _ = hostkit::cmd::text("systemctl", &["stop", "mm-config-rollback.timer"]);
+                    hostkit::cmd::text(
+                        "systemd-run",
+                        &["--unit=mm-config-rollback", &format!("--on-active={secs}"), "--timer-property=AccuracySec=1s", "/usr/bin/mm-firstboot", "rollback"],
+                    )
+                    .context("scheduling the rollback")?;
+                }
+                println!("mm-firstboot: network change adopted: confirm before {by} (unix time) or it rolls back");
+            }
+            println!("{}", serde_json::to_string(&adopted)?);
+            Ok(Exit::Ok)
+        })(),
+        Cmd::Confirm => (|| {
+            let had = adopt::confirm(host)?;
+            if host.live() {
+                let _ = hostkit::cmd::text("systemctl", &["stop", "mm-config-rollback.timer"]);
+            }
+            println!("mm-firstboot: {}", if had { "network change confirmed" } else { "nothing to confirm" });
+            Ok(Exit::Ok)
+        })(),
+        Cmd::Rollback => (|| match adopt::rollback(host, partition().as_deref())? {
+            None => {
+                println!("mm-firstboot: nothing to roll back");
+                Ok(Exit::Ok)
+            }
+            Some(_) => {
+                println!("mm-firstboot: the network change was not confirmed: back to the previous configuration");
+                let loaded = config::load(host, None)?;
+                let fqdn = loaded.config.node.fqdn.clone();
+                let mut say = |m: &str| println!("mm-firstboot: {fqdn}: {m}");
+                let st = run::run(host, &loaded.config, &loaded.source, &loaded.host_key, &cli.disks, &mut say)?;
+                Ok(if st.problems.is_empty() { Exit::Ok } else { Exit::NeedsHands })
+            }
+        })(),
+        Cmd::Prune { project } => (|| {
+            let loaded = config::load(host, cli.config.as_deref())?;
+            match adopt::prune(host, &loaded.config, project) {
+                Ok(bytes) => {
+                    println!("mm-firstboot: {project}: deleted, {:.2} GB freed", bytes as f64 / 1e9);
+                    Ok(Exit::Ok)
+                }
+                Err(e) => {
+                    eprintln!("mm-firstboot: error: {e:#}");
+                    Ok(Exit::BadConfig)
+                }
+            }
+        })(),
+        _ => return None,
+    })
 }
