@@ -22,6 +22,12 @@ fn main() -> ExitCode {
         }
         None => {}
     }
+    if matches!(cli.command, Cmd::Run) {
+        // A reboot inside a network change's confirmation window loses the transient timer.
+        if let Err(e) = resume_pending(&host) {
+            eprintln!("mm-firstboot: warning: {e:#}");
+        }
+    }
     let loaded = match config::load(&host, cli.config.as_deref()) {
         Ok(l) => l,
         Err(e) => {
@@ -173,4 +179,26 @@ fn day2(host: &Host, cli: &Cli) -> Option<anyhow::Result<Exit>> {
         })(),
         _ => return None,
     })
+}
+
+/// An unconfirmed network change whose deadline passed (the node rebooted meanwhile) rolls back
+/// now; one still inside its window gets its timer again.
+fn resume_pending(host: &Host) -> anyhow::Result<()> {
+    use mm_firstboot::adopt;
+    let Some(p) = adopt::load_pending(host) else {
+        return Ok(());
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if now >= p.deadline_unix {
+        let partition = if host.live() { config::partition_text().ok().flatten() } else { None };
+        adopt::rollback(host, partition.as_deref())?;
+        println!("mm-firstboot: an unconfirmed network change expired: back to the previous configuration");
+    } else if host.live() {
+        let left = p.deadline_unix - now;
+        hostkit::cmd::text(
+            "systemd-run",
+            &["--unit=mm-config-rollback", &format!("--on-active={left}"), "--timer-property=AccuracySec=1s", "/usr/bin/mm-firstboot", "rollback"],
+        )?;
+    }
+    Ok(())
 }
