@@ -23,7 +23,8 @@ directory (the repository, or $MMBUILD_DATA, or /usr/share/micromirror); --data 
 EXIT STATUS: 0 success; 1 invalid fleet, profile or hardware file (every error is printed as \
 FILE:LINE:COL: error: ...); 2 wrong command line; 3 a host tool is missing or the environment \
 is unusable (also: the host key state directory lost, unreadable or too open; the message says what to do); \
-4 a build step failed; 5 `export registrations --check` wrote the applications but found one not ready."
+4 a build step failed; 5 `export registrations --check` wrote the applications but found one not ready; \
+6 `plan`/`apply`: a node could not be reached, failed or needs attention (the others were still done)."
 )]
 struct Cli {
     /// Directory holding profiles/ and hardware/ (default: beside the fleet file, then built-in).
@@ -100,6 +101,28 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Show, per node, what `apply` would change on the live nodes; changes nothing.
+    ///
+    /// Over ssh as the admin account (the real OpenSSH client, BatchMode, StrictHostKeyChecking
+    /// against DIR/known_hosts written by the build: a node whose key differs is refused, never
+    /// trusted), per node: the node.toml change (unified diff of the installed copy against the
+    /// inventory), the on-node binaries whose version differs from --node-bin, and every file,
+    /// unit, account, directory and storage step that the node's own `mm-firstboot plan` lists
+    /// for the new configuration.
+    Plan(Day2Args),
+    /// Bring the live nodes to the inventory: new binaries, the new node.toml, the node's converge.
+    ///
+    /// Per node, in parallel (--jobs): the on-node binaries when their version differs (written
+    /// atomically, the previous kept as /usr/bin/NAME.prev), `mm-firstboot install-config` (the
+    /// node keeps it across reboots: it wins over MMCONFIG until MMCONFIG itself changes) and
+    /// `mm-firstboot run`. A node with nothing to change is left alone. Dropped projects stop
+    /// being served and synced; their data stays until --prune. A change of addresses, gateway,
+    /// interface or resolvers is applied commit-confirmed: the node converges on its own, this
+    /// command reaches it on its new address and confirms; unconfirmed within
+    /// --confirm-timeout it rolls back to the previous network by itself. One node failing or
+    /// unreachable never stops the others. EXIT STATUS 0 when every node converged (or had
+    /// nothing to change), 6 otherwise.
+    Apply(Day2Args),
     /// Export files for other systems from the inventory.
     Export {
         #[command(subcommand)]
@@ -129,6 +152,45 @@ enum Command {
         #[arg(long)]
         snapshot: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct Day2Args {
+    /// The fleet inventory.
+    fleet: PathBuf,
+    /// The build's output directory: its known_hosts holds the keys the nodes must present.
+    #[arg(long, short, value_name = "DIR")]
+    out: PathBuf,
+    /// Only this node (repeatable); default: every node.
+    #[arg(long = "node", value_name = "NAME")]
+    nodes: Vec<String>,
+    /// Nodes worked on in parallel.
+    #[arg(long, short, default_value_t = 8)]
+    jobs: usize,
+    /// Directory with the on-node binaries to roll out [default: as for build].
+    #[arg(long, value_name = "DIR")]
+    node_bin: Option<PathBuf>,
+    /// Reach NODE at HOST[:PORT] instead of its first inventory address and port 22
+    /// (repeatable), e.g. a port forward or a jump host's tunnel. The host key is still checked
+    /// under the node's FQDN.
+    #[arg(long, value_name = "NODE=HOST[:PORT]")]
+    connect: Vec<String>,
+    /// The admin's ssh private key (default: ssh's own choice, e.g. the agent).
+    #[arg(long, short = 'i', value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// apply: delete this dropped project's data on nodes that no longer host it (repeatable).
+    #[arg(long, value_name = "PROJECT")]
+    prune: Vec<String>,
+    /// apply: seconds a network change has to be confirmed from the new address before the node
+    /// rolls it back.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    confirm_timeout: u64,
+    /// Seconds before an ssh connection attempt gives up.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    connect_timeout: u64,
+    /// The per-node results as JSON (versioned).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +291,8 @@ fn main() -> ExitCode {
             })
         }
         Command::Export { kind: ExportKind::Registrations(args) } => export_registrations(args, cli.data.clone()),
+        Command::Plan(args) => day2(args, cli.data.clone(), false),
+        Command::Apply(args) => day2(args, cli.data.clone(), true),
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
             run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
         }
@@ -241,6 +305,45 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<ExitCode> {
+    use mmbuild::day2;
+    let fleet = match mmbuild::fleet::load(&args.fleet, data.as_deref()) {
+        Ok(f) => f,
+        Err(diags) => {
+            eprint!("{diags}");
+            return Ok(ExitCode::from(exit::INVALID_INPUT));
+        }
+    };
+    let mut connect = Vec::new();
+    for c in &args.connect {
+        match mmbuild::remote::parse_connect(c) {
+            Ok(t) => connect.push(t),
+            Err(why) => {
+                eprintln!("mmbuild: error: --connect {why}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let opts = day2::Options {
+        out: args.out,
+        nodes: args.nodes,
+        jobs: args.jobs,
+        node_bin: args.node_bin.unwrap_or_else(build::default_node_bin),
+        connect,
+        identity: args.identity,
+        prune: args.prune,
+        confirm_timeout: args.confirm_timeout,
+        connect_timeout: args.connect_timeout,
+    };
+    let report = day2::run(&fleet, &opts, apply)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", day2::render(&report, apply));
+    }
+    Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(exit::NODES_FAILED) })
 }
 
 fn export_registrations(args: RegistrationsArgs, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {

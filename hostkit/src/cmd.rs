@@ -112,6 +112,11 @@ pub fn text<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> {
 
 /// Like [`run`], feeding `input` on stdin (from a thread, so large inputs cannot deadlock).
 pub fn run_with_input(cmd: &mut Command, input: Vec<u8>) -> Result<Output> {
+    run_with_input_codes(cmd, input, &[0])
+}
+
+/// [`run_with_input`] where the exit codes in `ok` are answers, not failures.
+pub fn run_with_input_codes(cmd: &mut Command, input: Vec<u8>, ok: &[i32]) -> Result<Output> {
     let shown = describe(cmd);
     let mut child =
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting `{shown}`"))?;
@@ -119,7 +124,7 @@ pub fn run_with_input(cmd: &mut Command, input: Vec<u8>) -> Result<Output> {
     let feeder = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().with_context(|| format!("running `{shown}`"))?;
     let fed = feeder.join().map_err(|_| anyhow::anyhow!("the thread feeding `{shown}` panicked"))?;
-    let out = check(&shown, out)?;
+    let out = check_codes(&shown, out, ok)?;
     fed.with_context(|| format!("writing to the stdin of `{shown}`"))?;
     Ok(out)
 }

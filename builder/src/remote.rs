@@ -1,0 +1,122 @@
+//! One node over the real OpenSSH client: the node's key checked against the build's
+//! `known_hosts` (never trust on first use), batch mode, one reused connection per node.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::Result;
+use mmconfig::{NodeConfig, ADMIN_USER};
+
+/// Where and how to reach one node.
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    pub fqdn: String,
+    /// Address (or name) to connect to; the host key is looked up under `fqdn` regardless.
+    pub host: String,
+    pub port: u16,
+    pub known_hosts: PathBuf,
+    pub identity: Option<PathBuf>,
+    /// Directory for the connection-sharing socket (one master connection per node).
+    pub control_dir: PathBuf,
+    pub connect_timeout: u64,
+}
+
+/// The node's first configured address (IPv4, else IPv6) without its prefix length.
+pub fn node_address(cfg: &NodeConfig) -> Option<String> {
+    let strip = |a: &str| a.split('/').next().unwrap_or(a).to_string();
+    cfg.node.ipv4.as_ref().map(|v4| strip(&v4.address)).or_else(|| cfg.node.ipv6.as_ref().map(|v6| strip(&v6.address)))
+}
+
+/// `NODE=HOST[:PORT]` (an IPv6 host in brackets when a port follows).
+pub fn parse_connect(s: &str) -> Result<(String, String, Option<u16>), String> {
+    let (node, target) = s.split_once('=').ok_or_else(|| format!("{s}: expected NODE=HOST[:PORT]"))?;
+    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').ok_or_else(|| format!("{s}: unclosed [ in the address"))?;
+        (h.to_string(), tail.strip_prefix(':'))
+    } else if target.matches(':').count() == 1 {
+        let (h, p) = target.split_once(':').unwrap_or((target, ""));
+        (h.to_string(), Some(p))
+    } else {
+        (target.to_string(), None)
+    };
+    let port = port.map(|p| p.parse::<u16>().map_err(|_| format!("{s}: bad port {p:?}"))).transpose()?;
+    if node.is_empty() || host.is_empty() {
+        return Err(format!("{s}: expected NODE=HOST[:PORT]"));
+    }
+    Ok((node.to_string(), host, port))
+}
+
+impl Ssh {
+    fn command(&self) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "CheckHostIP=no"])
+            .arg("-o")
+            .arg(format!("HostKeyAlias={}", self.fqdn))
+            .args(["-o", "ControlMaster=auto", "-o", "ControlPersist=120"])
+            .arg("-o")
+            .arg(format!("ControlPath={}", self.control_dir.join("%C").display()))
+            .arg("-o")
+            .arg(format!("ConnectTimeout={}", self.connect_timeout))
+            .args(["-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"])
+            .arg("-p")
+            .arg(self.port.to_string());
+        if let Some(id) = &self.identity {
+            c.arg("-i").arg(id).args(["-o", "IdentitiesOnly=yes"]);
+        }
+        c.arg(format!("{ADMIN_USER}@{}", self.host)).arg("--");
+        c
+    }
+
+    /// Run `remote` (a shell command line on the node); failure names the node and the command.
+    pub fn run(&self, remote: &str, input: Option<&[u8]>) -> Result<Output> {
+        let mut c = self.command();
+        c.arg(remote);
+        let out = match input {
+            Some(bytes) => hostkit::cmd::run_with_input(&mut c, bytes.to_vec()),
+            None => hostkit::cmd::run(&mut c),
+        };
+        out.map_err(|e| e.context(format!("{} ({}:{})", self.fqdn, self.host, self.port)))
+    }
+
+    /// Like [`Ssh::run`], but the remote exit codes in `ok` are answers (mm-firstboot's 3).
+    pub fn run_codes(&self, remote: &str, input: Option<&[u8]>, ok: &[i32]) -> Result<Output> {
+        let mut c = self.command();
+        c.arg(remote);
+        let out = match input {
+            Some(bytes) => hostkit::cmd::run_with_input_codes(&mut c, bytes.to_vec(), ok),
+            None => hostkit::cmd::run_codes(&mut c, ok),
+        };
+        out.map_err(|e| e.context(format!("{} ({}:{})", self.fqdn, self.host, self.port)))
+    }
+
+    /// Close the shared connection (ignored when none is open).
+    pub fn close(&self) {
+        let mut c = self.command();
+        c.args(["-O", "exit"]);
+        let _ = c.stdin(std::process::Stdio::null()).output();
+    }
+}
+
+/// A private directory for the control sockets (sockets must not be reachable by others).
+pub fn control_dir() -> Result<tempfile::TempDir> {
+    // Short path: a unix socket path is limited to ~100 bytes.
+    Ok(tempfile::Builder::new().prefix("mm-ssh.").tempdir_in(Path::new("/tmp"))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_overrides_parse() {
+        assert_eq!(parse_connect("ci=127.0.0.1:2222").unwrap(), ("ci".into(), "127.0.0.1".into(), Some(2222)));
+        assert_eq!(parse_connect("ci=[::1]:22").unwrap(), ("ci".into(), "::1".into(), Some(22)));
+        assert_eq!(parse_connect("ci=2001:db8::5").unwrap(), ("ci".into(), "2001:db8::5".into(), None));
+        assert_eq!(parse_connect("ci=node.example").unwrap(), ("ci".into(), "node.example".into(), None));
+        assert!(parse_connect("ci").is_err());
+        assert!(parse_connect("ci=h:x").unwrap_err().contains("bad port"));
+    }
+}

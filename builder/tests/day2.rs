@@ -1,0 +1,272 @@
+//! Slow tier: day 2 on a booted node. `mmbuild plan` / `mmbuild apply` over the forwarded ssh
+//! port against the build's known_hosts: a project added, the sponsor changed to a hostile
+//! string, an admin key rotated; a second apply changes nothing; the change survives a reboot; a
+//! dropped project keeps its data until --prune.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use hostkit::testenv::Need;
+use mmbuild::qemu::{Vm, VmOptions};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(out.status.success(), "{cmd}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mmbuild(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmbuild")).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn curl(url: &str) -> String {
+    String::from_utf8_lossy(&Command::new("curl").args(["-s", "--max-time", "10", url]).output().unwrap().stdout).into_owned()
+}
+
+struct Reaped(std::process::Child);
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The example `ci` node's upstreams are rsync://10.0.2.2:10873/<module>/ (QEMU's user network
+/// maps 10.0.2.2 to this host).
+const UPSTREAM_PORT: u16 = 10873;
+const READY: &str = "mm-firstboot: ci.mm.example.net ready - ALL GOOD";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+struct Node {
+    tmp: tempfile::TempDir,
+    out: PathBuf,
+    image: PathBuf,
+    data: PathBuf,
+    ports: (u16, u16, u16),
+}
+
+impl Node {
+    fn fleet(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn boot(&self, log: &str) -> Vm {
+        let mut opts = VmOptions::new(&self.image);
+        opts.data_disks = vec![self.data.clone()];
+        opts.serial_log = Some(self.tmp.path().join(log));
+        let (ssh, http, rsync) = self.ports;
+        opts.forwards = vec![(ssh, 22), (http, 80), (rsync, 873)];
+        let mut vm = Vm::start(&opts).unwrap();
+        vm.wait_for(READY, BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(40)));
+        vm
+    }
+
+    fn day2(&self, verb: &str, fleet: &str, key: &str, extra: &[&str]) -> Output {
+        let fleet = self.fleet(fleet);
+        let key = self.tmp.path().join(key);
+        let connect = format!("ci=127.0.0.1:{}", self.ports.0);
+        let data = repo();
+        let mut args = vec![verb, fleet.to_str().unwrap(), "--out", self.out.to_str().unwrap(), "--node", "ci"];
+        args.extend(["--connect", &connect, "-i", key.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+        args.extend(extra);
+        let started = Instant::now();
+        let o = mmbuild(&args);
+        eprintln!("mmbuild {verb} {}: {:.2} s", fleet.display(), started.elapsed().as_secs_f64());
+        o
+    }
+
+    fn ssh(&self, key: &str, command: &str) -> Output {
+        Command::new("ssh")
+            .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.out.join("known_hosts").display()))
+            .args(["-o", "HostKeyAlias=ci.mm.example.net", "-o", "IdentitiesOnly=yes", "-i"])
+            .arg(self.tmp.path().join(key))
+            .args(["-p", &self.ports.0.to_string(), "mmadmin@127.0.0.1", command])
+            .output()
+            .unwrap()
+    }
+
+    /// Wait until the node's nginx serves `path` containing `needle` (a converge reloads nginx).
+    fn http_shows(&self, path: &str, needle: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let body = curl(&format!("http://127.0.0.1:{}{path}", self.ports.1));
+            if body.contains(needle) {
+                return body;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "{path} never showed {needle:?}:\n{body}");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+#[test]
+#[ignore = "slow: boots the example qemu node under QEMU + OVMF and changes it over ssh"]
+fn apply_changes_a_live_node_and_nothing_twice() {
+    if hostkit::testenv::need(&[Need::Root, Need::Tool("mmdebstrap"), Need::Tool("qemu-system-x86_64"), Need::Tool("ssh")]).is_err() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Upstreams: a real rpm repository for epel, a small tree for gimp.
+    let up = tmp.path().join("upstream");
+    let fixture_rpm = repo().join("scripts/fixture-rpm");
+    sh(&format!("{} {}/epel/Packages hello 1.0", fixture_rpm.display(), up.display()));
+    sh(&format!("createrepo_c --quiet {}/epel", up.display()));
+    std::fs::create_dir_all(up.join("gimp/v2.10")).unwrap();
+    std::fs::write(up.join("gimp/v2.10/gimp-2.10.38.tar.bz2"), vec![7u8; 300_000]).unwrap();
+    let conf = tmp.path().join("rsyncd.conf");
+    std::fs::write(
+        &conf,
+        format!("use chroot = no\nread only = yes\n[epel]\npath = {0}/epel\n[gimp]\npath = {0}/gimp\n", up.display()),
+    )
+    .unwrap();
+    let mut daemon = Reaped(
+        Command::new("rsync")
+            .args(["--daemon", "--no-detach", &format!("--port={UPSTREAM_PORT}"), "--address=127.0.0.1"])
+            .arg(format!("--config={}", conf.display()))
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(daemon.0.try_wait().unwrap().is_none(), "port {UPSTREAM_PORT} is taken");
+
+    // Two admin keys: A is in the built image, B replaces it on day 2.
+    for k in ["key_a", "key_b"] {
+        sh(&format!("ssh-keygen -q -t ed25519 -N '' -C {k} -f {}", tmp.path().join(k).display()));
+    }
+    let public = |k: &str| std::fs::read_to_string(tmp.path().join(format!("{k}.pub"))).unwrap().trim().to_string();
+    let example = std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap();
+    let with_admin = |key: &str| {
+        example
+            .replacen("admin_ssh_keys = [\n", &format!("admin_ssh_keys = [\n  \"{key}\",\n"), 1)
+            .replacen("admin_prefixes = [\"192.0.2.0/24\",", "admin_prefixes = [\"10.0.2.2/32\", \"192.0.2.0/24\",", 1)
+    };
+    let v1 = with_admin(&public("key_a"));
+    std::fs::write(tmp.path().join("v1.toml"), &v1).unwrap();
+    let hostile = "Day2 \\\"Sponsor\\\" <b>&amp; $(touch /tmp/pwned)";
+    let v2 = with_admin(&public("key_b"))
+        .replace("projects = [\"epel\"]\nsponsor = { name = \"CI \\\"Labs\\\" & <Sons> '; rm -rf / #\"", &format!("projects = [\"epel\", \"gimp\"]\nsponsor = {{ name = \"{hostile}\""))
+        .replace("upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\" }", "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\", gimp = \"rsync://10.0.2.2:10873/gimp/\" }");
+    assert!(v2.contains("projects = [\"epel\", \"gimp\"]") && v2.contains("gimp = \"rsync://10.0.2.2:10873/gimp/\""), "{v2}");
+    std::fs::write(tmp.path().join("v2.toml"), &v2).unwrap();
+    let v3 = v2.replace("projects = [\"epel\", \"gimp\"]", "projects = [\"epel\"]");
+    std::fs::write(tmp.path().join("v3.toml"), &v3).unwrap();
+
+    let out = tmp.path().join("out");
+    let data_dir = repo();
+    let state = tmp.path().join("state");
+    let v1_path = tmp.path().join("v1.toml");
+    let built = mmbuild(&[
+        "build",
+        v1_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--node",
+        "ci",
+        "--quiet",
+        "--state",
+        state.to_str().unwrap(),
+        "--data",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert!(built.status.success(), "{}", text(&built));
+    let image = tmp.path().join("ci.img");
+    sh(&format!("cp --sparse=always {} {}", out.join("ci/disk.img").display(), image.display()));
+    let data = tmp.path().join("data.img");
+    std::fs::File::create(&data).unwrap().set_len(4 << 30).unwrap();
+    let node = Node { tmp, out, image, data, ports: (free_port(), free_port(), free_port()) };
+    let vm = node.boot("boot1.log");
+
+    // The inventory it was built from: nothing to change.
+    let o = node.day2("plan", "v1.toml", "key_a", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("nothing-to-change"), "{}", text(&o));
+
+    // Day 2: plan shows the change, apply makes it.
+    let o = node.day2("plan", "v2.toml", "key_a", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan = text(&o);
+    assert!(plan.contains("would change on ci.mm.example.net") && plan.contains("mm-sync-gimp.timer"), "{plan}");
+    assert!(plan.lines().any(|l| l.trim_start().starts_with('+') && l.contains("gimp")), "the node.toml diff: {plan}");
+    assert!(node.ssh("key_a", "test ! -e /etc/systemd/system/mm-sync-gimp.timer").status.success(), "plan changed the node");
+
+    let o = node.day2("apply", "v2.toml", "key_a", &["--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["nodes"][0]["result"], "converged", "{report}");
+
+    // The listing carries the new sponsor as text (escaped), the new module is served.
+    let listing = node.http_shows("/", "Day2");
+    assert!(!listing.contains("<b>&amp;"), "the hostile sponsor was not escaped:\n{listing}");
+    let modules = sh(&format!("rsync --contimeout=10 rsync://127.0.0.1:{}/", node.ports.2));
+    assert!(modules.contains("gimp") && modules.contains("epel"), "{modules}");
+    // Key rotation: A is refused, B accepted.
+    assert!(!node.ssh("key_a", "true").status.success(), "the rotated-out admin key still logs in");
+    assert!(node.ssh("key_b", "true").status.success(), "the new admin key is refused");
+    assert!(node.ssh("key_b", "test ! -e /tmp/pwned").status.success(), "the sponsor string was executed");
+
+    // A second apply: nothing to change, nothing changed.
+    let before = String::from_utf8_lossy(&node.ssh("key_b", "sudo cat /var/lib/micromirror/firstboot/state.json").stdout).into_owned();
+    let o = node.day2("apply", "v2.toml", "key_b", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("nothing-to-change"), "{}", text(&o));
+    let after = String::from_utf8_lossy(&node.ssh("key_b", "sudo cat /var/lib/micromirror/firstboot/state.json").stdout).into_owned();
+    assert_eq!(before, after, "a no-op apply ran a converge");
+
+    // The gimp sync lands (its first sync was started by the converge).
+    let t = Instant::now();
+    while !node.ssh("key_b", "test -f /srv/mirror/gimp/v2.10/gimp-2.10.38.tar.bz2").status.success() {
+        assert!(t.elapsed() < Duration::from_secs(120), "gimp never synced");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // A power cut and a boot: the applied configuration wins over the build's MMCONFIG copy.
+    drop(vm);
+    let vm = node.boot("boot2.log");
+    node.http_shows("/", "Day2");
+    let installed = String::from_utf8_lossy(&node.ssh("key_b", "cat /etc/micromirror/node.toml").stdout).into_owned();
+    assert!(installed.contains("gimp"), "{installed}");
+    assert!(!node.ssh("key_a", "true").status.success(), "a reboot brought the old admin key back");
+
+    // Dropping gimp: no longer synced or served, its data kept and reported; --prune frees it.
+    let o = node.day2("apply", "v3.toml", "key_b", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(node.ssh("key_b", "test -f /srv/mirror/gimp/v2.10/gimp-2.10.38.tar.bz2 && test ! -e /etc/systemd/system/mm-sync-gimp.timer").status.success());
+    let modules = sh(&format!("rsync --contimeout=10 rsync://127.0.0.1:{}/", node.ports.2));
+    assert!(!modules.contains("gimp"), "{modules}");
+    let status = String::from_utf8_lossy(&node.ssh("key_b", "sudo mm-firstboot status").stdout).into_owned();
+    assert!(status.contains("no longer hosted: gimp keeps"), "{status}");
+    let o = node.day2("apply", "v3.toml", "key_b", &["--prune", "gimp"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("freed"), "{}", text(&o));
+    assert!(node.ssh("key_b", "test ! -e /srv/mirror/gimp").status.success(), "--prune left the data");
+
+    // A node presenting another key than the published one is refused (never trusted).
+    let known = node.out.join("known_hosts");
+    let original = std::fs::read_to_string(&known).unwrap();
+    sh(&format!("ssh-keygen -q -t ed25519 -N '' -C impostor -f {}", node.tmp.path().join("impostor").display()));
+    let impostor = std::fs::read_to_string(node.tmp.path().join("impostor.pub")).unwrap();
+    let ci_line = original.lines().find(|l| l.starts_with("ci.")).unwrap();
+    let names = ci_line.split_once(' ').unwrap().0;
+    let forged = original.replace(ci_line, &format!("{names} {}", impostor.split(' ').take(2).collect::<Vec<_>>().join(" ")));
+    std::fs::write(&known, forged).unwrap();
+    let o = node.day2("plan", "v3.toml", "key_b", &[]);
+    std::fs::write(&known, original).unwrap();
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert!(text(&o).contains("unreachable") && text(&o).contains("Host key verification failed"), "{}", text(&o));
+    drop(vm);
+}
