@@ -165,6 +165,29 @@ fn next_second() {
     std::thread::sleep(Duration::from_millis(1100));
 }
 
+/// Polls `done` every 20 ms until it holds; fails the test after `secs` seconds.
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < Duration::from_secs(secs), "gave up waiting after {secs} s for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Bytes rsync has written so far into its temporary `.<name>.XXXXXX` in `dir` (0 if none yet).
+fn in_flight(dir: &Path, name: &str) -> u64 {
+    let prefix = format!(".{name}.");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
 fn files(dir: &Path) -> Vec<String> {
     let out = sh(&format!("cd {} && find . -type f ! -path './.mirror-trace/*' ! -path './project/trace/*' | sort", dir.display()));
     out.lines().map(String::from).collect()
@@ -317,6 +340,7 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
     let mut w = World::new();
     let up = w.up("rpm");
     rpm(&up.join("Packages"), "alpha", "1.0");
+    std::fs::write(up.join("Packages/a-notes.txt"), b"first notes\n").unwrap();
     createrepo(&up);
     assert_eq!(w.mm_sync(&["epel"], &[]).status.code(), Some(0));
     let tree = w.tree("epel");
@@ -324,8 +348,11 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
     let trace_before = std::fs::read(w.trace("epel", ".mirror-trace")).unwrap();
     let success_before = w.status("epel")["last_success_unix"].clone();
 
-    // A new 20 MB file, pulled at 2 MB/s: the daemon dies while it is in flight.
+    // Upstream changes a file that sorts before a new 20 MB one, pulled at 2 MB/s: the changed
+    // file is complete before the big one starts, so without --delay-updates it would already be
+    // in the served tree when the daemon dies.
     next_second();
+    std::fs::write(up.join("Packages/a-notes.txt"), b"second notes, longer\n").unwrap();
     sh(&format!("head -c 20000000 /dev/urandom > {}/Packages/big.iso", up.display()));
     rpm(&up.join("Packages"), "gamma", "1.0");
     createrepo(&up);
@@ -341,7 +368,8 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
             .output()
             .unwrap()
     });
-    std::thread::sleep(Duration::from_millis(2500));
+    // The kill lands mid-transfer: part of big.iso has arrived, not all of it.
+    wait_until("rsync to be inside big.iso", 60, || in_flight(&tree.join("Packages"), "big.iso") > 1_000_000);
     // SIGKILL the daemon and the child serving us: the upstream vanishes mid-transfer.
     let pid = w.daemon.as_ref().unwrap().0.id();
     sh(&format!("pkill -KILL -P {pid}; kill -KILL {pid}"));
@@ -351,6 +379,7 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
 
     let after = sh(&format!("cd {} && find . -type f ! -path '*/.~tmp~/*' ! -name '.*.??????' | sort | xargs sha256sum", tree.display()));
     assert_eq!(after, before, "the served tree changed after a failed run");
+    assert_eq!(std::fs::read(tree.join("Packages/a-notes.txt")).unwrap(), b"first notes\n", "an update went live before the run completed");
     assert_eq!(std::fs::read(w.trace("epel", ".mirror-trace")).unwrap(), trace_before, "trace rewritten after a failed run");
     let st = w.status("epel");
     assert_eq!(st["result"], "failed", "{st}");
@@ -385,7 +414,8 @@ fn a_killed_run_is_found_and_its_temporaries_cleaned() {
             .spawn()
             .unwrap()
     };
-    std::thread::sleep(Duration::from_millis(3000));
+    let packages = w.tree("epel").join("Packages");
+    wait_until("rsync to be inside big.iso", 60, || in_flight(&packages, "big.iso") > 1_000_000);
     sh(&format!("kill -KILL -- -{}", child.id()));
     let _ = child.wait();
     assert_eq!(w.status("epel")["result"], "running", "a killed run must be recognisable");
