@@ -58,6 +58,16 @@ impl Fixture {
         cmd.output().unwrap()
     }
 
+    /// `mm-firstboot --root --config [--disk ...] ARGS` (run, plan, status, ...).
+    fn cli(&self, disks: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
+        cmd.arg("--root").arg(&self.root).arg("--config").arg(&self.config).env_remove("MM_FIRSTBOOT_FAIL_AT");
+        for (dev, serial) in disks {
+            cmd.arg("--disk").arg(format!("{dev}:virtio:{serial}"));
+        }
+        cmd.args(args).output().unwrap()
+    }
+
     fn mountpoint(&self) -> PathBuf {
         self.root.join("srv/mirror")
     }
@@ -243,4 +253,89 @@ fn plan_changes_nothing() {
     assert!(text(&out).contains("write     /etc/systemd/network/10-mm-uplink.network"), "{}", text(&out));
     assert_eq!(device_sha(&dev), before);
     assert!(!f.root.join("etc/systemd/network").exists());
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(out)))
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(|x| x.as_str().unwrap().to_string()).collect()
+}
+
+/// `plan --json` and `status --json` for machines, with the exit codes --help and README give:
+/// 0 all good, 1 configuration, 2 command line, 3 needs hands, 4 the run stopped.
+#[test]
+fn plan_and_status_speak_json_with_the_documented_exit_codes() {
+    let mut f = Fixture::new(&[]);
+    let dev = f.disk("blank", "");
+    let disks = [(dev.as_str(), "D1")];
+    let out = f.cli(&disks, &["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = json(&out);
+    let steps: Vec<&str> = plan["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["partition-whole", "make-fs", "mount"], "{plan}");
+    assert!(plan["problems"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(plan["data_disk"].as_str().unwrap().contains("serial D1"), "{plan}");
+
+    // Before any run: the console report asks for attention, exit 3.
+    let out = f.cli(&disks, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let st = json(&out);
+    assert_eq!(st["fqdn"], "ci.mm.example.net");
+    assert!(strings(&st["problems"]).contains(&"mm-firstboot has not run yet".to_string()), "{st}");
+    let out = f.cli(&disks, &["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NEEDS ATTENTION: "), "{}", text(&out));
+
+    // After a run: storage and the run are no longer problems; the exit code matches the report
+    // (what is left depends on this machine's links, which status reads).
+    assert_eq!(f.run(&disks, None).status.code(), Some(0));
+    let out = f.cli(&disks, &["status", "--json"]);
+    let st = json(&out);
+    let problems = strings(&st["problems"]);
+    assert!(!problems.iter().any(|p| p.contains("has not run yet") || p.contains("not mounted")), "{st}");
+    assert_eq!(out.status.code(), Some(if problems.is_empty() { 0 } else { 3 }), "{st}");
+    let out = f.cli(&disks, &["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(json(&out)["steps"].as_array().unwrap().is_empty(), "a converged node plans nothing: {}", text(&out));
+
+    // A disk holding foreign data: plan says why, exit 3.
+    let mut g = Fixture::new(&[]);
+    let foreign = g.disk("foreign", "mkfs.ext4 -q -F $IMG");
+    let out = g.cli(&[(foreign.as_str(), "F1")], &["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let plan = json(&out);
+    assert!(plan["steps"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(plan["problems"][0]["message"].as_str().unwrap().contains("add serial \"F1\" to wipe_disk_serials"), "{plan}");
+
+    // The run stops (a file where a directory must be): 4, and the error says where.
+    let h = Fixture::new(&[]);
+    std::fs::write(h.root.join("etc/systemd"), b"").unwrap();
+    let out = h.cli(&[("/dev/null", "N1")], &["run"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("etc/systemd/network: Not a directory"), "{}", text(&out));
+    // No configuration: 1. A wrong command line: 2.
+    let out = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"))
+        .arg("--root")
+        .arg(&h.root)
+        .args(["--config", "/nonexistent/node.toml", "plan"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("/nonexistent/node.toml"), "{}", text(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_mm-firstboot")).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // --help documents the same codes.
+    let help = String::from_utf8(Command::new(env!("CARGO_BIN_EXE_mm-firstboot")).arg("--help").output().unwrap().stdout).unwrap();
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for code in [
+        "0 all good",
+        "1 no or invalid configuration",
+        "2 wrong command line",
+        "3 converged as far as possible",
+        "4 the run itself stopped",
+    ] {
+        assert!(help.contains(code), "--help lacks {code:?}: {help}");
+    }
 }

@@ -10,7 +10,8 @@ use mm_firstboot::apply::Host;
 use mm_firstboot::probe::DiskOverride;
 use mm_firstboot::{config, console, run};
 
-/// Exit codes, also in --help.
+/// Exit codes, also in --help and README. A storage or service step that fails is a problem
+/// (3): the run carries on and reports it on the console; 4 is for a run that could not go on.
 const OK: u8 = 0;
 const BAD_CONFIG: u8 = 1;
 const NEEDS_HANDS: u8 = 3;
@@ -30,7 +31,9 @@ with anything else on it is left untouched and reported, unless the fleet lists 
 wipe_disk_serials. Re-running on a converged node changes nothing.\n\n\
 State and a log of every run: /var/lib/micromirror/firstboot/.\n\n\
 EXIT STATUS: 0 all good; 1 no or invalid configuration; 2 wrong command line; 3 converged as far \
-as possible but something needs hands (missing disk, no link, foreign data); 4 a step failed."
+as possible but something needs hands: a missing disk, no link, foreign data, or a step that failed \
+(the run reports it, carries on with the rest, and a re-run retries it); 4 the run itself stopped \
+(the disks could not be read, files or the state could not be written)."
 )]
 struct Cli {
     /// Node configuration file instead of MMCONFIG / /etc/micromirror/node.toml.
