@@ -2,7 +2,7 @@
 //! time, so the static binary is self-contained on AlmaLinux too).
 //!
 //! HTML escaping is off for the whole registry: every value from the fleet goes through a helper
-//! named after its target language (`xml`, `xsl_attr`, `nginx_str`, `rsyncd_value`, `plain`).
+//! named after its target language (`xml`, `xsl_attr`, `mailto`, `nginx_str`, `rsyncd_value`, `plain`).
 
 use handlebars::{handlebars_helper, Handlebars};
 use mmconfig::NodeConfig;
@@ -148,6 +148,20 @@ pub fn xsl_attr(s: &str) -> String {
     xml_escape(s).replace('{', "{{").replace('}', "}}")
 }
 
+/// A `mailto:` URI for `addr` (RFC 6068): all but unreserved characters and `@` percent-encoded,
+/// so the result is also safe as XML and XSLT attribute text.
+pub fn mailto(addr: &str) -> String {
+    let mut out = String::from("mailto:");
+    for b in addr.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A double-quoted nginx string.
 pub fn nginx_str(s: &str) -> String {
     let inner: String = s
@@ -204,6 +218,7 @@ pub fn rsyncd_value(s: &str) -> String {
 
 handlebars_helper!(xml: |s: str| xml_escape(s));
 handlebars_helper!(xsl_attr_h: |s: str| xsl_attr(s));
+handlebars_helper!(mailto_h: |s: str| mailto(s));
 handlebars_helper!(nginx_str_h: |s: str| nginx_str(s));
 handlebars_helper!(nginx_regex: |s: str| nginx_prefix_regex(s));
 handlebars_helper!(plain_h: |s: str| plain(s));
@@ -217,6 +232,7 @@ fn registry() -> Handlebars<'static> {
     h.register_escape_fn(handlebars::no_escape);
     h.register_helper("xml", Box::new(xml));
     h.register_helper("xsl_attr", Box::new(xsl_attr_h));
+    h.register_helper("mailto", Box::new(mailto_h));
     h.register_helper("nginx_str", Box::new(nginx_str_h));
     h.register_helper("nginx_regex", Box::new(nginx_regex));
     h.register_helper("plain", Box::new(plain_h));
@@ -350,6 +366,7 @@ mod tests {
     fn escapers() {
         assert_eq!(xml_escape("O'Brien & <Sons>"), "O&apos;Brien &amp; &lt;Sons&gt;");
         assert_eq!(xsl_attr("https://x/{a}"), "https://x/{{a}}");
+        assert_eq!(mailto("o\"h{a}%<b>&$\\@x.net"), "mailto:o%22h%7Ba%7D%25%3Cb%3E%26%24%5C@x.net");
         assert_eq!(nginx_str("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
         assert_eq!(nginx_prefix_regex("/a.b/"), "\"~^/a\\\\.b/\"");
         assert_eq!(plain("a\nb"), "a b");
