@@ -329,7 +329,7 @@ fn hostile_contact_and_sponsor_stay_text_everywhere() {
 
     // The certbot unit: verify accepts it, and the address is one quoted, escaped word.
     let certbot = t.root.join("etc/systemd/system/mm-certbot.service");
-    systemd_verify(&t, &[certbot.clone()]);
+    systemd_verify(&t, std::slice::from_ref(&certbot));
     let unit = std::fs::read_to_string(&certbot).unwrap();
     assert!(unit.contains(&format!(" --email {} ", systemd_arg(HOSTILE_CONTACT))), "{unit}");
 
