@@ -468,3 +468,100 @@ fn status_lists_every_project() {
     assert_eq!(cfg.project("debian").unwrap().sync.method, SyncMethod::TwoStage);
     assert_eq!(cfg.project("epel").unwrap().sync.check, CheckKind::Rpm);
 }
+
+/// mm-sync run with `args` only (no --config/--root from a World).
+fn mm_sync_bare(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mm-sync")).args(args).output().unwrap()
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2_and_1_with_the_reason() {
+    let w = World::new();
+    // Wrong command line: 2.
+    let out = w.mm_sync(&[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("name a project (hosted here: epel, debian), or use --status"), "{}", text(&out));
+    for args in [&["--check"][..], &["--status", "epel"], &["--bwlimit", "fast", "epel"], &["--frobnicate", "epel"]] {
+        let out = w.mm_sync(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("error: ") && text(&out).contains("--help"), "{args:?}: {}", text(&out));
+    }
+    // No configuration, a broken one, one from a future schema: 1, naming the file.
+    let missing = w.dir.path().join("missing.toml");
+    let out = mm_sync_bare(&["--config", missing.to_str().unwrap(), "epel"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(missing.to_str().unwrap()), "{}", text(&out));
+    let broken = w.dir.path().join("broken.toml");
+    std::fs::write(&broken, "schema = 1\n[fleet\nname = \"x\"\n").unwrap();
+    let out = mm_sync_bare(&["--config", broken.to_str().unwrap(), "--root", w.root().to_str().unwrap(), "epel"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(broken.to_str().unwrap()) && text(&out).contains("line 2"), "{}", text(&out));
+    let future = w.dir.path().join("future.toml");
+    std::fs::write(&future, std::fs::read_to_string(&w.config).unwrap().replacen("schema = 1", "schema = 99", 1)).unwrap();
+    let out = mm_sync_bare(&["--config", future.to_str().unwrap(), "--status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("99"), "{}", text(&out));
+    // Nothing was run or recorded by any of them.
+    assert!(!w.root().join("var/lib/micromirror/sync/epel").exists());
+}
+
+#[test]
+fn deep_check_finds_a_package_of_the_right_size_with_the_wrong_bytes() {
+    let w = World::new();
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    rpm(&up.join("Packages"), "beta", "1.0");
+    createrepo(&up);
+    assert_eq!(w.mm_sync(&["epel"], &[]).status.code(), Some(0));
+    let pkg = w.tree("epel").join("Packages/beta-1.0-1.noarch.rpm");
+    let mut bytes = std::fs::read(&pkg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&pkg, &bytes).unwrap();
+    // Sizes only: nothing to see.
+    let out = w.mm_sync(&["--check", "epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // --deep reads the package and compares its SHA256 with primary's checksum.
+    let out = w.mm_sync(&["--check", "--deep", "epel"], &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains(&format!("{} has SHA256 ", pkg.display())) && text(&out).contains("1 problem(s)"), "{}", text(&out));
+    let out = w.mm_sync(&["--check", "--deep", "--json", "epel"], &[]);
+    assert_eq!(out.status.code(), Some(5));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
+/// A tmpfs data disk, unmounted when the test ends (also when it fails).
+struct Tmpfs(PathBuf);
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        sh(&format!("mount -t tmpfs -o size={size} mm-sync-test {}", at.display()));
+        Tmpfs(at.to_path_buf())
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn status_exits_6_when_the_data_disk_runs_out_of_room() {
+    let w = World::new();
+    let disk = Tmpfs::mount(&w.root().join("srv/mirror"), "16m");
+    let out = w.mm_sync(&["--status", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["warnings"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["data_total_bytes"].as_u64(), Some(16 << 20), "{v}");
+    // Fill it past 90 %.
+    sh(&format!("head -c 15500000 /dev/zero > {}/filler", disk.0.display()));
+    let out = w.mm_sync(&["--status", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["warnings"][0].as_str().unwrap().contains("% full"), "{v}");
+    let out = w.mm_sync(&["--status"], &[]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(text(&out).contains("% full"), "{}", text(&out));
+}
