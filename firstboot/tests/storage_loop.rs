@@ -339,3 +339,59 @@ fn plan_and_status_speak_json_with_the_documented_exit_codes() {
         assert!(help.contains(code), "--help lacks {code:?}: {help}");
     }
 }
+
+/// The single-disk models (wasp, honeybee): the image's GPT holds ESP, MMCONFIG and the root;
+/// firstboot adds MMDATA in the free space behind them, and grows it when the disk grows, never
+/// touching the OS partitions.
+#[test]
+fn single_disk_gets_a_data_partition_beside_the_os_and_grows_with_the_disk() {
+    let mut f = Fixture::new(&[]);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&mmconfig::NodeConfig::load(&f.config).unwrap()).unwrap()).unwrap();
+    cfg["hardware"]["storage"]["data"] = serde_json::json!({"on": "boot-disk"});
+    let cfg: mmconfig::NodeConfig = serde_json::from_value(cfg).unwrap();
+    std::fs::write(&f.config, cfg.to_toml()).unwrap();
+    // The layout mmbuild writes, on a 2 GiB disk.
+    let dev = f.disk(
+        "os",
+        "truncate -s 2G $IMG && sgdisk -n 1:1M:+64M -t 1:ef00 -c 1:esp -n 2:0:+8M -t 2:0700 -c 2:MMCONFIG -n 3:0:+256M -t 3:8304 -c 3:root $IMG >/dev/null",
+    );
+    // The kernel's partition list may lag the table (partx, as probe does); without udev the
+    // device nodes are made from sysfs.
+    sh(&format!("partx -a {dev} 2>/dev/null || true"));
+    let k = dev.trim_start_matches("/dev/");
+    for n in 1..=3 {
+        sh(&format!("[ -b {dev}p{n} ] || mknod {dev}p{n} b $(tr : ' ' < /sys/block/{k}/{k}p{n}/dev)"));
+    }
+    sh(&format!("mkfs.vfat -n ESP {dev}p1 >/dev/null && mkfs.vfat -n MMCONFIG {dev}p2 >/dev/null && mkfs.ext4 -q -L mmroot {dev}p3"));
+    // The OS partitions' bytes and their table entries (GUIDs, start, end, name).
+    let os_sha = || sh(&format!("cat {dev}p1 {dev}p2 {dev}p3 | sha256sum; for n in 1 2 3; do sgdisk -i $n {dev}; done"));
+    let before = os_sha();
+
+    let out = f.run(&[(&dev, "B1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("adding the data partition there"), "{}", text(&out));
+    assert!(f.mounted());
+    assert_eq!(sh(&format!("blkid -o value -s LABEL {dev}p4")), "MMDATA");
+    assert_eq!(sh(&format!("blkid -o value -s TYPE {dev}p4")), "xfs");
+    sh(&format!("sgdisk -v {dev} | grep -q 'No problems found'"));
+    assert_eq!(os_sha(), before, "the OS partitions changed");
+    let size = |m: &PathBuf| sh(&format!("df -B1 --output=size {} | tail -1", m.display())).parse::<u64>().unwrap();
+    let first = size(&f.mountpoint());
+    assert!(first > 1_500_000_000, "{first}");
+    std::fs::write(f.mountpoint().join("kept"), b"mirror data").unwrap();
+
+    // The sponsor's disk turns out bigger (or the image went onto a bigger one): +2 GiB.
+    let img = f.dir.path().join("os.img");
+    sh(&format!("truncate -s 4G {} && losetup -c {dev}", img.display()));
+    let out = f.run(&[(&dev, "B1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("the disk grew, growing the data filesystem"), "{}", text(&out));
+    let grown = size(&f.mountpoint());
+    assert!(grown > first + 1_900_000_000, "{first} -> {grown}");
+    assert_eq!(std::fs::read(f.mountpoint().join("kept")).unwrap(), b"mirror data");
+    assert_eq!(os_sha(), before, "the OS partitions changed while growing");
+    sh(&format!("sgdisk -v {dev} | grep -q 'No problems found'"));
+    let out = f.run(&[(&dev, "B1")], None);
+    assert!(text(&out).contains("nothing to change"), "{}", text(&out));
+}
