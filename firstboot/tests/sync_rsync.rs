@@ -1,13 +1,17 @@
 //! mm-sync against a real rsync daemon on loopback serving real fixture repositories (an apt
 //! archive made by dpkg-deb + apt-ftparchive, an rpm repository made by rpmbuild + createrepo_c).
-//! Needs the packages from scripts/install-deps; the space test mounts a tmpfs (root).
+//! Needs the packages from scripts/install-deps; the space test mounts a tmpfs (root). The daemon
+//! and mm-sync run in a private network namespace per test: port 873 is the test's own.
 
-use std::net::TcpListener;
+#[path = "common/netns.rs"]
+mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use mmconfig::{CheckKind, NodeConfig, SyncMethod};
+use netns::Netns;
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("bash").args(["-euc", cmd]).output().unwrap();
@@ -33,12 +37,14 @@ struct World {
     port: u16,
     daemon: Option<Daemon>,
     config: PathBuf,
+    // Dropped last: the daemon is stopped before its namespace goes.
+    ns: Netns,
 }
 
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = 873;
         for d in ["up/rpm", "up/apt", "root"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
@@ -47,25 +53,23 @@ impl World {
             format!("use chroot = no\nread only = yes\n[epel]\npath = {0}/up/rpm\n[debian]\npath = {0}/up/apt\n", dir.path().display()),
         )
         .unwrap();
-        let mut w = World { config: dir.path().join("node.toml"), dir, port, daemon: None };
+        let mut w = World { config: dir.path().join("node.toml"), dir, port, daemon: None, ns: Netns::new() };
         w.start_daemon();
         w.write_config(|_| {});
         w
     }
 
     fn start_daemon(&mut self) {
-        let child = Command::new("rsync")
+        let child = self
+            .ns
+            .cmd("rsync")
             .args(["--daemon", "--no-detach", "--address=127.0.0.1", &format!("--port={}", self.port)])
             .arg(format!("--config={}", self.dir.path().join("rsyncd.conf").display()))
             .arg(format!("--log-file={}", self.dir.path().join("rsyncd.log").display()))
             .spawn()
             .unwrap();
         self.daemon = Some(Daemon(child));
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "rsync daemon did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.ns.wait_port(self.port);
     }
 
     fn up(&self, kind: &str) -> PathBuf {
@@ -93,8 +97,13 @@ impl World {
         std::fs::write(&self.config, cfg.to_toml()).unwrap();
     }
 
+    /// mm-sync inside the test's namespace.
+    fn mm_sync_cmd(&self) -> Command {
+        self.ns.cmd(env!("CARGO_BIN_EXE_mm-sync"))
+    }
+
     fn mm_sync(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-sync"));
+        let mut cmd = self.mm_sync_cmd();
         cmd.arg("--config").arg(&self.config).arg("--root").arg(self.root()).args(args);
         cmd.env_remove("MM_SYNC_BETWEEN_STAGES");
         for (k, v) in env {
@@ -356,18 +365,9 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
     sh(&format!("head -c 20000000 /dev/urandom > {}/Packages/big.iso", up.display()));
     rpm(&up.join("Packages"), "gamma", "1.0");
     createrepo(&up);
-    let config = w.config.clone();
-    let root = w.root();
-    let child = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_mm-sync"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--root")
-            .arg(&root)
-            .args(["--bwlimit", "2000", "--timeout", "5", "epel"])
-            .output()
-            .unwrap()
-    });
+    let mut cmd = w.mm_sync_cmd();
+    cmd.arg("--config").arg(&w.config).arg("--root").arg(w.root()).args(["--bwlimit", "2000", "--timeout", "5", "epel"]);
+    let child = std::thread::spawn(move || cmd.output().unwrap());
     // The kill lands mid-transfer: part of big.iso has arrived, not all of it.
     wait_until("rsync to be inside big.iso", 60, || in_flight(&tree.join("Packages"), "big.iso") > 1_000_000);
     // SIGKILL the daemon and the child serving us: the upstream vanishes mid-transfer.
@@ -404,7 +404,7 @@ fn a_killed_run_is_found_and_its_temporaries_cleaned() {
     // SIGKILL mm-sync and its rsync together (a power cut, or systemd killing the cgroup).
     let mut child = {
         use std::os::unix::process::CommandExt;
-        Command::new(env!("CARGO_BIN_EXE_mm-sync"))
+        w.mm_sync_cmd()
             .arg("--config")
             .arg(&w.config)
             .arg("--root")

@@ -5,10 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use mm_firstboot::services::{render_services, Family, Paths, Services};
 use mmconfig::NodeConfig;
+
+mod netns;
+pub use netns::Netns;
 
 pub fn node(name: &str) -> NodeConfig {
     let nodes: Vec<NodeConfig> = serde_json::from_str(include_str!("../fixtures/example-nodes.json")).unwrap();
@@ -21,66 +23,6 @@ pub fn run(cmd: &mut Command) -> String {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{cmd:?} failed:\n{text}");
     text
-}
-
-/// A network namespace held open by a `sleep` for as long as this value lives. Commands made by
-/// [`Netns::cmd`] run inside it; its loopback is up and every port is free.
-pub struct Netns {
-    holder: Child,
-}
-
-impl Netns {
-    pub fn new() -> Netns {
-        let holder = Command::new("unshare").args(["--net", "sleep", "infinity"]).stdin(Stdio::null()).spawn().unwrap();
-        let ns = Netns { holder };
-        // unshare has entered the namespace once its link list shows only the loopback.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let own = std::fs::read_link(format!("/proc/{}/ns/net", ns.holder.id()));
-            let ours = std::fs::read_link("/proc/self/ns/net");
-            if matches!((&own, &ours), (Ok(a), Ok(b)) if a != b) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "unshare --net did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        run(ns.cmd("ip").args(["link", "set", "lo", "up"]));
-        ns
-    }
-
-    /// `program` run inside the namespace (nsenter execs it: the child's pid is the program's).
-    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/proc/{}/ns/net", self.holder.id())).arg("--").arg(program);
-        c
-    }
-
-    /// Waits until something listens on TCP `port` inside the namespace (IPv4 or IPv6).
-    pub fn wait_port(&self, port: u16) {
-        let want = format!(":{port:04X} ");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            for table in ["tcp", "tcp6"] {
-                let text = std::fs::read_to_string(format!("/proc/{}/net/{table}", self.holder.id())).unwrap_or_default();
-                // Columns: sl local_address rem_address st ...; st 0A is LISTEN.
-                if text.lines().skip(1).any(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    f.len() > 3 && format!("{} ", f[1]).ends_with(&want) && f[3] == "0A"
-                }) {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("nothing listens on port {port} in the test's namespace");
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
 }
 
 /// A daemon stopped with SIGTERM when the test ends (nginx's master then stops its workers,
