@@ -134,8 +134,11 @@ pub fn render_nm_keyfiles(cfg: &NodeConfig, ports: &[&Nic]) -> Vec<RenderedFile>
             );
             files.push(RenderedFile::new(format!("{dir}/mm-{}.nmconnection", bond.name), 0o600, body));
             for (i, p) in ports.iter().enumerate() {
+                // master/slave-type, not controller/port-type: those keys only exist from
+                // NetworkManager 1.46 (AlmaLinux 9.4); older ones ignore them and the port
+                // would come up on its own with DHCP. Newer ones still read these.
                 let port = format!(
-                    "{header}[connection]\nid=mm-{}-port{i}\ntype=ethernet\ncontroller={}\nport-type=bond\nautoconnect=true\n\n[ethernet]\nmac-address={}\n",
+                    "{header}[connection]\nid=mm-{}-port{i}\ntype=ethernet\nmaster={}\nslave-type=bond\nautoconnect=true\n\n[ethernet]\nmac-address={}\n",
                     bond.name, bond.name, p.mac
                 );
                 files.push(RenderedFile::new(format!("{dir}/mm-{}-port{i}.nmconnection", bond.name), 0o600, port));
@@ -234,7 +237,7 @@ mod tests {
         assert_eq!(addresses(&bond)[0], addr("203.0.113.4", 29), "{bond}");
         let nm = render_nm_keyfiles(&cfg, &select_ports(&cfg, &nics));
         assert!(text(&nm, "mm-bond0.nmconnection").contains("type=bond\ninterface-name=bond0"));
-        assert!(text(&nm, "mm-bond0-port1.nmconnection").contains("controller=bond0\nport-type=bond"));
+        assert!(text(&nm, "mm-bond0-port1.nmconnection").contains("master=bond0\nslave-type=bond"));
         assert!(nm.iter().all(|f| f.mode == 0o600));
     }
 
