@@ -62,7 +62,7 @@ fn assert_addresses(cfg: &NodeConfig, c: &serde_json::Value) {
     match &cfg.node.ipv4 {
         Some(a) => {
             assert_eq!(c["ipv4"]["method"], "manual", "{name}: {c}");
-            assert_eq!(strs(&c["ipv4"]["addresses"]), [a.address.clone()], "{name}: {c}");
+            assert_eq!(strs(&c["ipv4"]["addresses"]), std::slice::from_ref(&a.address), "{name}: {c}");
             assert_eq!(c["ipv4"]["gateway"], a.gateway.as_str(), "{name}: {c}");
         }
         None => assert_eq!(c["ipv4"]["method"], "disabled", "{name}: {c}"),
@@ -70,7 +70,7 @@ fn assert_addresses(cfg: &NodeConfig, c: &serde_json::Value) {
     match &cfg.node.ipv6 {
         Some(a) => {
             assert_eq!(c["ipv6"]["method"], "manual", "{name}: {c}");
-            assert_eq!(strs(&c["ipv6"]["addresses"]), [a.address.clone()], "{name}: {c}");
+            assert_eq!(strs(&c["ipv6"]["addresses"]), std::slice::from_ref(&a.address), "{name}: {c}");
             assert_eq!(c["ipv6"]["gateway"], a.gateway.as_str(), "{name}: {c}");
         }
         None => assert_eq!(c["ipv6"]["method"], "disabled", "{name}: {c}"),
