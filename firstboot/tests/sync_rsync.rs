@@ -205,6 +205,10 @@ fn files(dir: &Path) -> Vec<String> {
 #[test]
 fn single_stage_first_sync_update_delete_exclude_and_check() {
     let w = World::new();
+    // A contact the fleet validator accepts and that is hostile to any format: it reaches the
+    // trace file as one line of text.
+    let contact = "o\"hara'<ops>&$HOME\\l%n@example.net";
+    w.write_config(|c| c.fleet.contact = contact.into());
     let up = w.up("rpm");
     rpm(&up.join("Packages"), "alpha", "1.0");
     rpm(&up.join("Packages"), "beta", "1.0");
@@ -218,6 +222,7 @@ fn single_stage_first_sync_update_delete_exclude_and_check() {
     assert_eq!(files(&tree), files(&up).into_iter().filter(|f| !f.starts_with("./SRPMS")).collect::<Vec<_>>());
     let trace = std::fs::read_to_string(w.trace("epel", ".mirror-trace")).unwrap();
     assert!(trace.contains("Running on host: ci.mm.example.net"), "{trace}");
+    assert!(trace.lines().any(|l| l == format!("Maintainer: {contact}")), "{trace}");
     let st = w.status("epel");
     assert_eq!(st["result"], "success");
     assert!(st["files_transferred"].as_u64().unwrap() >= 4, "{st}");
