@@ -1,12 +1,14 @@
-//! The AlmaLinux network configuration (NetworkManager keyfiles) read by NetworkManager's own
-//! keyfile reader (libnm through `fixtures/nm-keyfile-check.py`: parse, normalize, verify), and
-//! what NetworkManager understood compared with the fleet's addresses. Needs python3-gi and
+//! The network configuration read by the programs that read it on the node: systemd-networkd's
+//! own parser (started in a private mount and network namespace, cut off from the host's D-Bus)
+//! for our image, and NetworkManager's keyfile reader (libnm through
+//! `fixtures/nm-keyfile-check.py`: parse, normalize, verify) for AlmaLinux, where what
+//! NetworkManager understood is compared with the fleet's addresses. Needs root, python3-gi and
 //! gir1.2-nm-1.0 (install-deps); no NetworkManager daemon runs.
 
 use std::path::Path;
 use std::process::Command;
 
-use mm_firstboot::network::{render_nm_keyfiles, select_ports, Nic};
+use mm_firstboot::network::{render_networkd, render_nm_keyfiles, select_ports, Nic};
 use mmconfig::NodeConfig;
 
 fn node(name: &str) -> NodeConfig {
@@ -118,4 +120,36 @@ fn networkmanager_reads_the_lacp_bond_and_its_ports() {
         .collect();
     ports.sort();
     assert_eq!(ports, ["00:1b:21:00:00:01", "00:1b:21:00:00:02"]);
+}
+
+/// Every example node's networkd files in one directory (file names prefixed with the node),
+/// read by systemd-networkd itself; a deliberately wrong file shows the warnings are seen.
+#[test]
+fn systemd_networkd_parses_every_file_without_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("network");
+    std::fs::create_dir(&conf).unwrap();
+    let mut ours = Vec::new();
+    for name in ["ziply", "sonic", "hurricane", "v6only", "ci"] {
+        let cfg = node(name);
+        for f in render_networkd(&cfg, &select_ports(&cfg, &nics(name))) {
+            let file = format!("{name}-{}", f.path.file_name().unwrap().to_string_lossy());
+            std::fs::write(conf.join(&file), &f.contents).unwrap();
+            ours.push(file);
+        }
+    }
+    assert!(ours.iter().any(|f| f.ends_with(".netdev")) && ours.len() >= 7, "{ours:?}");
+    std::fs::write(conf.join("zz-control.network"), "[Match]\nName=none0\n\n[Network]\nAddress=192.0.2.1/24\nNoSuchKey=1\n").unwrap();
+    // Private mounts: our files at /etc/systemd/network, empty /run/systemd, /run/dbus and
+    // /var/lib/systemd (no host bus, no host state); a private network namespace (only lo).
+    let script = format!(
+        "mount --bind {conf} /etc/systemd/network && for d in /run/systemd /run/dbus /var/lib/systemd; do mkdir -p $d && mount -t tmpfs none $d; done \
+         && SYSTEMD_LOG_LEVEL=debug SYSTEMD_LOG_TARGET=console timeout 3 /lib/systemd/systemd-networkd; true",
+        conf = conf.display()
+    );
+    let out = Command::new("unshare").args(["--mount", "--net", "sh", "-c", &script]).output().unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(log.contains("/etc/systemd/network/zz-control.network:6: Unknown key"), "networkd did not read the files:\n{log}");
+    let about_ours: Vec<&str> = log.lines().filter(|l| ours.iter().any(|f| l.contains(&format!("/etc/systemd/network/{f}:")))).collect();
+    assert!(about_ours.is_empty(), "systemd-networkd warns about our files:\n{}", about_ours.join("\n"));
 }
