@@ -362,6 +362,32 @@ mod tests {
         std::str::from_utf8(&f.contents).unwrap()
     }
 
+    /// The text and href of the link in `<p class="sponsor">`, parsing the whole document
+    /// (quick-xml checks that every end tag matches and fails on anything not well-formed).
+    fn sponsor_link(doc: &str) -> (String, String) {
+        use quick_xml::events::Event;
+        let mut r = quick_xml::Reader::from_str(doc);
+        r.config_mut().check_end_names = true;
+        let (mut in_sponsor, mut in_link, mut text, mut href) = (false, false, String::new(), String::new());
+        loop {
+            match r.read_event().unwrap_or_else(|e| panic!("not well-formed at {}: {e}\n{doc}", r.buffer_position())) {
+                Event::Start(e) if e.name().as_ref() == b"p" => {
+                    in_sponsor = e.try_get_attribute("class").unwrap().is_some_and(|a| a.value.as_ref() == b"sponsor");
+                }
+                Event::Start(e) if in_sponsor && e.name().as_ref() == b"a" => {
+                    in_link = true;
+                    href = e.try_get_attribute("href").unwrap().unwrap().unescape_value().unwrap().into_owned();
+                }
+                Event::Text(t) if in_link => text.push_str(&t.unescape().unwrap()),
+                Event::End(e) if e.name().as_ref() == b"a" => in_link = false,
+                Event::End(e) if e.name().as_ref() == b"p" => in_sponsor = false,
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        (text, href.replace("{{", "{").replace("}}", "}"))
+    }
+
     #[test]
     fn escapers() {
         assert_eq!(xml_escape("O'Brien & <Sons>"), "O&apos;Brien &amp; &lt;Sons&gt;");
@@ -382,9 +408,11 @@ mod tests {
             cfg.node.sponsor.url = format!("https://x.example/?q={name}");
             let s = render_services(&cfg, &Paths::default()).unwrap();
             let xslt = file(&s, "listing.xslt");
-            // The stylesheet stays one well-formed document with the name as text.
-            assert_eq!(xslt.matches("</xsl:stylesheet>").count(), 1, "{name}");
-            assert!(xslt.contains(&format!(">{}</a>", xml_escape(name))), "{name}: {xslt}");
+            // The stylesheet stays one well-formed document with the name as the sponsor link's
+            // text and the URL as its href (read back by an XML parser).
+            let (text, href) = sponsor_link(xslt);
+            assert_eq!(text, plain(name), "{xslt}");
+            assert_eq!(href, plain(&cfg.node.sponsor.url), "{xslt}");
             let motd = file(&s, "rsyncd.motd");
             assert_eq!(motd.lines().count(), 3, "{name}: motd must stay 3 lines: {motd}");
             // The sponsor never reaches nginx or rsyncd configuration syntax.
