@@ -13,7 +13,12 @@ pub struct Netns {
 
 impl Netns {
     pub fn new() -> Netns {
-        let holder = Command::new("unshare").args(["--net", "sleep", "infinity"]).stdin(Stdio::null()).spawn().unwrap();
+        // pdeathsig: the holder goes with the test thread even when the test run is killed.
+        let holder = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", "unshare", "--net", "sleep", "infinity"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
         let ns = Netns { holder };
         // unshare has entered its namespace once /proc shows it in another one than ours.
         let deadline = Instant::now() + Duration::from_secs(10);
