@@ -405,6 +405,8 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
         "port 9100 must be closed to non-admin sources:\n{}",
         vm.tail(60)
     );
+    // sshd must be running for the closed port to mean anything.
+    assert!(console.contains(" ssh active"), "sshd is not active on the node:\n{}", vm.tail(30));
     let ssh_banner = Command::new("curl").args(["-s", "--max-time", "5", &format!("telnet://127.0.0.1:{ssh}")]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ssh_banner.stdout).contains("SSH-2.0"), "ssh answered a non-admin source");
 
