@@ -335,10 +335,10 @@ fn plan_and_status_speak_json_with_the_documented_exit_codes() {
     let out = f.cli(&disks, &["plan", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let plan = json(&out);
-    let steps: Vec<&str> = plan["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    let steps: Vec<&str> = plan["storage"]["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
     assert_eq!(steps, ["partition-whole", "make-fs", "mount"], "{plan}");
-    assert!(plan["problems"].as_array().unwrap().is_empty(), "{plan}");
-    assert!(plan["data_disk"].as_str().unwrap().contains("serial D1"), "{plan}");
+    assert!(plan["storage"]["problems"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(plan["storage"]["data_disk"].as_str().unwrap().contains("serial D1"), "{plan}");
 
     // Before any run: the console report asks for attention, exit 3.
     let out = f.cli(&disks, &["status", "--json"]);
@@ -360,7 +360,7 @@ fn plan_and_status_speak_json_with_the_documented_exit_codes() {
     assert_eq!(out.status.code(), Some(if problems.is_empty() { 0 } else { 3 }), "{st}");
     let out = f.cli(&disks, &["plan", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(json(&out)["steps"].as_array().unwrap().is_empty(), "a converged node plans nothing: {}", text(&out));
+    assert_eq!(json(&out)["changes"], serde_json::json!([]), "a converged node plans nothing: {}", text(&out));
 
     // A disk holding foreign data: plan says why, exit 3.
     let Some(mut g) = Fixture::new(&[]) else { return };
@@ -368,8 +368,8 @@ fn plan_and_status_speak_json_with_the_documented_exit_codes() {
     let out = g.cli(&[(foreign.as_str(), "F1")], &["plan", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let plan = json(&out);
-    assert!(plan["steps"].as_array().unwrap().is_empty(), "{plan}");
-    assert!(plan["problems"][0]["message"].as_str().unwrap().contains("add serial \"F1\" to wipe_disk_serials"), "{plan}");
+    assert!(plan["storage"]["steps"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(plan["storage"]["problems"][0]["message"].as_str().unwrap().contains("add serial \"F1\" to wipe_disk_serials"), "{plan}");
 
     // The run stops (a file where a directory must be): 4, and the error says where.
     let Some(h) = Fixture::new(&[]) else { return };
