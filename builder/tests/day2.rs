@@ -191,6 +191,10 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     let node = Node { tmp, out, image, data, ports: (free_port(), free_port(), free_port()) };
     let vm = node.boot("boot1.log");
 
+    // The generated manual pages are in the image and `man` reads them.
+    let man = node.ssh("key_a", "MANPAGER=cat man mm-sync");
+    assert!(String::from_utf8_lossy(&man.stdout).contains("Keep one hosted project in step"), "{}", text(&man));
+
     // The inventory it was built from: nothing to change.
     let o = node.day2("plan", "v1.toml", "key_a", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
