@@ -11,6 +11,12 @@ pub struct Netns {
     holder: Child,
 }
 
+impl Default for Netns {
+    fn default() -> Self {
+        Netns::new()
+    }
+}
+
 impl Netns {
     pub fn new() -> Netns {
         // pdeathsig: the holder goes with the test thread even when the test run is killed.
