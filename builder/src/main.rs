@@ -175,6 +175,10 @@ struct Day2Args {
     /// under the node's FQDN.
     #[arg(long, value_name = "NODE=HOST[:PORT]")]
     connect: Vec<String>,
+    /// apply: where NODE answers after a network change (default: its new inventory address,
+    /// port 22), e.g. a second port forward.
+    #[arg(long, value_name = "NODE=HOST[:PORT]")]
+    connect_new: Vec<String>,
     /// The admin's ssh private key (default: ssh's own choice, e.g. the agent).
     #[arg(long, short = 'i', value_name = "FILE")]
     identity: Option<PathBuf>,
@@ -316,13 +320,15 @@ fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<Ex
             return Ok(ExitCode::from(exit::INVALID_INPUT));
         }
     };
-    let mut connect = Vec::new();
-    for c in &args.connect {
-        match mmbuild::remote::parse_connect(c) {
-            Ok(t) => connect.push(t),
-            Err(why) => {
-                eprintln!("mmbuild: error: --connect {why}");
-                return Ok(ExitCode::from(2));
+    let (mut connect, mut connect_new) = (Vec::new(), Vec::new());
+    for (list, into, flag) in [(&args.connect, &mut connect, "--connect"), (&args.connect_new, &mut connect_new, "--connect-new")] {
+        for c in list {
+            match mmbuild::remote::parse_connect(c) {
+                Ok(t) => into.push(t),
+                Err(why) => {
+                    eprintln!("mmbuild: error: {flag} {why}");
+                    return Ok(ExitCode::from(2));
+                }
             }
         }
     }
@@ -332,6 +338,7 @@ fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<Ex
         jobs: args.jobs,
         node_bin: args.node_bin.unwrap_or_else(build::default_node_bin),
         connect,
+        connect_new,
         identity: args.identity,
         prune: args.prune,
         confirm_timeout: args.confirm_timeout,
