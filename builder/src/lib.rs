@@ -12,18 +12,22 @@ pub mod esp;
 pub mod fat;
 pub mod fleet;
 pub mod gpt;
+pub mod health;
 pub mod hostcmd;
 pub mod initramfs;
 pub mod kickstart;
 pub mod manifest;
 pub mod oemdrv;
+pub mod prometheus;
 pub mod qemu;
+pub mod status;
 pub mod uki;
 
 /// Exit codes: 0 success, 1 invalid input (fleet, profiles, hardware), 2 usage error (clap),
-/// 3 missing host tool or environment problem, 4 build failure.
+/// 3 missing host tool or environment problem, 4 build failure, 5 `status`: the fleet is not healthy.
 pub mod exit {
     pub const INVALID_INPUT: u8 = 1;
     pub const ENVIRONMENT: u8 = 3;
     pub const BUILD_FAILED: u8 = 4;
+    pub const UNHEALTHY: u8 = 5;
 }
