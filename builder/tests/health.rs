@@ -369,4 +369,3 @@ fn bench_fifty_nodes() {
     assert_eq!(run.code, 5);
     println!("BENCH status-50-five-silent-timeout-2 {:.2}", run.took.as_secs_f64());
 }
-
