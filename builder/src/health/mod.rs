@@ -428,7 +428,7 @@ pub fn judge(
         }
         freshness.push(fr);
     }
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let health = findings.first().map_or(Severity::Ok, |f| f.severity);
     NodeReport { node: cfg.node.name.clone(), fqdn: cfg.node.fqdn.clone(), health, ipv4, ipv6, freshness, findings, probe }
 }
