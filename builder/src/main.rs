@@ -124,8 +124,11 @@ enum Command {
     /// fails. Prints one line per node, worst first (colour only on a terminal), or --json
     /// (versioned: "version": 1).
     ///
+    /// Where the fleet serves HTTPS, the certificate on 443 per family (through `openssl
+    /// s_client`): it must verify for the node's FQDN; under 14 days left warns, expired fails.
+    ///
     /// ADDRESSES: --resolve NODE:PORT=ADDR:PORT (repeatable) sends the probes of NODE's PORT (80
-    /// http, 873 rsync) to ADDR:PORT instead of the inventory address; the family is the
+    /// http, 873 rsync, 443 https) to ADDR:PORT instead of the inventory address; the family is the
     /// address's, so give one per family to probe both. Used by tests and to probe through a
     /// tunnel. Upstreams come from the fleet ([defaults].upstreams / per-node upstreams).
     ///

@@ -100,6 +100,11 @@ const PROJECTS: [&str; 3] = ["archlinux", "epel", "gimp"];
 
 /// Nodes named after their kind (`<kind><i>`); the upstream is reachable unless `upstream_down`.
 fn fixture(nodes: &[Kind], upstream_down: bool) -> Fixture {
+    fixture_with(nodes, upstream_down, None)
+}
+
+/// With `tls_days`, the fleet serves HTTPS and each node a self-signed certificate valid that long.
+fn fixture_with(nodes: &[Kind], upstream_down: bool, tls_days: Option<u32>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let t = now();
@@ -116,9 +121,20 @@ fn fixture(nodes: &[Kind], upstream_down: bool) -> Fixture {
         daemons.push(dm);
         sa
     };
+    let https = tls_days.is_some();
+    if let Some(days) = tls_days {
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=fixture.invalid", "-days", &days.to_string(), "-keyout"])
+            .arg(d.join("key.pem"))
+            .arg("-out")
+            .arg(d.join("cert.pem"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
     let mut fleet = format!(
         "[fleet]\nname = \"loop\"\ndomain = \"{DOMAIN}\"\ncontact = \"mirror@example.net\"\nadmin_ssh_keys = [\"{KEY}\"]\n\
-admin_prefixes = [\"192.0.2.0/24\"]\n\n[defaults]\nhardware = \"wasp\"\nprojects = [\"archlinux\", \"epel\", \"gimp\"]\n\
+admin_prefixes = [\"192.0.2.0/24\"]\nhttps = {https}\n\n[defaults]\nhardware = \"wasp\"\nprojects = [\"archlinux\", \"epel\", \"gimp\"]\n\
 dns = [\"9.9.9.9\", \"2620:fe::fe\"]\nupstreams = {{ archlinux = \"rsync://{upstream}/archlinux/\", epel = \"rsync://{upstream}/epel/\" }}\n"
     );
     let mut servers = String::new();
@@ -148,8 +164,18 @@ ipv4 = {{ address = \"192.0.2.{a}/31\", gateway = \"192.0.2.{b}\" }}\nipv6 = {{ 
         let (h4, h6, r4, r6) = match kind {
             Kind::Fresh | Kind::Lagging | Kind::WrongModule => {
                 let (p4, p6) = (free_port("127.0.0.1"), free_port("::1"));
+                let mut tls = String::new();
+                if https {
+                    let (t4, t6) = (free_port("127.0.0.1"), free_port("::1"));
+                    tls = format!(
+                        " listen 127.0.0.1:{t4} ssl;\n listen [::1]:{t6} ssl;\n ssl_certificate {d}/cert.pem;\n ssl_certificate_key {d}/key.pem;\n",
+                        d = d.display()
+                    );
+                    resolve.push(format!("{name}:443=127.0.0.1:{t4}"));
+                    resolve.push(format!("{name}:443=[::1]:{t6}"));
+                }
                 servers.push_str(&format!(
-                    "server {{\n listen 127.0.0.1:{p4};\n listen [::1]:{p6};\n root {};\n location / {{ autoindex on; }}\n}}\n",
+                    "server {{\n listen 127.0.0.1:{p4};\n listen [::1]:{p6};\n{tls} root {};\n location / {{ autoindex on; }}\n}}\n",
                     root.display()
                 ));
                 let rs = if *kind == Kind::WrongModule { &mut wrong_rsync } else { &mut good_rsync };
@@ -183,6 +209,10 @@ ipv4 = {{ address = \"192.0.2.{a}/31\", gateway = \"192.0.2.{b}\" }}\nipv6 = {{ 
         };
         for (port, addr) in [(80, h4), (80, h6), (873, r4), (873, r6)] {
             resolve.push(format!("{name}:{port}={addr}"));
+        }
+        if https && matches!(kind, Kind::Down | Kind::Silent) {
+            resolve.push(format!("{name}:443={h4}"));
+            resolve.push(format!("{name}:443={h6}"));
         }
     }
     if !servers.is_empty() {
@@ -349,6 +379,27 @@ fn bad_resolve_and_unknown_nodes_are_usage_errors() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no node \"nosuch\""), "{}", String::from_utf8_lossy(&unknown.stderr));
     let _ = &f.dir;
+}
+
+#[test]
+fn tls_expiry_and_verification_per_family() {
+    let f = fixture_with(&[Kind::Fresh, Kind::Down], false, Some(10));
+    let run = status(&f, &["--json", "--timeout", "2"]);
+    let r: Value = serde_json::from_str(&run.stdout).unwrap();
+    let fs = findings(node(&r, "fresh0"));
+    // Both families: a self-signed certificate for another name fails, its near expiry warns.
+    let verify: Vec<&String> =
+        fs.iter().filter(|t| t.starts_with("fail ") && t.contains("does not verify for fresh0.mm.example.net")).collect();
+    assert_eq!(verify.len(), 2, "{fs:?}");
+    let expiry: Vec<&String> = fs
+        .iter()
+        .filter(|t| t.starts_with("warn ") && (t.ends_with("the certificate expires in 9d23h") || t.ends_with("expires in 10d0h")))
+        .collect();
+    assert_eq!(expiry.len(), 2, "{fs:?}");
+    assert!(fs.iter().any(|t| t.starts_with("warn IPv6 https [::1]:")), "{fs:?}");
+    // No listener on 443 is a warning (a node before its first certificate), next to its real failures.
+    let fd = findings(node(&r, "down1"));
+    assert!(fd.iter().any(|t| t.starts_with("warn IPv4 https 127.0.0.1:") && t.ends_with("connection refused")), "{fd:?}");
 }
 
 /// `scripts/bench`: 50 nodes on loopback (one nginx, one rsync daemon per family), --jobs 16.

@@ -6,6 +6,7 @@
 pub mod marker;
 pub mod probe;
 pub mod table;
+pub mod tls;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -124,6 +125,12 @@ impl<T> Seen<T> {
             Err(e) => Seen::Failed { silent: e.is_silent(), error: e.to_string() },
         }
     }
+    fn from_text(r: Result<T, String>) -> Self {
+        match r {
+            Ok(value) => Seen::Ok { value },
+            Err(error) => Seen::Failed { silent: error.starts_with("no answer"), error },
+        }
+    }
     fn silent(&self) -> bool {
         matches!(self, Seen::Failed { silent: true, .. })
     }
@@ -138,6 +145,9 @@ pub struct FamilyProbe {
     pub http: Vec<(String, Seen<u16>)>,
     pub rsync_address: Option<SocketAddr>,
     pub rsync: Option<Seen<RsyncSeen>>,
+    /// Only when the fleet serves HTTPS.
+    pub https_address: Option<SocketAddr>,
+    pub tls: Option<Seen<tls::TlsSeen>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -228,10 +238,15 @@ pub fn node_marker_path(cfg: &NodeConfig, p: &mmconfig::Profile, m: Option<&Mark
     }
 }
 
-fn probe_family(cfg: &NodeConfig, family: Family, http: Option<SocketAddr>, rsync: Option<SocketAddr>, timeout: Duration) -> FamilyProbe {
+/// The addresses of one family: HTTP, rsync, HTTPS.
+type FamilyAddrs = (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>);
+
+fn probe_family(cfg: &NodeConfig, family: Family, addrs: FamilyAddrs, timeout: Duration) -> FamilyProbe {
+    let (http, rsync, https) = addrs;
     let fqdn = cfg.node.fqdn.as_str();
-    let (http_res, rsync_res) = std::thread::scope(|s| {
+    let (http_res, rsync_res, tls_res) = std::thread::scope(|s| {
         let r = s.spawn(move || rsync.map(|a| Seen::from(probe::rsync_list(a, timeout).map(RsyncSeen::from))));
+        let t = s.spawn(move || https.map(|a| Seen::from_text(tls::probe(a, fqdn, timeout))));
         let mut out = Vec::new();
         let mut silent = false;
         for p in &cfg.projects {
@@ -241,9 +256,9 @@ fn probe_family(cfg: &NodeConfig, family: Family, http: Option<SocketAddr>, rsyn
             silent |= seen.silent();
             out.push((p.name.clone(), seen));
         }
-        (out, r.join().unwrap_or(None))
+        (out, r.join().unwrap_or(None), t.join().unwrap_or(None))
     });
-    FamilyProbe { family, http_address: http, http: http_res, rsync_address: rsync, rsync: rsync_res }
+    FamilyProbe { family, http_address: http, http: http_res, rsync_address: rsync, rsync: rsync_res, https_address: https, tls: tls_res }
 }
 
 /// Probe one node: every family in parallel, then its freshness markers over the first family
@@ -251,6 +266,7 @@ fn probe_family(cfg: &NodeConfig, family: Family, http: Option<SocketAddr>, rsyn
 pub fn probe_node(cfg: &NodeConfig, markers: &BTreeMap<String, Marker>, opts: &Options) -> NodeProbe {
     let http = endpoints(cfg, HTTP_PORT, &opts.resolve);
     let rsync = endpoints(cfg, RSYNC_PORT, &opts.resolve);
+    let https = if cfg.fleet.https { endpoints(cfg, HTTPS_PORT, &opts.resolve) } else { Vec::new() };
     let mut fams: Vec<Family> = http.iter().chain(&rsync).map(Family::of).collect();
     fams.sort();
     fams.dedup();
@@ -259,8 +275,8 @@ pub fn probe_node(cfg: &NodeConfig, markers: &BTreeMap<String, Marker>, opts: &O
         let handles: Vec<_> = fams
             .iter()
             .map(|&f| {
-                let (h, r) = (pick(&http, f), pick(&rsync, f));
-                s.spawn(move || probe_family(cfg, f, h, r, opts.timeout))
+                let addrs = (pick(&http, f), pick(&rsync, f), pick(&https, f));
+                s.spawn(move || probe_family(cfg, f, addrs, opts.timeout))
             })
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
@@ -287,7 +303,7 @@ pub fn probe_node(cfg: &NodeConfig, markers: &BTreeMap<String, Marker>, opts: &O
     NodeProbe { families, markers: seen }
 }
 
-fn family_health(f: &FamilyProbe, cfg: &NodeConfig, findings: &mut Vec<Finding>) -> bool {
+fn family_health(f: &FamilyProbe, cfg: &NodeConfig, now: u64, findings: &mut Vec<Finding>) -> bool {
     let fam = f.family.label();
     let mut ok = true;
     let mut fail = |text: String| {
@@ -339,8 +355,37 @@ fn family_health(f: &FamilyProbe, cfg: &NodeConfig, findings: &mut Vec<Finding>)
             Seen::Skipped => ok = false,
         }
     }
+    if let (Some(addr), Some(seen)) = (f.https_address, &f.tls) {
+        match seen {
+            Seen::Ok { value } => {
+                let left = value.not_after_unix as i64 - now as i64;
+                if left <= 0 {
+                    ok = false;
+                    fail(format!("{fam} https {addr}: the certificate expired {} ago", marker::human(left.unsigned_abs())));
+                } else if left < CERT_WARN_SECONDS {
+                    findings.push(Finding {
+                        severity: Severity::Warn,
+                        text: format!("{fam} https {addr}: the certificate expires in {}", marker::human(left as u64)),
+                    });
+                }
+                if value.verify != "0 (ok)" {
+                    ok = false;
+                    findings.push(Finding {
+                        severity: Severity::Fail,
+                        text: format!("{fam} https {addr}: the certificate does not verify for {}: {}", cfg.node.fqdn, value.verify),
+                    });
+                }
+            }
+            // Before its first certificate a node has no 443 listener: worth a look, not an alarm.
+            Seen::Failed { error, .. } => findings.push(Finding { severity: Severity::Warn, text: format!("{fam} https {addr}: {error}") }),
+            Seen::Skipped => {}
+        }
+    }
     ok
 }
+
+/// Certificates closer to expiry than this are reported (Let's Encrypt renews at 30 days left).
+pub const CERT_WARN_SECONDS: i64 = 14 * 86400;
 
 /// Judge one node's observations against its configuration and the upstream markers.
 pub fn judge(
@@ -355,7 +400,7 @@ pub fn judge(
     let mut fam_state = |f: Family| match probe.families.iter().find(|x| x.family == f) {
         None => "none",
         Some(fp) => {
-            if family_health(fp, cfg, &mut findings) {
+            if family_health(fp, cfg, now, &mut findings) {
                 "ok"
             } else {
                 "fail"
