@@ -12,6 +12,7 @@ pub mod run;
 pub mod services;
 pub mod storage;
 pub mod sync;
+pub mod upstream;
 
 #[cfg(test)]
 mod testdata;
