@@ -7,6 +7,7 @@ pub mod console;
 pub mod files;
 pub mod network;
 pub mod probe;
+pub mod public;
 pub mod repocheck;
 pub mod run;
 pub mod services;
