@@ -67,6 +67,8 @@ enum Kind {
     WrongModule,
     /// Accepts connections and never says a word.
     Silent,
+    /// Its public document: epel's last sync failed, gimp missing, kde no longer in the inventory.
+    Drifted,
 }
 
 struct Fixture {
@@ -161,8 +163,14 @@ ipv4 = {{ address = \"192.0.2.{a}/31\", gateway = \"192.0.2.{b}\" }}\nipv6 = {{ 
         write(&root.join("archlinux/lastsync"), &format!("{arch_t}\n"));
         write(&root.join("epel").join(epel_marker), &repomd(t - 600));
         write(&root.join("gimp/.mirror-trace").join(&fqdn), &trace(t - 3600));
+        let doc = match kind {
+            Kind::Drifted => [("archlinux", "success"), ("epel", "failed"), ("kde", "success")],
+            _ => [("archlinux", "success"), ("epel", "success"), ("gimp", "success")],
+        };
+        let projects: Vec<Value> = doc.iter().map(|(p, r)| serde_json::json!({"project": p, "result": r, "check_errors": 0})).collect();
+        write(&root.join(".mm/status.json"), &serde_json::json!({"version": 1, "node": fqdn, "projects": projects}).to_string());
         let (h4, h6, r4, r6) = match kind {
-            Kind::Fresh | Kind::Lagging | Kind::WrongModule => {
+            Kind::Fresh | Kind::Lagging | Kind::WrongModule | Kind::Drifted => {
                 let (p4, p6) = (free_port("127.0.0.1"), free_port("::1"));
                 let mut tls = String::new();
                 if https {
@@ -332,6 +340,22 @@ fn fresh_lagging_down_wrong_module_and_silent_nodes() {
     eprintln!("five nodes, one silent, --timeout 1: {:?}", run.took);
 
     assert_eq!(r["upstreams"].as_object().unwrap().values().filter(|u| u["ok"] == true).count(), 2, "{}", r["upstreams"]);
+}
+
+#[test]
+fn the_public_document_shows_failed_syncs_and_inventory_drift() {
+    let f = fixture(&[Kind::Drifted], false);
+    let run = status(&f, &["--json"]);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    let r: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        findings(node(&r, "drifted0")),
+        [
+            "fail epel: the last sync ended failed",
+            "warn kde: served by the node but no longer in the inventory (rebuild the node's configuration)",
+            "warn gimp: in the inventory but not on the node (added since it was built: rebuild its configuration)",
+        ]
+    );
 }
 
 #[test]

@@ -168,6 +168,27 @@ pub struct NodeProbe {
     pub families: Vec<FamilyProbe>,
     /// Per project: the body of its freshness marker (or its own trace) as the node serves it.
     pub markers: BTreeMap<String, Seen<String>>,
+    /// The node's public status document (`/.mm/status.json`), when HTTP answered.
+    pub public: Option<Seen<String>>,
+}
+
+/// Where every node serves mm-sync's public status document.
+pub const PUBLIC_STATUS_PATH: &str = "/.mm/status.json";
+
+/// The fields of the public document `mmbuild status` reads (the node may be older or newer).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PublicDoc {
+    pub version: u32,
+    #[serde(default)]
+    pub projects: Vec<PublicProject>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PublicProject {
+    pub project: String,
+    pub result: String,
+    #[serde(default)]
+    pub check_errors: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -300,7 +321,16 @@ pub fn probe_node(cfg: &NodeConfig, markers: &BTreeMap<String, Marker>, opts: &O
         silent |= s.silent();
         seen.insert(p.name.clone(), s);
     }
-    NodeProbe { families, markers: seen }
+    let public = answering.filter(|_| !silent).map(|addr| {
+        Seen::from(probe::http(addr, &cfg.node.fqdn, "GET", PUBLIC_STATUS_PATH, opts.timeout).and_then(|r| {
+            if r.status == 200 {
+                Ok(String::from_utf8_lossy(&r.body).into_owned())
+            } else {
+                Err(ProbeError::Protocol("200", format!("HTTP {}", r.status)))
+            }
+        }))
+    });
+    NodeProbe { families, markers: seen, public }
 }
 
 fn family_health(f: &FamilyProbe, cfg: &NodeConfig, now: u64, findings: &mut Vec<Finding>) -> bool {
@@ -473,6 +503,9 @@ pub fn judge(
         }
         freshness.push(fr);
     }
+    if let Some(seen) = &probe.public {
+        public_findings(cfg, seen, &mut findings);
+    }
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let health = findings.first().map_or(Severity::Ok, |f| f.severity);
     NodeReport { node: cfg.node.name.clone(), fqdn: cfg.node.fqdn.clone(), health, ipv4, ipv6, freshness, findings, probe }
@@ -527,7 +560,7 @@ pub fn probe_fleet(fleet_name: &str, nodes: &[NodeConfig], markers: &BTreeMap<St
         .iter()
         .zip(probes)
         .map(|(cfg, p)| {
-            let p = p.unwrap_or(NodeProbe { families: Vec::new(), markers: BTreeMap::new() });
+            let p = p.unwrap_or(NodeProbe { families: Vec::new(), markers: BTreeMap::new(), public: None });
             judge(cfg, p, markers, &upstream, now, margin)
         })
         .collect();
@@ -535,4 +568,56 @@ pub fn probe_fleet(fleet_name: &str, nodes: &[NodeConfig], markers: &BTreeMap<St
     let healthy = reports.iter().all(|r| r.health != Severity::Fail);
     let upstreams = upstream.into_iter().map(|(u, r)| (u, UpstreamSeen { ok: r.is_ok(), error: r.err() })).collect();
     FleetReport { version: JSON_VERSION, fleet: fleet_name.to_string(), generated_unix: now, healthy, nodes: reports, upstreams }
+}
+
+/// Printable and short: text from a node is untrusted.
+fn shown(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+/// What the node's public document says: failed syncs, check errors, and projects added to or
+/// removed from the inventory since the node was built.
+fn public_findings(cfg: &NodeConfig, seen: &Seen<String>, findings: &mut Vec<Finding>) {
+    let mut push = |severity, text| findings.push(Finding { severity, text });
+    let body = match seen {
+        Seen::Ok { value } => value,
+        Seen::Failed { error, .. } => {
+            push(Severity::Warn, format!("{PUBLIC_STATUS_PATH}: {error} (built before mm-sync published it, or no sync has run yet)"));
+            return;
+        }
+        Seen::Skipped => return,
+    };
+    let doc: PublicDoc = match serde_json::from_str(body) {
+        Ok(d) => d,
+        Err(e) => {
+            push(Severity::Warn, format!("{PUBLIC_STATUS_PATH} does not parse: {}", shown(&e.to_string())));
+            return;
+        }
+    };
+    if doc.version != 1 {
+        push(Severity::Warn, format!("{PUBLIC_STATUS_PATH} has version {}, this mmbuild reads 1", doc.version));
+        return;
+    }
+    for p in &doc.projects {
+        let name = shown(&p.project);
+        if cfg.project(&p.project).is_none() {
+            push(Severity::Warn, format!("{name}: served by the node but no longer in the inventory (rebuild the node's configuration)"));
+            continue;
+        }
+        match p.result.as_str() {
+            "success" | "running" | "never-run" => {}
+            r => push(Severity::Fail, format!("{name}: the last sync ended {}", shown(r))),
+        }
+        if p.check_errors > 0 {
+            push(Severity::Fail, format!("{name}: {} consistency problem(s) in the served tree", p.check_errors));
+        }
+    }
+    for p in &cfg.projects {
+        if !doc.projects.iter().any(|d| d.project == p.name) {
+            push(
+                Severity::Warn,
+                format!("{}: in the inventory but not on the node (added since it was built: rebuild its configuration)", p.name),
+            );
+        }
+    }
 }

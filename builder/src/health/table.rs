@@ -85,7 +85,7 @@ mod tests {
                 })
                 .collect(),
             findings: findings.into_iter().map(|t| Finding { severity: health, text: t.into() }).collect(),
-            probe: NodeProbe { families: vec![], markers: Default::default() },
+            probe: NodeProbe { families: vec![], markers: Default::default(), public: None },
         }
     }
 
