@@ -24,15 +24,23 @@ fn rsyncd(dir: &std::path::Path, addr: &str) -> (Daemon, u16) {
     let port = free_port(addr);
     let conf = dir.join(format!("rsyncd-{port}.conf"));
     std::fs::write(&conf, format!("use chroot = no\nuid = root\ngid = root\n[epel]\n    path = {}\n", dir.display())).unwrap();
-    let child = Command::new("rsync")
-        .args(["--daemon", "--no-detach", &format!("--config={}", conf.display()), &format!("--port={port}"), &format!("--address={addr}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = Daemon(
+        Command::new("rsync")
+            .args([
+                "--daemon",
+                "--no-detach",
+                &format!("--config={}", conf.display()),
+                &format!("--port={port}"),
+                &format!("--address={addr}"),
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let target = if addr.contains(':') { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") };
     for _ in 0..200 {
         if std::net::TcpStream::connect(&target).is_ok() {
-            return (Daemon(child), port);
+            return (daemon, port);
         }
         std::thread::sleep(Duration::from_millis(25));
     }
