@@ -133,7 +133,8 @@ enum Command {
     /// tunnel. Upstreams come from the fleet ([defaults].upstreams / per-node upstreams).
     ///
     /// EXIT STATUS: 0 every node healthy (warnings allowed, e.g. an upstream that could not be
-    /// reached), 5 at least one node failed a check, 1 invalid fleet or --resolve.
+    /// reached), 5 at least one node failed a check, 1 invalid fleet or a --resolve/--node naming
+    /// no node of it, 2 wrong command line.
     Status {
         /// The fleet inventory.
         fleet: PathBuf,
