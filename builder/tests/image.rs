@@ -353,6 +353,8 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
     eprintln!("serve: QEMU start -> first HTTP 200 of the sponsor page in {:.1} s ({:?})", first_200.as_secs_f64(), vm.accel);
     vm.wait_for("mm-firstboot: ci.mm.example.net ready - ALL GOOD", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(40)));
     let console = vm.serial();
+    // The verdict covers the upstream: reachable over IPv4 (the node's IPv6 has no route to an IPv4 literal).
+    assert!(console.contains("upstream of epel: rsync://10.0.2.2:10873/epel/ - IPv4 answers, IPv6 no address"), "{}", vm.tail(40));
     if let Some(secs) = console.lines().find_map(|l| l.split(" change(s) in ").nth(1)) {
         eprintln!("serve: firstboot's own run took {}", secs.trim());
     }

@@ -15,6 +15,7 @@ pub mod probe;
 pub mod run;
 pub mod services;
 pub mod storage;
+pub mod upstream;
 
 #[cfg(test)]
 mod testdata;

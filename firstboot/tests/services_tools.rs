@@ -54,6 +54,16 @@ fn nginx_accepts_the_config_and_serves_listings_with_the_sponsor_and_files_uncha
     assert!(meta.starts_with("200") && String::from_utf8_lossy(&body).contains("Disallow: /"));
     let (meta, _) = curl(&ns, &format!("{base}/epel"));
     assert!(meta.starts_with("301"), "a directory without its slash redirects: {meta}");
+    // mm-sync's public freshness document: served as JSON, listed nowhere.
+    std::fs::create_dir_all(PathBuf::from(&t.paths.data_root).join(".mm")).unwrap();
+    std::fs::write(PathBuf::from(&t.paths.data_root).join(".mm/status.json"), b"{\"version\": 1}\n").unwrap();
+    let (meta, body) = curl(&ns, &format!("{base}/.mm/status.json"));
+    assert!(meta.starts_with("200 application/json") && body == b"{\"version\": 1}\n", "{meta}");
+    let root_listing = String::from_utf8_lossy(&curl(&ns, &format!("{base}/")).1).into_owned();
+    assert!(
+        root_listing.contains("href=\"epel/\"") && !root_listing.contains("href=\".mm"),
+        "the status directory is listed: {root_listing}"
+    );
     let log = std::fs::read_to_string(t.root.join("log/micromirror-access.log")).unwrap();
     assert!(log.contains("project=epel") && log.contains(" 300000 "), "{log}");
 }

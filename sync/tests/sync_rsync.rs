@@ -568,3 +568,36 @@ fn status_exits_6_when_the_data_disk_runs_out_of_room() {
     assert_eq!(out.status.code(), Some(6));
     assert!(text(&out).contains("% full"), "{}", text(&out));
 }
+
+#[test]
+fn each_run_publishes_the_public_freshness_document() {
+    let w = World::new();
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    createrepo(&up);
+    // The upstream's own marker (an EPEL 9 repository's repomd revision), copied, never written.
+    let sub = up.join("9/Everything/x86_64");
+    rpm(&sub.join("Packages"), "beta", "1.0");
+    createrepo(&sub);
+    let repomd = std::fs::read_to_string(sub.join("repodata/repomd.xml")).unwrap();
+    let rev: u64 = repomd.split("<revision>").nth(1).unwrap().split('<').next().unwrap().parse().unwrap();
+
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc_path = w.root().join("srv/mirror/.mm/status.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&doc_path).unwrap()).unwrap();
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["node"], "ci.mm.example.net");
+    let epel = &doc["projects"][0];
+    assert_eq!((epel["project"].as_str(), epel["result"].as_str()), (Some("epel"), Some("success")), "{doc}");
+    assert_eq!(epel["last_success_unix"], w.status("epel")["last_success_unix"]);
+    assert_eq!(epel["upstream_marker"], "9/Everything/x86_64/repodata/repomd.xml");
+    assert_eq!(epel["upstream_marker_unix"].as_u64(), Some(rev));
+    assert!(epel["tree_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(doc["projects"][1]["result"], "never-run");
+    assert!(doc["data_free_bytes"].as_u64().unwrap() > 0);
+    let text = std::fs::read_to_string(&doc_path).unwrap();
+    assert!(!text.contains("rsync://") && !text.contains("/logs/"), "private details in the public document: {text}");
+    // Written atomically: nothing else in its directory.
+    assert_eq!(std::fs::read_dir(doc_path.parent().unwrap()).unwrap().count(), 1);
+}
