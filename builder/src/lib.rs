@@ -19,6 +19,7 @@ pub mod kickstart;
 pub mod manifest;
 pub mod oemdrv;
 pub mod qemu;
+pub mod reproducible;
 pub mod uki;
 
 /// Exit codes: 0 success, 1 invalid input (fleet, profiles, hardware), 2 usage error (clap),

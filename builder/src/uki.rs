@@ -30,6 +30,8 @@ pub fn build(kernel: &Path, initrd: &Path, os_release: &Path, cmdline: &str, des
         cmd.arg("--change-section-vma").arg(format!("{name}={vma}"));
     }
     cmd.arg(STUB).arg(dest);
+    // objcopy stamps the PE header with the current time unless told the build's.
+    cmd.env("SOURCE_DATE_EPOCH", crate::base::source_date_epoch().to_string());
     run(&mut cmd).context("assembling the unified kernel image")?;
     Ok(())
 }
