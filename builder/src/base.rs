@@ -24,7 +24,7 @@ use crate::{esp, initramfs, reproducible, uki};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
 const OS_RECIPE: &str = "os-recipe-5";
-const BASE_RECIPE: &str = "base-recipe-6";
+const BASE_RECIPE: &str = "base-recipe-7";
 const SUITE: &str = "bookworm";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// Label of the root filesystem; the UKI's cmdline and the initramfs find the root by it.
