@@ -21,11 +21,11 @@ use sha2::{Digest, Sha256};
 
 use hostkit::cmd::{require_tool, run};
 use hostkit::ids::{hex, uuid_from};
-use crate::{esp, initramfs, uki};
+use crate::{esp, initramfs, reproducible, uki};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
-const OS_RECIPE: &str = "os-recipe-4";
-const BASE_RECIPE: &str = "base-recipe-5";
+const OS_RECIPE: &str = "os-recipe-5";
+const BASE_RECIPE: &str = "base-recipe-7";
 const SUITE: &str = "bookworm";
 pub use mmconfig::ROOT_LABEL;
 /// 2025-01-01T00:00:00Z: timestamps inside the images when SOURCE_DATE_EPOCH is not set.
@@ -43,6 +43,9 @@ pub struct BaseOptions {
     /// Kernel modules of the hardware models the fleet's nodes resolved to, wherever their files
     /// live (beside the fleet file too): the initramfs must carry what the root disk needs.
     pub fleet_modules: BTreeSet<String>,
+    /// Exact package versions to install (`--pin-packages`, the `packages.lock` of an earlier
+    /// build); empty: whatever the mirror has.
+    pub pins: Vec<(String, String)>,
     pub quiet: bool,
 }
 
@@ -60,6 +63,8 @@ pub struct Base {
     pub esp_img: PathBuf,
     /// Whether this call built it (false: reused from the cache).
     pub built: bool,
+    /// `name=version` of every package in the OS tree, sorted.
+    pub packages: Vec<String>,
 }
 
 pub const NODE_BINARIES: [&str; 2] = ["mm-firstboot", "mm-sync"];
@@ -99,7 +104,8 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     };
 
     let mut h = Sha256::new();
-    for part in [OS_RECIPE, SUITE, &mirror, &packages.join("\n"), &keep.join("\n")] {
+    let pins: Vec<String> = opts.pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    for part in [OS_RECIPE, SUITE, &mirror, &packages.join("\n"), &keep.join("\n"), &pins.join("\n")] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -111,6 +117,12 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         build_os(opts, &os_dir, &packages, &keep, &mirror)?;
         log(opts.quiet, &format!("OS tree built in {:.1} s", t.elapsed().as_secs_f64()));
     }
+    let lock = os_dir.join(PACKAGES_LOCK);
+    let installed: Vec<String> = fs::read_to_string(&lock)
+        .with_context(|| format!("reading {}", lock.display()))?
+        .lines()
+        .map(String::from)
+        .collect();
 
     let mut hw_modules = hardware_modules(&opts.data_dir)?;
     hw_modules.extend(opts.fleet_modules.iter().cloned());
@@ -135,6 +147,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         esp_img: dir.join("esp.img"),
         dir: dir.clone(),
         built: false,
+        packages: installed,
     };
     if dir.join("complete").is_file() {
         log(opts.quiet, &format!("reusing base {} from {}", &id[..16], dir.display()));
@@ -156,6 +169,9 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     Ok(Base { built: true, ..base })
 }
 
+/// The OS layer's list of installed packages (`name=version`), also written to build outputs.
+pub const PACKAGES_LOCK: &str = "packages.lock";
+
 fn build_os(opts: &BaseOptions, os_dir: &Path, packages: &[String], keep: &[String], mirror: &str) -> Result<()> {
     let parent = os_dir.parent().expect("os dir has a parent");
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -166,6 +182,14 @@ fn build_os(opts: &BaseOptions, os_dir: &Path, packages: &[String], keep: &[Stri
     // Keep the downloaded .debs outside the tree so an input change does not re-download.
     let debs_q = shell_quote(&debs.display().to_string());
     let mut cmd = Command::new("mmdebstrap");
+    if !opts.pins.is_empty() {
+        // apt preferences for the build only: the node must take its security updates later.
+        let prefs = tmp.path().join("pins.pref");
+        fs::write(&prefs, reproducible::apt_preferences(&opts.pins))?;
+        let prefs_q = shell_quote(&prefs.display().to_string());
+        cmd.arg(format!("--setup-hook=mkdir -p \"$1/etc/apt/preferences.d\" && cp {prefs_q} \"$1/etc/apt/preferences.d/mm-pins.pref\""));
+        cmd.arg("--customize-hook=rm -f \"$1/etc/apt/preferences.d/mm-pins.pref\"");
+    }
     cmd.arg("--variant=minbase")
         .arg(format!("--include={}", packages.join(",")))
         .arg("--aptopt=Acquire::Languages \"none\"")
@@ -185,6 +209,16 @@ fn build_os(opts: &BaseOptions, os_dir: &Path, packages: &[String], keep: &[Stri
         .env("SOURCE_DATE_EPOCH", source_date_epoch().to_string());
     run(&mut cmd).context("building the Debian root with mmdebstrap")?;
     trim(&root, keep)?;
+    remove_leftovers(&root)?;
+    let installed = reproducible::installed_packages(&root)?;
+    let unmet = reproducible::unmet_pins(&opts.pins, &installed);
+    if !unmet.is_empty() {
+        bail!(
+            "--pin-packages: the mirror did not give the pinned versions (point MM_DEBIAN_MIRROR at a snapshot that has them):\n  {}",
+            unmet.join("\n  ")
+        );
+    }
+    fs::write(tmp.path().join(PACKAGES_LOCK), installed.iter().map(|p| format!("{p}\n")).collect::<String>())?;
     fs::rename(tmp.keep(), os_dir).with_context(|| format!("moving the OS tree into {}", os_dir.display()))?;
     Ok(())
 }
@@ -225,6 +259,54 @@ fn trim(root: &Path, keep: &[String]) -> Result<()> {
     run(Command::new("chroot").arg(root).args(["depmod", "-a", &kver])).context("regenerating modules.dep")?;
     // An empty machine-id makes systemd treat the first boot as first boot on every node.
     fs::write(root.join("etc/machine-id"), b"")?;
+    Ok(())
+}
+
+/// Files whose contents depend on when and where the build ran (logs, caches, seeds), not on
+/// the packages: removed, or emptied where something expects the file.
+fn remove_leftovers(root: &Path) -> Result<()> {
+    fn clear_logs(dir: &Path) -> Result<()> {
+        for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            let meta = fs::symlink_metadata(&path)?;
+            if meta.is_dir() {
+                clear_logs(&path)?;
+            } else if meta.is_file() && meta.len() > 0 {
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+    clear_logs(&root.join("var/log"))?;
+    for dir in ["var/cache/man", "var/cache/apt", "var/cache/debconf", "var/lib/dpkg"] {
+        let Ok(entries) = fs::read_dir(root.join(dir)) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = match dir {
+                "var/cache/man" => true,
+                "var/cache/apt" => name.ends_with(".bin"),
+                _ => name.ends_with("-old"),
+            };
+            if stale {
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)?
+                } else {
+                    fs::remove_file(&path)?
+                }
+            }
+        }
+    }
+    for f in ["var/cache/ldconfig/aux-cache", "var/lib/systemd/random-seed", "var/lib/dbus/machine-id"] {
+        match fs::remove_file(root.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(|| format!("removing /{f}")),
+            _ => {}
+        }
+    }
+    // Copied from the build host by mmdebstrap; firstboot writes the node's own.
+    let resolv = root.join("etc/resolv.conf");
+    let _ = fs::remove_file(&resolv);
+    fs::write(&resolv, b"")?;
     Ok(())
 }
 
@@ -325,6 +407,7 @@ fn build_base(opts: &BaseOptions, os_root: &Path, out: &Path, cmdline: &str, mod
     esp::build(&uki_path, &out.join("esp.img"), id)?;
 
     make_ext4(&staging, &out.join("root.ext4"), id)?;
+    reproducible::clamp_ext4_times(&out.join("root.ext4"), epoch)?;
     fs::remove_dir_all(&staging).context("removing the staging tree")?;
     Ok(())
 }

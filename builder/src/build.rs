@@ -14,7 +14,7 @@ use crate::fleet::{self, Fleet};
 use hostkit::cmd::{require_tool, run};
 use crate::manifest::{self, Artifact};
 use crate::hostkeys::{self, HostKey};
-use crate::{diskimage, kickstart, oemdrv};
+use crate::{diskimage, kickstart, oemdrv, reproducible};
 use hostkit::atomic;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,6 +40,8 @@ pub struct BuildOptions {
     pub state: Option<PathBuf>,
     /// Nodes whose host key is replaced by a new one on purpose.
     pub new_host_keys: Vec<String>,
+    /// A `packages.lock` of an earlier build: install exactly those versions.
+    pub pin_packages: Option<PathBuf>,
     pub quiet: bool,
 }
 
@@ -90,6 +92,16 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
     if opts.format == ImageFormat::Qcow2 {
         require_tool("qemu-img", "qemu-utils")?;
     }
+    let pins = match &opts.pin_packages {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading --pin-packages {}", p.display()))?;
+            match reproducible::parse_pins(&text, &p.display().to_string()) {
+                Ok(pins) => pins,
+                Err(e) => return Ok(Outcome::InvalidInput(format!("{e:#}"))),
+            }
+        }
+        None => Vec::new(),
+    };
     let base = if opts.kickstart_only {
         None
     } else {
@@ -98,6 +110,7 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
             data_dir: fleet.data_dir.clone(),
             node_bin_dir: opts.node_bin.clone(),
             fleet_modules: fleet_kernel_modules(&fleet),
+            pins,
             quiet: opts.quiet,
         })?)
     };
@@ -136,8 +149,14 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
     let all: Vec<&NodeConfig> = fleet.nodes.iter().collect();
     atomic::write(&opts.out.join(hostkeys::KNOWN_HOSTS), hostkeys::render_known_hosts(&all, &keys).as_bytes())?;
     artifacts.push(Artifact::describe(&opts.out, hostkeys::KNOWN_HOSTS, "", "known-hosts", None)?);
+    let packages = base.as_ref().map(|b| b.packages.clone()).unwrap_or_default();
+    if !packages.is_empty() {
+        let lock: String = packages.iter().map(|p| format!("{p}\n")).collect();
+        atomic::write(&opts.out.join(base::PACKAGES_LOCK), lock.as_bytes())?;
+        artifacts.push(Artifact::describe(&opts.out, base::PACKAGES_LOCK, "", "package-lock", base.as_ref().map(|b| b.id.as_str()))?);
+    }
     let fingerprints = keys.iter().map(|(n, k)| (n.clone(), k.fingerprint())).collect();
-    manifest::update(&opts.out, &fleet.name, artifacts.clone(), &fingerprints)?;
+    manifest::update(&opts.out, &fleet.name, artifacts.clone(), &fingerprints, &packages)?;
     if !opts.quiet {
         eprintln!(
             "mmbuild: {} node(s) in {:.2} s; outputs, SHA256SUMS and manifest.json in {}",

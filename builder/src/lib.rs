@@ -22,6 +22,7 @@ pub mod qemu;
 pub mod day2;
 pub mod registration;
 pub mod remote;
+pub mod reproducible;
 pub mod status;
 pub mod uki;
 

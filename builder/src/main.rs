@@ -97,6 +97,11 @@ enum Command {
         /// state directory was lost or the node's disk was stolen. Its line in known_hosts changes.
         #[arg(long = "new-host-keys", value_name = "NODE")]
         new_host_keys: Vec<String>,
+        /// Install exactly the package versions of FILE (`name=version` lines: the
+        /// DIR/packages.lock an earlier build wrote), to rebuild the same base later. Versions
+        /// older than the mirror's need MM_DEBIAN_MIRROR pointing at a snapshot that has them.
+        #[arg(long, value_name = "FILE")]
+        pin_packages: Option<PathBuf>,
         /// No progress output, only errors.
         #[arg(long, short)]
         quiet: bool,
@@ -339,7 +344,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { fleet, json, node_toml } => check::run(&fleet, cli.data.as_deref(), json, node_toml.as_deref()),
-        Command::Build { fleet, out, nodes, format, kickstart_only, jobs, cache, node_bin, state, new_host_keys, quiet } => {
+        Command::Build { fleet, out, nodes, format, kickstart_only, jobs, cache, node_bin, state, new_host_keys, pin_packages, quiet } => {
             let opts = BuildOptions {
                 fleet,
                 data: cli.data.clone(),
@@ -352,6 +357,7 @@ fn main() -> ExitCode {
                 node_bin: node_bin.unwrap_or_else(build::default_node_bin),
                 state,
                 new_host_keys,
+                pin_packages,
                 quiet,
             };
             build::run_build(&opts).map(|outcome| match outcome {

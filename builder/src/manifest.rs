@@ -32,6 +32,10 @@ pub struct Manifest {
     /// later build refuses to replace one silently (see `hostkeys`).
     #[serde(default)]
     pub host_keys: std::collections::BTreeMap<String, String>,
+    /// `name=version` of every Debian package in the base the disk images were built from
+    /// (also in `packages.lock`, which `--pin-packages` takes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
 }
 
 impl Artifact {
@@ -114,6 +118,7 @@ pub fn update(
     fleet: &str,
     fresh: Vec<Artifact>,
     host_keys: &std::collections::BTreeMap<String, String>,
+    packages: &[String],
 ) -> Result<Manifest> {
     let path = out_dir.join("manifest.json");
     let mut manifest: Manifest = match std::fs::read_to_string(&path) {
@@ -123,9 +128,13 @@ pub fn update(
     if manifest.fleet != fleet {
         manifest.artifacts.clear();
         manifest.host_keys.clear();
+        manifest.packages.clear();
     }
     manifest.fleet = fleet.to_string();
     manifest.host_keys.extend(host_keys.iter().map(|(n, f)| (n.clone(), f.clone())));
+    if !packages.is_empty() {
+        manifest.packages = packages.to_vec();
+    }
     manifest.artifacts.retain(|a| !fresh.iter().any(|f| f.node == a.node) && out_dir.join(&a.path).is_file());
     manifest.artifacts.extend(fresh);
     manifest.artifacts.sort_by(|a, b| (&a.node, &a.path).cmp(&(&b.node, &b.path)));

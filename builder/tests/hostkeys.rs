@@ -68,8 +68,9 @@ fn each_node_gets_its_own_key_on_its_stick_reused_by_later_builds() {
     assert_eq!(known_hosts, std::fs::read_to_string(b.join("known_hosts")).unwrap());
     // Only the addresses a node has, without prefix lengths.
     let v6only = line(&known_hosts, "v6only.mm.example.net");
-    assert_eq!(v6only.split(' ').next().unwrap().split(',').count(), 2, "{v6only}");
-    assert!(!v6only.contains('/'), "{v6only}");
+    let hosts = v6only.split(' ').next().unwrap();
+    assert_eq!(hosts.split(',').count(), 2, "{v6only}");
+    assert!(!hosts.contains('/'), "{v6only}");
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
     assert!(manifest["artifacts"].as_array().unwrap().iter().any(|x| x["path"] == "known_hosts" && x["kind"] == "known-hosts"));
     tool(Command::new("sha256sum").args(["-c", "--quiet", "SHA256SUMS"]).current_dir(&a));

@@ -77,8 +77,9 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
     let arts = manifest["artifacts"].as_array().unwrap();
     // Per node: the disk image (built from the base) plus the kickstart and OEMDRV stick (no base);
-    // known_hosts for the fleet.
-    assert_eq!(arts.len(), 7);
+    // known_hosts and the base's packages.lock for the fleet.
+    assert_eq!(arts.len(), 8, "{manifest}");
+    assert!(arts.iter().any(|x| x["path"] == "packages.lock" && x["kind"] == "package-lock"), "{manifest}");
     let disks: Vec<&serde_json::Value> = arts.iter().filter(|x| x["kind"] == "disk-image").collect();
     assert_eq!(disks.len(), 2);
     assert!(disks.iter().all(|x| x["base_id"].as_str().is_some_and(|s| s.len() == 64)));
