@@ -82,6 +82,8 @@ fn ansible(program: &str, dir: &Path) -> Command {
         .env("ANSIBLE_CONFIG", cfg)
         .env("ANSIBLE_LOCAL_TEMP", dir.join(".ansible-tmp"))
         .env("ANSIBLE_HOME", dir.join(".ansible-home"))
+        // Its own ssh master connections: a shared one would skip the host key check of the next run.
+        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", dir.join(".ansible-cp"))
         .env("ANSIBLE_NOCOLOR", "1");
     c
 }
@@ -242,4 +244,89 @@ fn deterministic_selection_and_nothing_written_on_bad_input() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("no host key for v6only") && err.contains("mmbuild build"), "{err}");
     assert!(!c.exists());
+}
+
+/// A real sshd on loopback standing in for node `ci`'s ssh (the node side of the converge needs
+/// a node: the QEMU test in tests/day2.rs covers it for `apply`).
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sshd(dir: &Path, host_key: &Path, client_pub: &Path) -> Sshd {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = dir.join("sshd_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nPidFile {}\n",
+            host_key.display(),
+            client_pub.display(),
+            dir.join("sshd.pid").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f"]).arg(&cfg).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "sshd did not listen on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Sshd { child, port }
+}
+
+#[test]
+fn ansible_ssh_trusts_only_the_builds_host_key() {
+    if hostkit::testenv::need(&[hostkit::testenv::Need::Root, hostkit::testenv::Need::Tool("ssh")]).is_err() {
+        return;
+    }
+    assert!(Path::new("/usr/sbin/sshd").is_file(), "openssh-server missing (scripts/install-deps installs it)");
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = |name: &str| {
+        let k = tmp.path().join(name);
+        tool(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"]).arg(&k));
+        k
+    };
+    let (host, other, client) = (keys("host"), keys("other"), keys("client"));
+    let node = sshd(tmp.path(), &host, &client.with_extension("pub"));
+    let fleet = hostile_fleet(tmp.path(), &tmp.path().join("m"));
+    let user = tool(Command::new("id").arg("-un")).trim().to_string();
+
+    for (key, trusted) in [(&host, true), (&other, false)] {
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let kh = tmp.path().join("build_known_hosts");
+        std::fs::write(&kh, format!("ci.mm.example.net,10.0.2.15 {}", public.trim())).unwrap();
+        let out = tmp.path().join(if trusted { "good" } else { "bad" });
+        let o = export(&fleet, &out, &kh, &["--node", "ci"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // Reach "ci" on loopback as this user: a second inventory, as README.md says for an old address.
+        std::fs::write(
+            out.join("here.yml"),
+            format!(
+                "all:\n  hosts:\n    ci:\n      ansible_host: 127.0.0.1\n      ansible_port: {}\n      ansible_user: {user}\n",
+                node.port
+            ),
+        )
+        .unwrap();
+        let ping = ansible("ansible", &out)
+            .args(["-i", "inventory.yml", "-i", "here.yml", "ci", "-m", "ansible.builtin.ping", "--private-key"])
+            .arg(&client)
+            .output()
+            .unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&ping.stdout), String::from_utf8_lossy(&ping.stderr));
+        if trusted {
+            assert!(ping.status.success() && said.contains("\"pong\""), "the build's key was not accepted:\n{said}");
+        } else {
+            assert!(!ping.status.success() && said.contains("UNREACHABLE"), "a node with another key was trusted:\n{said}");
+            assert!(said.contains("Host key verification failed") || said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{said}");
+        }
+    }
 }
