@@ -197,8 +197,16 @@ pub enum Invalid {
     NoHostKey { file: String, nodes: String },
 }
 
-/// Write the export into `opts.out` (each file atomically); returns the files written.
-pub fn export(fleet: &Fleet, opts: &Options) -> Result<Vec<PathBuf>> {
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub nodes: usize,
+    pub groups: usize,
+    pub files: Vec<PathBuf>,
+}
+
+/// Write the export into `opts.out` (each file atomically).
+pub fn export(fleet: &Fleet, opts: &Options) -> Result<Summary> {
     for n in &opts.nodes {
         if fleet.node(n).is_none() {
             return Err(Invalid::UnknownNode(n.clone(), fleet.path.display().to_string()).into());
@@ -211,7 +219,8 @@ pub fn export(fleet: &Fleet, opts: &Options) -> Result<Vec<PathBuf>> {
     let known_hosts = render_known_hosts(&nodes, &keys)
         .map_err(|missing| Invalid::NoHostKey { file: opts.known_hosts.display().to_string(), nodes: missing.join(", ") })?;
     let files = render_all(&fleet.data_dir.join(DATA_DIR), &fleet.name, &nodes, &known_hosts)?;
-    write(&opts.out, &files)
+    let files = write(&opts.out, &files)?;
+    Ok(Summary { nodes: nodes.len(), groups: groups(&fleet.name, &nodes).len(), files })
 }
 
 /// Write `files` under `out`, then remove what the previous export listed and this one did not

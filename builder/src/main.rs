@@ -388,8 +388,10 @@ fn export_ansible(args: AnsibleArgs, data: Option<PathBuf>) -> anyhow::Result<Ex
     };
     let opts = ansible::Options { out: args.out, nodes: args.nodes, known_hosts: args.known_hosts };
     match ansible::export(&fleet, &opts) {
-        Ok(files) => {
-            eprintln!("mmbuild: wrote {} files into {}", files.len(), opts.out.display());
+        Ok(s) => {
+            let dir = opts.out.display();
+            println!("{dir}: {} node(s) in {} group(s), {} file(s) written", s.nodes, s.groups, s.files.len());
+            println!("run: ansible-playbook -i {dir}/inventory.yml {dir}/converge.yml   (see {dir}/README.md)");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) if e.downcast_ref::<ansible::Invalid>().is_some() => {
