@@ -330,3 +330,107 @@ fn ansible_ssh_trusts_only_the_builds_host_key() {
         }
     }
 }
+
+fn sh(cmd: &str) -> String {
+    tool(Command::new("sh").args(["-c", cmd])).trim().to_string()
+}
+
+/// A scratch node for the real mm-firstboot: its own --root tree and a 1 GiB loop device as the
+/// data disk, detached again on drop.
+struct ScratchNode {
+    root: PathBuf,
+    disk: String,
+}
+
+impl Drop for ScratchNode {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.root.join("srv/mirror")).status();
+        let _ = Command::new("losetup").args(["-d", &self.disk]).status();
+    }
+}
+
+fn recap(run: &Output, host: &str) -> String {
+    let out = String::from_utf8_lossy(&run.stdout);
+    out.lines().find(|l| l.starts_with(host) && l.contains("ok=")).unwrap_or_else(|| panic!("no recap for {host}:\n{out}")).to_string()
+}
+
+#[test]
+fn the_playbook_converges_a_node_with_the_real_mm_firstboot() {
+    use hostkit::testenv::{need, Need};
+    if need(&[Need::Root, Need::LoopDevices, Need::Tool("ssh"), Need::Tool("sudo"), Need::Tool("mkfs.xfs"), Need::Tool("sgdisk")]).is_err()
+    {
+        return;
+    }
+    let firstboot = Path::new(env!("CARGO_BIN_EXE_mmbuild")).with_file_name("mm-firstboot");
+    assert!(firstboot.is_file(), "{} missing: cargo build -p mm-firstboot first (scripts/test does)", firstboot.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = |name: &str| {
+        let k = tmp.path().join(name);
+        tool(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"]).arg(&k));
+        k
+    };
+    let (host, client) = (keys("host"), keys("client"));
+    let sshd = sshd(tmp.path(), &host, &client.with_extension("pub"));
+
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
+    std::fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();
+    let img = tmp.path().join("data.img");
+    sh(&format!("truncate -s 1G {}", img.display()));
+    let node = ScratchNode { disk: sh(&format!("losetup --show -f {}", img.display())), root };
+    // The node's own host key, as an image carries it (without one the converge needs attention).
+    std::fs::copy(&host, node.root.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+    std::fs::copy(host.with_extension("pub"), node.root.join("etc/ssh/ssh_host_ed25519_key.pub")).unwrap();
+    let program = tmp.path().join("mm-firstboot");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\nexec {} --root {} --disk {}:virtio:D1 \"$@\"\n", firstboot.display(), node.root.display(), node.disk),
+    )
+    .unwrap();
+    sh(&format!("chmod 0755 {}", program.display()));
+
+    let fleet = hostile_fleet(tmp.path(), &tmp.path().join("m"));
+    let kh = tmp.path().join("build_known_hosts");
+    std::fs::write(&kh, format!("ci.mm.example.net,10.0.2.15 {}", std::fs::read_to_string(host.with_extension("pub")).unwrap().trim()))
+        .unwrap();
+    let out = tmp.path().join("ansible");
+    assert!(export(&fleet, &out, &kh, &["--node", "ci"]).status.success());
+    let user = sh("id -un");
+    std::fs::write(
+        out.join("here.yml"),
+        format!(
+            "all:\n  hosts:\n    ci:\n      ansible_host: 127.0.0.1\n      ansible_port: {}\n      ansible_user: {user}\n      mm_firstboot: {}\n",
+            sshd.port,
+            program.display()
+        ),
+    )
+    .unwrap();
+    let play = || {
+        let o = ansible("ansible-playbook", &out)
+            .args(["-i", "inventory.yml", "-i", "here.yml", "converge.yml", "--private-key"])
+            .arg(&client)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        (o, text)
+    };
+
+    let (first, text) = play();
+    assert!(first.status.success(), "{text}");
+    let r = recap(&first, "ci");
+    assert!(r.contains("failed=0") && r.contains("unreachable=0") && !r.contains("changed=0"), "{r}\n{text}");
+    let installed = std::fs::read_to_string(node.root.join("etc/micromirror/node.toml")).unwrap();
+    assert_eq!(installed, std::fs::read_to_string(out.join("host_vars/ci/node.toml")).unwrap(), "the node got another node.toml");
+    assert!(installed.contains("touch "), "the hostile sponsor did not arrive as text");
+
+    let (second, text) = play();
+    assert!(second.status.success(), "{text}");
+    assert!(recap(&second, "ci").contains("changed=0"), "a second run changed something:\n{text}");
+
+    // Converged but needs attention (the host key gone): exit 3 is reported, not a failure.
+    std::fs::remove_file(node.root.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+    let (third, text) = play();
+    assert!(third.status.success(), "{text}");
+    assert!(recap(&third, "ci").contains("failed=0"), "{text}");
+    assert!(text.contains("Needs attention") && text.contains("PROBLEM: no ssh host key"), "{text}");
+}
