@@ -344,7 +344,7 @@ struct ScratchNode {
 
 impl Drop for ScratchNode {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.root.join("srv/mirror")).status();
+        let _ = Command::new("umount").arg(self.root.join("srv/mirror")).stderr(std::process::Stdio::null()).status();
         let _ = Command::new("losetup").args(["-d", &self.disk]).status();
     }
 }
@@ -391,23 +391,27 @@ fn the_playbook_converges_a_node_with_the_real_mm_firstboot() {
 
     let fleet = hostile_fleet(tmp.path(), &tmp.path().join("m"));
     let kh = tmp.path().join("build_known_hosts");
-    std::fs::write(&kh, format!("ci.mm.example.net,10.0.2.15 {}", std::fs::read_to_string(host.with_extension("pub")).unwrap().trim()))
-        .unwrap();
+    // sonic's entry reaches the same scratch node: its configuration must be refused there.
+    let public = std::fs::read_to_string(host.with_extension("pub")).unwrap();
+    std::fs::write(&kh, format!("ci.mm.example.net {0}\nsonic.mm.example.net {0}\n", public.trim())).unwrap();
     let out = tmp.path().join("ansible");
-    assert!(export(&fleet, &out, &kh, &["--node", "ci"]).status.success());
+    assert!(export(&fleet, &out, &kh, &["--node", "ci", "--node", "sonic"]).status.success());
     let user = sh("id -un");
     std::fs::write(
         out.join("here.yml"),
         format!(
-            "all:\n  hosts:\n    ci:\n      ansible_host: 127.0.0.1\n      ansible_port: {}\n      ansible_user: {user}\n      mm_firstboot: {}\n",
+            "all:\n  hosts:\n    ci: &here\n      ansible_host: 127.0.0.1\n      ansible_port: {}\n      ansible_user: {user}\n      mm_firstboot: {}\n    sonic: *here\n",
             sshd.port,
             program.display()
         ),
     )
     .unwrap();
-    let play = || {
+    let leftovers =
+        || std::fs::read_dir("/tmp").unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".node.toml")).count();
+    let before = leftovers();
+    let play = |limit: &str| {
         let o = ansible("ansible-playbook", &out)
-            .args(["-i", "inventory.yml", "-i", "here.yml", "converge.yml", "--private-key"])
+            .args(["-i", "inventory.yml", "-i", "here.yml", "converge.yml", "--limit", limit, "--private-key"])
             .arg(&client)
             .output()
             .unwrap();
@@ -415,7 +419,7 @@ fn the_playbook_converges_a_node_with_the_real_mm_firstboot() {
         (o, text)
     };
 
-    let (first, text) = play();
+    let (first, text) = play("ci");
     assert!(first.status.success(), "{text}");
     let r = recap(&first, "ci");
     assert!(r.contains("failed=0") && r.contains("unreachable=0") && !r.contains("changed=0"), "{r}\n{text}");
@@ -423,14 +427,22 @@ fn the_playbook_converges_a_node_with_the_real_mm_firstboot() {
     assert_eq!(installed, std::fs::read_to_string(out.join("host_vars/ci/node.toml")).unwrap(), "the node got another node.toml");
     assert!(installed.contains("touch "), "the hostile sponsor did not arrive as text");
 
-    let (second, text) = play();
+    let (second, text) = play("ci");
     assert!(second.status.success(), "{text}");
     assert!(recap(&second, "ci").contains("changed=0"), "a second run changed something:\n{text}");
 
     // Converged but needs attention (the host key gone): exit 3 is reported, not a failure.
     std::fs::remove_file(node.root.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
-    let (third, text) = play();
+    let (third, text) = play("ci");
     assert!(third.status.success(), "{text}");
     assert!(recap(&third, "ci").contains("failed=0"), "{text}");
     assert!(text.contains("Needs attention") && text.contains("PROBLEM: no ssh host key"), "{text}");
+
+    // Another node's configuration is refused by the node: that host fails, the node keeps its own.
+    let (other, text) = play("sonic");
+    assert!(!other.status.success(), "{text}");
+    assert!(recap(&other, "sonic").contains("failed=1"), "{text}");
+    assert!(text.contains("refusing to adopt another node's identity"), "{text}");
+    assert_eq!(std::fs::read_to_string(node.root.join("etc/micromirror/node.toml")).unwrap(), installed);
+    assert_eq!(leftovers(), before, "a temporary node.toml was left in /tmp");
 }
