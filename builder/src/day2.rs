@@ -23,6 +23,9 @@ pub struct Options {
     pub node_bin: PathBuf,
     /// NODE -> (host, port) instead of the inventory's first address and port 22.
     pub connect: Vec<(String, String, Option<u16>)>,
+    /// NODE -> (host, port) where the node answers after a network change (instead of its new
+    /// inventory address).
+    pub connect_new: Vec<(String, String, Option<u16>)>,
     pub identity: Option<PathBuf>,
     /// Projects whose data to delete on nodes that no longer host them.
     pub prune: Vec<String>,
@@ -231,8 +234,15 @@ fn renumbered(cfg: &NodeConfig, opts: &Options, old: &Ssh, r: &mut NodeResult) -
     old.run("sudo systemd-run --no-block --unit=mm-firstboot-apply --collect /usr/bin/mm-firstboot run", None).context("starting the converge")?;
     old.close();
     let mut new = old.clone();
-    if opts.connect.iter().all(|(n, _, _)| *n != cfg.node.name) {
-        new.host = remote::node_address(cfg).unwrap_or_else(|| cfg.node.fqdn.clone());
+    match opts.connect_new.iter().find(|(n, _, _)| *n == cfg.node.name) {
+        Some((_, host, port)) => {
+            new.host = host.clone();
+            new.port = port.unwrap_or(22);
+        }
+        None => {
+            new.host = remote::node_address(cfg).unwrap_or_else(|| cfg.node.fqdn.clone());
+            new.port = 22;
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(opts.confirm_timeout.saturating_sub(5).max(10));
     let mut last = None;

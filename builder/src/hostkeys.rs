@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result};
 use mmconfig::{NodeConfig, HOST_KEY_FILE, HOST_KEY_PUB_FILE};
@@ -271,14 +271,13 @@ fn node_key(state: &Path, cfg: &NodeConfig, published: &Published, rotate: bool)
 /// file is a key ssh can use).
 pub fn load(path: &Path) -> Result<HostKey> {
     let private = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let out =
-        Command::new("ssh-keygen").args(["-y", "-P", "", "-f"]).arg(path).stdin(Stdio::null()).output().context("running ssh-keygen -y")?;
+    let out = hostkit::cmd::run(Command::new("ssh-keygen").args(["-y", "-P", "", "-f"]).arg(path)).context("ssh-keygen cannot load it")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut f = stdout.split_whitespace();
-    match (out.status.success(), f.next(), f.next()) {
-        (true, Some(KEY_TYPE), Some(blob)) => Ok(HostKey { private, public: format!("{KEY_TYPE} {blob}") }),
-        (true, Some(other), _) => anyhow::bail!("a {other} key, not {KEY_TYPE}"),
-        _ => anyhow::bail!("ssh-keygen cannot load it: {}", String::from_utf8_lossy(&out.stderr).trim()),
+    match (f.next(), f.next()) {
+        (Some(KEY_TYPE), Some(blob)) => Ok(HostKey { private, public: format!("{KEY_TYPE} {blob}") }),
+        (Some(other), _) => anyhow::bail!("a {other} key, not {KEY_TYPE}"),
+        _ => anyhow::bail!("ssh-keygen -y printed no public key"),
     }
 }
 
@@ -290,13 +289,7 @@ fn generate(dir: &Path, fqdn: &str) -> Result<HostKey> {
     anyhow::ensure!(mode(&meta) & 0o077 == 0, "{} has mode {:04o} (chmod 700 {})", dir.display(), mode(&meta), dir.display());
     let tmp = tempfile::Builder::new().prefix(".new-").tempdir_in(dir)?;
     let new = tmp.path().join(HOST_KEY_FILE);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", fqdn, "-f"])
-        .arg(&new)
-        .stdin(Stdio::null())
-        .output()
-        .context("running ssh-keygen")?;
-    anyhow::ensure!(out.status.success(), "ssh-keygen failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    hostkit::cmd::run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", fqdn, "-f"]).arg(&new))?;
     let key = load(&new)?;
     fs::set_permissions(&new, fs::Permissions::from_mode(0o600))?;
     fs::write(tmp.path().join(HOST_KEY_PUB_FILE), key.pub_file(fqdn))?;

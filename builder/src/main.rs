@@ -23,7 +23,7 @@ directory (the repository, or $MMBUILD_DATA, or /usr/share/micromirror); --data 
 EXIT STATUS: 0 success; 1 invalid fleet, profile or hardware file (every error is printed as \
 FILE:LINE:COL: error: ...); 2 wrong command line; 3 a host tool is missing or the environment \
 is unusable (also: the host key state directory lost, unreadable or too open; the message says what to do); \
-4 a build step failed; 5 `export registrations --check` wrote the applications but found one not ready; \
+4 a build step failed; 5 `export registrations --check` wrote the applications but found one not ready, or `status`: at least one node is not healthy; \
 6 `plan`/`apply`: a node could not be reached, failed or needs attention (the others were still done)."
 )]
 struct Cli {
@@ -152,7 +152,57 @@ enum Command {
         #[arg(long)]
         snapshot: bool,
     },
+    /// Probe every node of the fleet now and say whether it is healthy and how far it lags.
+    ///
+    /// Per node and per address family (IPv4 and IPv6 separately, from the inventory): HTTP 200
+    /// on every hosted project's path, the rsync daemon's greeting and module list (every hosted
+    /// project's module must be there), and per project the lag behind its upstream: the
+    /// upstream's own freshness marker (overlays/monitoring/markers.toml: Arch lastsync,
+    /// AlmaLinux TIME, Debian's ftpsync trace, repomd.xml revision) is fetched with rsync at the
+    /// same moment as the node's copy over HTTP; projects without one are judged by the age of
+    /// the node's own trace. A lag past the profile's maximum sync interval plus --lag-margin
+    /// fails. Prints one line per node, worst first (colour only on a terminal), or --json
+    /// (versioned: "version": 1).
+    ///
+    /// Where the fleet serves HTTPS, the certificate on 443 per family (through `openssl
+    /// s_client`): it must verify for the node's FQDN; under 14 days left warns, expired fails.
+    ///
+    /// ADDRESSES: --resolve NODE:PORT=ADDR:PORT (repeatable) sends the probes of NODE's PORT (80
+    /// http, 873 rsync, 443 https) to ADDR:PORT instead of the inventory address; the family is the
+    /// address's, so give one per family to probe both. Used by tests and to probe through a
+    /// tunnel. Upstreams come from the fleet ([defaults].upstreams / per-node upstreams).
+    ///
+    /// EXIT STATUS: 0 every node healthy (warnings allowed, e.g. an upstream that could not be
+    /// reached), 5 at least one node failed a check, 1 invalid fleet or a --resolve/--node naming
+    /// no node of it, 2 wrong command line.
+    Status {
+        /// The fleet inventory.
+        fleet: PathBuf,
+        /// Print the report as JSON (versioned) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Probe only this node (repeatable); default: every node.
+        #[arg(long = "node", value_name = "NAME")]
+        nodes: Vec<String>,
+        /// Nodes probed at once.
+        #[arg(long, short, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
+        /// Seconds one connection to a node may take (connect, ask, answer); a node that does not
+        /// answer costs this once per family.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        timeout: f64,
+        /// Seconds fetching one upstream marker may take.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+        upstream_timeout: f64,
+        /// Minutes of lag tolerated on top of a profile's maximum sync interval.
+        #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+        lag_margin: u64,
+        /// Probe ADDR:PORT instead of NODE's inventory address for PORT (see ADDRESSES above).
+        #[arg(long, value_name = "NODE:PORT=ADDR:PORT")]
+        resolve: Vec<mmbuild::health::Resolve>,
+    },
 }
+
 
 #[derive(clap::Args)]
 struct Day2Args {
@@ -175,6 +225,10 @@ struct Day2Args {
     /// under the node's FQDN.
     #[arg(long, value_name = "NODE=HOST[:PORT]")]
     connect: Vec<String>,
+    /// apply: where NODE answers after a network change (default: its new inventory address,
+    /// port 22), e.g. a second port forward.
+    #[arg(long, value_name = "NODE=HOST[:PORT]")]
+    connect_new: Vec<String>,
     /// The admin's ssh private key (default: ssh's own choice, e.g. the agent).
     #[arg(long, short = 'i', value_name = "FILE")]
     identity: Option<PathBuf>,
@@ -195,6 +249,27 @@ struct Day2Args {
 
 #[derive(Subcommand)]
 enum ExportKind {
+    /// Prometheus + blackbox_exporter configuration for the whole fleet.
+    ///
+    /// Writes DIR/prometheus.yml (an example scrape configuration), DIR/blackbox.yml (one module
+    /// per address family: HTTP 200, rsync greeting via tcp query_response, TLS), DIR/rules.yml
+    /// (alerts derived from the profiles: sync stale past the maximum interval plus a margin,
+    /// last sync failed, consistency check errors, textfile metrics stale or unreadable, data
+    /// disk full within 7 days, probe failing per family, certificate expiring within 14 days,
+    /// node down) and file_sd target files DIR/targets/node.json and DIR/targets/blackbox.json,
+    /// labelled node, sponsor, hardware, project, family. Check them with
+    /// `promtool check config DIR/prometheus.yml`. Every file is written atomically; the same
+    /// fleet gives the same bytes.
+    Prometheus {
+        /// The fleet inventory.
+        fleet: PathBuf,
+        /// Output directory.
+        #[arg(long, short, value_name = "DIR")]
+        out: PathBuf,
+        /// Where Prometheus reaches the blackbox exporter.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9115")]
+        blackbox: String,
+    },
     /// Every hosted project's own mirror application for every node, in the upstream's format.
     ///
     /// Writes one directory per application (what one submission to one upstream covers; one
@@ -327,6 +402,20 @@ fn main() -> ExitCode {
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
             run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
         }
+        Command::Status { fleet, json, nodes, jobs, timeout, upstream_timeout, lag_margin, resolve } => {
+            let secs = |s: f64| std::time::Duration::from_secs_f64(if s.is_finite() { s.clamp(0.05, 3600.0) } else { 5.0 });
+            let opts = mmbuild::health::Options {
+                timeout: secs(timeout),
+                upstream_timeout: secs(upstream_timeout),
+                jobs: usize::from(jobs),
+                resolve,
+                lag_margin: std::time::Duration::from_secs(lag_margin.saturating_mul(60)),
+            };
+            mmbuild::status::run(&fleet, cli.data.as_deref(), json, &nodes, &opts)
+        }
+        Command::Export { kind: ExportKind::Prometheus { fleet, out, blackbox } } => {
+            mmbuild::prometheus::run(&fleet, cli.data.as_deref(), &out, &blackbox)
+        }
     };
     match result {
         Ok(code) => code,
@@ -347,13 +436,15 @@ fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<Ex
             return Ok(ExitCode::from(exit::INVALID_INPUT));
         }
     };
-    let mut connect = Vec::new();
-    for c in &args.connect {
-        match mmbuild::remote::parse_connect(c) {
-            Ok(t) => connect.push(t),
-            Err(why) => {
-                eprintln!("mmbuild: error: --connect {why}");
-                return Ok(ExitCode::from(2));
+    let (mut connect, mut connect_new) = (Vec::new(), Vec::new());
+    for (list, into, flag) in [(&args.connect, &mut connect, "--connect"), (&args.connect_new, &mut connect_new, "--connect-new")] {
+        for c in list {
+            match mmbuild::remote::parse_connect(c) {
+                Ok(t) => into.push(t),
+                Err(why) => {
+                    eprintln!("mmbuild: error: {flag} {why}");
+                    return Ok(ExitCode::from(2));
+                }
             }
         }
     }
@@ -363,6 +454,7 @@ fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<Ex
         jobs: args.jobs,
         node_bin: args.node_bin.unwrap_or_else(build::default_node_bin),
         connect,
+        connect_new,
         identity: args.identity,
         prune: args.prune,
         confirm_timeout: args.confirm_timeout,

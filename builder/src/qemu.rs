@@ -33,6 +33,8 @@ pub struct VmOptions {
     pub cpus: u32,
     /// host port -> guest port, on 127.0.0.1.
     pub forwards: Vec<(u16, u16)>,
+    /// host port -> (guest address, guest port): a guest that changes its address (renumbering).
+    pub forwards_to: Vec<(u16, std::net::Ipv4Addr, u16)>,
     /// Discard writes to the image (the image file stays as built).
     pub snapshot: bool,
     /// Serial console to this file (tests); None = on the terminal.
@@ -49,6 +51,7 @@ impl VmOptions {
             memory_mib: 1024,
             cpus: 2,
             forwards: Vec::new(),
+            forwards_to: Vec::new(),
             snapshot: false,
             serial_log: None,
             accel: None,
@@ -158,7 +161,8 @@ impl Vm {
             cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=data{i}", disk.display()));
             cmd.arg("-device").arg(format!("virtio-blk-pci,drive=data{i},serial=MMDISK{i}"));
         }
-        let fwd: String = opts.forwards.iter().map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}")).collect();
+        let mut fwd: String = opts.forwards.iter().map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}")).collect();
+        fwd.extend(opts.forwards_to.iter().map(|(h, a, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-{a}:{g}")));
         cmd.arg("-netdev").arg(format!("user,id=net0,ipv4=on,ipv6=on{fwd}"));
         cmd.arg("-device").arg(format!("virtio-net-pci,netdev=net0,mac={GUEST_MAC}"));
         match &opts.serial_log {

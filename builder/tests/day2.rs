@@ -55,7 +55,10 @@ struct Node {
     out: PathBuf,
     image: PathBuf,
     data: PathBuf,
-    ports: (u16, u16, u16),
+    /// ssh, http, rsync on the inventory address; ssh on the renumbered address 10.0.2.16.
+    ports: (u16, u16, u16, u16),
+    /// The ssh port `day2` and `ssh` use (the node's current address).
+    via: std::cell::Cell<u16>,
 }
 
 impl Node {
@@ -67,8 +70,9 @@ impl Node {
         let mut opts = VmOptions::new(&self.image);
         opts.data_disks = vec![self.data.clone()];
         opts.serial_log = Some(self.tmp.path().join(log));
-        let (ssh, http, rsync) = self.ports;
+        let (ssh, http, rsync, renumbered) = self.ports;
         opts.forwards = vec![(ssh, 22), (http, 80), (rsync, 873)];
+        opts.forwards_to = vec![(renumbered, std::net::Ipv4Addr::new(10, 0, 2, 16), 22)];
         let mut vm = Vm::start(&opts).unwrap();
         vm.wait_for(READY, BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(40)));
         vm
@@ -77,7 +81,7 @@ impl Node {
     fn day2(&self, verb: &str, fleet: &str, key: &str, extra: &[&str]) -> Output {
         let fleet = self.fleet(fleet);
         let key = self.tmp.path().join(key);
-        let connect = format!("ci=127.0.0.1:{}", self.ports.0);
+        let connect = format!("ci=127.0.0.1:{}", self.via.get());
         let data = repo();
         let mut args = vec![verb, fleet.to_str().unwrap(), "--out", self.out.to_str().unwrap(), "--node", "ci"];
         args.extend(["--connect", &connect, "-i", key.to_str().unwrap(), "--data", data.to_str().unwrap()]);
@@ -95,7 +99,7 @@ impl Node {
             .arg(format!("UserKnownHostsFile={}", self.out.join("known_hosts").display()))
             .args(["-o", "HostKeyAlias=ci.mm.example.net", "-o", "IdentitiesOnly=yes", "-i"])
             .arg(self.tmp.path().join(key))
-            .args(["-p", &self.ports.0.to_string(), "mmadmin@127.0.0.1", command])
+            .args(["-p", &self.via.get().to_string(), "mmadmin@127.0.0.1", command])
             .output()
             .unwrap()
     }
@@ -188,8 +192,13 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     sh(&format!("cp --sparse=always {} {}", out.join("ci/disk.img").display(), image.display()));
     let data = tmp.path().join("data.img");
     std::fs::File::create(&data).unwrap().set_len(4 << 30).unwrap();
-    let node = Node { tmp, out, image, data, ports: (free_port(), free_port(), free_port()) };
+    let ports = (free_port(), free_port(), free_port(), free_port());
+    let node = Node { tmp, out, image, data, ports, via: std::cell::Cell::new(ports.0) };
     let vm = node.boot("boot1.log");
+
+    // The generated manual pages are in the image and `man` reads them.
+    let man = node.ssh("key_a", "MANPAGER=cat man mm-sync");
+    assert!(String::from_utf8_lossy(&man.stdout).contains("Keep one hosted project in step"), "{}", text(&man));
 
     // The inventory it was built from: nothing to change.
     let o = node.day2("plan", "v1.toml", "key_a", &[]);
@@ -268,5 +277,34 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     std::fs::write(&known, original).unwrap();
     assert_eq!(o.status.code(), Some(6), "{}", text(&o));
     assert!(text(&o).contains("unreachable") && text(&o).contains("Host key verification failed"), "{}", text(&o));
+
+    // Renumbering, confirmed: the sponsor moves ci to 10.0.2.16; apply reaches it there (the
+    // same host key) and confirms; the old address is gone.
+    let v4 = v3.replace("ipv4 = { address = \"10.0.2.15/24\"", "ipv4 = { address = \"10.0.2.16/24\"");
+    assert_ne!(v4, v3);
+    std::fs::write(node.fleet("v4.toml"), &v4).unwrap();
+    let moved = format!("ci=127.0.0.1:{}", node.ports.3);
+    let o = node.day2("apply", "v4.toml", "key_b", &["--connect-new", &moved, "--confirm-timeout", "120", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("renumbered: confirmed"), "{}", text(&o));
+    node.via.set(node.ports.3);
+    assert!(node.ssh("key_b", "ip -4 -o addr show | grep -q 10.0.2.16/24").status.success());
+    node.via.set(node.ports.0);
+    assert!(!node.ssh("key_b", "true").status.success(), "the old address still answers");
+
+    // Renumbering, unconfirmed (the new address is never reached): the node rolls back by itself.
+    node.via.set(node.ports.3);
+    let o = node.day2("apply", "v3.toml", "key_b", &["--connect-new", "ci=127.0.0.1:9", "--confirm-timeout", "40"]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert!(text(&o).contains("rolls back"), "{}", text(&o));
+    let t = Instant::now();
+    loop {
+        let o = node.ssh("key_b", "cat /etc/micromirror/node.toml");
+        if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("10.0.2.16/24") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(150), "the node did not roll back to 10.0.2.16: {}", text(&o));
+        std::thread::sleep(Duration::from_secs(3));
+    }
     drop(vm);
 }

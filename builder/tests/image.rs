@@ -353,6 +353,8 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
     eprintln!("serve: QEMU start -> first HTTP 200 of the sponsor page in {:.1} s ({:?})", first_200.as_secs_f64(), vm.accel);
     vm.wait_for("mm-firstboot: ci.mm.example.net ready - ALL GOOD", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(40)));
     let console = vm.serial();
+    // The verdict covers the upstream: reachable over IPv4 (the node's IPv6 has no route to an IPv4 literal).
+    assert!(console.contains("upstream of epel: rsync://10.0.2.2:10873/epel/ - IPv4 answers, IPv6 no address"), "{}", vm.tail(40));
     if let Some(secs) = console.lines().find_map(|l| l.split(" change(s) in ").nth(1)) {
         eprintln!("serve: firstboot's own run took {}", secs.trim());
     }
@@ -405,6 +407,8 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
         "port 9100 must be closed to non-admin sources:\n{}",
         vm.tail(60)
     );
+    // sshd must be running for the closed port to mean anything.
+    assert!(console.contains(" ssh active"), "sshd is not active on the node:\n{}", vm.tail(30));
     let ssh_banner = Command::new("curl").args(["-s", "--max-time", "5", &format!("telnet://127.0.0.1:{ssh}")]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ssh_banner.stdout).contains("SSH-2.0"), "ssh answered a non-admin source");
 

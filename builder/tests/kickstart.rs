@@ -176,28 +176,67 @@ fn every_example_node_validates_and_says_what_matters() {
             }
             _ => unreachable!(),
         }
-        if cfg.node.ipv6.is_none() {
-            has("--noipv4");
-        }
-        if cfg.node.ipv4.is_none() {
-            lacks("--noipv6");
-        }
+        address_families(&cfg, &ks);
     }
+}
+
+/// A missing address family is switched off (`--noipv4`/`--noipv6`), a present one configured.
+fn address_families(cfg: &NodeConfig, ks: &str) {
+    let name = &cfg.node.name;
+    let (v4, v6) = (cfg.node.ipv4.is_some(), cfg.node.ipv6.is_some());
+    assert_eq!(ks.contains("--noipv4"), !v4, "node {name}: --noipv4 iff no ipv4");
+    assert_eq!(ks.contains(" --ip="), v4, "node {name}: --ip= iff ipv4");
+    assert_eq!(ks.contains("--noipv6"), !v6, "node {name}: --noipv6 iff no ipv6");
+    assert_eq!(ks.contains(" --ipv6="), v6, "node {name}: --ipv6= iff ipv6");
+}
+
+/// examples/fleet.toml with ziply made IPv4-only.
+fn v4_only_fleet(dir: &Path) -> fleet::Fleet {
+    let text = std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap();
+    let v4 = text.replace("ipv6 = { address = \"2001:db8:10::2/64\", gateway = \"2001:db8:10::1\" }\n", "dns = [\"9.9.9.9\"]\n");
+    assert_ne!(v4, text, "ziply's ipv6 line moved: update this test");
+    let path = dir.join("fleet.toml");
+    std::fs::write(&path, v4).unwrap();
+    load(&path)
 }
 
 #[test]
 fn a_v4_only_node_says_noipv6() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap();
-    let text = text.replace("ipv6 = { address = \"2001:db8:10::2/64\", gateway = \"2001:db8:10::1\" }\n", "dns = [\"9.9.9.9\"]\n");
-    let path = dir.path().join("fleet.toml");
-    std::fs::write(&path, text).unwrap();
-    let (_, ks) = render(&load(&path), "ziply");
+    let (cfg, ks) = render(&v4_only_fleet(dir.path()), "ziply");
+    assert!(cfg.node.ipv4.is_some() && cfg.node.ipv6.is_none());
     ksvalidate(&ks, "v4-only ziply");
     assert!(ks.contains("--gateway=192.0.2.11 --noipv6 --nameserver="), "{ks}");
+    address_families(&cfg, &ks);
 }
 
-const HOSTILE: &[&str] = &["\"; rm -rf / #", "O'Brien & <Sons>", "$(reboot)", "`reboot`", "x' ; reboot ; echo '", "\\\"%end"];
+/// Hostile text; what would run is a harmless canary: `touch "$T/pwned"` with `T` a temporary
+/// directory the test then checks (never anything that could hurt the machine running the tests).
+const HOSTILE: &[&str] = &[
+    "\"; touch \"$T/pwned\" #",
+    "O'Brien & <Sons>",
+    "$(touch \"$T/pwned\")",
+    "`touch \"$T/pwned\"`",
+    "x' ; touch \"$T/pwned\" ; echo '",
+    "\\\"%end",
+];
+/// URLs may not hold spaces or quotes (the validator refuses them): `${IFS}` stands in.
+const HOSTILE_URL: &str = "https://evil.example/?q=$(touch${IFS}$T/pwned)&r=`touch${IFS}$T/pwned`;s=${IFS}";
+
+/// A directory for the canary; fails the test if anything touched it.
+struct Canary(tempfile::TempDir);
+
+impl Canary {
+    fn new() -> Canary {
+        Canary(tempfile::tempdir().unwrap())
+    }
+    fn env(&self) -> (&'static str, &Path) {
+        ("T", self.0.path())
+    }
+    fn assert_untouched(&self, what: &str) {
+        assert!(!self.0.path().join("pwned").exists(), "{what}: hostile text was executed");
+    }
+}
 
 /// Writes examples/fleet.toml with every sponsor (and the contact) replaced by hostile text.
 fn hostile_fleet(dir: &Path, text: &str) -> PathBuf {
@@ -205,7 +244,7 @@ fn hostile_fleet(dir: &Path, text: &str) -> PathBuf {
     for node in doc["node"].as_array_mut().unwrap() {
         let sponsor = node["sponsor"].as_table_mut().unwrap();
         sponsor.insert("name".into(), toml::Value::String(text.into()));
-        sponsor.insert("url".into(), toml::Value::String("https://evil.example/?q=$(reboot)&r=`id`;s=${IFS}".into()));
+        sponsor.insert("url".into(), toml::Value::String(HOSTILE_URL.into()));
     }
     let path = dir.join("fleet.toml");
     std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
@@ -228,6 +267,15 @@ fn hostile_sponsor_text_stays_data() {
                 bash_n(&body, &format!("{head} with hostile sponsor #{i}"));
             }
         }
+        // The %pre really runs (as root, on a fake tree): the canary stays untouched.
+        let canary = Canary::new();
+        let mut t = Tree::new();
+        t.disk("sda", SATA, 2000, "BIG SSD", "S1", Some("ata-BIG_SSD_S1"), Some("pci-0000:00:1f.2-ata-1"), Holds::Nothing);
+        t.nic("enp1s0", "r8169", "00:11:22:33:44:55", true);
+        let (_, ks) = render(&f, "ziply");
+        let out = t.run_pre_env(&ks, &[canary.env()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        canary.assert_untouched(&format!("%pre with hostile sponsor #{i}"));
     }
     // Line breaks never reach a template: the fleet validator refuses them.
     let dir = tempfile::tempdir().unwrap();
@@ -239,20 +287,14 @@ fn hostile_sponsor_text_stays_data() {
 #[test]
 fn hostile_ssh_key_comment_is_one_quoted_word() {
     let dir = tempfile::tempdir().unwrap();
-    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOozE4famK1j6NfXCWFhGYm39GKIAWKfHlpUtwM5i4R9 o'brien \"$(reboot)\" `id` \\";
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOozE4famK1j6NfXCWFhGYm39GKIAWKfHlpUtwM5i4R9 o'brien \"$(touch \"$T/pwned\")\" `touch \"$T/pwned\"` \\";
     let text = std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap();
     let mut doc: toml::Table = text.parse().unwrap();
     doc["fleet"].as_table_mut().unwrap().insert("admin_ssh_keys".into(), toml::Value::Array(vec![toml::Value::String(key.into())]));
     let path = dir.path().join("fleet.toml");
     std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
-    let f = match fleet::load(&path, None) {
-        Ok(f) => f,
-        Err(d) => {
-            // Refusing such a comment is fine too; then nothing can reach the kickstart.
-            eprintln!("fleet validator refuses the hostile key comment:\n{d}");
-            return;
-        }
-    };
+    // A key comment is free text to OpenSSH: the validator accepts it, so it must stay data.
+    let f = fleet::load(&path, None).unwrap_or_else(|d| panic!("the fleet validator refuses a valid key with an odd comment:\n{d}"));
     let (_, ks) = render(&f, "ziply");
     ksvalidate(&ks, "hostile ssh key comment");
     // pykickstart sees exactly the key as one argument.
@@ -263,8 +305,11 @@ fn hostile_ssh_key_comment_is_one_quoted_word() {
     let post = scripts(&ks).into_iter().find(|(h, _)| h.starts_with("%post --interpreter")).unwrap().1;
     let printf = post.lines().find(|l| l.starts_with("printf '%s\\n' ")).unwrap();
     let printf = printf.split(" >").next().unwrap();
-    let out = Command::new("bash").args(["-c", printf]).output().unwrap();
+    let canary = Canary::new();
+    let (k, v) = canary.env();
+    let out = Command::new("bash").args(["-c", printf]).env(k, v).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{key}\n"));
+    canary.assert_untouched("the %post's authorized_keys line");
 }
 
 // ---- %pre on fake /sys and /dev trees ----
@@ -377,7 +422,16 @@ impl Tree {
     }
 
     fn run_pre(&self, ks: &str) -> Output {
-        Command::new("bash").args(["-c", &pre_script(ks)]).env("MM_SYSROOT", &self.root).env("MM_KS_DIR", &self.out).output().unwrap()
+        self.run_pre_env(ks, &[])
+    }
+
+    fn run_pre_env(&self, ks: &str, env: &[(&str, &Path)]) -> Output {
+        let mut cmd = Command::new("bash");
+        cmd.args(["-c", &pre_script(ks)]).env("MM_SYSROOT", &self.root).env("MM_KS_DIR", &self.out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
     }
 
     /// Run the %pre; on success return (log, mm-disk.ks, mm-network.ks) after validating the
@@ -596,6 +650,28 @@ fn pre_uses_the_pinned_mac() {
         "{net}"
     );
     assert!(disk.contains("--ondisk=disk/by-id/nvme-Samsung_SSD_990_N1"), "{disk}");
+}
+
+#[test]
+fn pre_writes_one_address_family_for_single_stack_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let v4 = v4_only_fleet(dir.path());
+    let examples = load(&repo().join("examples/fleet.toml"));
+    for (f, name) in [(&v4, "ziply"), (&examples, "v6only")] {
+        let (cfg, ks) = render(f, name);
+        assert_eq!(cfg.hardware.name, "wasp", "{name}: the fake tree below is a wasp");
+        let mut t = Tree::new();
+        t.disk("sda", SATA, 2000, "BIG SSD", "S1", Some("ata-BIG_SSD_S1"), Some("pci-0000:00:1f.2-ata-1"), Holds::Nothing);
+        t.nic("enp1s0", "r8169", "00:11:22:33:44:55", true);
+        // pre_ok validates the kickstart with the written network line included.
+        let (_, _, net) = t.pre_ok(&ks);
+        let line = net.lines().find(|l| l.starts_with("network --device=enp1s0 ")).unwrap_or_else(|| panic!("{name}: {net}"));
+        address_families(&cfg, line);
+        match name {
+            "ziply" => assert!(line.contains(" --ip=192.0.2.10 --netmask=255.255.255.254 --gateway=192.0.2.11 --noipv6 "), "{line}"),
+            _ => assert!(line.contains(" --noipv4 --ipv6=2001:db8:40::10/64 --ipv6gateway=2001:db8:40::1 "), "{line}"),
+        }
+    }
 }
 
 // ---- the OEMDRV stick, built by the real binary ----

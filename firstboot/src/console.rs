@@ -177,7 +177,7 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
             Ok(200) => lines.push("http: the mirror answers 200 on port 80".into()),
             Ok(code) => problems.push(format!("http: the mirror answers {code} on port 80: the mirror team must look at nginx")),
             Err(e) => problems.push(format!("http: nothing answers on port 80 ({e}): the mirror team must look at nginx")),
-        }
+        }        upstreams(host, cfg, &mut lines, &mut problems);
     }
     for (name, dir, bytes) in crate::adopt::leftovers(host, cfg) {
         lines.push(format!(
@@ -187,4 +187,34 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
         ));
     }
     Status { fqdn: cfg.node.fqdn.clone(), lines, problems }
+}
+
+/// Each hosted project's upstream, reachable from this network over each family, and its sync.
+fn upstreams(host: &Host, cfg: &NodeConfig, lines: &mut Vec<String>, problems: &mut Vec<String>) {
+    use crate::upstream::{self, SyncState};
+    let units: Vec<String> = cfg.projects.iter().map(|p| format!("mm-sync-{}.service", p.name)).collect();
+    let refs: Vec<&str> = units.iter().map(String::as_str).collect();
+    let states = host.unit_states(&refs);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let sync_state = |project: &str| {
+        let i = cfg.projects.iter().position(|p| p.name == project).unwrap_or(0);
+        if matches!(states.get(i).and_then(|s| s.as_deref()), Some("active" | "activating")) {
+            return SyncState::Running;
+        }
+        let file = host.path(Path::new(&mmconfig::sync_status_file(project)));
+        let Some(st) = std::fs::read_to_string(file).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
+            return SyncState::NeverRun;
+        };
+        if st["result"] == "success" {
+            SyncState::Succeeded { age_seconds: now.saturating_sub(st["finished_unix"].as_u64().unwrap_or(0)) }
+        } else {
+            let msg: String = st["message"].as_str().unwrap_or("").chars().filter(|c| !c.is_control()).take(160).collect();
+            SyncState::Failed(format!("{}: {msg}", st["result"].as_str().unwrap_or("failed")))
+        }
+    };
+    for u in upstream::observe(cfg, sync_state, std::time::Duration::from_secs(4)) {
+        let (l, p) = upstream::verdict(&u);
+        lines.extend(l);
+        problems.extend(p);
+    }
 }

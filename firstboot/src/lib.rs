@@ -15,6 +15,7 @@ pub mod probe;
 pub mod run;
 pub mod services;
 pub mod storage;
+pub mod upstream;
 
 #[cfg(test)]
 mod testdata;
@@ -38,9 +39,10 @@ impl Exit {
             Exit::BadConfig => "no or invalid configuration",
             Exit::Usage => "wrong command line",
             Exit::NeedsHands => {
-                "converged as far as possible but something needs hands (missing disk, no link, foreign data, a failed storage step)"
+                "converged as far as possible but something needs hands: a missing disk, no link, foreign data, or a step that \
+                 failed (reported, the rest still converged, retried by the next run)"
             }
-            Exit::Failed => "the run itself failed (it could not read the machine or record its state)",
+            Exit::Failed => "the run itself stopped (the disks could not be read, files or the state could not be written)",
         }
     }
 

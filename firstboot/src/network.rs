@@ -134,8 +134,11 @@ pub fn render_nm_keyfiles(cfg: &NodeConfig, ports: &[&Nic]) -> Vec<RenderedFile>
             );
             files.push(RenderedFile::new(format!("{dir}/mm-{}.nmconnection", bond.name), 0o600, body));
             for (i, p) in ports.iter().enumerate() {
+                // master/slave-type, not controller/port-type: those keys only exist from
+                // NetworkManager 1.46 (AlmaLinux 9.4); older ones ignore them and the port
+                // would come up on its own with DHCP. Newer ones still read these.
                 let port = format!(
-                    "{header}[connection]\nid=mm-{}-port{i}\ntype=ethernet\ncontroller={}\nport-type=bond\nautoconnect=true\n\n[ethernet]\nmac-address={}\n",
+                    "{header}[connection]\nid=mm-{}-port{i}\ntype=ethernet\nmaster={}\nslave-type=bond\nautoconnect=true\n\n[ethernet]\nmac-address={}\n",
                     bond.name, bond.name, p.mac
                 );
                 files.push(RenderedFile::new(format!("{dir}/mm-{}-port{i}.nmconnection", bond.name), 0o600, port));
@@ -175,6 +178,22 @@ mod tests {
         String::from_utf8(f.contents.clone()).unwrap()
     }
 
+    /// The `Address=` values of a networkd file, parsed: (address, prefix length).
+    fn addresses(network: &str) -> Vec<(std::net::IpAddr, u8)> {
+        network
+            .lines()
+            .filter_map(|l| l.strip_prefix("Address="))
+            .map(|a| {
+                let (ip, len) = a.split_once('/').unwrap_or_else(|| panic!("no prefix length: {a}"));
+                (ip.parse().unwrap_or_else(|e| panic!("{a}: {e}")), len.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
+            })
+            .collect()
+    }
+
+    fn addr(a: &str, len: u8) -> (std::net::IpAddr, u8) {
+        (a.parse().unwrap(), len)
+    }
+
     #[test]
     fn slash31_gets_an_on_link_peer_gateway() {
         let cfg = node("ziply");
@@ -183,8 +202,7 @@ mod tests {
         let files = render_networkd(&cfg, &ports);
         let net = text(&files, "10-mm-uplink.network");
         assert!(net.contains("[Match]\nMACAddress=aa:bb:cc:00:00:01\n"), "{net}");
-        assert!(net.contains("Address=192.0.2.10/31\n"));
-        assert!(net.contains("Address=2001:db8:10::2/64\n"));
+        assert_eq!(addresses(&net), [addr("192.0.2.10", 31), addr("2001:db8:10::2", 64)], "{net}");
         assert!(net.contains("[Route]\nGateway=192.0.2.11\nGatewayOnLink=yes\n"));
         assert!(net.contains("[Route]\nGateway=2001:db8:10::1\nGatewayOnLink=yes\n"));
         assert!(net.contains("DHCP=no") && net.contains("IPv6AcceptRA=no"));
@@ -215,10 +233,11 @@ mod tests {
         assert!(netdev.contains("Kind=bond") && netdev.contains("Mode=802.3ad") && netdev.contains("LACPTransmitRate=fast"));
         assert!(text(&files, "20-mm-bond0-ports.network").contains("MACAddress=00:1b:21:00:00:01 00:1b:21:00:00:02\n"));
         let bond = text(&files, "30-mm-bond0.network");
-        assert!(bond.contains("Name=bond0") && bond.contains("Address=203.0.113.4/29"));
+        assert!(bond.contains("Name=bond0"), "{bond}");
+        assert_eq!(addresses(&bond)[0], addr("203.0.113.4", 29), "{bond}");
         let nm = render_nm_keyfiles(&cfg, &select_ports(&cfg, &nics));
         assert!(text(&nm, "mm-bond0.nmconnection").contains("type=bond\ninterface-name=bond0"));
-        assert!(text(&nm, "mm-bond0-port1.nmconnection").contains("controller=bond0\nport-type=bond"));
+        assert!(text(&nm, "mm-bond0-port1.nmconnection").contains("master=bond0\nslave-type=bond"));
         assert!(nm.iter().all(|f| f.mode == 0o600));
     }
 
@@ -227,7 +246,7 @@ mod tests {
         let cfg = node("v6only");
         let nics = [nic("eno1", "aa:00:00:00:00:01", "r8169", true)];
         let net = text(&render_networkd(&cfg, &select_ports(&cfg, &nics)), ".network");
-        assert!(!net.contains("Address=1") && net.contains("Address=2001:db8:40::10/64"));
+        assert_eq!(addresses(&net), [addr("2001:db8:40::10", 64)], "{net}");
         let nm = text(&render_nm_keyfiles(&cfg, &select_ports(&cfg, &nics)), "mm-uplink.nmconnection");
         assert!(nm.contains("[ipv4]\nmethod=disabled"), "{nm}");
         assert!(nm.contains("address1=2001:db8:40::10/64,2001:db8:40::1"), "{nm}");

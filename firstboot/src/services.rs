@@ -2,7 +2,7 @@
 //! time, so the static binary is self-contained on AlmaLinux too).
 //!
 //! HTML escaping is off for the whole registry: every value from the fleet goes through a helper
-//! named after its target language (`xml`, `xsl_attr`, `nginx_str`, `rsyncd_value`, `plain`).
+//! named after its target language (`xml`, `xsl_attr`, `mailto`, `nginx_str`, `rsyncd_value`, `plain`).
 
 use handlebars::{handlebars_helper, Handlebars};
 use mmconfig::NodeConfig;
@@ -149,6 +149,20 @@ pub fn xsl_attr(s: &str) -> String {
     xml_escape(s).replace('{', "{{").replace('}', "}}")
 }
 
+/// A `mailto:` URI for `addr` (RFC 6068): all but unreserved characters and `@` percent-encoded,
+/// so the result is also safe as XML and XSLT attribute text.
+pub fn mailto(addr: &str) -> String {
+    let mut out = String::from("mailto:");
+    for b in addr.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A double-quoted nginx string.
 pub fn nginx_str(s: &str) -> String {
     let inner: String = s
@@ -202,6 +216,7 @@ pub fn rsyncd_value(s: &str) -> String {
 
 handlebars_helper!(xml: |s: str| xml_escape(s));
 handlebars_helper!(xsl_attr_h: |s: str| xsl_attr(s));
+handlebars_helper!(mailto_h: |s: str| mailto(s));
 handlebars_helper!(nginx_str_h: |s: str| nginx_str(s));
 handlebars_helper!(nginx_regex: |s: str| nginx_prefix_regex(s));
 handlebars_helper!(plain_h: |s: str| plain(s));
@@ -215,6 +230,7 @@ fn registry() -> Handlebars<'static> {
     h.register_escape_fn(handlebars::no_escape);
     h.register_helper("xml", Box::new(xml));
     h.register_helper("xsl_attr", Box::new(xsl_attr_h));
+    h.register_helper("mailto", Box::new(mailto_h));
     h.register_helper("nginx_str", Box::new(nginx_str_h));
     h.register_helper("nginx_regex", Box::new(nginx_regex));
     h.register_helper("plain", Box::new(plain_h));
@@ -355,10 +371,37 @@ mod tests {
         std::str::from_utf8(&f.contents).unwrap()
     }
 
+    /// The text and href of the link in `<p class="sponsor">`, parsing the whole document
+    /// (quick-xml checks that every end tag matches and fails on anything not well-formed).
+    fn sponsor_link(doc: &str) -> (String, String) {
+        use quick_xml::events::Event;
+        let mut r = quick_xml::Reader::from_str(doc);
+        r.config_mut().check_end_names = true;
+        let (mut in_sponsor, mut in_link, mut text, mut href) = (false, false, String::new(), String::new());
+        loop {
+            match r.read_event().unwrap_or_else(|e| panic!("not well-formed at {}: {e}\n{doc}", r.buffer_position())) {
+                Event::Start(e) if e.name().as_ref() == b"p" => {
+                    in_sponsor = e.try_get_attribute("class").unwrap().is_some_and(|a| a.value.as_ref() == b"sponsor");
+                }
+                Event::Start(e) if in_sponsor && e.name().as_ref() == b"a" => {
+                    in_link = true;
+                    href = e.try_get_attribute("href").unwrap().unwrap().unescape_value().unwrap().into_owned();
+                }
+                Event::Text(t) if in_link => text.push_str(&t.unescape().unwrap()),
+                Event::End(e) if e.name().as_ref() == b"a" => in_link = false,
+                Event::End(e) if e.name().as_ref() == b"p" => in_sponsor = false,
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        (text, href.replace("{{", "{").replace("}}", "}"))
+    }
+
     #[test]
     fn escapers() {
         assert_eq!(xml_escape("O'Brien & <Sons>"), "O&apos;Brien &amp; &lt;Sons&gt;");
         assert_eq!(xsl_attr("https://x/{a}"), "https://x/{{a}}");
+        assert_eq!(mailto("o\"h{a}%<b>&$\\@x.net"), "mailto:o%22h%7Ba%7D%25%3Cb%3E%26%24%5C@x.net");
         assert_eq!(nginx_str("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
         assert_eq!(nginx_prefix_regex("/a.b/"), "\"~^/a\\\\.b/\"");
         assert_eq!(plain("a\nb"), "a b");
@@ -374,9 +417,11 @@ mod tests {
             cfg.node.sponsor.url = format!("https://x.example/?q={name}");
             let s = render_services(&cfg, &Paths::default()).unwrap();
             let xslt = file(&s, "listing.xslt");
-            // The stylesheet stays one well-formed document with the name as text.
-            assert_eq!(xslt.matches("</xsl:stylesheet>").count(), 1, "{name}");
-            assert!(xslt.contains(&format!(">{}</a>", xml_escape(name))), "{name}: {xslt}");
+            // The stylesheet stays one well-formed document with the name as the sponsor link's
+            // text and the URL as its href (read back by an XML parser).
+            let (text, href) = sponsor_link(xslt);
+            assert_eq!(text, plain(name), "{xslt}");
+            assert_eq!(href, plain(&cfg.node.sponsor.url), "{xslt}");
             let motd = file(&s, "rsyncd.motd");
             assert_eq!(motd.lines().count(), 3, "{name}: motd must stay 3 lines: {motd}");
             // The sponsor never reaches nginx or rsyncd configuration syntax.

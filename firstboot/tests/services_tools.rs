@@ -1,135 +1,31 @@
 //! The rendered services checked and run by their real tools: nginx (serving for real), nft,
-//! systemd-analyze, rsync --daemon, sshd -t. Needs root and the packages from install-deps.
+//! systemd-analyze, rsync --daemon, sshd -t, visudo, sysctl, agetty, xmllint. Daemons run in a
+//! private network namespace per test, so their ports are the real ones and reserved for the
+//! whole test. Needs root and the packages from install-deps.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-use mm_firstboot::services::{render_services, Paths, Services};
-use mmconfig::NodeConfig;
+use common::{curl, html_xpath, node, run, Daemon, Netns, Tree};
+use mm_firstboot::services::systemd_arg;
 
 const HOSTILE: &str = "CI \"Labs\" & <Sons> '; rm -rf / #";
-
-fn node(name: &str) -> NodeConfig {
-    let nodes: Vec<NodeConfig> = serde_json::from_str(include_str!("../../tests/fixtures/example-nodes.json")).unwrap();
-    nodes.into_iter().find(|n| n.node.name == name).unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
-
-struct Tree {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    paths: Paths,
-    services: Services,
-}
-
-/// Render `cfg` with every path inside a temporary tree and install the files there.
-fn tree(cfg: &NodeConfig) -> Tree {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let p = |s: &str| root.join(s).to_string_lossy().into_owned();
-    let paths = Paths {
-        family: mm_firstboot::services::Family::Debian,
-        data_root: p("srv/mirror"),
-        nginx_dir: p("etc/nginx/micromirror"),
-        log_dir: p("log"),
-        rsync_dir: p("etc"),
-        http_port: free_port(),
-        https_port: free_port(),
-        tls_dir: p("etc/letsencrypt/live"),
-        acme_dir: p("acme"),
-        tls_ready: cfg.fleet.https,
-    };
-    if cfg.fleet.https {
-        // A self-signed stand-in for the Let's Encrypt certificate, where certbot puts it.
-        let live = root.join("etc/letsencrypt/live").join(&cfg.node.fqdn);
-        std::fs::create_dir_all(&live).unwrap();
-        run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj"])
-            .arg(format!("/CN={}", cfg.node.fqdn))
-            .arg("-keyout")
-            .arg(live.join("privkey.pem"))
-            .arg("-out")
-            .arg(live.join("fullchain.pem")));
-    }
-    std::fs::create_dir_all(root.join("log")).unwrap();
-    let services = render_services(cfg, &paths).unwrap();
-    for f in &services.files {
-        // Files placed by `paths` are already inside the tree; the rest are node paths.
-        let dest = if f.path.starts_with(&root) { f.path.clone() } else { root.join(f.path.strip_prefix("/").unwrap_or(&f.path)) };
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::write(&dest, &f.contents).unwrap();
-    }
-    Tree { _dir: dir, root, paths, services }
-}
-
-/// A main nginx.conf inside the tree that includes the rendered site.
-fn nginx_main_conf(t: &Tree) -> PathBuf {
-    let site = t.root.join("etc/nginx/sites-enabled/default");
-    let conf = t.root.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root;\npid {r}/nginx.pid;\nerror_log {r}/log/error.log;\nload_module /usr/lib/nginx/modules/ngx_http_xslt_filter_module.so;\n\
-events {{}}\nhttp {{\n include /etc/nginx/mime.types;\n client_body_temp_path {r}/tmp;\n proxy_temp_path {r}/tmp;\n fastcgi_temp_path {r}/tmp;\n uwsgi_temp_path {r}/tmp;\n scgi_temp_path {r}/tmp;\n include {site};\n}}\n",
-            r = t.root.display(),
-            site = site.display()
-        ),
-    )
-    .unwrap();
-    conf
-}
-
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: nginx's master then stops its workers, which would otherwise
-        // outlive the test holding its output pipes.
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16) {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on {port}");
-}
-
-fn curl(url: &str) -> (String, Vec<u8>) {
-    let out = Command::new("curl").args(["-s", "-m", "20", "-o", "-", "-w", "\n%{http_code} %{content_type}", url]).output().unwrap();
-    let mut body = out.stdout;
-    let pos = body.iter().rposition(|&b| b == b'\n').unwrap();
-    let meta = String::from_utf8_lossy(&body[pos + 1..]).into_owned();
-    body.truncate(pos);
-    (meta, body)
-}
+/// A contact the fleet validator accepts (no spaces, one @) that is hostile everywhere else:
+/// quotes, markup, shell and systemd expansions, an agetty escape, XPath braces, rsync's %.
+const HOSTILE_CONTACT: &str = "o\"hara'<ops>&$HOME\\l{concat('a','b')}%n@example.net";
+/// A sponsor with agetty escapes (\l the tty, \4 an address) and markup.
+const BACKSLASH_SPONSOR: &str = "Back\\slash \\l \\4 \"q\" <b>{x}</b> 100%";
 
 #[test]
 fn nginx_accepts_the_config_and_serves_listings_with_the_sponsor_and_files_unchanged() {
     let cfg = node("ci");
     assert_eq!(cfg.node.sponsor.name, HOSTILE);
-    let t = tree(&cfg);
-    let conf = nginx_main_conf(&t);
-    run(Command::new("nginx").arg("-t").arg("-c").arg(&conf));
+    let t = Tree::new(&cfg);
 
     // A mirror tree with the files that must never be altered.
-    let epel = PathBuf::from(&t.paths.data_root).join("epel/9/Everything/x86_64");
+    let epel = t.data().join("epel/9/Everything/x86_64");
     std::fs::create_dir_all(epel.join("repodata")).unwrap();
     let repomd = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\"><revision>1</revision></repomd>\n";
     std::fs::write(epel.join("repodata/repomd.xml"), repomd).unwrap();
@@ -138,14 +34,11 @@ fn nginx_accepts_the_config_and_serves_listings_with_the_sponsor_and_files_uncha
     let iso: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(epel.join("boot.iso"), &iso).unwrap();
 
-    let port = t.paths.http_port;
-    let _nginx = Daemon(
-        Command::new("nginx").arg("-c").arg(&conf).args(["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
-    );
-    wait_port(port);
-    let base = format!("http://127.0.0.1:{port}");
+    let ns = Netns::new();
+    let _nginx = t.start_nginx(&ns);
+    let base = "http://127.0.0.1";
 
-    let (meta, body) = curl(&format!("{base}/epel/9/Everything/x86_64/"));
+    let (meta, body) = curl(&ns, &format!("{base}/epel/9/Everything/x86_64/"));
     let html = String::from_utf8_lossy(&body);
     assert!(meta.starts_with("200 text/html"), "{meta}");
     assert!(html.contains("This is a Micro Mirror node hosted by <a href=\"https://ci.example/?a=1&amp;b=2\">CI \"Labs\" &amp; &lt;Sons&gt; '; rm -rf / #</a>"), "{html}");
@@ -153,14 +46,24 @@ fn nginx_accepts_the_config_and_serves_listings_with_the_sponsor_and_files_uncha
     assert!(html.contains("mailto:mirror@example.net"), "{html}");
 
     for (path, want) in [("repodata/repomd.xml", &repomd[..]), ("InRelease", &inrelease[..]), ("boot.iso", &iso[..])] {
-        let (meta, body) = curl(&format!("{base}/epel/9/Everything/x86_64/{path}"));
+        let (meta, body) = curl(&ns, &format!("{base}/epel/9/Everything/x86_64/{path}"));
         assert!(meta.starts_with("200"), "{path}: {meta}");
         assert!(body == want, "{path} was altered in transit");
     }
-    let (meta, body) = curl(&format!("{base}/robots.txt"));
+    let (meta, body) = curl(&ns, &format!("{base}/robots.txt"));
     assert!(meta.starts_with("200") && String::from_utf8_lossy(&body).contains("Disallow: /"));
-    let (meta, _) = curl(&format!("{base}/epel"));
+    let (meta, _) = curl(&ns, &format!("{base}/epel"));
     assert!(meta.starts_with("301"), "a directory without its slash redirects: {meta}");
+    // mm-sync's public freshness document: served as JSON, listed nowhere.
+    std::fs::create_dir_all(PathBuf::from(&t.paths.data_root).join(".mm")).unwrap();
+    std::fs::write(PathBuf::from(&t.paths.data_root).join(".mm/status.json"), b"{\"version\": 1}\n").unwrap();
+    let (meta, body) = curl(&ns, &format!("{base}/.mm/status.json"));
+    assert!(meta.starts_with("200 application/json") && body == b"{\"version\": 1}\n", "{meta}");
+    let root_listing = String::from_utf8_lossy(&curl(&ns, &format!("{base}/")).1).into_owned();
+    assert!(
+        root_listing.contains("href=\"epel/\"") && !root_listing.contains("href=\".mm"),
+        "the status directory is listed: {root_listing}"
+    );
     let log = std::fs::read_to_string(t.root.join("log/micromirror-access.log")).unwrap();
     assert!(log.contains("project=epel") && log.contains(" 300000 "), "{log}");
 }
@@ -169,26 +72,20 @@ fn nginx_accepts_the_config_and_serves_listings_with_the_sponsor_and_files_uncha
 fn https_serves_the_same_tree_and_answers_acme_challenges() {
     let mut cfg = node("ci");
     cfg.fleet.https = true;
-    let t = tree(&cfg);
-    let conf = nginx_main_conf(&t);
-    run(Command::new("nginx").arg("-t").arg("-c").arg(&conf));
-    std::fs::create_dir_all(PathBuf::from(&t.paths.data_root).join("epel")).unwrap();
-    std::fs::write(PathBuf::from(&t.paths.data_root).join("epel/a.txt"), b"same bytes\n").unwrap();
+    let t = Tree::new(&cfg);
+    std::fs::create_dir_all(t.data().join("epel")).unwrap();
+    std::fs::write(t.data().join("epel/a.txt"), b"same bytes\n").unwrap();
     let token = PathBuf::from(&t.paths.acme_dir).join(".well-known/acme-challenge/tok3n");
     std::fs::create_dir_all(token.parent().unwrap()).unwrap();
     std::fs::write(&token, b"tok3n.thumbprint").unwrap();
-    let _nginx = Daemon(
-        Command::new("nginx").arg("-c").arg(&conf).args(["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
-    );
-    wait_port(t.paths.https_port);
-    let https = format!("https://127.0.0.1:{}", t.paths.https_port);
-    let out = run(Command::new("curl").args(["-sk", &format!("{https}/epel/a.txt")]));
-    assert_eq!(out, "same bytes\n");
-    let listing = run(Command::new("curl").args(["-sk", &format!("{https}/epel/")]));
-    assert!(listing.contains("hosted by"), "{listing}");
-    let challenge =
-        run(Command::new("curl").args(["-s", &format!("http://127.0.0.1:{}/.well-known/acme-challenge/tok3n", t.paths.http_port)]));
-    assert_eq!(challenge, "tok3n.thumbprint");
+    let ns = Netns::new();
+    let _nginx = t.start_nginx(&ns);
+    let (_, body) = curl(&ns, "https://127.0.0.1/epel/a.txt");
+    assert_eq!(body, b"same bytes\n");
+    let (_, listing) = curl(&ns, "https://127.0.0.1/epel/");
+    assert!(String::from_utf8_lossy(&listing).contains("hosted by"), "{}", String::from_utf8_lossy(&listing));
+    let (_, challenge) = curl(&ns, "http://127.0.0.1/.well-known/acme-challenge/tok3n");
+    assert_eq!(challenge, b"tok3n.thumbprint");
     let service = t.services.files.iter().find(|f| f.path.ends_with("mm-certbot.service")).expect("certbot unit");
     let text = String::from_utf8_lossy(&service.contents);
     assert!(text.contains("--email \"mirror@example.net\"") && text.contains("--domain \"ci.mm.example.net\""), "{text}");
@@ -198,7 +95,7 @@ fn https_serves_the_same_tree_and_answers_acme_challenges() {
 #[test]
 fn nftables_ruleset_passes_nft_check() {
     for name in ["ci", "v6only", "hurricane"] {
-        let t = tree(&node(name));
+        let t = Tree::new(&node(name));
         let conf = t.root.join("etc/nftables.conf");
         run(Command::new("nft").arg("-c").arg("-f").arg(&conf));
         // Also without /etc/protocols and /etc/services: a lean node may not have them, and
@@ -209,18 +106,62 @@ fn nftables_ruleset_passes_nft_check() {
     }
 }
 
-#[test]
-fn systemd_units_pass_systemd_analyze_verify() {
-    let mut cfg = node("ziply");
-    cfg.fleet.https = true;
-    let t = tree(&cfg);
+/// Units the node's distribution ships and ours only order against or want: absent from the
+/// test's --root on purpose, so verify may say they are not found, and only they.
+const EXTERNAL_UNITS: &[&str] = &[
+    "nginx.service",
+    "rsync.service",
+    "rsyncd.service",
+    "ssh.service",
+    "sshd.service",
+    "prometheus-node-exporter.service",
+    "node_exporter.service",
+    "NetworkManager.service",
+    "systemd-networkd.service",
+    "nftables.service",
+];
+
+/// `systemd-analyze verify` of `units` inside `t.root` (with the host's own units beside them);
+/// everything it prints must be about an [`EXTERNAL_UNITS`] entry not being found.
+fn systemd_verify(t: &Tree, units: &[PathBuf]) {
     // verify resolves ExecStart= inside --root.
     let bin = t.root.join("usr/bin");
     std::fs::create_dir_all(&bin).unwrap();
     for b in ["mm-sync", "mm-firstboot", "certbot"] {
         std::fs::copy("/bin/true", bin.join(b)).unwrap();
     }
-    let units: Vec<PathBuf> = t
+    if !t.root.join("usr/lib/systemd/system").exists() {
+        std::fs::create_dir_all(t.root.join("usr/lib/systemd")).unwrap();
+        run(Command::new("cp").args(["-a", "/usr/lib/systemd/system"]).arg(t.root.join("usr/lib/systemd/")));
+    }
+    for u in EXTERNAL_UNITS {
+        let _ = std::fs::remove_file(t.root.join("usr/lib/systemd/system").join(u));
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .arg(format!("--root={}", t.root.display()))
+        .args(units)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let bad: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            !(l.contains("not found")
+                && EXTERNAL_UNITS.iter().any(|u| l.contains(&format!("{u} ")) || l.contains(&format!("'{u}'")) || l.ends_with(u)))
+        })
+        .collect();
+    assert!(out.status.success() && bad.is_empty(), "systemd-analyze verify:\n{text}");
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let mut cfg = node("ziply");
+    cfg.fleet.https = true;
+    let t = Tree::new(&cfg);
+    let mut units: Vec<PathBuf> = t
         .services
         .files
         .iter()
@@ -233,80 +174,214 @@ fn systemd_units_pass_systemd_analyze_verify() {
     let mount = mm_firstboot::services::render_mount_unit("0a1b2c3d-0000-4000-8000-000000000001").unwrap();
     let mount_dest = t.root.join(mount.path.strip_prefix("/").unwrap());
     std::fs::write(&mount_dest, &mount.contents).unwrap();
-    let mut extra = vec![mount_dest];
+    units.push(mount_dest);
     for u in [
         repo.join("overlays/rootfs/etc/systemd/system/mm-firstboot.service"),
         repo.join("overlays/rootfs/etc/systemd/system/mm-firstboot-status.service"),
     ] {
         let dest = unit_dir.join(u.file_name().unwrap());
         std::fs::copy(&u, &dest).unwrap();
-        extra.push(dest);
+        units.push(dest);
     }
-    // The host's own units (targets, nginx, ...) so dependencies resolve inside --root.
-    std::fs::create_dir_all(t.root.join("usr/lib/systemd")).unwrap();
-    run(Command::new("cp").args(["-a", "/usr/lib/systemd/system"]).arg(t.root.join("usr/lib/systemd/")));
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg("--man=no")
-        .arg(format!("--root={}", t.root.display()))
-        .args(&units)
-        .args(&extra)
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    // Units we do not ship (nginx.service, ...) are referenced by ordering only; those are fine.
-    let bad: Vec<&str> = text.lines().filter(|l| !l.contains("not found") && !l.trim().is_empty()).collect();
-    assert!(out.status.success() && bad.is_empty(), "systemd-analyze verify:\n{text}");
+    systemd_verify(&t, &units);
+}
+
+/// rsyncd in `ns` on port 873 with the tree's configuration.
+fn rsyncd(t: &Tree, ns: &Netns) -> Daemon {
+    let d = Daemon(
+        ns.cmd("rsync").args(["--daemon", "--no-detach", "--port", "873", "--config"]).arg(t.root.join("etc/rsyncd.conf")).spawn().unwrap(),
+    );
+    ns.wait_port(873);
+    d
 }
 
 #[test]
 fn rsync_daemon_serves_one_read_only_module_per_project() {
     let cfg = node("ziply");
-    let t = tree(&cfg);
+    let t = Tree::new(&cfg);
     for p in &cfg.projects {
-        std::fs::create_dir_all(PathBuf::from(&t.paths.data_root).join(&p.directory)).unwrap();
+        std::fs::create_dir_all(t.data().join(&p.directory)).unwrap();
     }
-    let file = PathBuf::from(&t.paths.data_root).join("epel/hello.txt");
-    std::fs::write(&file, b"hello from the mirror\n").unwrap();
-    let port = free_port();
-    let _d = Daemon(
-        Command::new("rsync")
-            .args(["--daemon", "--no-detach", "--port", &port.to_string(), "--config"])
-            .arg(t.root.join("etc/rsyncd.conf"))
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(port);
-    let list = run(Command::new("rsync").arg(format!("rsync://127.0.0.1:{port}/")));
+    std::fs::write(t.data().join("epel/hello.txt"), b"hello from the mirror\n").unwrap();
+    let ns = Netns::new();
+    let _d = rsyncd(&t, &ns);
+    let list = run(ns.cmd("rsync").arg("rsync://127.0.0.1/"));
     for p in &cfg.projects {
         assert!(list.lines().any(|l| l.starts_with(&p.rsync_module)), "{}: {list}", p.rsync_module);
     }
     assert!(list.contains("a Micro Mirror node hosted by Ziply Fiber"), "motd: {list}");
     let dest = t.root.join("fetched.txt");
-    run(Command::new("rsync").arg(format!("rsync://127.0.0.1:{port}/epel/hello.txt")).arg(&dest));
+    run(ns.cmd("rsync").arg("rsync://127.0.0.1/epel/hello.txt").arg(&dest));
     assert_eq!(std::fs::read(&dest).unwrap(), b"hello from the mirror\n");
     // Read-only and no checksum runs.
-    let push = Command::new("rsync").arg(&dest).arg(format!("rsync://127.0.0.1:{port}/epel/x.txt")).output().unwrap();
+    let push = ns.cmd("rsync").arg(&dest).arg("rsync://127.0.0.1/epel/x.txt").output().unwrap();
     assert!(!push.status.success());
-    let sum = Command::new("rsync").args(["-c", &format!("rsync://127.0.0.1:{port}/epel/hello.txt")]).arg(&dest).output().unwrap();
+    let sum = ns.cmd("rsync").args(["-c", "rsync://127.0.0.1/epel/hello.txt"]).arg(&dest).output().unwrap();
     assert!(!sum.status.success() && String::from_utf8_lossy(&sum.stderr).contains("refuse"), "{}", String::from_utf8_lossy(&sum.stderr));
 }
 
+/// The drop-in for the admin alone (ci) and with the push account (hurricane hosts debian,
+/// which upstream pushes): `sshd -t` accepts it, `sshd -T` shows what it means per user.
 #[test]
-fn sshd_accepts_the_drop_in() {
-    let t = tree(&node("ci"));
-    let key = t.root.join("hostkey");
-    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
+fn sshd_accepts_the_drop_in_with_and_without_the_push_account() {
     std::fs::create_dir_all("/run/sshd").unwrap();
-    let conf = t.root.join("sshd_config");
-    std::fs::write(&conf, format!("HostKey {}\nInclude {}/etc/ssh/sshd_config.d/*.conf\n", key.display(), t.root.display())).unwrap();
-    run(Command::new("/usr/sbin/sshd").arg("-t").arg("-f").arg(&conf));
-    let dump = run(Command::new("/usr/sbin/sshd").arg("-T").arg("-f").arg(&conf).args(["-C", "user=mmadmin,host=x,addr=192.0.2.1"]));
-    assert!(
-        dump.contains("passwordauthentication no") && dump.contains("permitrootlogin no") && dump.contains("allowusers mmadmin"),
-        "{dump}"
-    );
-    // sshd uses the node's delivered key and nothing it could make up on its own.
-    let hostkeys: Vec<&str> = dump.lines().filter_map(|l| l.strip_prefix("hostkey ")).collect();
-    assert_eq!(hostkeys, [key.to_str().unwrap(), mmconfig::SSH_HOST_KEY], "{dump}");
+    for (name, push) in [("ci", false), ("hurricane", true)] {
+        let t = Tree::new(&node(name));
+        assert_eq!(t.services.push_user, push, "{name}");
+        let key = t.root.join("hostkey");
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
+        let conf = t.root.join("sshd_config");
+        std::fs::write(&conf, format!("HostKey {}\nInclude {}/etc/ssh/sshd_config.d/*.conf\n", key.display(), t.root.display())).unwrap();
+        run(Command::new("/usr/sbin/sshd").arg("-t").arg("-f").arg(&conf));
+        for user in if push { vec!["mmadmin", "mmpush"] } else { vec!["mmadmin"] } {
+            let dump = run(Command::new("/usr/sbin/sshd")
+                .arg("-T")
+                .arg("-f")
+                .arg(&conf)
+                .args(["-C", &format!("user={user},host=x,addr=198.51.100.7")]));
+            assert!(
+                dump.contains("\npasswordauthentication no\n")
+                    && dump.contains("\npermitrootlogin no\n")
+                    && dump.contains("\nkbdinteractiveauthentication no\n"),
+                "{name}/{user}: {dump}"
+            );
+            let allow: Vec<&str> = dump.lines().filter_map(|l| l.strip_prefix("allowusers ")).collect();
+            let want: &[&str] = if push {
+                &["mmadmin@192.0.2.0/24", "mmadmin@2001:db8:ffff::/48", "mmpush"]
+            } else {
+                &["mmadmin@192.0.2.0/24", "mmadmin@2001:db8:ffff::/48"]
+            };
+            assert_eq!(allow, want, "{name}/{user}");
+        }
+    }
+}
+
+#[test]
+fn sudoers_files_pass_visudo() {
+    for name in ["ci", "hurricane"] {
+        let t = Tree::new(&node(name));
+        let files: Vec<&PathBuf> = t.services.files.iter().map(|f| &f.path).filter(|p| p.starts_with("/etc/sudoers.d")).collect();
+        assert_eq!(files.len(), if name == "hurricane" { 2 } else { 1 }, "{name}: {files:?}");
+        for f in files {
+            let path = t.root.join(f.strip_prefix("/").unwrap());
+            let out = run(Command::new("visudo").arg("-c").arg("-f").arg(&path));
+            assert!(out.contains("parsed OK"), "{}: {out}", path.display());
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Each rule is one command, no wildcard: the push account may start its syncs only.
+            for rule in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+                assert!(!rule.contains('*'), "{rule}");
+            }
+        }
+    }
+}
+
+/// Every key exists in this kernel (read with sysctl), and `sysctl -p` accepts the file in a
+/// private network namespace for the per-namespace keys; global ones are only read, never set.
+#[test]
+fn sysctl_settings_parse_and_name_real_keys() {
+    let t = Tree::new(&node("ci"));
+    let file = t.root.join("etc/sysctl.d/90-micromirror.conf");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let settings: Vec<(&str, &str)> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_once('=').map(|(k, v)| (k.trim(), v.trim())).unwrap_or_else(|| panic!("not key = value: {l}")))
+        .collect();
+    assert!(settings.len() >= 2, "{text}");
+    for (k, _) in &settings {
+        run(Command::new("sysctl").args(["-n", k]));
+    }
+    let per_ns: String = settings
+        .iter()
+        .filter(|(k, _)| k.starts_with("net.ipv4.") || k.starts_with("net.ipv6."))
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
+    assert!(!per_ns.is_empty());
+    let ns_file = t.root.join("per-namespace.conf");
+    std::fs::write(&ns_file, &per_ns).unwrap();
+    let applied = run(Command::new("unshare").arg("-n").arg("sysctl").arg("-p").arg(&ns_file));
+    assert_eq!(applied.trim(), per_ns.trim(), "sysctl -p in a namespace");
+    let available = run(Command::new("sysctl").args(["-n", "net.ipv4.tcp_available_congestion_control"]));
+    assert!(available.split_whitespace().any(|c| c == "bbr"), "bbr missing from this kernel: {available}");
+}
+
+/// A hostile fleet contact and a sponsor full of escapes, through every file that shows them,
+/// each read back by the tool that reads it on the node.
+#[test]
+fn hostile_contact_and_sponsor_stay_text_everywhere() {
+    let mut cfg = node("ci");
+    cfg.fleet.contact = HOSTILE_CONTACT.into();
+    cfg.fleet.https = true;
+    cfg.node.sponsor.name = BACKSLASH_SPONSOR.into();
+    let t = Tree::new(&cfg);
+    std::fs::create_dir_all(t.data().join("epel")).unwrap();
+    let ns = Netns::new();
+
+    // The listing: nginx accepts the stylesheet, the page parses, both are text.
+    {
+        let _nginx = t.start_nginx(&ns);
+        let (meta, body) = curl(&ns, "http://127.0.0.1/epel/");
+        assert!(meta.starts_with("200 text/html"), "{meta}");
+        let page = t.root.join("listing.html");
+        std::fs::write(&page, &body).unwrap();
+        let lint = Command::new("xmllint").args(["--html", "--noout"]).arg(&page).output().unwrap();
+        assert!(lint.status.success() && lint.stderr.is_empty(), "{}", String::from_utf8_lossy(&lint.stderr));
+        let mail = "//div[@role='contentinfo']//a[starts-with(@href, 'mailto:')]";
+        assert_eq!(html_xpath(&page, &format!("string({mail})")), HOSTILE_CONTACT);
+        let href = html_xpath(&page, &format!("string({mail}/@href)"));
+        assert_eq!(percent_decode(href.strip_prefix("mailto:").unwrap()), HOSTILE_CONTACT, "{href}");
+        assert_eq!(html_xpath(&page, "string(//p[@class='sponsor']/a)"), BACKSLASH_SPONSOR);
+        assert_eq!(html_xpath(&page, "count(//b|//ops)"), "0");
+    }
+
+    // rsyncd's motd, as an rsync client lists it.
+    let _d = rsyncd(&t, &ns);
+    let list = run(ns.cmd("rsync").arg("rsync://127.0.0.1/"));
+    assert!(list.lines().any(|l| l == format!("Contact: {HOSTILE_CONTACT}")), "{list}");
+    assert!(list.contains(&format!("hosted by {BACKSLASH_SPONSOR} (")), "{list}");
+
+    // The certbot unit: verify accepts it, and the address is one quoted, escaped word.
+    let certbot = t.root.join("etc/systemd/system/mm-certbot.service");
+    systemd_verify(&t, std::slice::from_ref(&certbot));
+    let unit = std::fs::read_to_string(&certbot).unwrap();
+    assert!(unit.contains(&format!(" --email {} ", systemd_arg(HOSTILE_CONTACT))), "{unit}");
+
+    // /etc/issue as agetty shows it on the console: the sponsor's backslashes are not escapes.
+    let node_toml = t.root.join("node.toml");
+    std::fs::write(&node_toml, cfg.to_toml()).unwrap();
+    let issue_root = t.root.join("issue-root");
+    std::fs::create_dir_all(issue_root.join("etc")).unwrap();
+    std::fs::write(issue_root.join("etc/os-release"), "ID=debian\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"))
+        .arg("--root")
+        .arg(&issue_root)
+        .arg("--config")
+        .arg(&node_toml)
+        .args(["status", "--console"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "not run yet: {}", String::from_utf8_lossy(&out.stderr));
+    let issue = issue_root.join("etc/issue");
+    let shown = run(Command::new("script").args(["-qc", &format!("agetty --show-issue --issue-file {}", issue.display()), "/dev/null"]));
+    assert!(shown.contains(&format!("sponsor: {BACKSLASH_SPONSOR}\r\n")), "agetty shows:\n{shown}");
+}
+
+/// `%XX` sequences decoded (what a mail client does with a mailto: address).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            // A bare % (not followed by two hex digits) would be a rendering bug: fail on it.
+            let hex = s.get(i + 1..i + 3).unwrap_or_else(|| panic!("bare % in {s}"));
+            out.push(u8::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("bad escape %{hex} in {s}: {e}")));
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
 }

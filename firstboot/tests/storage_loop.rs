@@ -63,6 +63,16 @@ impl Fixture {
         cmd.output().unwrap()
     }
 
+    /// `mm-firstboot --root --config [--disk ...] ARGS` (run, plan, status, ...).
+    fn cli(&self, disks: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
+        cmd.arg("--root").arg(&self.root).arg("--config").arg(&self.config).env_remove("MM_FIRSTBOOT_FAIL_AT");
+        for (dev, serial) in disks {
+            cmd.arg("--disk").arg(format!("{dev}:virtio:{serial}"));
+        }
+        cmd.args(args).output().unwrap()
+    }
+
     fn mountpoint(&self) -> PathBuf {
         self.root.join("srv/mirror")
     }
@@ -305,4 +315,145 @@ fn plan_lists_exactly_what_run_changes() {
     let out = f.run(&[(&dev, "D1")], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(std::fs::read_to_string(&site).unwrap(), rendered);
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(out)))
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(|x| x.as_str().unwrap().to_string()).collect()
+}
+
+/// `plan --json` and `status --json` for machines, with the exit codes --help and README give:
+/// 0 all good, 1 configuration, 2 command line, 3 needs hands, 4 the run stopped.
+#[test]
+fn plan_and_status_speak_json_with_the_documented_exit_codes() {
+    let Some(mut f) = Fixture::new(&[]) else { return };
+    let dev = f.disk("blank", "");
+    let disks = [(dev.as_str(), "D1")];
+    let out = f.cli(&disks, &["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = json(&out);
+    let steps: Vec<&str> = plan["storage"]["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["partition-whole", "make-fs", "mount"], "{plan}");
+    assert!(plan["storage"]["problems"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(plan["storage"]["data_disk"].as_str().unwrap().contains("serial D1"), "{plan}");
+
+    // Before any run: the console report asks for attention, exit 3.
+    let out = f.cli(&disks, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let st = json(&out);
+    assert_eq!(st["fqdn"], "ci.mm.example.net");
+    assert!(strings(&st["problems"]).contains(&"mm-firstboot has not run yet".to_string()), "{st}");
+    let out = f.cli(&disks, &["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NEEDS ATTENTION: "), "{}", text(&out));
+
+    // After a run: storage and the run are no longer problems; the exit code matches the report
+    // (what is left depends on this machine's links, which status reads).
+    assert_eq!(f.run(&disks, None).status.code(), Some(0));
+    let out = f.cli(&disks, &["status", "--json"]);
+    let st = json(&out);
+    let problems = strings(&st["problems"]);
+    assert!(!problems.iter().any(|p| p.contains("has not run yet") || p.contains("not mounted")), "{st}");
+    assert_eq!(out.status.code(), Some(if problems.is_empty() { 0 } else { 3 }), "{st}");
+    let out = f.cli(&disks, &["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json(&out)["changes"], serde_json::json!([]), "a converged node plans nothing: {}", text(&out));
+
+    // A disk holding foreign data: plan says why, exit 3.
+    let Some(mut g) = Fixture::new(&[]) else { return };
+    let foreign = g.disk("foreign", "mkfs.ext4 -q -F $IMG");
+    let out = g.cli(&[(foreign.as_str(), "F1")], &["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let plan = json(&out);
+    assert!(plan["storage"]["steps"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(plan["storage"]["problems"][0]["message"].as_str().unwrap().contains("add serial \"F1\" to wipe_disk_serials"), "{plan}");
+
+    // The run stops (a file where a directory must be): 4, and the error says where.
+    let Some(h) = Fixture::new(&[]) else { return };
+    std::fs::write(h.root.join("etc/systemd"), b"").unwrap();
+    let out = h.cli(&[("/dev/null", "N1")], &["run"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("etc/systemd/network: Not a directory"), "{}", text(&out));
+    // No configuration: 1. A wrong command line: 2.
+    let out = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"))
+        .arg("--root")
+        .arg(&h.root)
+        .args(["--config", "/nonexistent/node.toml", "plan"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("/nonexistent/node.toml"), "{}", text(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_mm-firstboot")).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // --help documents the same codes.
+    let help = String::from_utf8(Command::new(env!("CARGO_BIN_EXE_mm-firstboot")).arg("--help").output().unwrap().stdout).unwrap();
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for code in [
+        "0 all good",
+        "1 no or invalid configuration",
+        "2 wrong command line",
+        "3 converged as far as possible",
+        "4 the run itself stopped",
+    ] {
+        assert!(help.contains(code), "--help lacks {code:?}: {help}");
+    }
+}
+
+/// The single-disk models (wasp, honeybee): the image's GPT holds ESP, MMCONFIG and the root;
+/// firstboot adds MMDATA in the free space behind them, and grows it when the disk grows, never
+/// touching the OS partitions.
+#[test]
+fn single_disk_gets_a_data_partition_beside_the_os_and_grows_with_the_disk() {
+    let Some(mut f) = Fixture::new(&[]) else { return };
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&mmconfig::NodeConfig::load(&f.config).unwrap()).unwrap()).unwrap();
+    cfg["hardware"]["storage"]["data"] = serde_json::json!({"on": "boot-disk"});
+    let cfg: mmconfig::NodeConfig = serde_json::from_value(cfg).unwrap();
+    std::fs::write(&f.config, cfg.to_toml()).unwrap();
+    // The layout mmbuild writes, on a 2 GiB disk.
+    let dev = f.disk(
+        "os",
+        "truncate -s 2G $IMG && sgdisk -n 1:1M:+64M -t 1:ef00 -c 1:esp -n 2:0:+8M -t 2:0700 -c 2:MMCONFIG -n 3:0:+256M -t 3:8304 -c 3:root $IMG >/dev/null",
+    );
+    // The kernel's partition list may lag the table (partx, as probe does); without udev the
+    // device nodes are made from sysfs.
+    sh(&format!("partx -a {dev} 2>/dev/null || true"));
+    let k = dev.trim_start_matches("/dev/");
+    for n in 1..=3 {
+        sh(&format!("[ -b {dev}p{n} ] || mknod {dev}p{n} b $(tr : ' ' < /sys/block/{k}/{k}p{n}/dev)"));
+    }
+    sh(&format!("mkfs.vfat -n ESP {dev}p1 >/dev/null && mkfs.vfat -n MMCONFIG {dev}p2 >/dev/null && mkfs.ext4 -q -L mmroot {dev}p3"));
+    // The OS partitions' bytes and their table entries (GUIDs, start, end, name).
+    let os_sha = || sh(&format!("cat {dev}p1 {dev}p2 {dev}p3 | sha256sum; for n in 1 2 3; do sgdisk -i $n {dev}; done"));
+    let before = os_sha();
+
+    let out = f.run(&[(&dev, "B1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("adding the data partition there"), "{}", text(&out));
+    assert!(f.mounted());
+    assert_eq!(sh(&format!("blkid -o value -s LABEL {dev}p4")), "MMDATA");
+    assert_eq!(sh(&format!("blkid -o value -s TYPE {dev}p4")), "xfs");
+    sh(&format!("sgdisk -v {dev} | grep -q 'No problems found'"));
+    assert_eq!(os_sha(), before, "the OS partitions changed");
+    let size = |m: &PathBuf| sh(&format!("df -B1 --output=size {} | tail -1", m.display())).parse::<u64>().unwrap();
+    let first = size(&f.mountpoint());
+    assert!(first > 1_500_000_000, "{first}");
+    std::fs::write(f.mountpoint().join("kept"), b"mirror data").unwrap();
+
+    // The sponsor's disk turns out bigger (or the image went onto a bigger one): +2 GiB.
+    let img = f.dir.path().join("os.img");
+    sh(&format!("truncate -s 4G {} && losetup -c {dev}", img.display()));
+    let out = f.run(&[(&dev, "B1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("the disk grew, growing the data filesystem"), "{}", text(&out));
+    let grown = size(&f.mountpoint());
+    assert!(grown > first + 1_900_000_000, "{first} -> {grown}");
+    assert_eq!(std::fs::read(f.mountpoint().join("kept")).unwrap(), b"mirror data");
+    assert_eq!(os_sha(), before, "the OS partitions changed while growing");
+    sh(&format!("sgdisk -v {dev} | grep -q 'No problems found'"));
+    let out = f.run(&[(&dev, "B1")], None);
+    assert!(text(&out).contains("nothing to change"), "{}", text(&out));
 }

@@ -7,6 +7,7 @@ pub mod apt;
 pub mod atomic;
 pub mod cmd;
 pub mod ids;
+pub mod netns;
 pub mod testenv;
 
 /// The EXIT STATUS paragraph of a binary's --help (and README): `EXIT STATUS: 0 success; 1 ...`.

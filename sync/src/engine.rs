@@ -166,6 +166,7 @@ pub fn sync_project(
     // Visible to --status while it runs; found by the next run if this one is killed.
     let running = SyncStatus { result: Outcome::Running, ..st.clone() };
     write_mode(&env.status_file(p), 0o644, (serde_json::to_string_pretty(&running)? + "\n").as_bytes())?;
+    publish(env, cfg, &mut log);
 
     if let Err(e) = sync_locked(env, cfg, p, ov, previous.as_ref(), &mut st, &mut log, say) {
         // Whatever broke after the lock (disk full writing the trace, an unreadable index), the
@@ -178,7 +179,16 @@ pub fn sync_project(
     writeln!(log, "result: {} ({}) after {:.1} s", st.result, st.message, st.seconds)?;
     write_mode(&env.status_file(p), 0o644, (serde_json::to_string_pretty(&st)? + "\n").as_bytes())?;
     write_mode(&env.metrics_file(p), 0o644, render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes())?;
+    publish(env, cfg, &mut log);
     Ok((st.result.exit(), Some(st)))
+}
+
+/// Refresh the public freshness document (`/.mm/status.json`); a failure there is logged, never
+/// the sync's result.
+fn publish(env: &Env, cfg: &NodeConfig, log: &mut File) {
+    if let Err(e) = crate::public::write(env, cfg) {
+        let _ = writeln!(log, "public status document: {e:#}");
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,13 +1,15 @@
 //! mm-sync against a real rsync daemon on loopback serving real fixture repositories (an apt
 //! archive made by dpkg-deb + apt-ftparchive, an rpm repository made by rpmbuild + createrepo_c).
-//! Needs the packages from scripts/install-deps; the space test mounts a tmpfs (root).
+//! Needs the packages from scripts/install-deps; the space test mounts a tmpfs (root). The daemon
+//! and mm-sync run in a private network namespace per test: port 873 is the test's own.
 
-use std::net::TcpListener;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use mmconfig::{CheckKind, NodeConfig, SyncMethod};
+use hostkit::netns::Netns;
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("bash").args(["-euc", cmd]).output().unwrap();
@@ -33,12 +35,14 @@ struct World {
     port: u16,
     daemon: Option<Daemon>,
     config: PathBuf,
+    // Dropped last: the daemon is stopped before its namespace goes.
+    ns: Netns,
 }
 
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = 873;
         for d in ["up/rpm", "up/apt", "root"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
@@ -47,25 +51,23 @@ impl World {
             format!("use chroot = no\nread only = yes\n[epel]\npath = {0}/up/rpm\n[debian]\npath = {0}/up/apt\n", dir.path().display()),
         )
         .unwrap();
-        let mut w = World { config: dir.path().join("node.toml"), dir, port, daemon: None };
+        let mut w = World { config: dir.path().join("node.toml"), dir, port, daemon: None, ns: Netns::new() };
         w.start_daemon();
         w.write_config(|_| {});
         w
     }
 
     fn start_daemon(&mut self) {
-        let child = Command::new("rsync")
+        let child = self
+            .ns
+            .cmd("rsync")
             .args(["--daemon", "--no-detach", "--address=127.0.0.1", &format!("--port={}", self.port)])
             .arg(format!("--config={}", self.dir.path().join("rsyncd.conf").display()))
             .arg(format!("--log-file={}", self.dir.path().join("rsyncd.log").display()))
             .spawn()
             .unwrap();
         self.daemon = Some(Daemon(child));
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "rsync daemon did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.ns.wait_port(self.port);
     }
 
     fn up(&self, kind: &str) -> PathBuf {
@@ -93,8 +95,13 @@ impl World {
         std::fs::write(&self.config, cfg.to_toml()).unwrap();
     }
 
+    /// mm-sync inside the test's namespace.
+    fn mm_sync_cmd(&self) -> Command {
+        self.ns.cmd(env!("CARGO_BIN_EXE_mm-sync"))
+    }
+
     fn mm_sync(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-sync"));
+        let mut cmd = self.mm_sync_cmd();
         cmd.arg("--config").arg(&self.config).arg("--root").arg(self.root()).args(args);
         cmd.env_remove("MM_SYNC_BETWEEN_STAGES");
         for (k, v) in env {
@@ -165,6 +172,29 @@ fn next_second() {
     std::thread::sleep(Duration::from_millis(1100));
 }
 
+/// Polls `done` every 20 ms until it holds; fails the test after `secs` seconds.
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < Duration::from_secs(secs), "gave up waiting after {secs} s for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Bytes rsync has written so far into its temporary `.<name>.XXXXXX` in `dir` (0 if none yet).
+fn in_flight(dir: &Path, name: &str) -> u64 {
+    let prefix = format!(".{name}.");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
 fn files(dir: &Path) -> Vec<String> {
     let out = sh(&format!("cd {} && find . -type f ! -path './.mirror-trace/*' ! -path './project/trace/*' | sort", dir.display()));
     out.lines().map(String::from).collect()
@@ -173,6 +203,10 @@ fn files(dir: &Path) -> Vec<String> {
 #[test]
 fn single_stage_first_sync_update_delete_exclude_and_check() {
     let w = World::new();
+    // A contact the fleet validator accepts and that is hostile to any format: it reaches the
+    // trace file as one line of text.
+    let contact = "o\"hara'<ops>&$HOME\\l%n@example.net";
+    w.write_config(|c| c.fleet.contact = contact.into());
     let up = w.up("rpm");
     rpm(&up.join("Packages"), "alpha", "1.0");
     rpm(&up.join("Packages"), "beta", "1.0");
@@ -186,6 +220,7 @@ fn single_stage_first_sync_update_delete_exclude_and_check() {
     assert_eq!(files(&tree), files(&up).into_iter().filter(|f| !f.starts_with("./SRPMS")).collect::<Vec<_>>());
     let trace = std::fs::read_to_string(w.trace("epel", ".mirror-trace")).unwrap();
     assert!(trace.contains("Running on host: ci.mm.example.net"), "{trace}");
+    assert!(trace.lines().any(|l| l == format!("Maintainer: {contact}")), "{trace}");
     let st = w.status("epel");
     assert_eq!(st["result"], "success");
     assert!(st["files_transferred"].as_u64().unwrap() >= 4, "{st}");
@@ -317,6 +352,7 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
     let mut w = World::new();
     let up = w.up("rpm");
     rpm(&up.join("Packages"), "alpha", "1.0");
+    std::fs::write(up.join("Packages/a-notes.txt"), b"first notes\n").unwrap();
     createrepo(&up);
     assert_eq!(w.mm_sync(&["epel"], &[]).status.code(), Some(0));
     let tree = w.tree("epel");
@@ -324,24 +360,19 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
     let trace_before = std::fs::read(w.trace("epel", ".mirror-trace")).unwrap();
     let success_before = w.status("epel")["last_success_unix"].clone();
 
-    // A new 20 MB file, pulled at 2 MB/s: the daemon dies while it is in flight.
+    // Upstream changes a file that sorts before a new 20 MB one, pulled at 2 MB/s: the changed
+    // file is complete before the big one starts, so without --delay-updates it would already be
+    // in the served tree when the daemon dies.
     next_second();
+    std::fs::write(up.join("Packages/a-notes.txt"), b"second notes, longer\n").unwrap();
     sh(&format!("head -c 20000000 /dev/urandom > {}/Packages/big.iso", up.display()));
     rpm(&up.join("Packages"), "gamma", "1.0");
     createrepo(&up);
-    let config = w.config.clone();
-    let root = w.root();
-    let child = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_mm-sync"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--root")
-            .arg(&root)
-            .args(["--bwlimit", "2000", "--timeout", "5", "epel"])
-            .output()
-            .unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(2500));
+    let mut cmd = w.mm_sync_cmd();
+    cmd.arg("--config").arg(&w.config).arg("--root").arg(w.root()).args(["--bwlimit", "2000", "--timeout", "5", "epel"]);
+    let child = std::thread::spawn(move || cmd.output().unwrap());
+    // The kill lands mid-transfer: part of big.iso has arrived, not all of it.
+    wait_until("rsync to be inside big.iso", 60, || in_flight(&tree.join("Packages"), "big.iso") > 1_000_000);
     // SIGKILL the daemon and the child serving us: the upstream vanishes mid-transfer.
     let pid = w.daemon.as_ref().unwrap().0.id();
     sh(&format!("pkill -KILL -P {pid}; kill -KILL {pid}"));
@@ -351,6 +382,7 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
 
     let after = sh(&format!("cd {} && find . -type f ! -path '*/.~tmp~/*' ! -name '.*.??????' | sort | xargs sha256sum", tree.display()));
     assert_eq!(after, before, "the served tree changed after a failed run");
+    assert_eq!(std::fs::read(tree.join("Packages/a-notes.txt")).unwrap(), b"first notes\n", "an update went live before the run completed");
     assert_eq!(std::fs::read(w.trace("epel", ".mirror-trace")).unwrap(), trace_before, "trace rewritten after a failed run");
     let st = w.status("epel");
     assert_eq!(st["result"], "failed", "{st}");
@@ -375,7 +407,7 @@ fn a_killed_run_is_found_and_its_temporaries_cleaned() {
     // SIGKILL mm-sync and its rsync together (a power cut, or systemd killing the cgroup).
     let mut child = {
         use std::os::unix::process::CommandExt;
-        Command::new(env!("CARGO_BIN_EXE_mm-sync"))
+        w.mm_sync_cmd()
             .arg("--config")
             .arg(&w.config)
             .arg("--root")
@@ -385,7 +417,8 @@ fn a_killed_run_is_found_and_its_temporaries_cleaned() {
             .spawn()
             .unwrap()
     };
-    std::thread::sleep(Duration::from_millis(3000));
+    let packages = w.tree("epel").join("Packages");
+    wait_until("rsync to be inside big.iso", 60, || in_flight(&packages, "big.iso") > 1_000_000);
     sh(&format!("kill -KILL -- -{}", child.id()));
     let _ = child.wait();
     assert_eq!(w.status("epel")["result"], "running", "a killed run must be recognisable");
@@ -437,4 +470,134 @@ fn status_lists_every_project() {
     let cfg = NodeConfig::load(&w.config).unwrap();
     assert_eq!(cfg.project("debian").unwrap().sync.method, SyncMethod::TwoStage);
     assert_eq!(cfg.project("epel").unwrap().sync.check, CheckKind::Rpm);
+}
+
+/// mm-sync run with `args` only (no --config/--root from a World).
+fn mm_sync_bare(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mm-sync")).args(args).output().unwrap()
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2_and_1_with_the_reason() {
+    let w = World::new();
+    // Wrong command line: 2.
+    let out = w.mm_sync(&[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("name a project (hosted here: epel, debian), or use --status"), "{}", text(&out));
+    for args in [&["--check"][..], &["--status", "epel"], &["--bwlimit", "fast", "epel"], &["--frobnicate", "epel"]] {
+        let out = w.mm_sync(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("error: ") && text(&out).contains("--help"), "{args:?}: {}", text(&out));
+    }
+    // No configuration, a broken one, one from a future schema: 1, naming the file.
+    let missing = w.dir.path().join("missing.toml");
+    let out = mm_sync_bare(&["--config", missing.to_str().unwrap(), "epel"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(missing.to_str().unwrap()), "{}", text(&out));
+    let broken = w.dir.path().join("broken.toml");
+    std::fs::write(&broken, "schema = 1\n[fleet\nname = \"x\"\n").unwrap();
+    let out = mm_sync_bare(&["--config", broken.to_str().unwrap(), "--root", w.root().to_str().unwrap(), "epel"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(broken.to_str().unwrap()) && text(&out).contains("line 2"), "{}", text(&out));
+    let future = w.dir.path().join("future.toml");
+    std::fs::write(&future, std::fs::read_to_string(&w.config).unwrap().replacen("schema = 1", "schema = 99", 1)).unwrap();
+    let out = mm_sync_bare(&["--config", future.to_str().unwrap(), "--status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("99"), "{}", text(&out));
+    // Nothing was run or recorded by any of them.
+    assert!(!w.root().join("var/lib/micromirror/sync/epel").exists());
+}
+
+#[test]
+fn deep_check_finds_a_package_of_the_right_size_with_the_wrong_bytes() {
+    let w = World::new();
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    rpm(&up.join("Packages"), "beta", "1.0");
+    createrepo(&up);
+    assert_eq!(w.mm_sync(&["epel"], &[]).status.code(), Some(0));
+    let pkg = w.tree("epel").join("Packages/beta-1.0-1.noarch.rpm");
+    let mut bytes = std::fs::read(&pkg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&pkg, &bytes).unwrap();
+    // Sizes only: nothing to see.
+    let out = w.mm_sync(&["--check", "epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // --deep reads the package and compares its SHA256 with primary's checksum.
+    let out = w.mm_sync(&["--check", "--deep", "epel"], &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains(&format!("{} has SHA256 ", pkg.display())) && text(&out).contains("1 problem(s)"), "{}", text(&out));
+    let out = w.mm_sync(&["--check", "--deep", "--json", "epel"], &[]);
+    assert_eq!(out.status.code(), Some(5));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
+/// A tmpfs data disk, unmounted when the test ends (also when it fails).
+struct Tmpfs(PathBuf);
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        sh(&format!("mount -t tmpfs -o size={size} mm-sync-test {}", at.display()));
+        Tmpfs(at.to_path_buf())
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn status_exits_6_when_the_data_disk_runs_out_of_room() {
+    let w = World::new();
+    let disk = Tmpfs::mount(&w.root().join("srv/mirror"), "16m");
+    let out = w.mm_sync(&["--status", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["warnings"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["data_total_bytes"].as_u64(), Some(16 << 20), "{v}");
+    // Fill it past 90 %.
+    sh(&format!("head -c 15500000 /dev/zero > {}/filler", disk.0.display()));
+    let out = w.mm_sync(&["--status", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["warnings"][0].as_str().unwrap().contains("% full"), "{v}");
+    let out = w.mm_sync(&["--status"], &[]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(text(&out).contains("% full"), "{}", text(&out));
+}
+
+#[test]
+fn each_run_publishes_the_public_freshness_document() {
+    let w = World::new();
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    createrepo(&up);
+    // The upstream's own marker (an EPEL 9 repository's repomd revision), copied, never written.
+    let sub = up.join("9/Everything/x86_64");
+    rpm(&sub.join("Packages"), "beta", "1.0");
+    createrepo(&sub);
+    let repomd = std::fs::read_to_string(sub.join("repodata/repomd.xml")).unwrap();
+    let rev: u64 = repomd.split("<revision>").nth(1).unwrap().split('<').next().unwrap().parse().unwrap();
+
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc_path = w.root().join("srv/mirror/.mm/status.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&doc_path).unwrap()).unwrap();
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["node"], "ci.mm.example.net");
+    let epel = &doc["projects"][0];
+    assert_eq!((epel["project"].as_str(), epel["result"].as_str()), (Some("epel"), Some("success")), "{doc}");
+    assert_eq!(epel["last_success_unix"], w.status("epel")["last_success_unix"]);
+    assert_eq!(epel["upstream_marker"], "9/Everything/x86_64/repodata/repomd.xml");
+    assert_eq!(epel["upstream_marker_unix"].as_u64(), Some(rev));
+    assert!(epel["tree_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(doc["projects"][1]["result"], "never-run");
+    assert!(doc["data_free_bytes"].as_u64().unwrap() > 0);
+    let text = std::fs::read_to_string(&doc_path).unwrap();
+    assert!(!text.contains("rsync://") && !text.contains("/logs/"), "private details in the public document: {text}");
+    // Written atomically: nothing else in its directory.
+    assert_eq!(std::fs::read_dir(doc_path.parent().unwrap()).unwrap().count(), 1);
 }

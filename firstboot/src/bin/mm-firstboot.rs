@@ -80,7 +80,10 @@ fn main() -> ExitCode {
                 print!("{text}");
             }
             let res = if to_console {
-                let issue = mm_firstboot::files::RenderedFile::new("/etc/issue", 0o644, format!("{text}\n\\l\n\n"));
+                // agetty expands backslash escapes in /etc/issue (\l, \4, \S...): the report's own
+                // backslashes (a sponsor's name) are doubled so they print as themselves.
+                let issue =
+                    mm_firstboot::files::RenderedFile::new("/etc/issue", 0o644, format!("{}\n\\l\n\n", text.replace('\\', "\\\\")));
                 host.install(&issue).map(|_| {
                     if host.live() {
                         // Straight to the console device too: the person at the VGA screen may not look at a log.

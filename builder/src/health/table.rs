@@ -1,0 +1,136 @@
+//! The glanceable table of `mmbuild status`: one line per node, worst first.
+
+use super::{marker, FleetReport, NodeReport, Severity};
+
+/// Worst project lag of a node, as `project lag` (or `-` when nothing was measured).
+fn worst_lag(n: &NodeReport) -> String {
+    n.freshness
+        .iter()
+        .filter_map(|f| f.lag_seconds.map(|l| (l.saturating_mul(1000) / f.allowed_seconds.max(1), l, f)))
+        .max_by_key(|(ratio, _, _)| *ratio)
+        .map_or("-".into(), |(_, l, f)| format!("{} {}{}", f.project, marker::human(l), if f.basis == "node-trace" { " ago" } else { "" }))
+}
+
+fn paint(s: &str, sev: Severity, colour: bool) -> String {
+    if !colour {
+        return s.to_string();
+    }
+    let code = match sev {
+        Severity::Ok => "32",
+        Severity::Warn => "33",
+        Severity::Fail => "1;31",
+    };
+    format!("\x1b[{code}m{s}\x1b[0m")
+}
+
+/// Printable: control characters from the network never reach the terminal.
+fn clean(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+pub fn render(r: &FleetReport, colour: bool) -> String {
+    let w = r.nodes.iter().map(|n| n.node.chars().count()).max().unwrap_or(4).max(4);
+    let lags: Vec<String> = r.nodes.iter().map(worst_lag).collect();
+    let lw = lags.iter().map(|l| l.chars().count()).max().unwrap_or(0).max("WORST LAG".len());
+    let mut s = format!("{:<w$}  {:<6}{:<6}{:<6}{:<lw$}  {}\n", "NODE", "STATE", "IPv4", "IPv6", "WORST LAG", "PROBLEM");
+    for (n, lag) in r.nodes.iter().zip(&lags) {
+        let problem = match n.findings.first() {
+            None => "-".to_string(),
+            Some(f) if n.findings.len() == 1 => clean(&f.text),
+            Some(f) => format!("{} (+{} more)", clean(&f.text), n.findings.len() - 1),
+        };
+        s.push_str(&format!(
+            "{:<w$}  {}{:<6}{:<6}{:<lw$}  {}\n",
+            n.node,
+            paint(&format!("{:<6}", n.health.word()), n.health, colour),
+            n.ipv4,
+            n.ipv6,
+            lag,
+            problem
+        ));
+    }
+    let count = |sev: Severity| r.nodes.iter().filter(|n| n.health == sev).count();
+    s.push_str(&format!(
+        "{} node(s): {} ok, {} warn, {} fail; fleet {}\n",
+        r.nodes.len(),
+        count(Severity::Ok),
+        count(Severity::Warn),
+        count(Severity::Fail),
+        if r.healthy { "healthy" } else { "NOT healthy" }
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use super::*;
+
+    fn node(name: &str, health: Severity, findings: Vec<&str>, fresh: Vec<(&str, &'static str, Option<u64>, u64)>) -> NodeReport {
+        NodeReport {
+            node: name.into(),
+            fqdn: format!("{name}.mm.example.net"),
+            health,
+            ipv4: "ok",
+            ipv6: if health == Severity::Fail { "fail" } else { "none" },
+            freshness: fresh
+                .into_iter()
+                .map(|(p, basis, lag, allowed)| Freshness {
+                    project: p.into(),
+                    basis,
+                    node_unix: None,
+                    upstream_unix: None,
+                    lag_seconds: lag,
+                    allowed_seconds: allowed,
+                })
+                .collect(),
+            findings: findings.into_iter().map(|t| Finding { severity: health, text: t.into() }).collect(),
+            probe: NodeProbe { families: vec![], markers: Default::default(), public: None },
+        }
+    }
+
+    #[test]
+    fn one_line_per_node_worst_lag_relative_to_its_allowance_and_no_colour_off_a_tty() {
+        let r = FleetReport {
+            version: 1,
+            fleet: "f".into(),
+            generated_unix: 0,
+            healthy: false,
+            nodes: vec![
+                node(
+                    "lagging",
+                    Severity::Fail,
+                    vec!["archlinux: 26h10m behind its upstream (allowed 25h00m)", "IPv6 http [::1]:80: connection refused"],
+                    // epel is further behind in seconds but well inside its allowance.
+                    vec![("epel", "upstream-marker", Some(100_000), 1_000_000), ("archlinux", "upstream-marker", Some(94_200), 90_000)],
+                ),
+                node("fresh", Severity::Ok, vec![], vec![("epel", "node-trace", Some(420), 90_000)]),
+            ],
+            upstreams: Default::default(),
+        };
+        let t = render(&r, false);
+        let want = "\
+NODE     STATE IPv4  IPv6  WORST LAG         PROBLEM
+lagging  FAIL  ok    fail  archlinux 26h10m  archlinux: 26h10m behind its upstream (allowed 25h00m) (+1 more)
+fresh    OK    ok    none  epel 7m ago       -
+2 node(s): 1 ok, 0 warn, 1 fail; fleet NOT healthy
+";
+        assert_eq!(t, want);
+        assert!(!t.contains('\x1b'));
+        let c = render(&r, true);
+        assert!(c.contains("\x1b[1;31mFAIL  \x1b[0m") && c.contains("\x1b[32mOK    \x1b[0m"), "{c}");
+    }
+
+    #[test]
+    fn hostile_text_from_the_network_is_neutralised() {
+        let r = FleetReport {
+            version: 1,
+            fleet: "f".into(),
+            generated_unix: 0,
+            healthy: false,
+            nodes: vec![node("x", Severity::Fail, vec!["bad \x1b[2J module"], vec![])],
+            upstreams: Default::default(),
+        };
+        assert!(render(&r, false).contains("bad ?[2J module"));
+    }
+}

@@ -1,0 +1,47 @@
+//! `mmbuild status FLEET`: load the fleet, probe it, print the table or `--json`, exit by health.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::health::{self, marker, table, Options};
+use crate::{exit, fleet};
+
+pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String], opts: &Options) -> Result<ExitCode> {
+    let fleet = match fleet::load(fleet_path, data) {
+        Ok(f) => f,
+        Err(diags) => {
+            eprint!("{diags}");
+            return Ok(ExitCode::from(exit::INVALID_INPUT));
+        }
+    };
+    for r in &opts.resolve {
+        if fleet.node(&r.node).is_none() {
+            eprintln!("mmbuild: error: --resolve {}:{}: no node {:?} in {}", r.node, r.port, r.node, fleet_path.display());
+            return Ok(ExitCode::from(exit::INVALID_INPUT));
+        }
+    }
+    let mut selected = Vec::new();
+    for name in nodes {
+        match fleet.node(name) {
+            Some(n) => selected.push(n.clone()),
+            None => {
+                eprintln!("mmbuild: error: --node {name}: no such node in {}", fleet_path.display());
+                return Ok(ExitCode::from(exit::INVALID_INPUT));
+            }
+        }
+    }
+    if selected.is_empty() {
+        selected = fleet.nodes.clone();
+    }
+    let markers = marker::load(&fleet.data_dir).context("loading the freshness markers")?;
+    let report = health::probe_fleet(&fleet.name, &selected, &markers, opts);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).context("serializing the report")?);
+    } else {
+        print!("{}", table::render(&report, std::io::stdout().is_terminal()));
+    }
+    Ok(if report.healthy { ExitCode::SUCCESS } else { ExitCode::from(exit::UNHEALTHY) })
+}

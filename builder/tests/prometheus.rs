@@ -1,0 +1,166 @@
+//! `mmbuild export prometheus`: the output checked by the real promtool (config, rules, rule unit
+//! tests) and the blackbox modules exercised by a real blackbox_exporter against a real rsync
+//! daemon and nginx on loopback. Needs promtool, prometheus-blackbox-exporter, rsync, nginx.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+fn export(fleet: &Path, out: &Path) {
+    run(Command::new(env!("CARGO_BIN_EXE_mmbuild")).args(["export", "prometheus"]).arg(fleet).arg("--out").arg(out));
+}
+
+#[test]
+fn promtool_accepts_the_config_and_rules_and_the_rule_tests_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    export(&repo().join("examples/fleet.toml"), out);
+    let cfg = run(Command::new("promtool").arg("check").arg("config").arg(out.join("prometheus.yml")));
+    assert!(cfg.contains("SUCCESS: 1 rule files found"), "{cfg}");
+    let rules = run(Command::new("promtool").arg("check").arg("rules").arg(out.join("rules.yml")));
+    assert!(rules.contains("SUCCESS: 27 rules found"), "{rules}");
+    run(Command::new("prometheus-blackbox-exporter").arg("--config.check").arg("--config.file").arg(out.join("blackbox.yml")));
+    // Fires when stale, silent when fresh (and the other alerts): promtool's own unit tests.
+    std::fs::copy(repo().join("builder/tests/fixtures/prometheus-rules-test.yml"), out.join("rules-test.yml")).unwrap();
+    let t = run(Command::new("promtool").arg("test").arg("rules").arg(out.join("rules-test.yml")));
+    assert!(t.contains("SUCCESS"), "{t}");
+
+    // Same fleet, same bytes; a rerun replaces every file atomically (no temporaries left).
+    let again = dir.path().join("again");
+    export(&repo().join("examples/fleet.toml"), &again);
+    for f in ["prometheus.yml", "blackbox.yml", "rules.yml", "targets/node.json", "targets/blackbox.json"] {
+        assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f}");
+    }
+    let names: Vec<String> =
+        std::fs::read_dir(again.join("targets")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn an_invalid_fleet_exports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(&fleet, "[fleet]\nname = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mmbuild"))
+        .args(["export", "prometheus"])
+        .arg(&fleet)
+        .arg("--out")
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fleet.toml:"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.path().join("o").exists());
+}
+
+/// Ask the exporter to probe `target` with `module`; true when probe_success is 1.
+fn probe(exporter: u16, module: &str, target: &str) -> bool {
+    let url = format!("http://127.0.0.1:{exporter}/probe?module={module}&target={target}");
+    let out = Command::new("curl").args(["-s", "-m", "20", &url]).output().unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    let line = body.lines().find(|l| l.starts_with("probe_success ")).unwrap_or_else(|| panic!("{url}: {body}"));
+    line.ends_with(" 1")
+}
+
+#[test]
+fn blackbox_modules_probe_a_real_rsync_daemon_and_nginx_per_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("export");
+    export(&repo().join("examples/fleet.toml"), &out);
+
+    // A node's services: rsync module epel (no archlinux), nginx serving /epel/.
+    std::fs::create_dir_all(d.join("tree/epel")).unwrap();
+    let rport = free_port();
+    std::fs::write(
+        d.join("rsyncd.conf"),
+        format!(
+            "use chroot = no\nuid = root\ngid = root\nmotd file = {0}/motd\n[epel]\n    path = {0}/tree/epel\n    comment = EPEL\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    // A motd before the greeting's answer, as the nodes have: the expect must look past it.
+    std::fs::write(d.join("motd"), "node.example - a Micro Mirror node\nProjects: epel\n").unwrap();
+    let _rsync = Daemon(
+        Command::new("rsync")
+            .args(["--daemon", "--no-detach", "--address=127.0.0.1", &format!("--port={rport}")])
+            .arg(format!("--config={}", d.join("rsyncd.conf").display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let hport = free_port();
+    std::fs::write(
+        d.join("nginx.conf"),
+        format!(
+            "pid {0}/nginx.pid;\nevents {{}}\nhttp {{\n access_log off;\n client_body_temp_path {0}/tmp;\n proxy_temp_path {0}/tmp;\n fastcgi_temp_path {0}/tmp;\n uwsgi_temp_path {0}/tmp;\n scgi_temp_path {0}/tmp;\n server {{\n  listen 127.0.0.1:{hport};\n  root {0}/tree;\n  location / {{ autoindex on; }}\n }}\n}}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let _nginx = Daemon(
+        Command::new("nginx")
+            .args(["-e", &d.join("nginx-error.log").to_string_lossy(), "-c"])
+            .arg(d.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let bport = free_port();
+    let _bb = Daemon(
+        Command::new("prometheus-blackbox-exporter")
+            .arg("--config.file")
+            .arg(out.join("blackbox.yml"))
+            .arg(format!("--web.listen-address=127.0.0.1:{bport}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for p in [rport, hport, bport] {
+        wait_port(p);
+    }
+    let rsync = format!("127.0.0.1:{rport}");
+    assert!(probe(bport, "mm_rsync_epel_ipv4", &rsync), "the greeting, then module epel admitted");
+    assert!(!probe(bport, "mm_rsync_archlinux_ipv4", &rsync), "a module the daemon does not have fails");
+    assert!(!probe(bport, "mm_rsync_epel_ipv6", &rsync), "the IPv6 module never falls back to IPv4");
+    let http = |path: &str| format!("http://127.0.0.1:{hport}{path}");
+    assert!(probe(bport, "mm_http_ipv4", &http("/epel/")));
+    assert!(!probe(bport, "mm_http_ipv4", &http("/archlinux/")), "404 fails");
+    assert!(!probe(bport, "mm_http_ipv6", &http("/epel/")));
+}

@@ -1,0 +1,163 @@
+//! The node's public freshness document, served as `/.mm/status.json`: per project what a fleet
+//! checker needs (last success, the upstream marker time the node serves, result, size) and the
+//! data disk's free space. Nothing private: no upstream URLs (they may carry credentials), no
+//! messages, logs or admin addresses.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use mmconfig::marker::{self, Marker};
+use mmconfig::{NodeConfig, DATA_MOUNT};
+use serde::Serialize;
+
+use crate::engine::{fs_space, load_status, Env};
+use crate::outcome::SyncStatus;
+use hostkit::atomic::write_mode as write_atomic;
+
+/// Version of the document's layout; bump when a field changes meaning.
+pub const VERSION: u32 = 1;
+/// Under the data mount (nginx's root): `http://<node>/.mm/status.json`. nginx's listings skip
+/// dot entries and rsync exports project directories only, so it shows up nowhere else.
+pub const REL_PATH: &str = ".mm/status.json";
+
+/// The upstream markers, from the same table `mmbuild status` reads.
+const MARKERS: &str = include_str!("../../overlays/monitoring/markers.toml");
+
+pub fn markers() -> BTreeMap<String, Marker> {
+    // The table is part of this binary and checked by a unit test.
+    marker::parse_table(MARKERS).unwrap_or_default()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublicProject {
+    pub project: String,
+    /// success, failed, inconsistent, no-space, running, never-run
+    pub result: String,
+    pub last_success_unix: Option<u64>,
+    pub last_run_unix: Option<u64>,
+    /// The upstream-written marker this node serves (relative to the project), and its time.
+    pub upstream_marker: Option<String>,
+    pub upstream_marker_unix: Option<u64>,
+    pub tree_bytes: u64,
+    pub check_errors: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublicStatus {
+    pub version: u32,
+    pub node: String,
+    pub generated_unix: u64,
+    pub data_free_bytes: Option<u64>,
+    pub data_total_bytes: Option<u64>,
+    pub projects: Vec<PublicProject>,
+}
+
+/// Pure: the document from each project's recorded status and the marker times read.
+pub fn build(
+    cfg: &NodeConfig,
+    status: &dyn Fn(&str) -> Option<SyncStatus>,
+    marker_time: &dyn Fn(&str, &Marker) -> Option<u64>,
+    space: Option<(u64, u64)>,
+    now: u64,
+) -> PublicStatus {
+    let markers = markers();
+    let projects = cfg
+        .projects
+        .iter()
+        .map(|p| {
+            let st = status(&p.name);
+            let m = markers.get(&p.name);
+            PublicProject {
+                project: p.name.clone(),
+                result: st.as_ref().map_or("never-run".to_string(), |s| s.result.as_str().to_string()),
+                last_success_unix: st.as_ref().and_then(|s| s.last_success_unix),
+                last_run_unix: st.as_ref().map(|s| s.finished_unix).filter(|t| *t > 0),
+                upstream_marker: m.map(|m| m.path.clone()),
+                upstream_marker_unix: m.and_then(|m| marker_time(&p.name, m)),
+                tree_bytes: st.as_ref().map_or(0, |s| s.tree_bytes),
+                check_errors: st.as_ref().map_or(0, |s| s.check_errors),
+            }
+        })
+        .collect();
+    PublicStatus {
+        version: VERSION,
+        node: cfg.node.fqdn.clone(),
+        generated_unix: now,
+        data_free_bytes: space.map(|s| s.0),
+        data_total_bytes: space.map(|s| s.1),
+        projects,
+    }
+}
+
+/// Read every project's status and marker and replace the public document atomically.
+pub fn write(env: &Env, cfg: &NodeConfig) -> Result<()> {
+    let data = env.root.join(DATA_MOUNT.trim_start_matches('/'));
+    let status = |name: &str| cfg.project(name).and_then(|p| load_status(env, p));
+    let marker_time = |name: &str, m: &Marker| {
+        let p = cfg.project(name)?;
+        let path = env.tree(p).join(&m.path);
+        let text = std::fs::read(&path).ok()?;
+        // Markers are small; anything larger is not one.
+        (text.len() <= 1 << 20).then(|| marker::parse(m.kind, &String::from_utf8_lossy(&text)))?
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let doc = build(cfg, &status, &marker_time, fs_space(&data), now);
+    let dest = data.join(REL_PATH);
+    std::fs::create_dir_all(dest.parent().unwrap_or(Path::new("/")))?;
+    write_atomic(&dest, 0o644, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_marker_table_parses() {
+        assert_eq!(marker::parse_table(MARKERS).unwrap(), markers());
+        assert!(markers().contains_key("archlinux"));
+    }
+
+    #[test]
+    fn per_project_freshness_and_nothing_private() {
+        let mut cfg = crate::testdata::node("ziply");
+        cfg.projects.iter_mut().for_each(|p| p.sync.upstream = "rsync://user:secret@up.example/x/".into());
+        let status = |name: &str| {
+            (name == "archlinux").then(|| SyncStatus {
+                project: name.into(),
+                upstream: "rsync://user:secret@up.example/x/".into(),
+                result: crate::Outcome::Success,
+                message: "secret message".into(),
+                finished_unix: 200,
+                tree_bytes: 5_000,
+                last_success_unix: Some(200),
+                log: "/var/lib/micromirror/sync/archlinux/logs/1.log".into(),
+                ..Default::default()
+            })
+        };
+        let marker_time = |name: &str, m: &Marker| (name == "archlinux" && m.path == "lastsync").then_some(150);
+        let doc = build(&cfg, &status, &marker_time, Some((7, 9)), 300);
+        let arch = doc.projects.iter().find(|p| p.project == "archlinux").unwrap();
+        assert_eq!(
+            arch,
+            &PublicProject {
+                project: "archlinux".into(),
+                result: "success".into(),
+                last_success_unix: Some(200),
+                last_run_unix: Some(200),
+                upstream_marker: Some("lastsync".into()),
+                upstream_marker_unix: Some(150),
+                tree_bytes: 5_000,
+                check_errors: 0,
+            }
+        );
+        let epel = doc.projects.iter().find(|p| p.project == "epel").unwrap();
+        assert_eq!((epel.result.as_str(), epel.last_success_unix), ("never-run", None));
+        let text = serde_json::to_string(&doc).unwrap();
+        for private in ["secret", "up.example", "logs", "192.0.2", "ssh-", "mirror@"] {
+            assert!(!text.contains(private), "{private} leaked: {text}");
+        }
+        assert_eq!((doc.data_free_bytes, doc.version, doc.node.as_str()), (Some(7), 1, "ziply.mm.example.net"));
+    }
+}
