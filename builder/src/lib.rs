@@ -3,6 +3,7 @@
 
 pub mod base;
 pub mod build;
+pub mod ansible;
 pub mod check;
 pub mod data;
 pub mod diag;

@@ -299,6 +299,36 @@ enum ExportKind {
     /// incomplete inventory; 2 wrong command line; 5 written, but --check found an application
     /// not ready.
     Registrations(RegistrationsArgs),
+    /// An Ansible inventory and a converge playbook, for teams that drive the fleet with Ansible.
+    ///
+    /// Writes DIR/inventory.yml (groups fleet_*, hardware_*, project_*, sponsor_*, names reduced
+    /// to Ansible's rules; host variables ansible_host = the first address, ansible_user =
+    /// mmadmin, mm_fqdn, mm_address, mm_addresses, mm_hardware, mm_projects, mm_sponsor; every
+    /// value from the inventory tagged !unsafe so Ansible never evaluates it as a template),
+    /// DIR/host_vars/<node>/node.toml (exactly what `apply` ships to that node), DIR/known_hosts
+    /// (the build's host keys of these nodes; the inventory makes ssh check them under the
+    /// node's FQDN with StrictHostKeyChecking=yes), DIR/converge.yml (the on-node converge of
+    /// `apply`: install-config, run, commit-confirmed network changes; exit 3 of the converge
+    /// is "needs attention", not a failure) and DIR/README.md (how to run it). Deterministic,
+    /// written atomically; files of nodes no longer exported are removed. EXIT STATUS: 0
+    /// written; 1 invalid inventory, unknown --node, or a node without a host key in
+    /// --known-hosts (nothing written); 2 wrong command line.
+    Ansible(AnsibleArgs),
+}
+
+#[derive(clap::Args)]
+struct AnsibleArgs {
+    /// The fleet inventory.
+    fleet: PathBuf,
+    /// Output directory.
+    #[arg(long, short, value_name = "DIR")]
+    out: PathBuf,
+    /// The known_hosts a build wrote (`mmbuild build --out BUILD` writes BUILD/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    known_hosts: PathBuf,
+    /// Only this node (repeatable); default: every node.
+    #[arg(long = "node", value_name = "NAME")]
+    nodes: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -372,6 +402,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Export { kind: ExportKind::Registrations(args) } => export_registrations(args, cli.data.clone()),
+        Command::Export { kind: ExportKind::Ansible(args) } => export_ansible(args, cli.data.clone()),
         Command::Plan(args) => day2(args, cli.data.clone(), false),
         Command::Apply(args) => day2(args, cli.data.clone(), true),
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
@@ -442,6 +473,31 @@ fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<Ex
         print!("{}", day2::render(&report, apply));
     }
     Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(exit::NODES_FAILED) })
+}
+
+fn export_ansible(args: AnsibleArgs, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use mmbuild::ansible;
+    let fleet = match mmbuild::fleet::load(&args.fleet, data.as_deref()) {
+        Ok(f) => f,
+        Err(diags) => {
+            eprint!("{diags}");
+            return Ok(ExitCode::from(exit::INVALID_INPUT));
+        }
+    };
+    let opts = ansible::Options { out: args.out, nodes: args.nodes, known_hosts: args.known_hosts };
+    match ansible::export(&fleet, &opts) {
+        Ok(s) => {
+            let dir = opts.out.display();
+            println!("{dir}: {} node(s) in {} group(s), {} file(s) written", s.nodes, s.groups, s.files.len());
+            println!("run: ansible-playbook -i {dir}/inventory.yml {dir}/converge.yml   (see {dir}/README.md)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.downcast_ref::<ansible::Invalid>().is_some() => {
+            eprintln!("mmbuild: error: {e}");
+            Ok(ExitCode::from(exit::INVALID_INPUT))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn export_registrations(args: RegistrationsArgs, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
