@@ -5,6 +5,7 @@ pub mod base;
 pub mod build;
 pub mod ansible;
 pub mod check;
+pub mod cli;
 pub mod data;
 pub mod diag;
 pub mod diskimage;
@@ -27,16 +28,51 @@ pub mod reproducible;
 pub mod status;
 pub mod uki;
 
-/// Exit codes: 0 success, 1 invalid input (fleet, profiles, hardware), 2 usage error (clap),
-/// 3 missing host tool or environment problem, 4 build failure, 5 `export registrations --check`
-/// wrote everything but found an application not ready, or `status`: the fleet is not healthy,
-/// 6 `plan`/`apply`: a node could not be reached, failed, or needs attention (every other node
-/// was still done).
+/// Exit status of `mmbuild`: one enum, listed by `--help` and README through [`exit::Exit::help`]
+/// (a test holds the three to the same text); the constants name the codes at their call sites.
 pub mod exit {
-    pub const INVALID_INPUT: u8 = 1;
-    pub const ENVIRONMENT: u8 = 3;
-    pub const BUILD_FAILED: u8 = 4;
-    pub const NOT_READY: u8 = 5;
-    pub const UNHEALTHY: u8 = 5;
-    pub const NODES_FAILED: u8 = 6;
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Exit {
+        Ok = 0,
+        InvalidInput = 1,
+        Usage = 2,
+        Environment = 3,
+        BuildFailed = 4,
+        NotReady = 5,
+        NodesFailed = 6,
+    }
+
+    impl Exit {
+        pub const ALL: [Exit; 7] =
+            [Exit::Ok, Exit::InvalidInput, Exit::Usage, Exit::Environment, Exit::BuildFailed, Exit::NotReady, Exit::NodesFailed];
+
+        pub fn meaning(self) -> &'static str {
+            match self {
+                Exit::Ok => "success",
+                Exit::InvalidInput => "invalid fleet, profile or hardware file (every error is printed as FILE:LINE:COL: error: ...)",
+                Exit::Usage => "wrong command line",
+                Exit::Environment => {
+                    "a host tool is missing or the environment is unusable (also: the host key state directory lost, unreadable \
+                     or too open; the message says what to do)"
+                }
+                Exit::BuildFailed => "a build step failed",
+                Exit::NotReady => {
+                    "`export registrations --check` wrote the applications but found one not ready, or `status`: at least one \
+                     node is not healthy"
+                }
+                Exit::NodesFailed => "`plan`/`apply`: a node could not be reached, failed or needs attention (the others were still done)",
+            }
+        }
+
+        pub fn help() -> String {
+            hostkit::exit_help(Exit::ALL.iter().map(|e| (*e as u8, e.meaning())))
+        }
+    }
+
+    pub const INVALID_INPUT: u8 = Exit::InvalidInput as u8;
+    pub const ENVIRONMENT: u8 = Exit::Environment as u8;
+    pub const BUILD_FAILED: u8 = Exit::BuildFailed as u8;
+    pub const NOT_READY: u8 = Exit::NotReady as u8;
+    pub const UNHEALTHY: u8 = Exit::NotReady as u8;
+    pub const NODES_FAILED: u8 = Exit::NodesFailed as u8;
 }
