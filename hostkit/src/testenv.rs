@@ -57,3 +57,24 @@ mod tests {
         assert!(Need::Tool("sh").unmet().is_none());
     }
 }
+
+/// A generated file (man page, completion) is what is committed at `repo/rel`; with
+/// `MM_UPDATE_DOCS` set, it is rewritten first. Panics with the command that regenerates it.
+pub fn check_generated(repo: &Path, rel: &str, generated: &[u8], regenerate: &str) {
+    let path = repo.join(rel);
+    if std::env::var_os("MM_UPDATE_DOCS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap_or(repo)).expect("creating the docs directory");
+        std::fs::write(&path, generated).expect("writing the generated file");
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(committed == generated, "{rel} is stale: run MM_UPDATE_DOCS=1 {regenerate}");
+}
+
+/// README carries the binary's EXIT STATUS line exactly as its --help shows it.
+pub fn check_exit_codes_documented(repo: &Path, binary: &str, exe: &str, help: &str) {
+    let readme = std::fs::read_to_string(repo.join("README.md")).expect("reading README.md");
+    assert!(readme.contains(&format!("`{binary}` {help}")), "README.md must carry this line:\n`{binary}` {help}");
+    let out = Command::new(exe).arg("--help").output().expect("running --help");
+    let shown = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(shown.contains(help), "{binary} --help lacks the exit codes:\n{shown}");
+}

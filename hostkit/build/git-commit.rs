@@ -1,4 +1,5 @@
-//! Records the git commit this binary is built from, for `--version`.
+//! Build script shared by the binaries' crates (`build = "../hostkit/build/git-commit.rs"`):
+//! records the git commit they are built from, for `--version`.
 
 fn main() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
