@@ -181,7 +181,11 @@ fn apply_changes_a_live_node_and_nothing_twice() {
         .replace("upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\" }", "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\", gimp = \"rsync://10.0.2.2:10873/gimp/\" }");
     assert!(v2.contains("projects = [\"epel\", \"gimp\"]") && v2.contains("gimp = \"rsync://10.0.2.2:10873/gimp/\""), "{v2}");
     std::fs::write(tmp.path().join("v2.toml"), &v2).unwrap();
-    let v3 = v2.replace("projects = [\"epel\", \"gimp\"]", "projects = [\"epel\"]");
+    let v3 = v2.replace("projects = [\"epel\", \"gimp\"]", "projects = [\"epel\"]").replace(
+        "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\", gimp = \"rsync://10.0.2.2:10873/gimp/\" }",
+        "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\" }",
+    );
+    assert!(!v3.contains("gimp"), "{v3}");
     std::fs::write(tmp.path().join("v3.toml"), &v3).unwrap();
 
     let out = tmp.path().join("out");
