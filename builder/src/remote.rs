@@ -60,7 +60,7 @@ impl Ssh {
             .arg(format!("ControlPath={}", self.control_dir.join("%C").display()))
             .arg("-o")
             .arg(format!("ConnectTimeout={}", self.connect_timeout))
-            .args(["-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"])
+            .args(["-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"])
             .arg("-p")
             .arg(self.port.to_string());
         if let Some(id) = &self.identity {

@@ -292,7 +292,7 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     let o = node.day2("plan", "v3.toml", "key_b", &[]);
     std::fs::write(&known, original).unwrap();
     assert_eq!(o.status.code(), Some(6), "{}", text(&o));
-    assert!(text(&o).contains("unreachable") && text(&o).contains("Host key verification failed"), "{}", text(&o));
+    assert!(text(&o).contains("unreachable") && text(&o).contains("host key is not the one in known_hosts"), "{}", text(&o));
 
     // Renumbering, confirmed: the sponsor moves ci to 10.0.2.16; apply reaches it there (the
     // same host key) and confirms; the old address is gone.
