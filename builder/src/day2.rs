@@ -123,8 +123,15 @@ pub fn run(fleet: &Fleet, opts: &Options, apply: bool) -> Result<Report> {
                 if let Err(e) = one_node(cfg, opts, &ssh, &local, apply, &mut r) {
                     let text = format!("{e:#}");
                     // ssh exits 255 for its own failures: no connection, or a host key mismatch.
-                    r.result = if text.contains("exit status: 255") { "unreachable" } else { "failed" }.into();
-                    r.message = text;
+                    if text.contains("exit status: 255") {
+                        r.result = "unreachable".into();
+                        r.message = format!(
+                            "ssh could not log in: the node does not answer, or its host key is not the one in known_hosts ({text})"
+                        );
+                    } else {
+                        r.result = "failed".into();
+                        r.message = text;
+                    }
                 }
                 ssh.close();
                 r.seconds = started.elapsed().as_secs_f64();
