@@ -172,6 +172,7 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
+    let (_up, _daemon) = upstream(tmp.path());
     let out = tmp.path().join("out");
     // The example fleet, plus this host as an admin (QEMU's user network shows it as 10.0.2.2)
     // with a key of ours, so the test can log in over the forwarded ssh port.
@@ -297,18 +298,11 @@ fn curl(url: &str) -> (u16, Vec<u8>) {
     (code, body)
 }
 
-/// The example `ci` node's epel upstream is rsync://10.0.2.2:10873/epel/: QEMU's user network
-/// maps 10.0.2.2 to the host, where this daemon serves a real rpm repository.
-const UPSTREAM_PORT: u16 = 10873;
-
-#[test]
-#[ignore = "slow: boots the example qemu node under QEMU + OVMF"]
-fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
-    if hostkit::testenv::need(&[Need::Root, Need::Tool("mmdebstrap"), Need::Tool("qemu-system-x86_64")]).is_err() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let up = tmp.path().join("upstream");
+/// The `ci` node's epel upstream: a real rpm repository (and one XML file) served by an rsync
+/// daemon on the host (QEMU's 10.0.2.2), so the first sync succeeds and the console verdict,
+/// which covers the upstream, can be ALL GOOD.
+fn upstream(dir: &Path) -> (PathBuf, Reaped) {
+    let up = dir.join("upstream");
     let fixture_rpm = repo().join("scripts/fixture-rpm");
     sh(&format!("{} {}/Packages hello 1.0", fixture_rpm.display(), up.display()));
     sh(&format!("{} {}/Packages world 2.0", fixture_rpm.display(), up.display()));
@@ -316,7 +310,7 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
     std::fs::create_dir_all(up.join("docs")).unwrap();
     let xml = b"<?xml version=\"1.0\"?>\n<note><to>mirror</to><body>served as is &amp; untouched</body></note>\n";
     std::fs::write(up.join("docs/note.xml"), xml).unwrap();
-    let conf = tmp.path().join("rsyncd.conf");
+    let conf = dir.join("rsyncd.conf");
     std::fs::write(&conf, format!("use chroot = no\nread only = yes\n[epel]\npath = {}\n", up.display())).unwrap();
     let mut daemon = Reaped(
         Command::new("rsync")
@@ -328,6 +322,22 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
     std::thread::sleep(Duration::from_millis(500));
     // A daemon left over from an earlier run would serve other files under our name.
     assert!(daemon.0.try_wait().unwrap().is_none(), "port {UPSTREAM_PORT} is taken: is an rsync daemon from an earlier run still there?");
+    (up, daemon)
+}
+
+/// The example `ci` node's epel upstream is rsync://10.0.2.2:10873/epel/: QEMU's user network
+/// maps 10.0.2.2 to the host, where this daemon serves a real rpm repository.
+const UPSTREAM_PORT: u16 = 10873;
+
+#[test]
+#[ignore = "slow: boots the example qemu node under QEMU + OVMF"]
+fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
+    if hostkit::testenv::need(&[Need::Root, Need::Tool("mmdebstrap"), Need::Tool("qemu-system-x86_64")]).is_err() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (up, daemon) = upstream(tmp.path());
+    let xml = b"<?xml version=\"1.0\"?>\n<note><to>mirror</to><body>served as is &amp; untouched</body></note>\n";
 
     let out = tmp.path().join("out");
     build(&repo().join("examples/fleet.toml"), &out, &tmp.path().join("state"), &["ci"]);
