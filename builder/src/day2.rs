@@ -207,7 +207,7 @@ fn one_node(cfg: &NodeConfig, opts: &Options, ssh: &Ssh, local: &[(String, PathB
         return Ok(());
     }
     let old: Option<NodeConfig> = NodeConfig::from_toml(&installed, "the node's node.toml").ok();
-    let renumber = old.as_ref().is_some_and(|o| network_differs(o, cfg));
+    let renumber = old.as_ref().is_some_and(|o| o.node.network_differs(&cfg.node));
     let confirm = if renumber { format!(" --confirm-within {}", opts.confirm_timeout) } else { String::new() };
     ssh.run(&format!("sudo mm-firstboot install-config -{confirm}"), Some(new_toml.as_bytes())).context("installing the configuration")?;
     if renumber {
@@ -266,10 +266,6 @@ fn renumbered(cfg: &NodeConfig, opts: &Options, old: &Ssh, r: &mut NodeResult) -
     }
     let why = last.map(|e| format!("{e:#}")).unwrap_or_default();
     bail!("the node did not answer on its new address {} before the confirmation timeout: it rolls back to its previous address on its own ({why})", new.host)
-}
-
-fn network_differs(a: &NodeConfig, b: &NodeConfig) -> bool {
-    a.node.ipv4 != b.node.ipv4 || a.node.ipv6 != b.node.ipv6 || a.node.dns != b.node.dns || a.node.interface_mac != b.node.interface_mac
 }
 
 /// The plan's changes in mm-firstboot's own words (its JSON carries the structure; the text is

@@ -77,11 +77,6 @@ fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Whether going from `old` to `new` changes how the node is reached.
-pub fn network_changes(old: &NodeConfig, new: &NodeConfig) -> bool {
-    old.node.ipv4 != new.node.ipv4 || old.node.ipv6 != new.node.ipv6 || old.node.dns != new.node.dns || old.node.interface_mac != new.node.interface_mac
-}
-
 /// What `install-config` did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Adopted {
@@ -115,7 +110,7 @@ pub fn install_config(
     let old_text = std::fs::read_to_string(&installed_path).ok();
     let mut adopted = Adopted { changed: old_text.as_deref() != Some(text), confirm_by_unix: None };
     if let (Some(cur), Some(secs)) = (current, confirm_within) {
-        if network_changes(cur, &new) {
+        if cur.node.network_differs(&new.node) {
             let deadline = now_unix() + secs;
             let pending = Pending { previous: cur.to_toml(), deadline_unix: deadline };
             hostkit::atomic::write_mode(&state_file(host, "pending.json"), 0o600, serde_json::to_string_pretty(&pending)?.as_bytes())?;

@@ -28,8 +28,7 @@ pub fn load(host: &Host, explicit: Option<&Path>) -> Result<Loaded> {
     let beside = |p: &Path| Delivered::read_beside(p.parent().unwrap_or(Path::new(".")));
     let installed = host.path(Path::new(INSTALLED_CONFIG));
     let loaded = if let Some(p) = explicit.filter(|p| *p == Path::new("-")) {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the configuration from stdin")?;
+        let text = read_text(p)?;
         // The key is not sent again: the installed one stays.
         Loaded { config: NodeConfig::from_toml(&text, "stdin")?, source: p.display().to_string(), host_key: beside(&installed) }
     } else if let Some(p) = explicit {
@@ -47,6 +46,17 @@ pub fn load(host: &Host, explicit: Option<&Path>) -> Result<Loaded> {
         Loaded { config, source: installed.display().to_string(), host_key: beside(&installed) }
     };
     Ok(loaded)
+}
+
+/// A configuration file's text; `-` is stdin (what `mmbuild apply` pipes over ssh).
+pub fn read_text(p: &Path) -> Result<String> {
+    if p == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the configuration from stdin")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    }
 }
 
 /// node.toml on the MMCONFIG partition, if there is one (what `install-config` records).

@@ -73,6 +73,20 @@ impl Fixture {
         cmd.args(args).output().unwrap()
     }
 
+    /// A minimal account database and the units the Debian packages would ship.
+    fn debian_tree(&self) {
+    let etc = self.root.join("etc");
+    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
+    std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+    std::fs::write(etc.join("gshadow"), "root:*::\n").unwrap();
+    let units = self.root.join("lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    for u in mm_firstboot::services::Family::Debian.units() {
+        std::fs::write(units.join(format!("{u}.service")), "[Service]\nExecStart=/bin/true\n").unwrap();
+    }
+    }
+
     fn mountpoint(&self) -> PathBuf {
         self.root.join("srv/mirror")
     }
@@ -130,17 +144,8 @@ fn blank_disk_is_formatted_once_and_data_survives_reruns() {
 #[test]
 fn services_are_installed_enabled_and_owned_once() {
     let Some(mut f) = Fixture::new(&[]) else { return };
-    // A minimal account database and the units the Debian packages would ship.
+    f.debian_tree();
     let etc = f.root.join("etc");
-    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
-    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
-    std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
-    std::fs::write(etc.join("gshadow"), "root:*::\n").unwrap();
-    let units = f.root.join("lib/systemd/system");
-    std::fs::create_dir_all(&units).unwrap();
-    for u in mm_firstboot::services::Family::Debian.units() {
-        std::fs::write(units.join(format!("{u}.service")), "[Service]\nExecStart=/bin/true\n").unwrap();
-    }
     let dev = f.disk("blank", "");
     let out = f.run(&[(&dev, "D1")], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -259,16 +264,7 @@ fn plan_json(f: &Fixture, dev: &str) -> serde_json::Value {
 #[test]
 fn plan_lists_exactly_what_run_changes() {
     let Some(mut f) = Fixture::new(&[]) else { return };
-    let etc = f.root.join("etc");
-    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
-    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
-    std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
-    std::fs::write(etc.join("gshadow"), "root:*::\n").unwrap();
-    let units = f.root.join("lib/systemd/system");
-    std::fs::create_dir_all(&units).unwrap();
-    for u in mm_firstboot::services::Family::Debian.units() {
-        std::fs::write(units.join(format!("{u}.service")), "[Service]\nExecStart=/bin/true\n").unwrap();
-    }
+    f.debian_tree();
     let dev = f.disk("blank", "");
     let before = device_sha(&dev);
     let plan = plan_json(&f, &dev);

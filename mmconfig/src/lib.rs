@@ -296,6 +296,14 @@ pub struct Node {
     pub sync_bwlimit_kbps: Option<u64>,
 }
 
+impl Node {
+    /// Whether `other` is reached differently (addresses, gateways, resolvers, uplink pin): such a
+    /// change is applied commit-confirmed, since it can cut the operator off.
+    pub fn network_differs(&self, other: &Node) -> bool {
+        self.ipv4 != other.ipv4 || self.ipv6 != other.ipv6 || self.dns != other.dns || self.interface_mac != other.interface_mac
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sponsor {

@@ -115,13 +115,7 @@ fn day2(host: &Host, cli: &Cli) -> Option<anyhow::Result<Exit>> {
     let partition = || if host.live() { config::partition_text().ok().flatten() } else { None };
     Some(match &cli.command {
         Cmd::InstallConfig { file, confirm_within } => (|| {
-            let text = if file.as_os_str() == "-" {
-                let mut t = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).context("reading stdin")?;
-                t
-            } else {
-                std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
-            };
+            let text = config::read_text(file)?;
             let current = config::load(host, cli.config.as_deref()).ok().map(|l| l.config);
             let adopted = match adopt::install_config(host, current.as_ref(), &text, partition().as_deref(), *confirm_within) {
                 Ok(a) => a,
