@@ -79,6 +79,8 @@ enum Kind {
     Silent,
     /// Its public document: epel's last sync failed, gimp missing, kde no longer in the inventory.
     Drifted,
+    /// Just turned up: gimp's first sync is still running, so gimp has no trace yet.
+    FirstSync,
 }
 
 struct Fixture {
@@ -170,15 +172,21 @@ ipv4 = {{ address = \"192.0.2.{a}/31\", gateway = \"192.0.2.{b}\" }}\nipv6 = {{ 
         let arch_t = if *kind == Kind::Lagging { t - 30 * 3600 } else { t };
         write(&root.join("archlinux/lastsync"), &format!("{arch_t}\n"));
         write(&root.join("epel").join(epel_marker), &repomd(t - 600));
-        write(&root.join("gimp/.mirror-trace").join(&fqdn), &trace(t - 3600));
+        if *kind == Kind::FirstSync {
+            // firstboot makes the (empty) project directory before the first sync.
+            std::fs::create_dir_all(root.join("gimp")).unwrap();
+        } else {
+            write(&root.join("gimp/.mirror-trace").join(&fqdn), &trace(t - 3600));
+        }
         let doc = match kind {
             Kind::Drifted => [("archlinux", "success"), ("epel", "failed"), ("kde", "success")],
+            Kind::FirstSync => [("archlinux", "success"), ("epel", "success"), ("gimp", "running")],
             _ => [("archlinux", "success"), ("epel", "success"), ("gimp", "success")],
         };
         let projects: Vec<Value> = doc.iter().map(|(p, r)| serde_json::json!({"project": p, "result": r, "check_errors": 0})).collect();
         write(&root.join(".mm/status.json"), &serde_json::json!({"version": 1, "node": fqdn, "projects": projects}).to_string());
         let (h4, h6, r4, r6) = match kind {
-            Kind::Fresh | Kind::Lagging | Kind::WrongModule | Kind::Drifted => {
+            Kind::Fresh | Kind::Lagging | Kind::WrongModule | Kind::Drifted | Kind::FirstSync => {
                 let (p4, p6) = (free_port("127.0.0.1"), free_port("::1"));
                 let mut tls = String::new();
                 if https {
@@ -361,6 +369,17 @@ fn the_public_document_shows_failed_syncs_and_inventory_drift() {
             "warn gimp: in the inventory but not on the node (added since it was built: rebuild its configuration)",
         ]
     );
+}
+
+#[test]
+fn a_first_sync_still_running_is_a_warning_not_a_failure() {
+    let f = fixture(&[Kind::FirstSync], false);
+    let run = status(&f, &["--json"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let r: Value = serde_json::from_str(&run.stdout).unwrap();
+    let fs = findings(node(&r, "firstsync0"));
+    assert_eq!(fs.len(), 1, "{fs:?}");
+    assert!(fs[0].starts_with("warn gimp: first sync running (/gimp/.mirror-trace/firstsync0."), "{fs:?}");
 }
 
 #[test]

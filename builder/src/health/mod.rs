@@ -189,6 +189,21 @@ pub struct PublicProject {
     pub result: String,
     #[serde(default)]
     pub check_errors: u64,
+    #[serde(default)]
+    pub last_success_unix: Option<u64>,
+}
+
+/// The node's own word, from its public document, that `project` has never synced yet: its
+/// first sync is running or not started. Then a missing trace is turn-up, not a failure.
+fn first_sync_pending(public: Option<&Seen<String>>, project: &str) -> Option<&'static str> {
+    let Some(Seen::Ok { value }) = public else { return None };
+    let doc: PublicDoc = serde_json::from_str(value).ok()?;
+    let p = doc.projects.into_iter().find(|p| p.project == project && p.last_success_unix.is_none())?;
+    match p.result.as_str() {
+        "running" => Some("first sync running"),
+        "never-run" => Some("first sync not started yet"),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -461,10 +476,13 @@ pub fn judge(
                 Some(t) => fr.node_unix = Some(t),
                 None => findings.push(Finding { severity: Severity::Fail, text: format!("{}: {path} on the node does not parse", p.name) }),
             },
-            Some(Seen::Failed { error, .. }) => {
-                let what = if m.is_some() { "the upstream's marker" } else { "no trace yet (never synced?)" };
-                findings.push(Finding { severity: Severity::Fail, text: format!("{}: {path}: {error} ({what})", p.name) });
-            }
+            Some(Seen::Failed { error, .. }) => match first_sync_pending(probe.public.as_ref(), &p.name) {
+                Some(pending) => findings.push(Finding { severity: Severity::Warn, text: format!("{}: {pending} ({path}: {error})", p.name) }),
+                None => {
+                    let what = if m.is_some() { "the upstream's marker" } else { "no trace yet (never synced?)" };
+                    findings.push(Finding { severity: Severity::Fail, text: format!("{}: {path}: {error} ({what})", p.name) });
+                }
+            },
             // The node's HTTP already failed and is reported as such.
             Some(Seen::Skipped) | None => {}
         }
