@@ -127,9 +127,17 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     let mut hw_modules = hardware_modules(&opts.data_dir)?;
     hw_modules.extend(opts.fleet_modules.iter().cloned());
     let cmdline = render_cmdline(&fs::read_to_string(overlays.join("base/cmdline")).context("reading overlays/base/cmdline")?)?;
+    // The base is named after what the OS layer holds, not how it was asked for: a build pinned
+    // to an earlier build's packages.lock resolves to the same set and so to the same base.
+    let mut h = Sha256::new();
+    for part in [OS_RECIPE, SUITE, &mirror, &packages.join("\n"), &keep.join("\n"), &installed.join("\n")] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let os_content_id = hex(&h.finalize());
     let mut h = Sha256::new();
     h.update(BASE_RECIPE.as_bytes());
-    h.update(os_id.as_bytes());
+    h.update(os_content_id.as_bytes());
     h.update(source_date_epoch().to_le_bytes());
     h.update(cmdline.trim().as_bytes());
     h.update(hw_modules.iter().cloned().collect::<Vec<_>>().join(",").as_bytes());
