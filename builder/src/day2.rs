@@ -157,10 +157,49 @@ fn ssh_for(cfg: &NodeConfig, opts: &Options, known_hosts: &Path, control: &Path)
     }
 }
 
+/// What one round trip learns from a node: its installed node.toml, its binaries' versions and
+/// its own plan against the inventory's configuration (fed on stdin, the only reader of it).
+#[derive(Debug)]
+struct Survey {
+    installed: String,
+    versions: Vec<String>,
+    /// None when the node's mm-firstboot gave no plan (missing, or too old to plan this).
+    plan: Option<serde_json::Value>,
+}
+
+/// The survey as one remote command: every ssh round trip costs a key exchange's worth of
+/// latency on a slow link, so a node with nothing to change costs exactly one.
+fn survey_command() -> String {
+    let versions: Vec<String> = BINARIES.iter().map(|b| format!("v=$({b} --version 2>/dev/null) || v=none; echo \"$v\"")).collect();
+    format!(
+        "f={}; if [ -r \"$f\" ]; then wc -c < \"$f\"; cat \"$f\"; else echo 0; fi; {}; sudo mm-firstboot --config - plan --json || true",
+        mmconfig::INSTALLED_CONFIG,
+        versions.join("; ")
+    )
+}
+
+/// Split [`survey_command`]'s output: the file's length, the file, one version line per binary,
+/// the plan's JSON. The length prefix keeps a hostile node.toml from faking the other parts.
+fn parse_survey(out: &[u8]) -> Result<Survey> {
+    let bad = || anyhow::anyhow!("the node's answer to the survey is malformed: {}", String::from_utf8_lossy(&out[..out.len().min(200)]));
+    let nl = out.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
+    let len: usize = std::str::from_utf8(&out[..nl]).ok().and_then(|t| t.trim().parse().ok()).ok_or_else(bad)?;
+    let rest = out.get(nl + 1..).ok_or_else(bad)?;
+    let installed = String::from_utf8_lossy(rest.get(..len).ok_or_else(bad)?).into_owned();
+    let mut rest = &rest[len..];
+    let mut versions = Vec::new();
+    for _ in BINARIES {
+        let nl = rest.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
+        versions.push(String::from_utf8_lossy(&rest[..nl]).trim().to_string());
+        rest = &rest[nl + 1..];
+    }
+    Ok(Survey { installed, versions, plan: serde_json::from_slice(rest).ok() })
+}
+
 fn one_node(cfg: &NodeConfig, opts: &Options, ssh: &Ssh, local: &[(String, PathBuf, String)], apply: bool, r: &mut NodeResult) -> Result<()> {
     let new_toml = cfg.to_toml();
-    let installed = ssh.run("cat /etc/micromirror/node.toml 2>/dev/null || true", None)?;
-    let installed = String::from_utf8_lossy(&installed.stdout).into_owned();
+    let survey = ssh.run(&survey_command(), Some(new_toml.as_bytes()))?;
+    let Survey { installed, versions, mut plan } = parse_survey(&survey.stdout)?;
     if installed != new_toml {
         r.config_diff = Some(
             similar::TextDiff::from_lines(installed.as_str(), new_toml.as_str())
@@ -170,9 +209,7 @@ fn one_node(cfg: &NodeConfig, opts: &Options, ssh: &Ssh, local: &[(String, PathB
                 .to_string(),
         );
     }
-    for (name, _, here) in local {
-        let out = ssh.run(&format!("{name} --version 2>/dev/null || echo none"), None)?;
-        let there = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    for ((name, _, here), there) in local.iter().zip(versions) {
         if &there != here {
             r.binaries.push((name.clone(), there, here.clone()));
         }
@@ -187,10 +224,13 @@ fn one_node(cfg: &NodeConfig, opts: &Options, ssh: &Ssh, local: &[(String, PathB
             );
             ssh.run(&format!("sudo sh -c '{script}'"), Some(&bytes)).with_context(|| format!("installing {name}"))?;
         }
+        // The new binary's own plan: it may render what the old one did not.
+        let out = ssh.run_codes("sudo mm-firstboot --config - plan --json", Some(new_toml.as_bytes()), &[0, 3])?;
+        plan = Some(serde_json::from_slice(&out.stdout).context("reading the node's plan")?);
     }
-    // The node's own plan against the new configuration (with the new binary when it was rolled out).
-    let plan = ssh.run_codes("sudo mm-firstboot --config - plan --json", Some(new_toml.as_bytes()), &[0, 3])?;
-    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).context("reading the node's plan")?;
+    let plan = plan.with_context(|| {
+        format!("the node's mm-firstboot gave no plan: {}", hostkit::cmd::tail(&survey.stderr, 5))
+    })?;
     r.changes = plan_lines(&plan);
     for p in &opts.prune {
         r.changes.push(format!("prune {p} (delete its data)"));
@@ -344,6 +384,27 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["version"], 1);
         assert!(Report { version: 1, nodes: vec![result("a", "nothing-to-change"), result("b", "changes")] }.all_ok());
+    }
+
+    #[test]
+    fn survey_answers_split_by_length_not_by_content() {
+        // A node.toml whose text looks like the parts after it changes nothing.
+        let toml = "name = \"x\"\nmm-firstboot 9.9\n{\"changes\": []}\n";
+        let out = format!("{}\n{toml}mm-firstboot 0.1.0 (abc)\nnone\n{{\"changes\": [1]}}\n", toml.len());
+        let s = parse_survey(out.as_bytes()).unwrap();
+        assert_eq!(s.installed, toml);
+        assert_eq!(s.versions, ["mm-firstboot 0.1.0 (abc)", "none"]);
+        assert_eq!(s.plan.unwrap()["changes"][0], 1);
+        // A fresh node: no file.
+        let s = parse_survey(b"0\nnone\nnone\n{}").unwrap();
+        assert_eq!((s.installed.as_str(), s.versions.len()), ("", 2));
+        // No plan (an old or missing mm-firstboot): known, not an error yet.
+        assert!(parse_survey(b"0\nnone\nnone\n").unwrap().plan.is_none());
+        // Truncated answers are errors, never a panic.
+        for cut in [0, 2, 10, toml.len() + 20] {
+            assert!(parse_survey(&out.as_bytes()[..cut]).is_err(), "{cut}");
+        }
+        assert!(parse_survey(b"999\nshort").is_err());
     }
 
     #[test]
