@@ -172,7 +172,7 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (_up, _daemon) = upstream(tmp.path());
+    let (_up, daemon) = upstream(tmp.path());
     let out = tmp.path().join("out");
     // The example fleet, plus this host as an admin (QEMU's user network shows it as 10.0.2.2)
     // with a key of ours, so the test can log in over the forwarded ssh port.
@@ -193,8 +193,8 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
 
     // First boot: blank data disk formatted and mounted, configured address, status on console.
     let log1 = tmp.path().join("boot1.log");
-    let ssh_port = free_port();
-    let mut vm = boot(&image, std::slice::from_ref(&data), &log1, vec![(ssh_port, 22)]);
+    let (ssh_port, metrics_port) = (free_port(), free_port());
+    let mut vm = boot(&image, std::slice::from_ref(&data), &log1, vec![(ssh_port, 22), (metrics_port, 9100)]);
     let t = vm.wait_for(ready, BOOT_TIMEOUT).unwrap();
     eprintln!("boot 1: QEMU start -> ready marker in {:.1} s ({:?})", t.as_secs_f64(), vm.accel);
     let console = vm.serial();
@@ -237,7 +237,17 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     let o = ssh(&forged, "true");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("Host key verification failed"), "{err}");
+
+    // Monitoring from the inventory: a real Prometheus runs the exported configuration and
+    // scrapes the node's node_exporter (the host is an admin source here), which carries
+    // mm-sync's textfile metrics once the first sync has landed.
+    let scraped = prometheus_scrape(&fleet, tmp.path(), metrics_port, "mm_sync_last_success_timestamp_seconds{node=\"ci\",project=\"epel\"}");
+    assert!(scraped > 1.0e9, "mm_sync_last_success_timestamp_seconds = {scraped}\n{}", vm.tail(30));
     drop(vm); // power cut: XFS must recover
+
+    // Without its upstream (a sponsor network that blocks outbound rsync looks the same), the
+    // console verdict is not ALL GOOD and names the upstream and the port.
+    drop(daemon);
 
     // Put a file on the data filesystem from outside, as a sync would have.
     let mnt = tmp.path().join("mnt");
@@ -255,6 +265,8 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     let mut vm = boot(&image, std::slice::from_ref(&data), &log2, vec![]);
     vm.wait_for(ready, BOOT_TIMEOUT).unwrap();
     let console = vm.serial();
+    let upstream_down = "NEEDS ATTENTION: upstream rsync://10.0.2.2:10873/epel/ does not answer from this network (outbound TCP 10873)";
+    assert!(console.contains(upstream_down), "{}", vm.tail(40));
     assert!(!console.contains("creating the XFS filesystem"), "second boot formatted again:\n{console}");
     assert!(console.contains("storage unchanged") || console.contains("MMDATA found on /dev/vdb1: mounting it"), "{console}");
     drop(vm);
@@ -282,6 +294,56 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     assert!(console.contains("add serial \"MMDISK0\" to wipe_disk_serials"), "{console}");
     drop(vm);
     assert_eq!(sha(&foreign), before, "the foreign disk was modified");
+}
+
+/// Export the fleet's Prometheus configuration, point the `ci` node's node_exporter target at
+/// `127.0.0.1:port` (QEMU's forward) with its labels kept, run the real Prometheus on it and
+/// return the value of `query` once it has one (panics after four minutes).
+fn prometheus_scrape(fleet: &Path, dir: &Path, port: u16, query: &str) -> f64 {
+    let export = dir.join("prometheus");
+    mmbuild(&["export", "prometheus", fleet.to_str().unwrap(), "--out", export.to_str().unwrap()]);
+    let targets: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(export.join("targets/node.json")).unwrap()).unwrap();
+    let mut ci: Vec<serde_json::Value> = targets.as_array().unwrap().iter().filter(|g| g["labels"]["node"] == "ci").cloned().collect();
+    assert_eq!(ci.len(), 1, "{targets}");
+    ci[0]["targets"] = serde_json::json!([format!("127.0.0.1:{port}")]);
+    std::fs::write(export.join("targets/node.json"), serde_json::to_string(&ci).unwrap()).unwrap();
+    std::fs::write(export.join("targets/blackbox.json"), "[]").unwrap();
+    // A test cannot wait a minute between scrapes; an emulated node_exporter needs a few seconds.
+    let config = std::fs::read_to_string(export.join("prometheus.yml")).unwrap();
+    assert!(config.contains("scrape_interval: 1m\n"), "{config}");
+    std::fs::write(export.join("prometheus.yml"), config.replace("scrape_interval: 1m\n", "scrape_interval: 20s\n  scrape_timeout: 20s\n")).unwrap();
+    let web = free_port();
+    let _prometheus = Reaped(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", export.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{web}/api/v1/query?query={}", urlencode(query));
+    let t = std::time::Instant::now();
+    loop {
+        let (code, body) = curl(&url);
+        if code == 200 {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
+                return value.parse().unwrap();
+            }
+        }
+        if t.elapsed() > Duration::from_secs(240) {
+            let targets = curl(&format!("http://127.0.0.1:{web}/api/v1/targets")).1;
+            let direct = curl(&format!("http://127.0.0.1:{port}/metrics"));
+            let direct = String::from_utf8_lossy(&direct.1).lines().filter(|l| l.starts_with("mm_sync_")).collect::<Vec<_>>().join("\n");
+            panic!("Prometheus never saw {query}: {}\ncurl of the node's metrics: {direct}", String::from_utf8_lossy(&targets));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 fn free_port() -> u16 {
