@@ -118,8 +118,8 @@ pub fn render_all(cfg: &NodeConfig, key: &Delivered, facts: &Facts) -> Result<De
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
     use crate::testdata::node;
+    use std::path::Path;
 
     fn facts() -> Facts {
         Facts { family: Family::Debian, nics: Vec::new(), tls_ready: false, data_fs_uuid: None, data_ready: false }
