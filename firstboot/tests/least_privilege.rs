@@ -152,3 +152,33 @@ fn the_push_account_may_start_its_projects_sync_and_nothing_else() {
         assert!(!allowed(other), "mmpush may run {other}");
     }
 }
+
+/// `scripts/bench`: handing a tree synced as root to the sync account, 100,000 files in 1,100
+/// directories, once (every entry changes owner) and again (only looked at). Ignored by default.
+#[test]
+#[ignore]
+fn bench_hand_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    for a in 0..100 {
+        for b in 0..10 {
+            let d = tree.join(format!("{a}/{b}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for f in 0..100 {
+                std::fs::write(d.join(format!("f{f}")), b"").unwrap();
+            }
+        }
+    }
+    run(&mut Command::new("sync"));
+    let timed = || {
+        let started = std::time::Instant::now();
+        let n = mm_firstboot::accounts::hand_over(&tree, 64000, 64000, true).unwrap();
+        (n, started.elapsed().as_secs_f64())
+    };
+    let (n, first) = timed();
+    assert_eq!(n, 101_101);
+    let (again, second) = timed();
+    assert_eq!(again, 0);
+    println!("BENCH hand-over-100k {first:.2}");
+    println!("BENCH hand-over-100k-again {second:.2}");
+}

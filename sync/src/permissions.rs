@@ -29,7 +29,7 @@ fn not_writable(path: &Path, me: &str) -> Option<String> {
     let err = access(at, AccessFlags::W_OK).err()?;
     let meta = fs::symlink_metadata(at).ok()?;
     Some(format!(
-        "{} is not writable by {me} (owner {}, mode {:04o}: {}){}",
+        "{} is not writable by {me}: owned by {}, mode {:04o} ({}){}",
         at.display(),
         name(meta.uid()),
         meta.mode() & 0o7777,

@@ -667,7 +667,7 @@ fn the_sync_account_syncs_its_own_tree_and_is_refused_anything_else() {
     let metrics = w.root().join("var/lib/prometheus/node-exporter");
     sh(&format!("chown 0:0 {}", metrics.display()));
     let out = as_account(&["epel"]);
-    refused(&out, &format!("{} is not writable by uid {uid} (owner root (uid 0), mode 0755", metrics.display()));
+    refused(&out, &format!("{} is not writable by uid {uid}: owned by root (uid 0), mode 0755 (Permission denied)", metrics.display()));
     sh(&format!("chown {uid}:{gid} {}", metrics.display()));
     // A tree still root's (synced as root by an older version, not yet handed over).
     sh(&format!("chown 0:0 {}", tree.display()));
