@@ -58,11 +58,16 @@ pub fn problems(env: &Env, p: &Profile) -> Vec<String> {
     let metrics = env.metrics_file(p);
     let mut dirs = vec![state.clone(), state.join("logs"), metrics.parent().unwrap_or(Path::new("/")).to_path_buf()];
     dirs.dedup();
+    // One line per directory in the way: three paths missing under one unwritable root are one problem.
+    let mut blocked = Vec::new();
     for d in dirs {
+        let at = existing(&d).map(Path::to_path_buf);
+        if blocked.contains(&at) {
+            continue;
+        }
         if let Some(why) = not_writable(&d, &me) {
-            if !out.contains(&why) {
-                out.push(why);
-            }
+            out.push(why);
+            blocked.push(at);
         }
     }
     // The lock is opened for writing: a lock file left by a root run blocks every later one.
