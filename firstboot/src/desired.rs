@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use mmconfig::{NodeConfig, ADMIN_USER, DATA_MOUNT, INSTALLED_CONFIG, INSTALLED_HOST_KEY, PUSH_USER};
+use mmconfig::{
+    NodeConfig, ADMIN_USER, DATA_MOUNT, INSTALLED_CONFIG, INSTALLED_HOST_KEY, METRICS_DIR, PUBLIC_DIR, PUSH_USER, SYNC_STATE_DIR, SYNC_USER,
+};
 
 use crate::files::RenderedFile;
 use crate::hostkey::Delivered;
@@ -25,11 +27,36 @@ pub struct Facts {
     pub data_ready: bool,
 }
 
-/// An account `run` creates with `useradd` when missing, then gives its `~/.ssh`.
+/// An account `run` creates with `useradd` when missing, then gives its `~/.ssh` (login accounts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub user: &'static str,
     pub comment: &'static str,
+    /// A system account: no home, no login shell, no ssh (the sync account).
+    pub system: bool,
+}
+
+/// Every account firstboot may create: `run` looks a planned account up here by name.
+pub const ACCOUNTS: &[Account] = &[
+    Account { user: ADMIN_USER, comment: "micro mirror fleet admin", system: false },
+    Account { user: PUSH_USER, comment: "upstream push trigger", system: false },
+    Account { user: SYNC_USER, comment: "micro mirror sync", system: true },
+];
+
+pub fn account(user: &str) -> Option<&'static Account> {
+    ACCOUNTS.iter().find(|a| a.user == user)
+}
+
+/// A directory `run` creates when missing, owned by `owner` (root when None), mode 0755.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directory {
+    pub path: PathBuf,
+    pub owner: Option<&'static str>,
+    /// Found owned by someone else, the directory and everything below it are handed to `owner`
+    /// (a tree synced as root before syncs ran unprivileged); otherwise only the directory itself.
+    pub recursive: bool,
+    /// The lock of the sync that writes here (a project tree), held while it changes hands.
+    pub lock: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,8 +68,8 @@ pub struct Desired {
     pub accounts: Vec<Account>,
     /// (unit, target whose .wants it goes into)
     pub units: Vec<(String, String)>,
-    /// Project directories on the data filesystem, absolute on the node.
-    pub directories: Vec<PathBuf>,
+    /// Project trees, mm-sync's state and metrics directories, absolute on the node.
+    pub directories: Vec<Directory>,
 }
 
 /// `key` is the host key delivered with the configuration (it is not part of node.toml: node.toml
@@ -69,15 +96,22 @@ pub fn render_all(cfg: &NodeConfig, key: &Delivered, facts: &Facts) -> Result<De
     if let Some(uuid) = &facts.data_fs_uuid {
         files.push(services::render_mount_unit(uuid)?);
     }
-    let mut accounts = vec![Account { user: ADMIN_USER, comment: "micro mirror fleet admin" }];
+    let mut accounts = vec![ACCOUNTS[0].clone()];
     if svc.push_user {
-        accounts.push(Account { user: PUSH_USER, comment: "upstream push trigger" });
+        accounts.push(ACCOUNTS[1].clone());
     }
-    let directories = if facts.data_ready {
-        cfg.projects.iter().map(|p| PathBuf::from(DATA_MOUNT).join(&p.directory)).collect()
-    } else {
-        Vec::new()
-    };
+    accounts.push(ACCOUNTS[2].clone());
+    // Syncs run as SYNC_USER: it owns what mm-sync writes (its state, its metrics file's
+    // directory, each project tree and the public document's directory), root owns the rest.
+    let sync_dir = |path: PathBuf, recursive: bool| Directory { path, owner: Some(SYNC_USER), recursive, lock: None };
+    let mut directories = vec![sync_dir(SYNC_STATE_DIR.into(), true), sync_dir(METRICS_DIR.into(), false)];
+    if facts.data_ready {
+        directories.push(sync_dir(PathBuf::from(DATA_MOUNT).join(PUBLIC_DIR), true));
+        directories.extend(cfg.projects.iter().map(|p| Directory {
+            lock: Some(PathBuf::from(SYNC_STATE_DIR).join(&p.name).join("lock")),
+            ..sync_dir(PathBuf::from(DATA_MOUNT).join(&p.directory), true)
+        }));
+    }
     Ok(Desired { early_files, files, accounts, units: svc.enable, directories })
 }
 
@@ -85,6 +119,7 @@ pub fn render_all(cfg: &NodeConfig, key: &Delivered, facts: &Facts) -> Result<De
 mod tests {
     use super::*;
     use crate::testdata::node;
+    use std::path::Path;
 
     fn facts() -> Facts {
         Facts { family: Family::Debian, nics: Vec::new(), tls_ready: false, data_fs_uuid: None, data_ready: false }
@@ -100,12 +135,18 @@ mod tests {
         }
         assert!(d.units.iter().any(|(u, _)| u == "nginx.service"));
         assert_eq!(d.accounts[0].user, ADMIN_USER);
-        assert!(d.directories.is_empty(), "no project directories without a data filesystem");
+        assert!(d.accounts.iter().any(|a| a.user == SYNC_USER && a.system));
+        let dirs: Vec<&Path> = d.directories.iter().map(|d| d.path.as_path()).collect();
+        assert_eq!(dirs, [Path::new(SYNC_STATE_DIR), Path::new(METRICS_DIR)], "no project directories without a data filesystem");
+        assert!(d.directories.iter().all(|d| d.owner == Some(SYNC_USER)));
         assert!(!paths.iter().any(|p| p.ends_with("srv-mirror.mount")));
 
         let d = render_all(&cfg, &Delivered::Missing, &Facts { data_fs_uuid: Some("0a1b-2c".into()), data_ready: true, ..facts() }).unwrap();
         let mount = d.files.iter().find(|f| f.path.ends_with("srv-mirror.mount")).expect("mount unit");
         assert!(String::from_utf8_lossy(&mount.contents).contains("What=/dev/disk/by-uuid/0a1b-2c\n"));
-        assert_eq!(d.directories.len(), cfg.projects.len());
+        assert_eq!(d.directories.len(), cfg.projects.len() + 3);
+        let tree = d.directories.iter().find(|d| d.path == Path::new(DATA_MOUNT).join(&cfg.projects[0].directory)).unwrap();
+        assert!(tree.owner == Some(SYNC_USER) && tree.recursive);
+        assert!(d.directories.iter().any(|d| d.path == Path::new(DATA_MOUNT).join(PUBLIC_DIR)));
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::accounts;
 use crate::apply::Host;
-use crate::desired::Account;
+use crate::desired::{Account, Directory};
 use crate::files::RenderedFile;
 use crate::storage::Step;
 
@@ -31,8 +31,22 @@ pub enum Change {
     OwnSshDir {
         user: String,
     },
+    /// Created mode 0755, owned by `owner` (root when absent).
     CreateDirectory {
         path: PathBuf,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
+    /// An existing directory handed to `user`; with `recursive` everything in it too (a project
+    /// tree synced as root before syncs ran as the sync account).
+    OwnDirectory {
+        path: PathBuf,
+        user: String,
+        recursive: bool,
+        /// The project's sync lock, held while its tree changes hands: a sync still running as
+        /// root would otherwise leave files the sync account cannot replace.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lock: Option<PathBuf>,
     },
     EnableUnit {
         unit: String,
@@ -61,7 +75,10 @@ impl Change {
             Change::WriteFile { path, .. } => format!("update {}", path.display()),
             Change::CreateAccount { user } => format!("create the account {user}"),
             Change::OwnSshDir { user } => format!("give {user} its home and ssh keys"),
-            Change::CreateDirectory { path } => format!("create the directory {}", path.display()),
+            Change::CreateDirectory { path, owner: None } => format!("create the directory {}", path.display()),
+            Change::CreateDirectory { path, owner: Some(u) } => format!("create the directory {} owned by {u}", path.display()),
+            Change::OwnDirectory { path, user, recursive: true, .. } => format!("hand {} and everything in it to {user}", path.display()),
+            Change::OwnDirectory { path, user, recursive: false, .. } => format!("hand {} to {user}", path.display()),
             Change::EnableUnit { unit, .. } => format!("enable {unit}"),
             Change::DisableUnit { unit, .. } => format!("stop and disable {unit}"),
             Change::RemoveFile { path } => format!("remove {}", path.display()),
@@ -118,6 +135,9 @@ pub fn account_changes(host: &Host, accounts: &[Account], files: &[Change]) -> (
         if !exists {
             create.push(Change::CreateAccount { user: a.user.into() });
         }
+        if a.system {
+            continue; // no home, no keys
+        }
         let ssh = PathBuf::from("/home").join(a.user).join(".ssh");
         let writes_keys = files.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with(&ssh)));
         if !exists || writes_keys || !ssh_dir_owned(host, a.user) {
@@ -140,8 +160,22 @@ pub fn ssh_dir_owned(host: &Host, user: &str) -> bool {
     owned && fs::metadata(&ssh).map_or(true, |m| m.permissions().mode() & 0o7777 == 0o700)
 }
 
-pub fn directory_changes(host: &Host, dirs: &[PathBuf]) -> Vec<Change> {
-    dirs.iter().filter(|d| !host.path(d).is_dir()).map(|d| Change::CreateDirectory { path: d.clone() }).collect()
+/// Directories to create, and existing ones to hand to their owner. An owner that does not exist
+/// yet is about to be created (its account change comes first); in a bare test tree without
+/// /etc/passwd ownership is left alone.
+pub fn directory_changes(host: &Host, dirs: &[Directory]) -> Vec<Change> {
+    let accounts_exist = host.live() || host.path(Path::new("/etc/passwd")).exists();
+    dirs.iter()
+        .filter_map(|d| {
+            let owner = d.owner.filter(|_| accounts_exist);
+            let Ok(meta) = fs::symlink_metadata(host.path(&d.path)) else {
+                return Some(Change::CreateDirectory { path: d.path.clone(), owner: owner.map(String::from) });
+            };
+            let user = owner?;
+            let owned = accounts::lookup(host, user).is_some_and(|(uid, gid)| meta.is_dir() && meta.uid() == uid && meta.gid() == gid);
+            (!owned).then(|| Change::OwnDirectory { path: d.path.clone(), user: user.into(), recursive: d.recursive, lock: d.lock.clone() })
+        })
+        .collect()
 }
 
 /// Units not enabled yet. A unit neither installed nor about to be written is left out here and

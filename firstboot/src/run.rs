@@ -178,15 +178,38 @@ fn apply_change(host: &Host, change: &Change, files: &[RenderedFile], st: &mut R
             host.install(f).with_context(|| format!("installing {}", path.display()))?;
         }
         Change::CreateAccount { user } => {
-            let comment = if user == PUSH_USER { "upstream push trigger" } else { "micro mirror fleet admin" };
-            accounts::ensure_user(host, user, comment)?;
+            let a = crate::desired::account(user).with_context(|| format!("no account {user} is known"))?;
+            accounts::ensure_user(host, a.user, a.comment, a.system)?;
         }
         Change::OwnSshDir { user } => {
             accounts::own_ssh_dir(host, user)?;
         }
-        Change::CreateDirectory { path } => {
+        Change::CreateDirectory { path, owner } => {
             let dir = host.path(path);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+            if let Some(user) = owner {
+                let (uid, gid) = accounts::lookup(host, user).with_context(|| format!("the account {user} does not exist"))?;
+                accounts::hand_over(&dir, uid, gid, false)?;
+            }
+        }
+        Change::OwnDirectory { path, user, recursive, lock } => {
+            let dir = host.path(path);
+            let (uid, gid) = accounts::lookup(host, user).with_context(|| format!("the account {user} does not exist"))?;
+            // mm-sync holds this flock for a whole run; an existing lock file is only opened.
+            let _held = match lock.as_ref().and_then(|l| std::fs::File::open(host.path(l)).ok()) {
+                Some(f) => match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                    Ok(held) => Some(held),
+                    Err(_) => {
+                        st.notes.push(format!("{}: a sync is running; it changes hands at the next mm-firstboot run", dir.display()));
+                        return Ok(());
+                    }
+                },
+                None => None,
+            };
+            let started = Instant::now();
+            let n = accounts::hand_over(&dir, uid, gid, *recursive)?;
+            st.notes.push(format!("{}: {n} entries handed to {user} in {:.1} s", dir.display(), started.elapsed().as_secs_f64()));
         }
         Change::EnableUnit { unit, target } => {
             host.enable(unit, target)?;

@@ -342,6 +342,8 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         let pctx = json!({
             "name": p.name, "every_hours": p.sync.every_hours, "minute": minute,
             "on_calendar": on_calendar(p.sync.every_hours, minute), "data_root": paths.data_root,
+            "directory": p.directory, "public_dir": mmconfig::PUBLIC_DIR, "sync_user": mmconfig::SYNC_USER,
+            "state_dir": mmconfig::SYNC_STATE_DIR, "metrics_dir": mmconfig::METRICS_DIR,
         });
         let unit = |t: &str| h.render(t, &pctx).map_err(|e| anyhow::anyhow!("rendering {t} for {}: {e}", p.name));
         files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.service", p.name), 0o644, unit("sync-service")?));

@@ -180,6 +180,65 @@ fn services_are_installed_enabled_and_owned_once() {
     assert_eq!(std::fs::read_to_string(etc.join("passwd")).unwrap().lines().filter(|l| l.starts_with("mmadmin:")).count(), 1);
 }
 
+/// Syncs run as the sync account: a fresh node gives it its directories; a node whose trees
+/// were synced as root (before this version) hands them over once, and converges after.
+#[test]
+fn the_sync_account_owns_what_mm_sync_writes_and_takes_over_root_trees_once() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(mut f) = Fixture::new(&[]) else { return };
+    f.debian_tree();
+    let dev = f.disk("blank", "");
+    let out = f.run(&[(&dev, "D1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let passwd = std::fs::read_to_string(f.root.join("etc/passwd")).unwrap();
+    let line = passwd.lines().find(|l| l.starts_with("mmsync:")).unwrap_or_else(|| panic!("no mmsync in {passwd}"));
+    let fields: Vec<&str> = line.split(':').collect();
+    let (uid, gid): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+    assert!(uid < 1000 && fields[6] == "/usr/sbin/nologin", "a system account without a login shell: {line}");
+    assert!(!f.root.join("home/mmsync").exists(), "no home");
+    let owner = |p: &std::path::Path| std::fs::symlink_metadata(p).map(|m| (m.uid(), m.gid(), m.mode() & 0o7777)).unwrap();
+    let tree = f.mountpoint().join("epel");
+    for d in [tree.clone(), f.mountpoint().join(".mm"), f.root.join("var/lib/micromirror/sync"), f.root.join("var/lib/prometheus/node-exporter")] {
+        assert_eq!(owner(&d), (uid, gid, 0o755), "{}", d.display());
+    }
+    assert_eq!(owner(&f.mountpoint()).0, 0, "the mount point stays root's");
+
+    // What an older version left: a tree, state and lock synced and written as root.
+    std::fs::create_dir_all(tree.join("9/x86_64/repodata")).unwrap();
+    std::fs::write(tree.join("9/x86_64/repodata/repomd.xml"), "<repomd/>").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", tree.join("9/escape")).unwrap();
+    let state = f.root.join("var/lib/micromirror/sync/epel");
+    std::fs::create_dir_all(state.join("logs")).unwrap();
+    std::fs::write(state.join("lock"), "").unwrap();
+    std::fs::write(state.join("status.json"), "{}").unwrap();
+    sh(&format!("chown -R 0:0 {} {}", tree.display(), f.root.join("var/lib/micromirror/sync").display()));
+    let plan = text(&f.cli(&[(&dev, "D1")], &["plan"]));
+    for want in [
+        format!("hand {} and everything in it to mmsync", "/srv/mirror/epel"),
+        "hand /var/lib/micromirror/sync and everything in it to mmsync".to_string(),
+    ] {
+        assert!(plan.contains(&want), "{want} not planned:\n{plan}");
+    }
+
+    // A sync holding its lock (one still running as root) keeps its tree until the next run.
+    let held = std::fs::File::open(state.join("lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let out = f.run(&[(&dev, "D1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(owner(&tree).0, 0, "handed over under a running sync");
+    assert_eq!(owner(&state.join("status.json")).0, uid, "the state directory has no such wait");
+    drop(held);
+
+    let out = f.run(&[(&dev, "D1")], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for p in ["", "9", "9/x86_64/repodata", "9/x86_64/repodata/repomd.xml", "9/escape"] {
+        assert_eq!(owner(&tree.join(p)).0, uid, "{p}");
+    }
+    assert_eq!(std::fs::metadata("/etc/shadow").unwrap().uid(), 0, "the symlink was followed");
+    let out = f.run(&[(&dev, "D1")], None);
+    assert!(text(&out).contains("nothing to change"), "a handed-over node converges:\n{}", text(&out));
+}
+
 /// (case, disk preparation) -> untouched, reported, exit 3.
 #[test]
 fn foreign_content_is_left_byte_identical() {

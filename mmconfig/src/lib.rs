@@ -33,6 +33,11 @@ pub const STATE_DIR: &str = "/var/lib/micromirror";
 pub const ADMIN_USER: &str = "mmadmin";
 /// The account upstreams log in as to trigger a sync (ssh forced command, nothing else).
 pub const PUSH_USER: &str = "mmpush";
+/// The unprivileged system account every sync runs as: it owns the project trees, mm-sync's
+/// state and its metrics, and nothing else (no login shell, no password, no ssh).
+pub const SYNC_USER: &str = "mmsync";
+/// Where mm-sync publishes the node's freshness document, under the data mount (`/.mm/status.json`).
+pub const PUBLIC_DIR: &str = ".mm";
 /// Where the node configuration is installed on the node's root filesystem.
 pub const INSTALLED_CONFIG: &str = "/etc/micromirror/node.toml";
 /// The node's own ssh host private key, beside `node.toml` on `MMCONFIG` and `OEMDRV` (never

@@ -136,6 +136,14 @@ pub fn sync_project(
     ov: &Overrides,
     say: &mut dyn FnMut(&str),
 ) -> Result<(Exit, Option<SyncStatus>)> {
+    // Before anything is created: a run as the wrong account must leave nothing of its own.
+    let denied = crate::permissions::problems(env, p);
+    if !denied.is_empty() {
+        for why in &denied {
+            say(&format!("error: {}: {why}", p.name));
+        }
+        return Ok((Exit::NotPermitted, None));
+    }
     let Some(_lock) = try_lock(env, p)? else {
         say(&format!(
             "{}: another mm-sync run holds the lock ({}); not starting a second one",

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod engine;
 pub mod outcome;
 pub mod overview;
+pub mod permissions;
 pub mod public;
 pub mod records;
 pub mod repocheck;

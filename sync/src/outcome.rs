@@ -55,12 +55,15 @@ pub enum Exit {
     SyncFailed = 4,
     Inconsistent = 5,
     NoSpace = 6,
+    /// The account running the sync may not write where it writes (or does not own the tree).
+    NotPermitted = 7,
     /// Another run of the same project holds the lock.
     Busy = 10,
 }
 
 impl Exit {
-    pub const ALL: [Exit; 7] = [Exit::Ok, Exit::BadConfig, Exit::Usage, Exit::SyncFailed, Exit::Inconsistent, Exit::NoSpace, Exit::Busy];
+    pub const ALL: [Exit; 8] =
+        [Exit::Ok, Exit::BadConfig, Exit::Usage, Exit::SyncFailed, Exit::Inconsistent, Exit::NoSpace, Exit::NotPermitted, Exit::Busy];
 
     pub fn code(self) -> u8 {
         self as u8
@@ -74,6 +77,7 @@ impl Exit {
             Exit::SyncFailed => "rsync failed (the previous tree is still served)",
             Exit::Inconsistent => "the consistency check found problems",
             Exit::NoSpace => "not enough space on the data disk",
+            Exit::NotPermitted => "the account running it does not own the project's tree or may not write where a sync writes (each path is named)",
             Exit::Busy => "another run of this project is in progress",
         }
     }

@@ -601,3 +601,84 @@ fn each_run_publishes_the_public_freshness_document() {
     // Written atomically: nothing else in its directory.
     assert_eq!(std::fs::read_dir(doc_path.parent().unwrap()).unwrap().count(), 1);
 }
+
+/// On the node syncs run as the unprivileged sync account that owns the trees. Here a uid of its
+/// own (no capabilities, no new privileges, no groups, as the unit's sandbox leaves it) syncs
+/// into a tree it owns from the real daemon; a directory it may not write, a tree that is
+/// root's, or root running a sync on the account's tree are each refused before anything is
+/// written, naming the path.
+#[test]
+fn the_sync_account_syncs_its_own_tree_and_is_refused_anything_else() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let w = World::new();
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    createrepo(&up);
+    let (uid, gid) = (64123, 64123);
+    // What mm-firstboot leaves on the node: the account's directories, root's mount point.
+    std::fs::set_permissions(w.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let owned = ["srv/mirror/epel", "srv/mirror/.mm", "var/lib/micromirror/sync", "var/lib/prometheus/node-exporter"];
+    for d in owned {
+        std::fs::create_dir_all(w.root().join(d)).unwrap();
+        sh(&format!("chown {uid}:{gid} {}", w.root().join(d).display()));
+    }
+    let as_account = |args: &[&str]| {
+        let mut cmd = w.ns.cmd("setpriv");
+        cmd.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "--no-new-privs",
+            "--bounding-set=-all",
+            "--inh-caps=-all",
+        ]);
+        cmd.arg("--").arg(env!("CARGO_BIN_EXE_mm-sync")).arg("--config").arg(&w.config).arg("--root").arg(w.root()).args(args);
+        cmd.env_remove("MM_SYNC_BETWEEN_STAGES").output().unwrap()
+    };
+    let out = as_account(&["epel"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(w.status("epel")["result"], "success");
+    let tree = w.tree("epel");
+    assert!(files(&tree).iter().any(|f| f.contains("alpha-1.0")), "{:?}", files(&tree));
+    let written = [
+        tree.join(".mirror-trace/ci.mm.example.net"),
+        w.root().join("var/lib/micromirror/sync/epel/status.json"),
+        w.root().join("var/lib/micromirror/sync/epel/lock"),
+        w.root().join("var/lib/prometheus/node-exporter/mm_sync_epel.prom"),
+        w.root().join("srv/mirror/.mm/status.json"),
+    ];
+    for f in &written {
+        let m = std::fs::metadata(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(m.uid(), uid, "{}", f.display());
+    }
+    let foreign = sh(&format!("find {} -not -uid {uid} | head -3", tree.display()));
+    assert!(foreign.is_empty(), "not the account's: {foreign}");
+    // Served by nginx and rsyncd's nobody: world-readable.
+    assert_eq!(std::fs::metadata(w.root().join("srv/mirror/.mm/status.json")).unwrap().mode() & 0o004, 0o004);
+
+    let status = std::fs::read(w.root().join("var/lib/micromirror/sync/epel/status.json")).unwrap();
+    let refused = |out: &Output, names: &str| {
+        assert_eq!(out.status.code(), Some(7), "{}", text(out));
+        assert!(text(out).contains(names), "the message must name {names}:\n{}", text(out));
+        let now = std::fs::read(w.root().join("var/lib/micromirror/sync/epel/status.json")).unwrap();
+        assert_eq!(now, status, "a refused run must leave the records alone");
+    };
+    // The metrics directory back to root's (a package upgrade resetting it, say).
+    let metrics = w.root().join("var/lib/prometheus/node-exporter");
+    sh(&format!("chown 0:0 {}", metrics.display()));
+    let out = as_account(&["epel"]);
+    refused(&out, &format!("{} is not writable by uid {uid}: owned by root (uid 0), mode 0755 (Permission denied)", metrics.display()));
+    sh(&format!("chown {uid}:{gid} {}", metrics.display()));
+    // A tree still root's (synced as root by an older version, not yet handed over).
+    sh(&format!("chown 0:0 {}", tree.display()));
+    let out = as_account(&["epel"]);
+    refused(&out, &format!("{} belongs to root (uid 0), not to uid {uid}", tree.display()));
+    sh(&format!("chown {uid}:{gid} {}", tree.display()));
+    // root running a sync by hand would leave files the account cannot replace.
+    let out = w.mm_sync(&["epel"], &[]);
+    refused(&out, &format!("{} belongs to uid {uid}, not to root (uid 0)", tree.display()));
+    assert!(text(&out).contains("systemctl start mm-sync-epel.service"), "{}", text(&out));
+    // And the account syncs again once all is its own.
+    let out = as_account(&["epel"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
