@@ -29,7 +29,10 @@ pub fn yaml_str(s: &str) -> String {
         match c {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' || c == '\u{feff}' => o.push_str(&format!("\\u{:04x}", c as u32)),
+            // U+FFFE/U+FFFF are outside YAML's printable set: go-yaml refuses the file (fuzz finding).
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}') => {
+                o.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => o.push(c),
         }
     }
@@ -264,6 +267,11 @@ mod tests {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let f = fleet::load(&repo.join("examples/fleet.toml"), None).unwrap();
         (f.name, f.nodes, repo.join("overlays/monitoring"))
+    }
+
+    #[test]
+    fn yaml_str_escapes_the_non_characters_yaml_refuses() {
+        assert_eq!(yaml_str("a\u{ffff}b\u{fffe}"), r#""a\uffffb\ufffe""#);
     }
 
     #[test]

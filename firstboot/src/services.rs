@@ -180,6 +180,12 @@ pub fn nginx_str(s: &str) -> String {
 pub fn nginx_prefix_regex(prefix: &str) -> String {
     let mut re = String::from("~^");
     for c in prefix.chars() {
+        // Not `\$`: nginx_str makes it `\\\$`, which nginx reads as `\\$` (a literal backslash, then
+        // the end anchor). In a class, nginx's `\$` is PCRE's literal `$` (found by fuzzing).
+        if c == '$' {
+            re.push_str("[$]");
+            continue;
+        }
         if "\\.+*?()|[]{}^$".contains(c) {
             re.push('\\');
         }
@@ -397,6 +403,13 @@ mod tests {
             }
         }
         (text, href.replace("{{", "{").replace("}}", "}"))
+    }
+
+    #[test]
+    fn nginx_prefix_regex_keeps_a_dollar_literal() {
+        // nginx stores `\$` as is and PCRE reads `[\$]` as the character `$` (fuzz finding: the
+        // former `\\\$` became a backslash and an end anchor).
+        assert_eq!(nginx_prefix_regex("a$b"), r#""~^a[\$]b""#);
     }
 
     #[test]
