@@ -180,7 +180,13 @@ mod tests {
         assert_eq!(rsync_list(addr, t), Err(ProbeError::Timeout(t)));
         assert_eq!(http(addr, "x", "GET", "/", t), Err(ProbeError::Timeout(t)));
         assert!(start.elapsed() < Duration::from_secs(3));
-        drop(l);
-        assert_eq!(rsync_list(addr, t), Err(ProbeError::Refused));
+        // A port bound but never listening: refused, and no parallel test can take it meanwhile
+        // (a released port could be, which made this flaky).
+        use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+        use std::os::fd::AsRawFd;
+        let closed = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        bind(closed.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+        let port = getsockname::<SockaddrIn>(closed.as_raw_fd()).unwrap().port();
+        assert_eq!(rsync_list(SocketAddr::from(([127, 0, 0, 1], port)), t), Err(ProbeError::Refused));
     }
 }
