@@ -195,10 +195,8 @@ pub struct PublicProject {
 
 /// The node's own word, from its public document, that `project` has never synced yet: its
 /// first sync is running or not started. Then a missing trace is turn-up, not a failure.
-fn first_sync_pending(public: Option<&Seen<String>>, project: &str) -> Option<&'static str> {
-    let Some(Seen::Ok { value }) = public else { return None };
-    let doc: PublicDoc = serde_json::from_str(value).ok()?;
-    let p = doc.projects.into_iter().find(|p| p.project == project && p.last_success_unix.is_none())?;
+fn first_sync_pending(doc: Option<&PublicDoc>, project: &str) -> Option<&'static str> {
+    let p = doc?.projects.iter().find(|p| p.project == project && p.last_success_unix.is_none())?;
     match p.result.as_str() {
         "running" => Some("first sync running"),
         "never-run" => Some("first sync not started yet"),
@@ -457,6 +455,11 @@ pub fn judge(
     if probe.families.is_empty() {
         findings.push(Finding { severity: Severity::Fail, text: "no address to probe (the inventory gives none)".into() });
     }
+    // Parsed once per node; public_findings reports it when it does not parse.
+    let public_doc: Option<PublicDoc> = match &probe.public {
+        Some(Seen::Ok { value }) => serde_json::from_str(value).ok(),
+        _ => None,
+    };
     let mut freshness = Vec::new();
     for p in &cfg.projects {
         let m = markers.get(&p.name);
@@ -476,7 +479,7 @@ pub fn judge(
                 Some(t) => fr.node_unix = Some(t),
                 None => findings.push(Finding { severity: Severity::Fail, text: format!("{}: {path} on the node does not parse", p.name) }),
             },
-            Some(Seen::Failed { error, .. }) => match first_sync_pending(probe.public.as_ref(), &p.name) {
+            Some(Seen::Failed { error, .. }) => match first_sync_pending(public_doc.as_ref(), &p.name) {
                 Some(pending) => findings.push(Finding { severity: Severity::Warn, text: format!("{}: {pending} ({path}: {error})", p.name) }),
                 None => {
                     let what = if m.is_some() { "the upstream's marker" } else { "no trace yet (never synced?)" };
