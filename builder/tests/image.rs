@@ -172,7 +172,7 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (_up, daemon) = upstream(tmp.path());
+    let (up, daemon) = upstream(tmp.path());
     let out = tmp.path().join("out");
     // The example fleet, plus this host as an admin (QEMU's user network shows it as 10.0.2.2)
     // with a key of ours, so the test can log in over the forwarded ssh port.
@@ -183,6 +183,10 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     let text = std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap();
     let text = text.replacen("admin_ssh_keys = [\n", &format!("admin_ssh_keys = [\n  \"{}\",\n", admin_pub.trim()), 1);
     let text = text.replacen("admin_prefixes = [\"192.0.2.0/24\",", "admin_prefixes = [\"10.0.2.2/32\", \"192.0.2.0/24\",", 1);
+    // 4 MiB/s: a 48 MiB file takes long enough for the test to cut the power halfway.
+    let ci_upstream = "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\" }\n";
+    assert!(text.contains(ci_upstream));
+    let text = text.replacen(ci_upstream, &format!("{ci_upstream}sync_bwlimit_kbps = 4096\n"), 1);
     std::fs::write(&fleet, text).unwrap();
     build(&fleet, &out, &tmp.path().join("state"), &["ci"]);
     let image = tmp.path().join("ci.img");
@@ -243,39 +247,101 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     // mm-sync's textfile metrics once the first sync has landed.
     let scraped = prometheus_scrape(&fleet, tmp.path(), metrics_port, "mm_sync_last_success_timestamp_seconds{node=\"ci\",project=\"epel\"}");
     assert!(scraped > 1.0e9, "mm_sync_last_success_timestamp_seconds = {scraped}\n{}", vm.tail(30));
-    drop(vm); // power cut: XFS must recover
 
-    // Without its upstream (a sponsor network that blocks outbound rsync looks the same), the
-    // console verdict is not ALL GOOD and names the upstream and the port.
-    drop(daemon);
-
-    // Put a file on the data filesystem from outside, as a sync would have.
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    {
-        let lo = Loop::part(&data, 1, false);
-        sh(&format!("mount {} {}", lo.0, mnt.display()));
-        assert_eq!(sh(&format!("blkid -o value -s LABEL {}", lo.0)).trim(), "MMDATA");
-        std::fs::write(mnt.join("canary.bin"), b"mirror data that must survive").unwrap();
-        sh(&format!("umount {}", mnt.display()));
+    // Power loss in the middle of a sync. What the node wrote and flushed before (a canary)
+    // must survive; the upstream grows by a new package and a large file that the node's
+    // bandwidth limit makes take a while, and the power is cut while it is half transferred.
+    let run = |command: &str| {
+        let o = ssh(&known_hosts, command);
+        assert!(o.status.success(), "{command}: {}\n{}", String::from_utf8_lossy(&o.stderr), vm.tail(30));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run("echo 'mirror data that must survive' | sudo tee /srv/mirror/canary.bin >/dev/null && sync");
+    let old_repomd = std::fs::read(up.join("repodata/repomd.xml")).unwrap();
+    grow_upstream(&up);
+    run("sudo systemctl start --no-block mm-sync-epel.service");
+    let t = std::time::Instant::now();
+    loop {
+        // rsync's temporary or its --delay-updates copy of the large file, by size in bytes.
+        let sizes = run("sudo find /srv/mirror/epel -name '*zz-big*' -printf '%s\\n'");
+        if sizes.lines().filter_map(|l| l.trim().parse::<u64>().ok()).any(|b| b > 4 << 20) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(180), "the large file never started arriving:\n{}", vm.tail(30));
+        std::thread::sleep(Duration::from_millis(500));
     }
+    assert!(
+        run("sudo systemctl is-active mm-sync-epel.service || true").trim() == "activating",
+        "the sync finished before the power cut: raise the file size or lower the node's bandwidth limit"
+    );
+    drop(vm); // power cut (SIGKILL to QEMU): no shutdown, no unmount
+    eprintln!("boot 1: power cut {:.1} s into the second sync", t.elapsed().as_secs_f64());
 
-    // Second boot: storage unchanged, file intact.
+    // Second boot, without its upstream (a sponsor network that blocks outbound rsync looks the
+    // same): the console verdict is not ALL GOOD and names the upstream and the port.
+    drop(daemon);
     let log2 = tmp.path().join("boot2.log");
-    let mut vm = boot(&image, std::slice::from_ref(&data), &log2, vec![]);
+    let http_port = free_port();
+    let mut vm = boot(&image, std::slice::from_ref(&data), &log2, vec![(ssh_port, 22), (http_port, 80)]);
     let upstream_down = "mm-firstboot: ci.mm.example.net NEEDS ATTENTION: upstream rsync://10.0.2.2:10873/epel/ does not answer from this network (outbound TCP 10873)";
     vm.wait_for(upstream_down, BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(40)));
     let console = vm.serial();
     assert!(!console.contains("ALL GOOD"), "{}", vm.tail(40));
     assert!(!console.contains("creating the XFS filesystem"), "second boot formatted again:\n{console}");
     assert!(console.contains("storage unchanged") || console.contains("MMDATA found on /dev/vdb1: mounting it"), "{console}");
+    let run = |command: &str| {
+        let o = ssh(&known_hosts, command);
+        assert!(o.status.success(), "{command}: {}\n{}", String::from_utf8_lossy(&o.stderr), vm.tail(30));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // The node replayed the data filesystem's log itself, without errors.
+    let xfs = run("sudo dmesg | grep -i xfs || true");
+    eprintln!("boot 2 kernel log, XFS:\n{xfs}");
+    assert!(xfs.contains("Ending recovery"), "no log recovery after a power cut: was the filesystem clean?\n{xfs}");
+    for bad in ["Corruption", "corruption", "Internal error", "Shutting down filesystem", "failed"] {
+        assert!(!xfs.contains(bad), "{bad}:\n{xfs}");
+    }
+    assert_eq!(run("cat /srv/mirror/canary.bin"), "mirror data that must survive\n");
+    // The served tree is the last complete one: the old index, nothing of the interrupted sync.
+    assert_eq!(curl(&format!("http://127.0.0.1:{http_port}/epel/repodata/repomd.xml")), (200, old_repomd));
+    assert_eq!(curl(&format!("http://127.0.0.1:{http_port}/epel/Packages/zz-big.img")).0, 404);
+    let listing = String::from_utf8_lossy(&curl(&format!("http://127.0.0.1:{http_port}/epel/Packages/")).1).into_owned();
+    assert!(!listing.contains("zz-big") && !listing.contains("later"), "the interrupted sync shows:\n{listing}");
+
+    // The upstream is back: the next sync converges to it and leaves no temporaries behind.
+    let _daemon = serve_upstream(tmp.path(), &up);
+    run("sudo systemctl start --no-block mm-sync-epel.service");
+    let new_repomd = std::fs::read(up.join("repodata/repomd.xml")).unwrap();
+    let t = std::time::Instant::now();
+    while curl(&format!("http://127.0.0.1:{http_port}/epel/repodata/repomd.xml")).1 != new_repomd {
+        assert!(t.elapsed() < Duration::from_secs(300), "the sync after the power cut never converged:\n{}", vm.tail(30));
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    eprintln!("boot 2: sync after the power cut converged in {:.1} s", t.elapsed().as_secs_f64());
+    assert_eq!(curl(&format!("http://127.0.0.1:{http_port}/epel/Packages/zz-big.img")).0, 200);
+    let on_node = run("sha256sum /srv/mirror/epel/Packages/zz-big.img");
+    assert_eq!(on_node.split_whitespace().next(), Some(sha(&up.join("Packages/zz-big.img")).as_str()), "zz-big.img differs on the node");
+    while run("sudo systemctl is-active mm-sync-epel.service || true").trim() == "activating" {
+        assert!(t.elapsed() < Duration::from_secs(400), "the sync never ended:\n{}", vm.tail(30));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let status = run("sudo -u mmsync mm-sync --status");
+    assert!(status.lines().any(|l| l.starts_with("epel ") && l.contains(" success ")), "{status}");
+    assert_eq!(run("sudo find /srv/mirror/epel -name '.~tmp~' -o -name '.*zz-big*'"), "", "temporaries left behind");
+
+    // A clean shutdown; then, from outside, the data filesystem checks clean and holds the canary.
+    let _ = ssh(&known_hosts, "sudo systemctl poweroff");
+    vm.wait_for("reboot: Power down", Duration::from_secs(180)).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(30)));
     drop(vm);
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
     let lo = Loop::part(&data, 1, true);
-    sh(&format!("mount -o ro,norecovery {} {}", lo.0, mnt.display()));
+    sh(&format!("xfs_repair -n {}", lo.0));
+    sh(&format!("mount -o ro {} {}", lo.0, mnt.display()));
     let canary = std::fs::read(mnt.join("canary.bin"));
     sh(&format!("umount {}", mnt.display()));
     drop(lo);
-    assert_eq!(canary.unwrap(), b"mirror data that must survive");
+    assert_eq!(canary.unwrap(), b"mirror data that must survive\n");
 
     // A fresh node with a disk holding someone else's ext4: reported, left byte-identical.
     let foreign_tree = tmp.path().join("foreign");
@@ -372,6 +438,19 @@ fn upstream(dir: &Path) -> (PathBuf, Reaped) {
     std::fs::create_dir_all(up.join("docs")).unwrap();
     let xml = b"<?xml version=\"1.0\"?>\n<note><to>mirror</to><body>served as is &amp; untouched</body></note>\n";
     std::fs::write(up.join("docs/note.xml"), xml).unwrap();
+    let daemon = serve_upstream(dir, &up);
+    (up, daemon)
+}
+
+/// A new upstream state: one more package, a large file (48 MiB, incompressible) and new repodata.
+fn grow_upstream(up: &Path) {
+    sh(&format!("{} {}/Packages later 3.0", repo().join("scripts/fixture-rpm").display(), up.display()));
+    sh(&format!("head -c 48M /dev/urandom > {}/Packages/zz-big.img", up.display()));
+    sh(&format!("createrepo_c --quiet {}", up.display()));
+}
+
+/// An rsync daemon serving `up` as module `epel` on the host's UPSTREAM_PORT.
+fn serve_upstream(dir: &Path, up: &Path) -> Reaped {
     let conf = dir.join("rsyncd.conf");
     std::fs::write(&conf, format!("use chroot = no\nread only = yes\n[epel]\npath = {}\n", up.display())).unwrap();
     let mut daemon = Reaped(
@@ -384,7 +463,7 @@ fn upstream(dir: &Path) -> (PathBuf, Reaped) {
     std::thread::sleep(Duration::from_millis(500));
     // A daemon left over from an earlier run would serve other files under our name.
     assert!(daemon.0.try_wait().unwrap().is_none(), "port {UPSTREAM_PORT} is taken: is an rsync daemon from an earlier run still there?");
-    (up, daemon)
+    daemon
 }
 
 /// The example `ci` node's epel upstream is rsync://10.0.2.2:10873/epel/: QEMU's user network
