@@ -220,6 +220,84 @@ fn rsync_daemon_serves_one_read_only_module_per_project() {
     assert!(!sum.status.success() && String::from_utf8_lossy(&sum.stderr).contains("refuse"), "{}", String::from_utf8_lossy(&sum.stderr));
 }
 
+/// `max connections` of `module` in the rendered rsyncd.conf.
+fn module_limit(t: &Tree, module: &str) -> usize {
+    let conf = std::fs::read_to_string(t.root.join("etc/rsyncd.conf")).unwrap();
+    let section = conf.split("\n[").find(|s| s.starts_with(&format!("{module}]"))).unwrap_or_else(|| panic!("no [{module}]: {conf}"));
+    let line = section.lines().find_map(|l| l.trim().strip_prefix("max connections = ")).unwrap_or_else(|| panic!("{section}"));
+    line.parse().unwrap()
+}
+
+/// A module full of clients refuses the next one with rsync's own message, another module still
+/// serves (each has its lock file), and a place freed is taken again.
+#[test]
+fn rsync_module_full_refuses_the_next_client_while_others_serve() {
+    let cfg = node("ziply");
+    let t = Tree::new(&cfg);
+    for p in &cfg.projects {
+        std::fs::create_dir_all(t.data().join(&p.directory)).unwrap();
+    }
+    std::fs::write(t.data().join("epel/hello.txt"), b"hello\n").unwrap();
+    // Far more than the socket buffers on the way hold: a holder at 1 KiB/s stays for hours.
+    std::fs::File::create(t.data().join("epel/big.iso")).unwrap().set_len(256 << 20).unwrap();
+    let other = cfg.projects.iter().map(|p| p.rsync_module.clone()).find(|m| m != "epel").unwrap();
+    std::fs::write(t.data().join(&cfg.projects.iter().find(|p| p.rsync_module == other).unwrap().directory).join("hi.txt"), b"hi\n").unwrap();
+    let limit = module_limit(&t, "epel");
+    assert!((2..=100).contains(&limit), "{limit}");
+    let ns = Netns::new();
+    let _d = rsyncd(&t, &ns);
+
+    // `limit` real clients, each stuck receiving big.iso: they hold the module's places.
+    let holders: Vec<(Daemon, PathBuf)> = (0..limit)
+        .map(|i| {
+            let dest = t.root.join(format!("hold{i}"));
+            std::fs::create_dir_all(&dest).unwrap();
+            let child = ns
+                .cmd("rsync")
+                .args(["--bwlimit=1", "--timeout=120", "rsync://127.0.0.1/epel/big.iso"])
+                .arg(&dest)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            (Daemon(child), dest)
+        })
+        .collect();
+    // A holder has its place once it receives: its temporary file exists.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for (_, dest) in &holders {
+        while std::fs::read_dir(dest).unwrap().next().is_none() {
+            assert!(std::time::Instant::now() < deadline, "{} holders did not all start receiving", limit);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    let fetch = |module: &str, file: &str| {
+        let dest = t.root.join(format!("fetched-{module}-{file}"));
+        let out = ns.cmd("rsync").args(["--timeout=30", &format!("rsync://127.0.0.1/{module}/{file}")]).arg(&dest).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), dest)
+    };
+    let (ok, err, _) = fetch("epel", "hello.txt");
+    assert!(!ok && err.contains(&format!("@ERROR: max connections ({limit}) reached -- try again later")), "{err}");
+    let (ok, err, dest) = fetch(&other, "hi.txt");
+    assert!(ok, "{other} refused while epel is full: {err}");
+    assert_eq!(std::fs::read(dest).unwrap(), b"hi\n");
+
+    // One holder leaves: its place is free again (the daemon's child exits on the closed socket).
+    let mut holders = holders;
+    drop(holders.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ok, err, dest) = fetch("epel", "hello.txt");
+        if ok {
+            assert_eq!(std::fs::read(dest).unwrap(), b"hello\n");
+            break;
+        }
+        assert!(err.contains("max connections") && std::time::Instant::now() < deadline, "{err}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// The drop-in for the admin alone (ci) and with the push account (hurricane hosts debian,
 /// which upstream pushes): `sshd -t` accepts it, `sshd -T` shows what it means per user.
 #[test]
