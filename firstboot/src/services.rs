@@ -490,7 +490,7 @@ mod tests {
         for p in ["/ubuntu-releases/", "/fedora/", "/epel/"] {
             assert!(site.contains(&format!("location \"{p}\" {{")), "{p}");
         }
-        assert!(site.contains("listen [::]:80 default_server;"));
+        assert!(site.contains("listen [::]:80 default_server backlog=4096;"));
     }
 
     #[test]
@@ -595,7 +595,7 @@ mod tests {
         // One worker alone can take them all (the kernel may hand one worker most connections).
         assert!(number("worker_connections") >= 10_000);
         assert!(number("worker_rlimit_nofile") >= 2 * number("worker_connections"));
-        for want in ["reset_timedout_connection on;", "sendfile_max_chunk 512k;", "send_timeout 30s;", "client_header_timeout 10s;"] {
+        for want in ["reset_timedout_connection on;", "sendfile_max_chunk 512k;", "send_timeout 60s;", "client_header_timeout 10s;"] {
             assert!(d.contains(&want), "{want}");
         }
         let site = directives(file(&s, "sites-enabled/default"));

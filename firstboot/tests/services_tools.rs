@@ -240,8 +240,9 @@ fn rsync_module_full_refuses_the_next_client_while_others_serve() {
     std::fs::write(t.data().join("epel/hello.txt"), b"hello\n").unwrap();
     // Far more than the socket buffers on the way hold: a holder at 1 KiB/s stays for hours.
     std::fs::File::create(t.data().join("epel/big.iso")).unwrap().set_len(256 << 20).unwrap();
-    let other = cfg.projects.iter().map(|p| p.rsync_module.clone()).find(|m| m != "epel").unwrap();
-    std::fs::write(t.data().join(&cfg.projects.iter().find(|p| p.rsync_module == other).unwrap().directory).join("hi.txt"), b"hi\n").unwrap();
+    let other = cfg.projects.iter().find(|p| p.rsync_module != "epel").unwrap();
+    std::fs::write(t.data().join(&other.directory).join("hi.txt"), b"hi\n").unwrap();
+    let other = other.rsync_module.clone();
     let limit = module_limit(&t, "epel");
     assert!((2..=100).contains(&limit), "{limit}");
     let ns = Netns::new();
