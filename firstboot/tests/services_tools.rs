@@ -68,6 +68,65 @@ fn nginx_accepts_the_config_and_serves_listings_with_the_sponsor_and_files_uncha
     assert!(log.contains("project=epel") && log.contains(" 300000 "), "{log}");
 }
 
+/// (http code, curl exit code) of each transfer of a `curl --parallel` run's `-w` lines.
+fn codes(out: &[u8]) -> Vec<(u16, i32)> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| {
+            let (code, exit) = l.split_once(' ')?;
+            Some((code.parse().ok()?, exit.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Two addresses of one IPv6 /64 share the per-client connection limit (a subscriber's LAN is
+/// one client); an address of another /64 is served meanwhile.
+#[test]
+fn ipv6_clients_are_limited_by_their_64() {
+    let t = Tree::new(&node("ci"));
+    std::fs::create_dir_all(t.data().join("epel")).unwrap();
+    std::fs::write(t.data().join("epel/big.iso"), vec![7u8; 1 << 20]).unwrap();
+    let ns = Netns::new();
+    // Small packets and buffers: a download stays in nginx while the slow client reads it.
+    run(ns.cmd("ip").args(["link", "set", "lo", "mtu", "1500"]));
+    run(ns.cmd("sysctl").args(["-q", "-w", "net.ipv4.tcp_rmem=4096 16384 65536", "net.ipv4.tcp_wmem=4096 16384 65536"]));
+    for a in ["2001:db8:0:1::a", "2001:db8:0:1::b", "2001:db8:0:2::c"] {
+        run(ns.cmd("ip").args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"]));
+    }
+    let _nginx = t.start_nginx(&ns);
+    let site = std::fs::read_to_string(t.root.join("etc/nginx/sites-enabled/default")).unwrap();
+    let limit = site.lines().find_map(|l| l.trim().strip_prefix("limit_conn mm_conn ")).unwrap();
+    let limit: usize = limit.trim_end_matches(';').parse().unwrap();
+    let per_address = limit * 3 / 5; // together over the limit, each alone under it
+    let urls: Vec<&str> = (0..per_address).flat_map(|_| ["-o", "/dev/null", "http://[::1]/epel/big.iso"]).collect();
+    let flood = |source: &str| {
+        Daemon(
+            ns.cmd("curl")
+                .args(["-s", "--parallel", "--parallel-immediate", "--parallel-max", "300", "--interface", source])
+                .args(["--limit-rate", "1k", "-m", "8", "-w", "%{http_code} %{exitcode}\\n"])
+                .args(&urls)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut a = flood("2001:db8:0:1::a");
+    let mut b = flood("2001:db8:0:1::b");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let other = ["-s", "--interface", "2001:db8:0:2::c", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://[::1]/epel/"];
+    let other = run(ns.cmd("curl").args(other));
+    assert_eq!(other, "200", "another /64 is refused while one /64 is at its limit");
+    let mut all = Vec::new();
+    for d in [&mut a, &mut b] {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(d.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        all.extend(codes(&out));
+    }
+    let refused = all.iter().filter(|(code, _)| *code == 429).count();
+    let held = all.iter().filter(|(code, exit)| *code == 200 && *exit == 28).count();
+    assert_eq!((held, refused), (limit, 2 * per_address - limit), "(held, refused) of {} transfers", all.len());
+}
+
 #[test]
 fn https_serves_the_same_tree_and_answers_acme_challenges() {
     let mut cfg = node("ci");
