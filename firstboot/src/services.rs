@@ -32,6 +32,7 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 const ROBOTS: &str = include_str!("../../overlays/services/robots.txt");
 const SYSCTL: &str = include_str!("../../overlays/services/sysctl.conf");
+const NGINX_LIMITS: &str = include_str!("../../overlays/services/nginx-limits.conf");
 const AUTO_UPGRADES: &str = include_str!("../../overlays/services/auto-upgrades.conf");
 const NODE_EXPORTER: &str = include_str!("../../overlays/services/node-exporter.default");
 
@@ -357,6 +358,7 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         RenderedFile::new(format!("{}/rsyncd.conf", paths.rsync_dir), 0o644, r("rsyncd")?),
         RenderedFile::new(format!("{}/rsyncd.motd", paths.rsync_dir), 0o644, r("motd")?),
         RenderedFile::new(paths.family.nft_conf(), 0o755, r("nftables")?),
+        RenderedFile::new("/etc/systemd/system/nginx.service.d/micromirror.conf", 0o644, NGINX_LIMITS),
         RenderedFile::new("/etc/sysctl.d/90-micromirror.conf", 0o644, SYSCTL),
         RenderedFile::new("/etc/modules-load.d/micromirror.conf", 0o644, "tcp_bbr\n"),
         RenderedFile::new("/etc/ssh/sshd_config.d/50-micromirror.conf", 0o644, r("sshd")?),
@@ -595,6 +597,9 @@ mod tests {
         // One worker alone can take them all (the kernel may hand one worker most connections).
         assert!(number("worker_connections") >= 10_000);
         assert!(number("worker_rlimit_nofile") >= 2 * number("worker_connections"));
+        // systemd starts nginx with that limit already (SELinux may forbid nginx to raise it).
+        let dropin = file(&s, "/etc/systemd/system/nginx.service.d/micromirror.conf");
+        assert!(dropin.contains(&format!("\nLimitNOFILE={}\n", number("worker_rlimit_nofile"))), "{dropin}");
         for want in ["reset_timedout_connection on;", "sendfile_max_chunk 512k;", "send_timeout 60s;", "client_header_timeout 10s;"] {
             assert!(d.contains(&want), "{want}");
         }

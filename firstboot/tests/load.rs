@@ -26,9 +26,10 @@ const LARGE_SIZE: usize = 2 << 20;
 const RATE: &str = "24k";
 /// Every transfer ends within this (curl -m), so nothing here can hang.
 const TRANSFER_MAX_SECS: u64 = 180;
-/// The soft file limit a service on the node starts with under systemd (LimitNOFILE's
-/// default is 1024:524288; the hard limit here is what this machine lets us have, see
-/// [`hard_nofile`]).
+/// The soft file limit a service starts with under systemd (LimitNOFILE's default is
+/// 1024:524288; the hard limit here is what this machine lets us have, see [`hard_nofile`]).
+/// Both nginx runs start with it: the stock one keeps it, ours raises it with
+/// worker_rlimit_nofile (on the node its systemd drop-in starts it at that number already).
 const SYSTEMD_SOFT_NOFILE: u64 = 1024;
 
 /// Children killed when the test ends, however it ends.

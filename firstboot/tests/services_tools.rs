@@ -224,10 +224,18 @@ fn systemd_units_pass_systemd_analyze_verify() {
         .services
         .files
         .iter()
-        .filter(|f| f.path.starts_with("/etc/systemd/system"))
+        .filter(|f| f.path.parent() == Some(Path::new("/etc/systemd/system")))
         .map(|f| t.root.join(f.path.strip_prefix("/").unwrap()))
         .collect();
     assert_eq!(units.len(), 8, "3 projects x service + timer, certbot service + timer");
+    // nginx's own unit (Debian's, as installed) with our drop-in beside it: verify reads both.
+    assert!(t.root.join("etc/systemd/system/nginx.service.d/micromirror.conf").exists());
+    std::fs::copy("/lib/systemd/system/nginx.service", t.root.join("etc/systemd/system/nginx.service")).unwrap();
+    for b in ["usr/sbin/nginx", "sbin/start-stop-daemon"] {
+        std::fs::create_dir_all(t.root.join(b).parent().unwrap()).unwrap();
+        std::fs::copy("/bin/true", t.root.join(b)).unwrap();
+    }
+    units.push(t.root.join("etc/systemd/system/nginx.service"));
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let unit_dir = t.root.join("etc/systemd/system");
     let mount = mm_firstboot::services::render_mount_unit("0a1b2c3d-0000-4000-8000-000000000001").unwrap();
