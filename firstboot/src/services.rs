@@ -15,6 +15,7 @@ use crate::files::RenderedFile;
 pub const ADMIN_USER: &str = mmconfig::ADMIN_USER;
 
 const TEMPLATES: &[(&str, &str)] = &[
+    ("nginx-main", include_str!("../../overlays/services/nginx.conf.hbs")),
     ("nginx-site", include_str!("../../overlays/services/nginx-site.conf.hbs")),
     ("listing", include_str!("../../overlays/services/listing.xslt.hbs")),
     ("rsyncd", include_str!("../../overlays/services/rsyncd.conf.hbs")),
@@ -31,6 +32,7 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 const ROBOTS: &str = include_str!("../../overlays/services/robots.txt");
 const SYSCTL: &str = include_str!("../../overlays/services/sysctl.conf");
+const NGINX_LIMITS: &str = include_str!("../../overlays/services/nginx-limits.conf");
 const AUTO_UPGRADES: &str = include_str!("../../overlays/services/auto-upgrades.conf");
 const NODE_EXPORTER: &str = include_str!("../../overlays/services/node-exporter.default");
 
@@ -61,6 +63,28 @@ impl Family {
         match self {
             Family::Debian => "/etc/nginx/sites-enabled/default",
             Family::Rhel => "/etc/nginx/conf.d/micromirror.conf",
+        }
+    }
+
+    /// The site as nginx.conf includes it: relative to the directory of nginx.conf, so a test
+    /// tree's nginx.conf includes the test tree's site.
+    fn nginx_site_include(self) -> &'static str {
+        self.nginx_site().strip_prefix("/etc/nginx/").expect("the site lives under /etc/nginx")
+    }
+
+    /// The account nginx's workers run as (created by the distribution's package).
+    fn nginx_user(self) -> &'static str {
+        match self {
+            Family::Debian => "www-data",
+            Family::Rhel => "nginx",
+        }
+    }
+
+    /// Where the distribution's dynamic modules (the XSLT filter among them) are loaded from.
+    fn nginx_modules(self) -> &'static str {
+        match self {
+            Family::Debian => "/etc/nginx/modules-enabled/*.conf",
+            Family::Rhel => "/usr/share/nginx/modules/*.conf",
         }
     }
 
@@ -98,6 +122,8 @@ pub struct Paths {
     pub acme_dir: String,
     /// The certificate exists (checked by the caller): nginx listens on 443 with it.
     pub tls_ready: bool,
+    /// nginx's pid file and rsyncd's pid and per-module lock files.
+    pub run_dir: String,
 }
 
 impl Default for Paths {
@@ -113,6 +139,7 @@ impl Default for Paths {
             tls_dir: "/etc/letsencrypt/live".into(),
             acme_dir: format!("{}/acme", mmconfig::STATE_DIR),
             tls_ready: false,
+            run_dir: "/run".into(),
         }
     }
 }
@@ -257,6 +284,9 @@ pub fn render_mount_unit(uuid: &str) -> anyhow::Result<RenderedFile> {
     Ok(RenderedFile::new(MOUNT_UNIT, 0o644, text))
 }
 
+/// nginx's main configuration, the same path on both families.
+pub const NGINX_CONF: &str = "/etc/nginx/nginx.conf";
+
 /// The data filesystem's mount unit (its name is systemd's escaping of the mount point).
 pub const MOUNT_UNIT: &str = "/etc/systemd/system/srv-mirror.mount";
 
@@ -310,6 +340,10 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         "rsync_dir": paths.rsync_dir,
         "http_port": paths.http_port,
         "https_port": paths.https_port,
+        "run_dir": paths.run_dir,
+        "nginx_user": paths.family.nginx_user(),
+        "nginx_modules": paths.family.nginx_modules(),
+        "nginx_site": paths.family.nginx_site_include(),
         "projects": cfg.projects,
         "push": push,
         "push_user": push_user,
@@ -317,12 +351,14 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
     });
     let r = |name: &str| h.render(name, &ctx).map_err(|e| anyhow::anyhow!("rendering {name}: {e}"));
     let mut files = vec![
+        RenderedFile::new(NGINX_CONF, 0o644, r("nginx-main")?),
         RenderedFile::new(paths.family.nginx_site(), 0o644, r("nginx-site")?),
         RenderedFile::new(format!("{}/listing.xslt", paths.nginx_dir), 0o644, r("listing")?),
         RenderedFile::new(format!("{}/robots.txt", paths.nginx_dir), 0o644, ROBOTS),
         RenderedFile::new(format!("{}/rsyncd.conf", paths.rsync_dir), 0o644, r("rsyncd")?),
         RenderedFile::new(format!("{}/rsyncd.motd", paths.rsync_dir), 0o644, r("motd")?),
         RenderedFile::new(paths.family.nft_conf(), 0o755, r("nftables")?),
+        RenderedFile::new("/etc/systemd/system/nginx.service.d/micromirror.conf", 0o644, NGINX_LIMITS),
         RenderedFile::new("/etc/sysctl.d/90-micromirror.conf", 0o644, SYSCTL),
         RenderedFile::new("/etc/modules-load.d/micromirror.conf", 0o644, "tcp_bbr\n"),
         RenderedFile::new("/etc/ssh/sshd_config.d/50-micromirror.conf", 0o644, r("sshd")?),
@@ -456,7 +492,7 @@ mod tests {
         for p in ["/ubuntu-releases/", "/fedora/", "/epel/"] {
             assert!(site.contains(&format!("location \"{p}\" {{")), "{p}");
         }
-        assert!(site.contains("listen [::]:80 default_server;"));
+        assert!(site.contains("listen [::]:80 default_server backlog=4096;"));
     }
 
     #[test]
@@ -513,6 +549,79 @@ mod tests {
         assert!(!units.contains(&"ssh.service"));
         assert_eq!(Family::from_os_release("NAME=\"AlmaLinux\"\nID=\"almalinux\"\nID_LIKE=\"rhel centos fedora\"\n"), Family::Rhel);
         assert_eq!(Family::from_os_release("ID=debian\n"), Family::Debian);
+    }
+
+    /// The directives of nginx.conf (comments dropped, one directive a line).
+    fn directives(conf: &str) -> Vec<&str> {
+        conf.lines().map(|l| l.split('#').next().unwrap().trim()).filter(|l| !l.is_empty()).collect()
+    }
+
+    #[test]
+    fn nginx_main_config_takes_each_familys_paths() {
+        let deb = render_services(&node("ci"), &Paths::default()).unwrap();
+        let d = directives(file(&deb, "/etc/nginx/nginx.conf"));
+        for want in [
+            "user www-data;",
+            "pid /run/nginx.pid;",
+            "error_log /var/log/nginx/error.log;",
+            "include /etc/nginx/modules-enabled/*.conf;",
+            "include /etc/nginx/mime.types;",
+            "include sites-enabled/default;",
+        ] {
+            assert!(d.contains(&want), "Debian: {want} missing from {d:?}");
+        }
+        let rhel = render_services(&node("ci"), &Paths { family: Family::Rhel, ..Paths::default() }).unwrap();
+        let r = directives(file(&rhel, "/etc/nginx/nginx.conf"));
+        for want in [
+            "user nginx;",
+            "pid /run/nginx.pid;",
+            "include /usr/share/nginx/modules/*.conf;",
+            "include /etc/nginx/mime.types;",
+            "include conf.d/micromirror.conf;",
+        ] {
+            assert!(r.contains(&want), "AlmaLinux: {want} missing from {r:?}");
+        }
+        assert!(!r.iter().any(|l| l.contains("www-data") || l.contains("modules-enabled") || l.contains("sites-enabled")), "{r:?}");
+        // The include names the file the site is rendered to, relative to nginx.conf's directory.
+        assert!(rhel.files.iter().any(|f| f.path == std::path::Path::new("/etc/nginx/conf.d/micromirror.conf")));
+    }
+
+    #[test]
+    fn nginx_holds_ten_thousand_clients_each_with_a_socket_and_a_file() {
+        let s = render_services(&node("ci"), &Paths::default()).unwrap();
+        let d = directives(file(&s, "/etc/nginx/nginx.conf"));
+        let number = |key: &str| -> u64 {
+            let l = d.iter().find(|l| l.starts_with(&format!("{key} "))).unwrap_or_else(|| panic!("no {key}"));
+            l[key.len()..].trim().trim_end_matches(';').parse().unwrap()
+        };
+        // One worker alone can take them all (the kernel may hand one worker most connections).
+        assert!(number("worker_connections") >= 10_000);
+        assert!(number("worker_rlimit_nofile") >= 2 * number("worker_connections"));
+        // systemd starts nginx with that limit already (SELinux may forbid nginx to raise it).
+        let dropin = file(&s, "/etc/systemd/system/nginx.service.d/micromirror.conf");
+        assert!(dropin.contains(&format!("\nLimitNOFILE={}\n", number("worker_rlimit_nofile"))), "{dropin}");
+        for want in ["reset_timedout_connection on;", "sendfile_max_chunk 512k;", "send_timeout 60s;", "client_header_timeout 10s;"] {
+            assert!(d.contains(&want), "{want}");
+        }
+        let site = directives(file(&s, "sites-enabled/default"));
+        for want in ["limit_conn mm_conn 256;", "limit_req zone=mm_req burst=5000 nodelay;", "limit_conn_status 429;", "limit_req_status 429;"] {
+            assert!(site.contains(&want), "{want}");
+        }
+    }
+
+    #[test]
+    fn rsync_modules_each_have_their_own_limit_and_lock_file() {
+        let cfg = node("ziply");
+        let s = render_services(&cfg, &Paths { run_dir: "/run/x".into(), ..Paths::default() }).unwrap();
+        let conf = file(&s, "rsyncd.conf");
+        let (global, modules) = conf.split_once("\n[").unwrap();
+        assert!(!global.contains("max connections") && !global.contains("lock file"), "a global limit is shared: {global}");
+        for p in &cfg.projects {
+            let section = modules.split("\n[").find(|m| m.starts_with(&format!("{}]", p.rsync_module))).unwrap();
+            assert!(section.contains("    max connections = 20\n"), "{section}");
+            assert!(section.contains(&format!("    lock file = /run/x/rsyncd-{}.lock\n", p.rsync_module)), "{section}");
+        }
+        assert!(global.contains("pid file = /run/x/rsyncd.pid\n") && global.contains("timeout = 600\n"));
     }
 
     #[test]

@@ -68,6 +68,65 @@ fn nginx_accepts_the_config_and_serves_listings_with_the_sponsor_and_files_uncha
     assert!(log.contains("project=epel") && log.contains(" 300000 "), "{log}");
 }
 
+/// (http code, curl exit code) of each transfer of a `curl --parallel` run's `-w` lines.
+fn codes(out: &[u8]) -> Vec<(u16, i32)> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| {
+            let (code, exit) = l.split_once(' ')?;
+            Some((code.parse().ok()?, exit.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Two addresses of one IPv6 /64 share the per-client connection limit (a subscriber's LAN is
+/// one client); an address of another /64 is served meanwhile.
+#[test]
+fn ipv6_clients_are_limited_by_their_64() {
+    let t = Tree::new(&node("ci"));
+    std::fs::create_dir_all(t.data().join("epel")).unwrap();
+    std::fs::write(t.data().join("epel/big.iso"), vec![7u8; 1 << 20]).unwrap();
+    let ns = Netns::new();
+    // Small packets and buffers: a download stays in nginx while the slow client reads it.
+    run(ns.cmd("ip").args(["link", "set", "lo", "mtu", "1500"]));
+    run(ns.cmd("sysctl").args(["-q", "-w", "net.ipv4.tcp_rmem=4096 16384 65536", "net.ipv4.tcp_wmem=4096 16384 65536"]));
+    for a in ["2001:db8:0:1::a", "2001:db8:0:1::b", "2001:db8:0:2::c"] {
+        run(ns.cmd("ip").args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"]));
+    }
+    let _nginx = t.start_nginx(&ns);
+    let site = std::fs::read_to_string(t.root.join("etc/nginx/sites-enabled/default")).unwrap();
+    let limit = site.lines().find_map(|l| l.trim().strip_prefix("limit_conn mm_conn ")).unwrap();
+    let limit: usize = limit.trim_end_matches(';').parse().unwrap();
+    let per_address = limit * 3 / 5; // together over the limit, each alone under it
+    let urls: Vec<&str> = (0..per_address).flat_map(|_| ["-o", "/dev/null", "http://[::1]/epel/big.iso"]).collect();
+    let flood = |source: &str| {
+        Daemon(
+            ns.cmd("curl")
+                .args(["-s", "--parallel", "--parallel-immediate", "--parallel-max", "300", "--interface", source])
+                .args(["--limit-rate", "1k", "-m", "8", "-w", "%{http_code} %{exitcode}\\n"])
+                .args(&urls)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut a = flood("2001:db8:0:1::a");
+    let mut b = flood("2001:db8:0:1::b");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let other = ["-s", "--interface", "2001:db8:0:2::c", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://[::1]/epel/"];
+    let other = run(ns.cmd("curl").args(other));
+    assert_eq!(other, "200", "another /64 is refused while one /64 is at its limit");
+    let mut all = Vec::new();
+    for d in [&mut a, &mut b] {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(d.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        all.extend(codes(&out));
+    }
+    let refused = all.iter().filter(|(code, _)| *code == 429).count();
+    let held = all.iter().filter(|(code, exit)| *code == 200 && *exit == 28).count();
+    assert_eq!((held, refused), (limit, 2 * per_address - limit), "(held, refused) of {} transfers", all.len());
+}
+
 #[test]
 fn https_serves_the_same_tree_and_answers_acme_challenges() {
     let mut cfg = node("ci");
@@ -165,10 +224,18 @@ fn systemd_units_pass_systemd_analyze_verify() {
         .services
         .files
         .iter()
-        .filter(|f| f.path.starts_with("/etc/systemd/system"))
+        .filter(|f| f.path.parent() == Some(Path::new("/etc/systemd/system")))
         .map(|f| t.root.join(f.path.strip_prefix("/").unwrap()))
         .collect();
     assert_eq!(units.len(), 8, "3 projects x service + timer, certbot service + timer");
+    // nginx's own unit (Debian's, as installed) with our drop-in beside it: verify reads both.
+    assert!(t.root.join("etc/systemd/system/nginx.service.d/micromirror.conf").exists());
+    std::fs::copy("/lib/systemd/system/nginx.service", t.root.join("etc/systemd/system/nginx.service")).unwrap();
+    for b in ["usr/sbin/nginx", "sbin/start-stop-daemon"] {
+        std::fs::create_dir_all(t.root.join(b).parent().unwrap()).unwrap();
+        std::fs::copy("/bin/true", t.root.join(b)).unwrap();
+    }
+    units.push(t.root.join("etc/systemd/system/nginx.service"));
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let unit_dir = t.root.join("etc/systemd/system");
     let mount = mm_firstboot::services::render_mount_unit("0a1b2c3d-0000-4000-8000-000000000001").unwrap();
@@ -218,6 +285,85 @@ fn rsync_daemon_serves_one_read_only_module_per_project() {
     assert!(!push.status.success());
     let sum = ns.cmd("rsync").args(["-c", "rsync://127.0.0.1/epel/hello.txt"]).arg(&dest).output().unwrap();
     assert!(!sum.status.success() && String::from_utf8_lossy(&sum.stderr).contains("refuse"), "{}", String::from_utf8_lossy(&sum.stderr));
+}
+
+/// `max connections` of `module` in the rendered rsyncd.conf.
+fn module_limit(t: &Tree, module: &str) -> usize {
+    let conf = std::fs::read_to_string(t.root.join("etc/rsyncd.conf")).unwrap();
+    let section = conf.split("\n[").find(|s| s.starts_with(&format!("{module}]"))).unwrap_or_else(|| panic!("no [{module}]: {conf}"));
+    let line = section.lines().find_map(|l| l.trim().strip_prefix("max connections = ")).unwrap_or_else(|| panic!("{section}"));
+    line.parse().unwrap()
+}
+
+/// A module full of clients refuses the next one with rsync's own message, another module still
+/// serves (each has its lock file), and a place freed is taken again.
+#[test]
+fn rsync_module_full_refuses_the_next_client_while_others_serve() {
+    let cfg = node("ziply");
+    let t = Tree::new(&cfg);
+    for p in &cfg.projects {
+        std::fs::create_dir_all(t.data().join(&p.directory)).unwrap();
+    }
+    std::fs::write(t.data().join("epel/hello.txt"), b"hello\n").unwrap();
+    // Far more than the socket buffers on the way hold: a holder at 1 KiB/s stays for hours.
+    std::fs::File::create(t.data().join("epel/big.iso")).unwrap().set_len(256 << 20).unwrap();
+    let other = cfg.projects.iter().find(|p| p.rsync_module != "epel").unwrap();
+    std::fs::write(t.data().join(&other.directory).join("hi.txt"), b"hi\n").unwrap();
+    let other = other.rsync_module.clone();
+    let limit = module_limit(&t, "epel");
+    assert!((2..=100).contains(&limit), "{limit}");
+    let ns = Netns::new();
+    let _d = rsyncd(&t, &ns);
+
+    // `limit` real clients, each stuck receiving big.iso: they hold the module's places.
+    let holders: Vec<(Daemon, PathBuf)> = (0..limit)
+        .map(|i| {
+            let dest = t.root.join(format!("hold{i}"));
+            std::fs::create_dir_all(&dest).unwrap();
+            let child = ns
+                .cmd("rsync")
+                .args(["--bwlimit=1", "--timeout=120", "rsync://127.0.0.1/epel/big.iso"])
+                .arg(&dest)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            (Daemon(child), dest)
+        })
+        .collect();
+    // A holder has its place once it receives: its temporary file exists.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for (_, dest) in &holders {
+        while std::fs::read_dir(dest).unwrap().next().is_none() {
+            assert!(std::time::Instant::now() < deadline, "{} holders did not all start receiving", limit);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    let fetch = |module: &str, file: &str| {
+        let dest = t.root.join(format!("fetched-{module}-{file}"));
+        let out = ns.cmd("rsync").args(["--timeout=30", &format!("rsync://127.0.0.1/{module}/{file}")]).arg(&dest).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), dest)
+    };
+    let (ok, err, _) = fetch("epel", "hello.txt");
+    assert!(!ok && err.contains(&format!("@ERROR: max connections ({limit}) reached -- try again later")), "{err}");
+    let (ok, err, dest) = fetch(&other, "hi.txt");
+    assert!(ok, "{other} refused while epel is full: {err}");
+    assert_eq!(std::fs::read(dest).unwrap(), b"hi\n");
+
+    // One holder leaves: its place is free again (the daemon's child exits on the closed socket).
+    let mut holders = holders;
+    drop(holders.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ok, err, dest) = fetch("epel", "hello.txt");
+        if ok {
+            assert_eq!(std::fs::read(dest).unwrap(), b"hello\n");
+            break;
+        }
+        assert!(err.contains("max connections") && std::time::Instant::now() < deadline, "{err}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// The drop-in for the admin alone (ci) and with the push account (hurricane hosts debian,

@@ -60,7 +60,12 @@ impl Tree {
             tls_dir: p("etc/letsencrypt/live"),
             acme_dir: p("acme"),
             tls_ready: cfg.fleet.https,
+            run_dir: p("run"),
         };
+        // nginx's workers run as the distribution's account (www-data): the tree must be theirs
+        // to read, as /srv/mirror is on the node.
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(root.join("run")).unwrap();
         if cfg.fleet.https {
             // A self-signed stand-in for the Let's Encrypt certificate, where certbot puts it.
             let live = root.join("etc/letsencrypt/live").join(&cfg.node.fqdn);
@@ -89,21 +94,10 @@ impl Tree {
         PathBuf::from(&self.paths.data_root)
     }
 
-    /// A main nginx.conf inside the tree that includes the rendered site.
+    /// The rendered main nginx.conf inside the tree: it includes the tree's rendered site
+    /// (relative to its own directory) and the host's real modules and mime.types.
     pub fn nginx_main_conf(&self) -> PathBuf {
-        let site = self.root.join("etc/nginx/sites-enabled/default");
-        let conf = self.root.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "user root;\npid {r}/nginx.pid;\nerror_log {r}/log/error.log;\nload_module /usr/lib/nginx/modules/ngx_http_xslt_filter_module.so;\n\
-events {{}}\nhttp {{\n include /etc/nginx/mime.types;\n client_body_temp_path {r}/tmp;\n proxy_temp_path {r}/tmp;\n fastcgi_temp_path {r}/tmp;\n uwsgi_temp_path {r}/tmp;\n scgi_temp_path {r}/tmp;\n include {site};\n}}\n",
-                r = self.root.display(),
-                site = site.display()
-            ),
-        )
-        .unwrap();
-        conf
+        self.root.join("etc/nginx/nginx.conf")
     }
 
     /// `nginx -t`, then nginx in the foreground inside `ns`, up once port 80 listens.
