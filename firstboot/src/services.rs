@@ -164,7 +164,8 @@ pub fn xml_escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            c if c.is_control() => out.push(' '),
+            // Neither is an XML 1.0 `Char`: one would make the stylesheet unloadable.
+            c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => out.push(' '),
             c => out.push(c),
         }
     }
@@ -451,6 +452,8 @@ mod tests {
     #[test]
     fn escapers() {
         assert_eq!(xml_escape("O'Brien & <Sons>"), "O&apos;Brien &amp; &lt;Sons&gt;");
+        // Fuzz finding (escapers): U+FFFE/U+FFFF passed through, and XML refuses them.
+        assert_eq!(xml_escape("Sp\u{ffff} \u{fffe}x\u{fffd}"), "Sp   x\u{fffd}");
         assert_eq!(xsl_attr("https://x/{a}"), "https://x/{{a}}");
         assert_eq!(mailto("o\"h{a}%<b>&$\\@x.net"), "mailto:o%22h%7Ba%7D%25%3Cb%3E%26%24%5C@x.net");
         assert_eq!(nginx_str("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
