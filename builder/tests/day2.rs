@@ -253,9 +253,11 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     let after = String::from_utf8_lossy(&node.ssh("key_b", "sudo cat /var/lib/micromirror/firstboot/state.json").stdout).into_owned();
     assert_eq!(before, after, "a no-op apply ran a converge");
 
-    // The gimp sync lands (its first sync was started by the converge).
+    // The gimp sync lands and ends (its first sync was started by the converge): only a sync
+    // that ended has its files on the disk, so only then may the power be cut.
     let t = Instant::now();
-    while !node.ssh("key_b", "test -f /srv/mirror/gimp/v2.10/gimp-2.10.38.tar.bz2").status.success() {
+    let landed = "test -f /srv/mirror/gimp/v2.10/gimp-2.10.38.tar.bz2 && test \"$(systemctl show -P ActiveState mm-sync-gimp.service)\" = inactive";
+    while !node.ssh("key_b", landed).status.success() {
         assert!(t.elapsed() < Duration::from_secs(120), "gimp never synced");
         std::thread::sleep(Duration::from_secs(2));
     }

@@ -167,7 +167,8 @@ fuzz_target!(|data: &[u8]| {
     regex_literal(re.strip_prefix("~^").expect("anchored"), &visible);
     systemd_word(&systemd_arg(s), &visible);
 
-    let spaced: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    // Controls and the two noncharacters XML refuses become spaces.
+    let spaced: String = s.chars().map(|c| if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' { ' ' } else { c }).collect();
     xml_value(&xml_escape(s), &spaced);
 
     assert!(!deb822_value(s).chars().any(breaks_line), "deb822 {s:?}");

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -247,6 +248,10 @@ fn sync_locked(
         st.finished_unix = finished;
         st.seconds = finished.saturating_sub(st.started_unix) as f64;
         st.message = format!("{} file(s), {} bytes transferred", st.files_transferred, st.bytes_transferred);
+        // The data reaches the disk before the trace and the success do: rsync does not fsync,
+        // and a power cut right after a sync lost files the node had already reported synced.
+        let dir = File::open(&tree).with_context(|| format!("opening {}", tree.display()))?;
+        nix::unistd::syncfs(dir.as_raw_fd()).with_context(|| format!("syncfs on {}", tree.display()))?;
         // Only now: a checker reading the trace must be able to trust the whole tree.
         write_mode(&tree.join(trace_rel(p, &cfg.node.fqdn)), 0o644, render_trace(cfg, p, &p.sync.upstream, st).as_bytes())?;
         if let Some(ts) = &p.freshness.timestamp_file {
