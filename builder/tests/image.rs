@@ -251,11 +251,7 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     // Power loss in the middle of a sync. What the node wrote and flushed before (a canary)
     // must survive; the upstream grows by a new package and a large file that the node's
     // bandwidth limit makes take a while, and the power is cut while it is half transferred.
-    let run = |command: &str| {
-        let o = ssh(&known_hosts, command);
-        assert!(o.status.success(), "{command}: {}\n{}", String::from_utf8_lossy(&o.stderr), vm.tail(30));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let run = |command: &str| stdout_of(command, ssh(&known_hosts, command), &vm);
     run("echo 'mirror data that must survive' | sudo tee /srv/mirror/canary.bin >/dev/null && sync");
     let old_repomd = std::fs::read(up.join("repodata/repomd.xml")).unwrap();
     grow_upstream(&up);
@@ -289,11 +285,7 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     assert!(!console.contains("ALL GOOD"), "{}", vm.tail(40));
     assert!(!console.contains("creating the XFS filesystem"), "second boot formatted again:\n{console}");
     assert!(console.contains("storage unchanged") || console.contains("MMDATA found on /dev/vdb1: mounting it"), "{console}");
-    let run = |command: &str| {
-        let o = ssh(&known_hosts, command);
-        assert!(o.status.success(), "{command}: {}\n{}", String::from_utf8_lossy(&o.stderr), vm.tail(30));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let run = |command: &str| stdout_of(command, ssh(&known_hosts, command), &vm);
     // The node replayed the data filesystem's log itself, without errors.
     let xfs = run("sudo dmesg | grep -i xfs || true");
     eprintln!("boot 2 kernel log, XFS:\n{xfs}");
@@ -360,6 +352,12 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     assert!(console.contains("add serial \"MMDISK0\" to wipe_disk_serials"), "{console}");
     drop(vm);
     assert_eq!(sha(&foreign), before, "the foreign disk was modified");
+}
+
+/// The stdout of a command run on the node over ssh; its stderr and the console's tail if it failed.
+fn stdout_of(command: &str, o: std::process::Output, vm: &Vm) -> String {
+    assert!(o.status.success(), "{command}: {}\n{}", String::from_utf8_lossy(&o.stderr), vm.tail(30));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Export the fleet's Prometheus configuration, point the `ci` node's node_exporter target at
