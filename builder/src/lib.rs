@@ -25,6 +25,7 @@ pub mod day2;
 pub mod registration;
 pub mod remote;
 pub mod reproducible;
+pub mod standin;
 pub mod status;
 pub mod uki;
 
