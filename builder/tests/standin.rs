@@ -100,7 +100,7 @@ fn check_notices_a_broken_tree() {
         ("hurricane", "debian", "pool/main/m/mm-standin/mm-standin_1.0_all.deb"),
         ("ziply", "epel", "9/Everything/x86_64/Packages/m/mm-standin-1.0-1.noarch.rpm"),
     ] {
-        let n = node_named(node);
+        let n = self::node(node);
         let dir = tempfile::tempdir().unwrap();
         let (plan, _) = write(&n, dir.path());
         let p = n.project(project).unwrap();
@@ -112,10 +112,6 @@ fn check_notices_a_broken_tree() {
         let r = check_tree(p.sync.check, &tree, &Excludes(p.sync.excludes.clone()), true).unwrap();
         assert!(!r.ok() && r.errors[0].contains("SHA256"), "{node} {project}: {r:?}");
     }
-}
-
-fn node_named(name: &str) -> NodeConfig {
-    node(name)
 }
 
 #[test]
