@@ -34,7 +34,7 @@ fn nics(name: &str) -> Vec<Nic> {
 /// NetworkManager's reading of the keyfiles rendered for `cfg`, one JSON object per file.
 fn nm_read(cfg: &NodeConfig, nics: &[Nic]) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
-    let files = render_nm_keyfiles(cfg, &select_ports(cfg, nics));
+    let files = render_nm_keyfiles(cfg, &select_ports(cfg, nics, None));
     let mut paths = Vec::new();
     for f in &files {
         let p = dir.path().join(f.path.file_name().unwrap());
@@ -132,7 +132,7 @@ fn systemd_networkd_parses_every_file_without_a_warning() {
     let mut ours = Vec::new();
     for name in ["ziply", "sonic", "hurricane", "v6only", "ci"] {
         let cfg = node(name);
-        for f in render_networkd(&cfg, &select_ports(&cfg, &nics(name))) {
+        for f in render_networkd(&cfg, &select_ports(&cfg, &nics(name), None)) {
             let file = format!("{name}-{}", f.path.file_name().unwrap().to_string_lossy());
             std::fs::write(conf.join(&file), &f.contents).unwrap();
             ours.push(file);
