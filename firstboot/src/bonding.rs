@@ -101,9 +101,10 @@ pub fn parse(text: &str) -> BondStatus {
         .map(|p| {
             // Per-port details are root's view; without them the active aggregator's partner is
             // every member's partner, and a churned partner state means none answered.
-            let known = p.details_partner_mac.clone().or_else(|| {
-                (p.aggregator.is_some() && p.aggregator == active_aggregator).then(|| active_partner.clone()).flatten()
-            });
+            let known = p
+                .details_partner_mac
+                .clone()
+                .or_else(|| (p.aggregator.is_some() && p.aggregator == active_aggregator).then(|| active_partner.clone()).flatten());
             let partner = match known {
                 Some(m) if m != NO_MAC => Partner::Mac(m),
                 _ if p.partner_churn.as_deref() == Some("monitoring") => Partner::Negotiating,
@@ -171,10 +172,8 @@ pub fn verdict(name: &str, st: &BondStatus, no_lacp_expected: bool) -> (Vec<Stri
     } else {
         for p in partnerless {
             let why = if no_lacp_expected && !any_partner { " (expected: the QEMU boot test's network speaks no LACP)" } else { "" };
-            lines.push(format!(
-                "{name}: port {} has no LACP partner: check that the switch port is in the LACP group{why}",
-                clean(&p.name)
-            ));
+            lines
+                .push(format!("{name}: port {} has no LACP partner: check that the switch port is in the LACP group{why}", clean(&p.name)));
         }
     }
     for p in st.ports.iter().filter(|p| !p.carrier) {
@@ -218,17 +217,16 @@ mod tests {
         // Under QEMU's boot test the same state is serviceable and says which port lacks a partner.
         let (lines, problems) = verdict("bond0", &st, true);
         assert!(problems.is_empty(), "{problems:?}");
-        assert!(lines.iter().any(|l| l.starts_with("bond0: port enp2s0f1 has no LACP partner: check that the switch port is in the LACP group")));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("bond0: port enp2s0f1 has no LACP partner: check that the switch port is in the LACP group")));
         assert!(lines.iter().any(|l| l.starts_with("bond0: port enp2s0f0 has no link")), "{lines:?}");
     }
 
     #[test]
     fn without_details_the_active_aggregator_and_churn_decide() {
         let st = fixture("one-partnerless-unprivileged.txt");
-        assert_eq!(
-            st.ports,
-            [port("enp2s0f0", true, Partner::Mac("44:38:39:ff:00:01".into())), port("enp2s0f1", true, Partner::None)]
-        );
+        assert_eq!(st.ports, [port("enp2s0f0", true, Partner::Mac("44:38:39:ff:00:01".into())), port("enp2s0f1", true, Partner::None)]);
         let (lines, problems) = verdict("bond0", &st, false);
         assert!(problems.is_empty(), "one working port serves: {problems:?}");
         assert_eq!(lines[1], "bond0: port enp2s0f1 has no LACP partner: check that the switch port is in the LACP group");
@@ -246,7 +244,9 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_partner() {
-        let st = parse("Bonding Mode: IEEE 802.3ad\nSlave Interface: x\x1b[2J\nMII Status: up\ndetails partner lacp pdu:\n system mac address: evil\n");
+        let st = parse(
+            "Bonding Mode: IEEE 802.3ad\nSlave Interface: x\x1b[2J\nMII Status: up\ndetails partner lacp pdu:\n system mac address: evil\n",
+        );
         assert_eq!(st.ports[0].partner, Partner::Unknown);
         assert_eq!(verdict("bond0", &st, false).0[0], "bond0: x[2J up, LACP partner unknown");
     }

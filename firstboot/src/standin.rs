@@ -64,7 +64,9 @@ pub fn read(host: &Host) -> Result<Option<String>, String> {
     };
     let mut bytes = Vec::new();
     // One byte more than any valid value: a huge item is refused without reading it all.
-    file.take(MAX_LEN as u64 + 2).read_to_end(&mut bytes).map_err(|e| format!("ignoring the NIC stand-in: reading {}: {e}", raw.display()))?;
+    file.take(MAX_LEN as u64 + 2)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("ignoring the NIC stand-in: reading {}: {e}", raw.display()))?;
     parse(&bytes).map(Some)
 }
 
