@@ -8,10 +8,8 @@ use serde::Serialize;
 pub enum Partner {
     /// The partner system's MAC address (the switch).
     Mac(String),
-    /// No LACP partner answered, and the driver gave up waiting (churned).
+    /// No LACP partner has answered.
     None,
-    /// No partner yet; the driver is still within its churn window (just after link-up).
-    Negotiating,
     /// The file does not say (a reader without CAP_NET_ADMIN sees no per-port LACP details).
     Unknown,
 }
@@ -22,6 +20,10 @@ pub struct BondPort {
     /// MII status up.
     pub carrier: bool,
     pub partner: Partner,
+    /// The driver is still in its first minute of looking for a partner (churn state
+    /// "monitoring"): a partner may yet answer (within a few seconds at the fast LACP rate).
+    #[serde(skip)]
+    pub settling: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -34,6 +36,11 @@ pub struct BondStatus {
 impl BondStatus {
     pub fn lacp(&self) -> bool {
         self.mode.contains("802.3ad")
+    }
+
+    /// A cabled port has no partner yet but the driver is still looking: worth reading again shortly.
+    pub fn settling(&self) -> bool {
+        self.lacp() && self.ports.iter().any(|p| p.carrier && p.settling && !matches!(p.partner, Partner::Mac(_)))
     }
 }
 
@@ -107,12 +114,11 @@ pub fn parse(text: &str) -> BondStatus {
                 .or_else(|| (p.aggregator.is_some() && p.aggregator == active_aggregator).then(|| active_partner.clone()).flatten());
             let partner = match known {
                 Some(m) if m != NO_MAC => Partner::Mac(m),
-                _ if p.partner_churn.as_deref() == Some("monitoring") => Partner::Negotiating,
                 Some(_) => Partner::None,
                 None if p.partner_churn.as_deref() == Some("churned") => Partner::None,
                 None => Partner::Unknown,
             };
-            BondPort { name: p.name, carrier: p.mii_up, partner }
+            BondPort { name: p.name, carrier: p.mii_up, partner, settling: p.partner_churn.as_deref() == Some("monitoring") }
         })
         .collect();
     BondStatus { mode, ports }
@@ -146,7 +152,6 @@ pub fn verdict(name: &str, st: &BondStatus, no_lacp_expected: bool) -> (Vec<Stri
                 (_, true) if !lacp => format!("{port} up"),
                 (Partner::Mac(m), true) => format!("{port} up, LACP partner {m}"),
                 (Partner::None, true) => format!("{port} up, no LACP partner"),
-                (Partner::Negotiating, true) => format!("{port} up, LACP negotiating"),
                 (Partner::Unknown, true) => format!("{port} up, LACP partner unknown"),
             }
         })
@@ -162,7 +167,7 @@ pub fn verdict(name: &str, st: &BondStatus, no_lacp_expected: bool) -> (Vec<Stri
     }
     let partnerless: Vec<&&BondPort> = up.iter().filter(|p| p.partner == Partner::None).collect();
     let any_partner = up.iter().any(|p| matches!(p.partner, Partner::Mac(_)));
-    let undecided = up.iter().any(|p| matches!(p.partner, Partner::Negotiating | Partner::Unknown));
+    let undecided = up.iter().any(|p| p.partner == Partner::Unknown);
     if !any_partner && !undecided && !no_lacp_expected {
         let ports: Vec<String> = partnerless.iter().map(|p| clean(&p.name)).collect();
         problems.push(format!(
@@ -192,7 +197,7 @@ mod tests {
     }
 
     fn port(name: &str, carrier: bool, partner: Partner) -> BondPort {
-        BondPort { name: name.into(), carrier, partner }
+        BondPort { name: name.into(), carrier, partner, settling: false }
     }
 
     #[test]
@@ -233,13 +238,25 @@ mod tests {
     }
 
     #[test]
-    fn no_link_anywhere_is_a_problem_and_negotiation_is_not_judged() {
+    fn no_link_anywhere_is_a_problem() {
         let st = BondStatus { mode: "IEEE 802.3ad Dynamic link aggregation".into(), ports: vec![port("a", false, Partner::None)] };
         assert!(verdict("bond0", &st, true).1[0].contains("no port has link"));
-        let st = BondStatus { ports: vec![port("a", true, Partner::Negotiating)], ..st };
-        let (lines, problems) = verdict("bond0", &st, false);
-        assert!(problems.is_empty() && lines[0].ends_with("a up, LACP negotiating"), "{lines:?} {problems:?}");
         assert!(verdict("bond0", &BondStatus::default(), false).1[0].contains("has no ports"));
+    }
+
+    #[test]
+    fn a_port_still_in_its_first_minute_is_settling() {
+        let text =
+            std::fs::read_to_string(format!("{}/tests/fixtures/bonding/one-port-down-no-partner.txt", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(!parse(&text).settling(), "churned: the driver stopped looking");
+        let fresh = text.replace("Partner Churn State: churned", "Partner Churn State: monitoring");
+        let st = parse(&fresh);
+        assert!(st.ports[1].settling && st.settling(), "{st:?}");
+        assert!(
+            !parse(&fresh.replace("MII Status: up\nSpeed: 1000", "MII Status: down\nSpeed: 1000")).settling(),
+            "only cabled ports count"
+        );
+        assert!(!fixture("lacp-both-ports.txt").settling());
     }
 
     #[test]

@@ -145,9 +145,19 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
     }
     let mut bond = None;
     if let Some(b) = bond_cfg {
-        match std::fs::read_to_string(host.path(Path::new("/proc/net/bonding")).join(&b.name)) {
-            Ok(text) => {
-                let st = bonding::parse(&text);
+        let file = host.path(Path::new("/proc/net/bonding")).join(&b.name);
+        let read = || std::fs::read_to_string(&file).map(|t| bonding::parse(&t));
+        let mut report = read();
+        // Right after link-up a partner needs a few LACP frames (1 s apart at the fast rate).
+        for _ in 0..5 {
+            if !(host.live() && report.as_ref().is_ok_and(BondStatus::settling)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            report = read();
+        }
+        match report {
+            Ok(st) => {
                 let (l, p) = bonding::verdict(&b.name, &st, stand_in.is_some());
                 lines.extend(l);
                 problems.extend(p);
