@@ -38,7 +38,9 @@ pub fn select_ports<'a>(cfg: &NodeConfig, nics: &'a [Nic], stand_in: Option<&str
 /// The console's note when a stand-in is in use (not a problem: the boot test asked for it).
 pub fn stand_in_note(cfg: &NodeConfig, driver: &str) -> String {
     let drivers = &cfg.hardware.network.nic.drivers;
-    if drivers.is_empty() {
+    if drivers.iter().any(|d| d == driver) {
+        format!("network: test stand-in: {driver} is the model's own driver (QEMU boot test)")
+    } else if drivers.is_empty() {
         format!("network: test stand-in: {driver} (the hardware model takes any driver; QEMU boot test)")
     } else {
         format!("network: test stand-in: {driver} ports count as {} (QEMU boot test)", drivers.join("/"))
@@ -254,6 +256,10 @@ mod tests {
         let mixed = [nic("enp2s0f0", "00:1b:21:00:00:01", "ixgbe", true), nic("ens4", "52:54:00:00:00:04", "e1000e", true)];
         assert_eq!(select_ports(&cfg, &mixed, Some("e1000e")).len(), 2);
         assert_eq!(stand_in_note(&cfg, "e1000e"), "network: test stand-in: e1000e ports count as ixgbe (QEMU boot test)");
+        assert_eq!(
+            stand_in_note(&node("ci"), "virtio_net"),
+            "network: test stand-in: virtio_net is the model's own driver (QEMU boot test)"
+        );
     }
 
     #[test]
