@@ -6,6 +6,7 @@ use mmconfig::{NodeConfig, DATA_MOUNT};
 use serde::Serialize;
 
 use crate::apply::Host;
+use crate::bonding::{self, BondStatus};
 use crate::network::{self, Nic};
 use crate::probe;
 use crate::run::RunState;
@@ -16,6 +17,12 @@ pub struct Status {
     pub lines: Vec<String>,
     /// What is wrong and what to check; empty when all is well.
     pub problems: Vec<String>,
+    /// The emulated NIC's driver standing in for the model's (QEMU boot test only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nic_stand_in: Option<String>,
+    /// The bond's ports as the bonding driver reports them (models with a bond).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bond: Option<BondStatus>,
 }
 
 impl Status {
@@ -89,8 +96,19 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
     let mut problems = Vec::new();
     lines.push(format!("sponsor: {}", cfg.node.sponsor.name.chars().filter(|c| !c.is_control()).collect::<String>()));
 
+    let stand_in = match crate::standin::read(host) {
+        Ok(Some(driver)) => {
+            lines.push(network::stand_in_note(cfg, &driver));
+            Some(driver)
+        }
+        Ok(None) => None,
+        Err(warning) => {
+            lines.push(format!("network: {warning}"));
+            None
+        }
+    };
     let nics = probe::nics();
-    let ports: Vec<&Nic> = network::select_ports(cfg, &nics);
+    let ports: Vec<&Nic> = network::select_ports(cfg, &nics, stand_in.as_deref());
     for n in &nics {
         let used = ports.iter().any(|p| p.name == n.name);
         lines.push(format!(
@@ -105,15 +123,48 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
     if ports.is_empty() {
         problems.push(match &cfg.node.interface_mac {
             Some(mac) => format!("no network port with MAC {mac}: check the fleet's interface.mac or the NIC"),
-            None => format!("no network port matches drivers {:?}: is the network card seated?", cfg.hardware.network.nic.drivers),
+            None => match &stand_in {
+                Some(d) => format!(
+                    "no network port matches drivers {:?} or the test stand-in {d}: check the boot test's NIC",
+                    cfg.hardware.network.nic.drivers
+                ),
+                None => format!("no network port matches drivers {:?}: is the network card seated?", cfg.hardware.network.nic.drivers),
+            },
         });
     }
+    let bond_cfg = cfg.hardware.network.bond.as_ref();
+    // A bond with one cabled port serves: its other ports are notes from the bond's report.
+    let bond_serves = bond_cfg.is_some() && ports.iter().any(|p| p.carrier);
     for p in &ports {
-        if !p.carrier {
+        if !p.carrier && !bond_serves {
             problems.push(format!(
                 "no link on port {} (MAC {}): plug the uplink cable into this port and check the switch port",
                 p.name, p.mac
             ));
+        }
+    }
+    let mut bond = None;
+    if let Some(b) = bond_cfg {
+        let file = host.path(Path::new("/proc/net/bonding")).join(&b.name);
+        let read = || std::fs::read_to_string(&file).map(|t| bonding::parse(&t));
+        let mut report = read();
+        // Right after link-up a partner needs a few LACP frames (1 s apart at the fast rate).
+        for _ in 0..5 {
+            if !(host.live() && report.as_ref().is_ok_and(BondStatus::settling)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            report = read();
+        }
+        match report {
+            Ok(st) => {
+                let (l, p) = bonding::verdict(&b.name, &st, stand_in.is_some());
+                lines.extend(l);
+                problems.extend(p);
+                bond = Some(st);
+            }
+            Err(e) if host.live() => lines.push(format!("{}: no bonding status ({e}): the bond is not set up", b.name)),
+            Err(_) => {}
         }
     }
     if let Some(addrs) = output("ip", &["-brief", "address"]) {
@@ -186,7 +237,7 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
             dir.display()
         ));
     }
-    Status { fqdn: cfg.node.fqdn.clone(), lines, problems }
+    Status { fqdn: cfg.node.fqdn.clone(), lines, problems, nic_stand_in: stand_in, bond }
 }
 
 /// Each hosted project's upstream, reachable from this network over each family, and its sync.

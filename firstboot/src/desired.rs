@@ -19,6 +19,9 @@ use crate::services::{self, Family, Paths};
 pub struct Facts {
     pub family: Family,
     pub nics: Vec<Nic>,
+    /// The emulated NIC's driver that stands in for the model's under QEMU's boot test
+    /// ([`crate::standin`]); None on real hardware.
+    pub nic_stand_in: Option<String>,
     /// The Let's Encrypt certificate exists: nginx may listen on 443.
     pub tls_ready: bool,
     /// UUID of the data filesystem mounted (or about to be) at the data mount point.
@@ -76,7 +79,7 @@ pub struct Desired {
 /// is printed and diffed, the key never is).
 pub fn render_all(cfg: &NodeConfig, key: &Delivered, facts: &Facts) -> Result<Desired> {
     let mut early_files = network::render_host_identity(cfg);
-    let ports = network::select_ports(cfg, &facts.nics);
+    let ports = network::select_ports(cfg, &facts.nics, facts.nic_stand_in.as_deref());
     if facts.family == Family::Rhel {
         early_files.extend(network::render_nm_keyfiles(cfg, &ports));
     } else {
@@ -122,7 +125,7 @@ mod tests {
     use std::path::Path;
 
     fn facts() -> Facts {
-        Facts { family: Family::Debian, nics: Vec::new(), tls_ready: false, data_fs_uuid: None, data_ready: false }
+        Facts { family: Family::Debian, nics: Vec::new(), nic_stand_in: None, tls_ready: false, data_fs_uuid: None, data_ready: false }
     }
 
     #[test]

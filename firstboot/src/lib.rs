@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod adopt;
 pub mod cli;
 pub mod apply;
+pub mod bonding;
 pub mod config;
 pub mod desired;
 pub mod console;
@@ -14,6 +15,7 @@ pub mod plan;
 pub mod probe;
 pub mod run;
 pub mod services;
+pub mod standin;
 pub mod storage;
 pub mod upstream;
 

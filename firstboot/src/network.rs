@@ -17,20 +17,34 @@ pub struct Nic {
 }
 
 /// The ports the configuration uses: the MAC pin, or the hardware rule's `count` ports,
-/// cabled ports first, then by name (deterministic).
-pub fn select_ports<'a>(cfg: &NodeConfig, nics: &'a [Nic]) -> Vec<&'a Nic> {
+/// cabled ports first, then by name (deterministic). `stand_in`: the driver of the emulated NIC
+/// that QEMU's boot test attached in place of the model's (see [`crate::standin`]); its ports
+/// count as matching the rule's `drivers`. None on real hardware.
+pub fn select_ports<'a>(cfg: &NodeConfig, nics: &'a [Nic], stand_in: Option<&str>) -> Vec<&'a Nic> {
     if let Some(mac) = &cfg.node.interface_mac {
         return nics.iter().filter(|n| n.mac.eq_ignore_ascii_case(mac)).collect();
     }
     let rule = &cfg.hardware.network.nic;
     let mut matching: Vec<&Nic> = nics
         .iter()
-        .filter(|n| rule.drivers.is_empty() || rule.drivers.iter().any(|d| d == &n.driver))
+        .filter(|n| rule.drivers.is_empty() || rule.drivers.iter().any(|d| d == &n.driver) || stand_in == Some(n.driver.as_str()))
         .filter(|n| rule.name.as_deref().is_none_or(|g| glob_match(g, &n.name)))
         .collect();
     matching.sort_by(|a, b| (!a.carrier, &a.name).cmp(&(!b.carrier, &b.name)));
     matching.truncate(rule.count as usize);
     matching
+}
+
+/// The console's note when a stand-in is in use (not a problem: the boot test asked for it).
+pub fn stand_in_note(cfg: &NodeConfig, driver: &str) -> String {
+    let drivers = &cfg.hardware.network.nic.drivers;
+    if drivers.iter().any(|d| d == driver) {
+        format!("network: test stand-in: {driver} is the model's own driver (QEMU boot test)")
+    } else if drivers.is_empty() {
+        format!("network: test stand-in: {driver} (the hardware model takes any driver; QEMU boot test)")
+    } else {
+        format!("network: test stand-in: {driver} ports count as {} (QEMU boot test)", drivers.join("/"))
+    }
 }
 
 /// `[Network]` addresses, DNS and routes shared by the plain and the bond layout.
@@ -198,7 +212,7 @@ mod tests {
     fn slash31_gets_an_on_link_peer_gateway() {
         let cfg = node("ziply");
         let nics = [nic("enp1s0", "aa:bb:cc:00:00:01", "r8169", true)];
-        let ports = select_ports(&cfg, &nics);
+        let ports = select_ports(&cfg, &nics, None);
         let files = render_networkd(&cfg, &ports);
         let net = text(&files, "10-mm-uplink.network");
         assert!(net.contains("[Match]\nMACAddress=aa:bb:cc:00:00:01\n"), "{net}");
@@ -212,30 +226,63 @@ mod tests {
     fn cabled_port_wins_then_name_order() {
         let cfg = node("sonic"); // pinned by MAC
         let nics = [nic("ens1", "24:8a:07:aa:bb:02", "mlx4_en", true), nic("ens1d1", "24:8a:07:aa:bb:01", "mlx4_en", false)];
-        assert_eq!(select_ports(&cfg, &nics)[0].name, "ens1d1", "the MAC pin wins over carrier");
+        assert_eq!(select_ports(&cfg, &nics, None)[0].name, "ens1d1", "the MAC pin wins over carrier");
         let cfg = node("ziply");
         let nics = [
             nic("eno1", "aa:00:00:00:00:01", "r8169", false),
             nic("eno2", "aa:00:00:00:00:02", "r8169", true),
             nic("wl0", "aa:00:00:00:00:03", "iwlwifi", true),
         ];
-        let picked = select_ports(&cfg, &nics);
+        let picked = select_ports(&cfg, &nics, None);
         assert_eq!(picked.len(), 1);
         assert_eq!(picked[0].name, "eno2");
+    }
+
+    #[test]
+    fn a_test_stand_in_counts_as_the_models_driver() {
+        let cfg = node("hurricane"); // termite: two ixgbe ports, bonded
+        let nics = [
+            nic("ens3", "52:54:00:00:00:03", "virtio_net", true),
+            nic("ens4", "52:54:00:00:00:04", "e1000e", true),
+            nic("ens5", "52:54:00:00:00:05", "e1000e", false),
+        ];
+        assert!(select_ports(&cfg, &nics, None).is_empty(), "without the stand-in no emulated NIC is chosen");
+        let names: Vec<&str> = select_ports(&cfg, &nics, Some("e1000e")).iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["ens4", "ens5"], "only the stand-in's driver, cabled first");
+        let ports = select_ports(&cfg, &nics, Some("e1000e"));
+        let members = text(&render_networkd(&cfg, &ports), "20-mm-bond0-ports.network");
+        assert!(members.contains("MACAddress=52:54:00:00:00:04 52:54:00:00:00:05\n"), "{members}");
+        // Real ports still match beside a stand-in.
+        let mixed = [nic("enp2s0f0", "00:1b:21:00:00:01", "ixgbe", true), nic("ens4", "52:54:00:00:00:04", "e1000e", true)];
+        assert_eq!(select_ports(&cfg, &mixed, Some("e1000e")).len(), 2);
+        assert_eq!(stand_in_note(&cfg, "e1000e"), "network: test stand-in: e1000e ports count as ixgbe (QEMU boot test)");
+        assert_eq!(
+            stand_in_note(&node("ci"), "virtio_net"),
+            "network: test stand-in: virtio_net is the model's own driver (QEMU boot test)"
+        );
+    }
+
+    #[test]
+    fn the_mac_pin_wins_over_a_stand_in() {
+        let cfg = node("sonic"); // pinned to 24:8a:07:aa:bb:01
+        let nics = [nic("ens3", "52:54:00:00:00:03", "virtio_net", true), nic("ens4", "24:8A:07:AA:BB:01", "e1000e", false)];
+        let picked = select_ports(&cfg, &nics, Some("virtio_net"));
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].name, "ens4", "the pinned MAC, not the stand-in's other port");
     }
 
     #[test]
     fn termite_bonds_both_ports_with_lacp() {
         let cfg = node("hurricane");
         let nics = [nic("enp2s0f0", "00:1b:21:00:00:01", "ixgbe", true), nic("enp2s0f1", "00:1b:21:00:00:02", "ixgbe", true)];
-        let files = render_networkd(&cfg, &select_ports(&cfg, &nics));
+        let files = render_networkd(&cfg, &select_ports(&cfg, &nics, None));
         let netdev = text(&files, "10-mm-bond0.netdev");
         assert!(netdev.contains("Kind=bond") && netdev.contains("Mode=802.3ad") && netdev.contains("LACPTransmitRate=fast"));
         assert!(text(&files, "20-mm-bond0-ports.network").contains("MACAddress=00:1b:21:00:00:01 00:1b:21:00:00:02\n"));
         let bond = text(&files, "30-mm-bond0.network");
         assert!(bond.contains("Name=bond0"), "{bond}");
         assert_eq!(addresses(&bond)[0], addr("203.0.113.4", 29), "{bond}");
-        let nm = render_nm_keyfiles(&cfg, &select_ports(&cfg, &nics));
+        let nm = render_nm_keyfiles(&cfg, &select_ports(&cfg, &nics, None));
         assert!(text(&nm, "mm-bond0.nmconnection").contains("type=bond\ninterface-name=bond0"));
         assert!(text(&nm, "mm-bond0-port1.nmconnection").contains("master=bond0\nslave-type=bond"));
         assert!(nm.iter().all(|f| f.mode == 0o600));
@@ -245,9 +292,9 @@ mod tests {
     fn ipv6_only_node_disables_ipv4() {
         let cfg = node("v6only");
         let nics = [nic("eno1", "aa:00:00:00:00:01", "r8169", true)];
-        let net = text(&render_networkd(&cfg, &select_ports(&cfg, &nics)), ".network");
+        let net = text(&render_networkd(&cfg, &select_ports(&cfg, &nics, None)), ".network");
         assert_eq!(addresses(&net), [addr("2001:db8:40::10", 64)], "{net}");
-        let nm = text(&render_nm_keyfiles(&cfg, &select_ports(&cfg, &nics)), "mm-uplink.nmconnection");
+        let nm = text(&render_nm_keyfiles(&cfg, &select_ports(&cfg, &nics, None)), "mm-uplink.nmconnection");
         assert!(nm.contains("[ipv4]\nmethod=disabled"), "{nm}");
         assert!(nm.contains("address1=2001:db8:40::10/64,2001:db8:40::1"), "{nm}");
         assert!(nm.contains("dns=2620:fe::fe;2620:fe::9;"), "{nm}");

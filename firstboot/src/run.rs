@@ -56,7 +56,15 @@ pub fn observe(host: &Host, cfg: &NodeConfig, data_ready: bool) -> Result<Facts>
         Some(dev) if dev.starts_with("/dev/") => probe::blkid(&dev)?.get("UUID").cloned(),
         _ => None,
     };
-    Ok(Facts { family: family(host), nics: probe::nics(), tls_ready: host.path(&cert).is_file(), data_fs_uuid, data_ready })
+    Ok(Facts {
+        family: family(host),
+        nics: probe::nics(),
+        // An unusable value is reported by `run` and `status`; here it is simply not used.
+        nic_stand_in: crate::standin::read(host).ok().flatten(),
+        tls_ready: host.path(&cert).is_file(),
+        data_fs_uuid,
+        data_ready,
+    })
 }
 
 /// Observe disks and mounts and plan storage.
@@ -113,6 +121,18 @@ pub fn run(
     let started = Instant::now();
     let mut st = RunState { config_source: source.to_string(), fqdn: cfg.node.fqdn.clone(), ..Default::default() };
 
+    match crate::standin::read(host) {
+        Ok(Some(driver)) => {
+            let note = crate::network::stand_in_note(cfg, &driver);
+            say(&note);
+            st.notes.push(note);
+        }
+        Ok(None) => {}
+        Err(warning) => {
+            say(&format!("warning: {warning}"));
+            st.notes.push(warning);
+        }
+    }
     let mounted = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
     let early = render_all(cfg, key, &observe(host, cfg, mounted)?)?.early_files;
     let early_changes = plan::file_changes(host, &early);

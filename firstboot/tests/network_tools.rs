@@ -34,7 +34,7 @@ fn nics(name: &str) -> Vec<Nic> {
 /// NetworkManager's reading of the keyfiles rendered for `cfg`, one JSON object per file.
 fn nm_read(cfg: &NodeConfig, nics: &[Nic]) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
-    let files = render_nm_keyfiles(cfg, &select_ports(cfg, nics));
+    let files = render_nm_keyfiles(cfg, &select_ports(cfg, nics, None));
     let mut paths = Vec::new();
     for f in &files {
         let p = dir.path().join(f.path.file_name().unwrap());
@@ -132,7 +132,7 @@ fn systemd_networkd_parses_every_file_without_a_warning() {
     let mut ours = Vec::new();
     for name in ["ziply", "sonic", "hurricane", "v6only", "ci"] {
         let cfg = node(name);
-        for f in render_networkd(&cfg, &select_ports(&cfg, &nics(name))) {
+        for f in render_networkd(&cfg, &select_ports(&cfg, &nics(name), None)) {
             let file = format!("{name}-{}", f.path.file_name().unwrap().to_string_lossy());
             std::fs::write(conf.join(&file), &f.contents).unwrap();
             ours.push(file);
@@ -152,4 +152,59 @@ fn systemd_networkd_parses_every_file_without_a_warning() {
     assert!(log.contains("/etc/systemd/network/zz-control.network:6: Unknown key"), "networkd did not read the files:\n{log}");
     let about_ours: Vec<&str> = log.lines().filter(|l| ours.iter().any(|f| l.contains(&format!("/etc/systemd/network/{f}:")))).collect();
     assert!(about_ours.is_empty(), "systemd-networkd warns about our files:\n{}", about_ours.join("\n"));
+}
+
+/// `status --json` under `--root`: the termite (bonded ixgbe ports) booted by QEMU's boot test
+/// with an e1000e stand-in in fw_cfg, and the bonding driver's report of one cabled port without
+/// an LACP partner and one without carrier. A hostile fw_cfg value is ignored with a warning.
+#[test]
+fn status_shows_the_stand_in_and_the_bond_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let item = root.join("sys/firmware/qemu_fw_cfg/by_name/opt/org.micromirror/nic-stand-in");
+    std::fs::create_dir_all(&item).unwrap();
+    std::fs::create_dir_all(root.join("proc/net/bonding")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bonding/one-port-down-no-partner.txt");
+    std::fs::copy(fixture, root.join("proc/net/bonding/bond0")).unwrap();
+    let node_toml = dir.path().join("node.toml");
+    std::fs::write(&node_toml, node("hurricane").to_toml()).unwrap();
+    let status = |fw_cfg: &[u8]| {
+        std::fs::write(item.join("raw"), fw_cfg).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"))
+            .arg("--root")
+            .arg(&root)
+            .arg("--config")
+            .arg(&node_toml)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "not run yet: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+
+    let st = status(b"e1000e");
+    let lines = strs(&st["lines"]);
+    assert_eq!(st["nic_stand_in"], "e1000e", "{st}");
+    assert!(lines.contains(&"network: test stand-in: e1000e ports count as ixgbe (QEMU boot test)".to_string()), "{st}");
+    assert!(lines.contains(&"bond0: enp2s0f0 down (no carrier); enp2s0f1 up, no LACP partner".to_string()), "{st}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("bond0: port enp2s0f1 has no LACP partner: check that the switch port is in the LACP group")),
+        "{st}"
+    );
+    let ports = st["bond"]["ports"].as_array().unwrap();
+    assert_eq!(
+        (ports[1]["name"].as_str(), ports[1]["carrier"].as_bool(), ports[1]["partner"].as_str()),
+        (Some("enp2s0f1"), Some(true), Some("none"))
+    );
+    let problems = strs(&st["problems"]);
+    assert!(!problems.iter().any(|p| p.contains("LACP")), "under the boot test a missing partner is a note: {st}");
+
+    // The same bond on real hardware (no fw_cfg value usable): no partner anywhere is a problem.
+    let st = status(b"e1000e; reboot\n");
+    assert!(st.get("nic_stand_in").is_none(), "{st}");
+    let lines = strs(&st["lines"]);
+    assert!(lines.iter().any(|l| l.starts_with("network: ignoring the NIC stand-in") && !l.contains("reboot")), "{st}");
+    assert!(strs(&st["problems"]).iter().any(|p| p.starts_with("bond0: no port has an LACP partner (enp2s0f1)")), "{st}");
 }
