@@ -129,6 +129,62 @@ pub enum Command {
         #[command(subcommand)]
         kind: ExportKind,
     },
+    /// Boot every built node image in its hardware model's shape and check it before it ships.
+    ///
+    /// Per node, on its own thread and private network namespace (needs root): a sparse copy of
+    /// DIR/<node>/disk.img (the shipped file is never written) on the bus and at a size the
+    /// model's boot-disk rule accepts (NVMe, SATA/AHCI, virtio), a blank data disk where the
+    /// model has one, its NIC count (a bond's ports) on a bridge standing for the sponsor's
+    /// switch, the pinned MAC if any. QEMU cannot emulate every part: where it has none of the
+    /// model's NIC drivers (r8169, ixgbe, mlx4_en), the closest emulated NIC stands in, the node
+    /// is told so through QEMU's fw_cfg (real servers have none) and the report names it.
+    ///
+    /// The node keeps its inventory addresses: the namespace holds its gateways, its resolvers
+    /// (dnsmasq answering each upstream's name with a stand-in address) and a stand-in rsync
+    /// daemon per upstream serving a tiny, valid tree per project (apt, rpm, Arch lastsync,
+    /// ftpsync trace), so the first syncs can succeed; checks connect from an address inside the
+    /// fleet's admin prefixes. Checked with a timeout: the console verdict (ALL GOOD), HTTP 200
+    /// naming the sponsor on every project path and the rsync module list per address family,
+    /// every project's first sync (its trace file), the ssh host key against DIR/known_hosts,
+    /// and after power-off the data disk layout (MMDATA where the model puts it; with
+    /// --foreign-disk, a disk holding an ext4 filesystem left untouched).
+    ///
+    /// Prints a table (node, shape, seconds to HTTP 200, verdict, failures). KVM when it really
+    /// works, TCG otherwise (MM_QEMU_ACCEL=kvm|tcg forces it). EXIT STATUS: 0 when every node
+    /// passed, 6 when one failed, 1 invalid fleet or --node, 3 missing tool or not root.
+    BootTest {
+        /// The fleet inventory the images were built from.
+        fleet: PathBuf,
+        /// The build's output directory (DIR/<node>/disk.img, DIR/known_hosts); a failed node's
+        /// console log stays in DIR/<node>/boot-test/.
+        #[arg(long, short, value_name = "DIR")]
+        out: PathBuf,
+        /// Test only this node (repeatable); default: every node.
+        #[arg(long = "node", value_name = "NAME")]
+        nodes: Vec<String>,
+        /// Nodes booted at once (each takes --memory and two CPUs of QEMU).
+        #[arg(long, short, default_value_t = 1)]
+        jobs: usize,
+        /// Also write the results as JUnit XML to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Keep a failed node's VM disks beside its console log.
+        #[arg(long)]
+        keep: bool,
+        /// Attach one more disk, shaped like the data disk, holding an ext4 filesystem: the node
+        /// must not touch it.
+        #[arg(long)]
+        foreign_disk: bool,
+        /// Seconds per node from power-on to ALL GOOD and the first syncs.
+        #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+        timeout: u64,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// Print the results as JSON (versioned) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Boot a node image under QEMU + OVMF with the serial console on this terminal.
     ///
     /// Uses KVM when it really works (probed by booting the firmware), TCG otherwise; force with

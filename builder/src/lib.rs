@@ -2,6 +2,7 @@
 //! The `mmbuild` binary is a thin CLI over these modules; integration tests use them directly.
 
 pub mod base;
+pub mod boottest;
 pub mod build;
 pub mod ansible;
 pub mod check;
@@ -61,7 +62,10 @@ pub mod exit {
                     "`export registrations --check` wrote the applications but found one not ready, or `status`: at least one \
                      node is not healthy"
                 }
-                Exit::NodesFailed => "`plan`/`apply`: a node could not be reached, failed or needs attention (the others were still done)",
+                Exit::NodesFailed => {
+                    "`plan`/`apply`: a node could not be reached, failed or needs attention (the others were still done); \
+                     `boot-test`: a node failed a check"
+                }
             }
         }
 

@@ -48,6 +48,18 @@ fn main() -> ExitCode {
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
             run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
         }
+        Command::BootTest { fleet, out, nodes, jobs, junit, keep, foreign_disk, timeout, memory, json } => {
+            let opts = mmbuild::boottest::Options {
+                out,
+                nodes,
+                jobs,
+                timeout: std::time::Duration::from_secs(timeout),
+                keep,
+                foreign_disk,
+                memory_mib: memory,
+            };
+            boot_test(&fleet, cli.data.as_deref(), &opts, junit.as_deref(), json)
+        }
         Command::Status { fleet, json, nodes, jobs, timeout, upstream_timeout, lag_margin, resolve } => {
             let secs = |s: f64| std::time::Duration::from_secs_f64(if s.is_finite() { s.clamp(0.05, 3600.0) } else { 5.0 });
             let opts = mmbuild::health::Options {
@@ -170,6 +182,40 @@ fn export_registrations(args: RegistrationsArgs, data: Option<PathBuf>) -> anyho
         json: args.json,
     };
     registration::run(&opts)
+}
+
+fn boot_test(
+    fleet_path: &std::path::Path,
+    data: Option<&std::path::Path>,
+    opts: &mmbuild::boottest::Options,
+    junit: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use mmbuild::boottest::{self, report};
+    let fleet = match mmbuild::fleet::load(fleet_path, data) {
+        Ok(f) => f,
+        Err(diags) => {
+            eprint!("{diags}");
+            return Ok(ExitCode::from(exit::INVALID_INPUT));
+        }
+    };
+    if let Some(name) = opts.nodes.iter().find(|n| fleet.node(n).is_none()) {
+        eprintln!("mmbuild: error: --node {name}: no such node in {}", fleet_path.display());
+        return Ok(ExitCode::from(exit::INVALID_INPUT));
+    }
+    let results = boottest::run(&fleet, opts)?;
+    if let Some(path) = junit {
+        let xml = report::junit(&fleet.data_dir.join("overlays/boot-test/junit.xml.hbs"), &fleet.name, &results)?;
+        hostkit::atomic::write(path, xml.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        let doc = serde_json::json!({"version": 1, "fleet": fleet.name, "nodes": results});
+        println!("{}", serde_json::to_string_pretty(&doc).context("serializing the results")?);
+    } else {
+        print!("{}", report::table(&results));
+    }
+    Ok(if results.iter().all(|r| r.passed()) { ExitCode::SUCCESS } else { ExitCode::from(exit::NODES_FAILED) })
 }
 
 fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memory: u32, snapshot: bool) -> anyhow::Result<ExitCode> {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use hostkit::cmd::require_tool;
+pub use mmconfig::disk::Bus;
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -24,9 +25,30 @@ pub enum Accel {
     Tcg,
 }
 
+/// One more disk, on the bus its hardware model names (boot-test's machine shapes).
+#[derive(Debug, Clone)]
+pub struct GuestDisk {
+    pub path: PathBuf,
+    pub bus: Bus,
+    /// What the guest reads as the disk's serial number (wipe_disk_serials, rules).
+    pub serial: String,
+}
+
+/// A NIC on a host tap device (instead of QEMU's user network).
+#[derive(Debug, Clone)]
+pub struct GuestNic {
+    /// QEMU device model, e.g. `virtio-net-pci`, `e1000e`.
+    pub device: String,
+    pub mac: String,
+    /// Tap device in the network namespace QEMU starts in.
+    pub tap: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct VmOptions {
     pub image: PathBuf,
+    /// Bus of the boot disk (`image`).
+    pub boot_bus: Bus,
     /// Extra virtio disks (data disks), in order; each gets serial `MMDISK<n>`.
     pub data_disks: Vec<PathBuf>,
     pub memory_mib: u32,
@@ -41,12 +63,21 @@ pub struct VmOptions {
     pub serial_log: Option<PathBuf>,
     /// None = probe.
     pub accel: Option<Accel>,
+    /// Disks after `data_disks`, each on its own bus.
+    pub disks: Vec<GuestDisk>,
+    /// Non-empty: these NICs on tap devices replace the user-network NIC (and `forwards`).
+    pub nics: Vec<GuestNic>,
+    /// `-fw_cfg name=NAME,string=VALUE`: facts for the guest that only a VM can carry.
+    pub fw_cfg: Vec<(String, String)>,
+    /// Indexes into `nics` whose cable is pulled from power-on (the guest sees no carrier).
+    pub links_down: Vec<usize>,
 }
 
 impl VmOptions {
     pub fn new(image: impl Into<PathBuf>) -> Self {
         VmOptions {
             image: image.into(),
+            boot_bus: Bus::Virtio,
             data_disks: Vec::new(),
             memory_mib: 1024,
             cpus: 2,
@@ -55,6 +86,10 @@ impl VmOptions {
             snapshot: false,
             serial_log: None,
             accel: None,
+            disks: Vec::new(),
+            nics: Vec::new(),
+            fw_cfg: Vec::new(),
+            links_down: Vec::new(),
         }
     }
 }
@@ -156,15 +191,35 @@ impl Vm {
         cmd.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
         let snap = if opts.snapshot { ",snapshot=on" } else { "" };
         cmd.arg("-drive").arg(format!("file={},format={format},if=none,id=boot{snap}", opts.image.display()));
-        cmd.args(["-device", "virtio-blk-pci,drive=boot,serial=MMBOOT,bootindex=0"]);
+        let mut buses = Buses::default();
+        let boot = buses.device(&mut cmd, opts.boot_bus, "boot", "MMBOOT", true);
+        cmd.args(["-device", &boot]);
         for (i, disk) in opts.data_disks.iter().enumerate() {
             cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=data{i}", disk.display()));
             cmd.arg("-device").arg(format!("virtio-blk-pci,drive=data{i},serial=MMDISK{i}"));
         }
-        let mut fwd: String = opts.forwards.iter().map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}")).collect();
-        fwd.extend(opts.forwards_to.iter().map(|(h, a, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-{a}:{g}")));
-        cmd.arg("-netdev").arg(format!("user,id=net0,ipv4=on,ipv6=on{fwd}"));
-        cmd.arg("-device").arg(format!("virtio-net-pci,netdev=net0,mac={GUEST_MAC}"));
+        for (i, disk) in opts.disks.iter().enumerate() {
+            let id = format!("disk{i}");
+            cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id={id}", disk.path.display()));
+            let device = buses.device(&mut cmd, disk.bus, &id, &disk.serial, false);
+            cmd.args(["-device", &device]);
+        }
+        if opts.nics.is_empty() {
+            let mut fwd: String = opts.forwards.iter().map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}")).collect();
+            fwd.extend(opts.forwards_to.iter().map(|(h, a, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-{a}:{g}")));
+            cmd.arg("-netdev").arg(format!("user,id=net0,ipv4=on,ipv6=on{fwd}"));
+            cmd.arg("-device").arg(format!("virtio-net-pci,netdev=net0,mac={GUEST_MAC}"));
+        }
+        for (i, nic) in opts.nics.iter().enumerate() {
+            cmd.arg("-netdev").arg(format!("tap,id=net{i},ifname={},script=no,downscript=no", nic.tap));
+            // Each NIC behind its own PCIe root port, as on a server board: an igb also claims
+            // slots for its virtual functions, which collide on the root bus.
+            cmd.arg("-device").arg(format!("pcie-root-port,id=nicport{i},chassis={},slot={}", i + 1, i + 1));
+            cmd.arg("-device").arg(format!("{},netdev=net{i},mac={},bus=nicport{i}", nic.device, nic.mac));
+        }
+        for (name, value) in &opts.fw_cfg {
+            cmd.arg("-fw_cfg").arg(format!("name={name},string={value}"));
+        }
         match &opts.serial_log {
             Some(log) => {
                 cmd.arg("-serial").arg(format!("file:{}", log.display()));
@@ -174,7 +229,25 @@ impl Vm {
                 cmd.args(["-serial", "mon:stdio"]);
             }
         }
-        let child = cmd.spawn().context("starting qemu-system-x86_64")?;
+        let qmp = vars_dir.path().join("qmp.sock");
+        if !opts.links_down.is_empty() {
+            // Paused until the links are set, so the guest never sees the pulled cable plugged.
+            cmd.arg("-S").arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
+        }
+        let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
+        if !opts.links_down.is_empty() {
+            let mut commands: Vec<String> = opts
+                .links_down
+                .iter()
+                .map(|i| format!(r#"{{"execute":"set_link","arguments":{{"name":"net{i}","up":false}}}}"#))
+                .collect();
+            commands.push(r#"{"execute":"cont"}"#.into());
+            if let Err(e) = qmp_commands(&qmp, &commands) {
+                let _ = child.kill();
+                let out = child.wait_with_output().context("waiting for QEMU")?;
+                return Err(e.context(format!("QEMU: {}", hostkit::cmd::tail(&out.stderr, 5))));
+            }
+        }
         Ok(Vm { child, serial: opts.serial_log.clone(), _vars: vars_dir, accel, started: Instant::now() })
     }
 
@@ -201,6 +274,11 @@ impl Vm {
         }
     }
 
+    /// Whether QEMU has exited (the guest powered off, or QEMU failed).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn tail(&self, lines: usize) -> String {
         let s = self.serial();
         let all: Vec<&str> = s.lines().collect();
@@ -217,6 +295,79 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends `commands` over QEMU's QMP socket at `path` (waiting for it to appear), failing on
+/// the first error QEMU answers.
+fn qmp_commands(path: &Path, commands: &[String]) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stream = loop {
+        match UnixStream::connect(path) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => return Err(e).with_context(|| format!("connecting to QEMU's QMP socket {}", path.display())),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(20))).context("setting a QMP timeout")?;
+    let mut reader = BufReader::new(stream.try_clone().context("cloning the QMP socket")?);
+    let mut writer = stream;
+    let mut line = String::new();
+    // The greeting, then one answer per command (events may come in between).
+    reader.read_line(&mut line).context("reading QMP's greeting")?;
+    for c in std::iter::once(r#"{"execute":"qmp_capabilities"}"#).chain(commands.iter().map(String::as_str)) {
+        writer.write_all(format!("{c}\n").as_bytes()).context("writing to QMP")?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).context("reading QMP's answer")? == 0 {
+                bail!("QEMU closed QMP during {c}");
+            }
+            if line.contains("\"error\"") {
+                bail!("QEMU refused {c}: {}", line.trim());
+            }
+            if line.contains("\"return\"") {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Controllers added on demand, and the next free AHCI port (q35 has six: ide.0 to ide.5).
+#[derive(Default)]
+struct Buses {
+    ahci_port: u32,
+    xhci: bool,
+    scsi: bool,
+}
+
+impl Buses {
+    /// The `-device` for drive `id` on `bus`, adding its controller to `cmd` the first time.
+    fn device(&mut self, cmd: &mut Command, bus: Bus, id: &str, serial: &str, boot: bool) -> String {
+        let boot = if boot { ",bootindex=0" } else { "" };
+        match bus {
+            Bus::Virtio => format!("virtio-blk-pci,drive={id},serial={serial}{boot}"),
+            Bus::Nvme => format!("nvme,drive={id},serial={serial}{boot}"),
+            Bus::Sata => {
+                let port = self.ahci_port;
+                self.ahci_port += 1;
+                format!("ide-hd,drive={id},bus=ide.{port},serial={serial}{boot}")
+            }
+            Bus::Usb => {
+                if !std::mem::replace(&mut self.xhci, true) {
+                    cmd.args(["-device", "qemu-xhci,id=xhci"]);
+                }
+                format!("usb-storage,bus=xhci.0,drive={id},serial={serial},removable=on{boot}")
+            }
+            Bus::Scsi => {
+                if !std::mem::replace(&mut self.scsi, true) {
+                    cmd.args(["-device", "virtio-scsi-pci,id=scsi"]);
+                }
+                format!("scsi-hd,bus=scsi.0,drive={id},serial={serial}{boot}")
+            }
+        }
     }
 }
 
