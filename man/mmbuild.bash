@@ -19,6 +19,9 @@ _mmbuild() {
             mmbuild,apply)
                 cmd="mmbuild__subcmd__apply"
                 ;;
+            mmbuild,boot-test)
+                cmd="mmbuild__subcmd__boot__subcmd__test"
+                ;;
             mmbuild,build)
                 cmd="mmbuild__subcmd__build"
                 ;;
@@ -67,6 +70,9 @@ _mmbuild() {
             mmbuild__subcmd__help,apply)
                 cmd="mmbuild__subcmd__help__subcmd__apply"
                 ;;
+            mmbuild__subcmd__help,boot-test)
+                cmd="mmbuild__subcmd__help__subcmd__boot__subcmd__test"
+                ;;
             mmbuild__subcmd__help,build)
                 cmd="mmbuild__subcmd__help__subcmd__build"
                 ;;
@@ -104,7 +110,7 @@ _mmbuild() {
 
     case "${cmd}" in
         mmbuild)
-            opts="-h -V --data --help --version check build plan apply export qemu status help"
+            opts="-h -V --data --help --version check build plan apply export boot-test qemu status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -177,6 +183,56 @@ _mmbuild() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mmbuild__subcmd__boot__subcmd__test)
+            opts="-o -j -h --out --node --jobs --junit --keep --foreign-disk --timeout --memory --json --data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -486,7 +542,7 @@ _mmbuild() {
             return 0
             ;;
         mmbuild__subcmd__help)
-            opts="check build plan apply export qemu status help"
+            opts="check build plan apply export boot-test qemu status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -500,6 +556,20 @@ _mmbuild() {
             return 0
             ;;
         mmbuild__subcmd__help__subcmd__apply)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mmbuild__subcmd__help__subcmd__boot__subcmd__test)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

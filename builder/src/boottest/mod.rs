@@ -293,6 +293,9 @@ impl<'a> Node<'a> {
         let t = vm.started.elapsed().as_secs_f64();
         let detail = if verdict_ok { String::new() } else { format!("{}\nconsole tail:\n{}", r.verdict, vm.tail(30)) };
         r.checks.push(Check { name: "console verdict ALL GOOD".into(), ok: verdict_ok, detail, seconds: t });
+        if let Some(bond) = &cfg.hardware.network.bond {
+            r.checks.push(bond_check(&vm.serial(), bond, self.vm.nics.len()));
+        }
         if verdict_ok {
             self.serve_checks(&mut r, &addrs, deadline);
             r.checks.push(self.host_key_check());
@@ -411,6 +414,28 @@ impl<'a> Node<'a> {
     }
 }
 
+/// The console's bond line must show the bond in its configured mode: with 802.3ad, every
+/// cabled port's LACP partner state, and each uncabled port as such.
+fn bond_check(console: &str, bond: &mmconfig::Bond, ports: usize) -> Check {
+    let prefix = format!("{}: ", bond.name);
+    let line = console.lines().filter_map(|l| l.find(&prefix).map(|i| l[i..].trim())).find(|l| l.contains(" up") || l.contains(" down"));
+    let (ok, detail) = match line {
+        None => (false, format!("the console has no line about {}'s ports", bond.name)),
+        Some(l) => {
+            let down = l.matches("down (no carrier)").count();
+            let lacp_shown = bond.mode != "802.3ad" || l.contains("LACP partner");
+            if down != ports.saturating_sub(1) {
+                (false, format!("{ports} port(s) of which one cabled, but the console says: {l}"))
+            } else if !lacp_shown {
+                (false, format!("the bond is not in {} mode (no LACP partner state shown): {l}", bond.mode))
+            } else {
+                (true, String::new())
+            }
+        }
+    };
+    Check { name: format!("{} ports on the console", bond.name), ok, detail, seconds: 0.0 }
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
@@ -437,4 +462,23 @@ fn hash_head(path: &Path) -> Result<String> {
 fn partition_names(disk: &Path) -> Result<Vec<String>> {
     let gpt = gpt::GptConfig::new().writable(false).open(disk).with_context(|| format!("reading the GPT of {}", disk.display()))?;
     Ok(gpt.partitions().values().map(|p| p.name.clone()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bond_check_wants_the_uncabled_port_and_the_lacp_state() {
+        let bond = mmconfig::Bond { name: "bond0".into(), mode: "802.3ad".into(), xmit_hash_policy: "layer3+4".into(), lacp_rate: "fast".into(), miimon_ms: 100 };
+        let good = "[ 74.0] mm-firstboot[443]:   bond0: enp1s0 up, no LACP partner; enp2s0 down (no carrier)\n";
+        assert!(bond_check(good, &bond, 2).ok);
+        // What a bond the bonding module made itself at load (balance-rr, no MII monitor) shows.
+        let round_robin = "[ 74.0] mm-firstboot[443]:   bond0: enp2s0 up; enp1s0 up\n";
+        let c = bond_check(round_robin, &bond, 2);
+        assert!(!c.ok && c.detail.contains("one cabled"), "{}", c.detail);
+        let c = bond_check("bond0: enp1s0 up; enp2s0 down (no carrier)\n", &bond, 2);
+        assert!(!c.ok && c.detail.contains("not in 802.3ad mode"), "{}", c.detail);
+        assert!(!bond_check("nothing here\n", &bond, 2).ok);
+    }
 }
