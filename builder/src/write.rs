@@ -419,6 +419,10 @@ fn swap_devices() -> Vec<(u64, u64)> {
 
 /// blkid's low-level probe of one device (superblocks and partition tables, no cache).
 fn probe(dev: &str) -> Result<Content> {
+    if !Path::new(dev).exists() {
+        // No device node (no udev): unknown counts as holding something, never as blank.
+        return Ok(Content { fstype: "unknown (no device node)".into(), ..Content::default() });
+    }
     let mut cmd = Command::new("blkid");
     cmd.args(["-p", "-o", "export", dev]);
     hostkit::cmd::require_tool("blkid", "util-linux")?;
