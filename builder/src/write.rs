@@ -289,7 +289,7 @@ pub fn plan(facts: &Facts, image_len: u64, ours: &Ours, force: bool) -> Result<P
     if facts.size < image_len {
         return Err(Refusal::TooSmall { dev, size: human(facts.size), need: human(image_len) });
     }
-    if facts.logical_block_size == 0 || image_len % facts.logical_block_size != 0 {
+    if facts.logical_block_size == 0 || !image_len.is_multiple_of(facts.logical_block_size) {
         return Err(Refusal::Unaligned { dev, bytes: image_len, block: facts.logical_block_size });
     }
     let mut forced = Vec::new();

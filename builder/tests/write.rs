@@ -38,6 +38,9 @@ fn ext4(label: &str) -> Content {
     Content { fstype: "ext4".into(), label: label.into(), uuid: "0b5e...".into(), ..Content::default() }
 }
 
+/// (case, facts, image bytes, --force, Ok(target state) or Err(refusal kind), text the message must hold)
+type Case = (&'static str, Facts, u64, bool, Result<&'static str, &'static str>, &'static str);
+
 #[test]
 fn plan_table() {
     let ours = Ours::of("fleet", "ci");
@@ -59,8 +62,7 @@ fn plan_table() {
     let mut odd_sectors = stick(16 * GB);
     odd_sectors.logical_block_size = 4096;
 
-    // (case, facts, image bytes, --force, Ok(target state) or Err(refusal kind), text the message must hold)
-    let table: Vec<(&str, Facts, u64, bool, Result<&str, &str>, &str)> = vec![
+    let table: Vec<Case> = vec![
         ("blank stick", stick(16 * GB), image, false, Ok("blank"), ""),
         ("system disk", system.clone(), image, false, Err("system_disk"), "running system (/, /boot/efi)"),
         ("system disk, forced", system, image, true, Err("system_disk"), "--force or not"),
