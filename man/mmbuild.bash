@@ -43,6 +43,9 @@ _mmbuild() {
             mmbuild,status)
                 cmd="mmbuild__subcmd__status"
                 ;;
+            mmbuild,write)
+                cmd="mmbuild__subcmd__write"
+                ;;
             mmbuild__subcmd__export,ansible)
                 cmd="mmbuild__subcmd__export__subcmd__ansible"
                 ;;
@@ -94,6 +97,9 @@ _mmbuild() {
             mmbuild__subcmd__help,status)
                 cmd="mmbuild__subcmd__help__subcmd__status"
                 ;;
+            mmbuild__subcmd__help,write)
+                cmd="mmbuild__subcmd__help__subcmd__write"
+                ;;
             mmbuild__subcmd__help__subcmd__export,ansible)
                 cmd="mmbuild__subcmd__help__subcmd__export__subcmd__ansible"
                 ;;
@@ -110,7 +116,7 @@ _mmbuild() {
 
     case "${cmd}" in
         mmbuild)
-            opts="-h -V --data --help --version check build plan apply export boot-test qemu status help"
+            opts="-h -V --data --help --version check build plan apply export boot-test write qemu status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -542,7 +548,7 @@ _mmbuild() {
             return 0
             ;;
         mmbuild__subcmd__help)
-            opts="check build plan apply export boot-test qemu status help"
+            opts="check build plan apply export boot-test write qemu status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -723,6 +729,20 @@ _mmbuild() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mmbuild__subcmd__help__subcmd__write)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mmbuild__subcmd__plan)
             opts="-o -j -i -h --out --node --jobs --node-bin --connect --connect-new --identity --prune --confirm-timeout --connect-timeout --json --data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -860,6 +880,44 @@ _mmbuild() {
                     ;;
                 --resolve)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mmbuild__subcmd__write)
+            opts="-o -h --out --node --to --artifact --force --dry-run --json --data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --artifact)
+                    COMPREPLY=($(compgen -W "disk oemdrv" -- "${cur}"))
                     return 0
                     ;;
                 --data)

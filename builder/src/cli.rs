@@ -185,6 +185,51 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a node's disk image or OEMDRV stick onto a whole disk or USB stick, and verify it.
+    ///
+    /// The source, DIR/<node>/disk.img (--artifact disk) or DIR/<node>/oemdrv.img (--artifact
+    /// oemdrv), is first checked against its line in DIR/SHA256SUMS. The target must be a whole
+    /// disk (/dev/sdb, /dev/disk/by-id/usb-..., never a partition). Refused, --force or not: the
+    /// disk this computer runs from (/, /boot, /boot/efi, swap, through partitions, dm and md),
+    /// a disk with a mounted partition, swap or a dm/md device on it (the message says what to
+    /// umount), a read-only or too small disk. Refused unless --force: a disk larger than 128 GB
+    /// (not a stick), a disk holding a partition table or filesystem that is not this node's
+    /// earlier write (the message lists what it holds, blkid TYPE and LABEL per partition). A
+    /// disk holding this same node's image or stick is overwritten without --force.
+    ///
+    /// The device is opened exclusively (the kernel refuses while anything holds it), the whole
+    /// image is written with O_DIRECT in 4 MiB blocks, zeros included, synced, then read back
+    /// and its SHA-256 compared with SHA256SUMS; finally the kernel rereads the partition table.
+    /// Progress (bytes, rate, ETA) on a terminal only. EXIT STATUS: 0 written and verified
+    /// (--dry-run: the plan allows it), 7 refused (nothing written), 4 writing or verifying
+    /// failed (do not use the disk), 1 invalid fleet or --node, 3 not root.
+    Write {
+        /// The fleet inventory the images were built from.
+        fleet: PathBuf,
+        /// The build's output directory (DIR/<node>/disk.img, DIR/SHA256SUMS).
+        #[arg(long, short, value_name = "DIR")]
+        out: PathBuf,
+        /// The node whose image to write.
+        #[arg(long, value_name = "NAME")]
+        node: String,
+        /// The whole disk to overwrite, e.g. /dev/sdb or /dev/disk/by-id/usb-... (`lsblk -d -o NAME,SIZE,TRAN,MODEL,SERIAL`).
+        #[arg(long, value_name = "DEVICE")]
+        to: PathBuf,
+        /// Which build output to write.
+        #[arg(long, value_enum, default_value = "disk")]
+        artifact: crate::write::Artifact,
+        /// Also write to a disk larger than 128 GB or holding someone else's data (never to the
+        /// running system's disk or a disk in use).
+        #[arg(long)]
+        force: bool,
+        /// Print the plan (target, model, serial, size, transport, what it holds, bytes to
+        /// write) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the plan and the result as JSON (versioned), no progress.
+        #[arg(long)]
+        json: bool,
+    },
     /// Boot a node image under QEMU + OVMF with the serial console on this terminal.
     ///
     /// Uses KVM when it really works (probed by booting the firmware), TCG otherwise; force with

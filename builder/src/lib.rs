@@ -29,6 +29,7 @@ pub mod reproducible;
 pub mod standin;
 pub mod status;
 pub mod uki;
+pub mod write;
 
 /// Exit status of `mmbuild`: one enum, listed by `--help` and README through [`exit::Exit::help`]
 /// (a test holds the three to the same text); the constants name the codes at their call sites.
@@ -42,11 +43,20 @@ pub mod exit {
         BuildFailed = 4,
         NotReady = 5,
         NodesFailed = 6,
+        Refused = 7,
     }
 
     impl Exit {
-        pub const ALL: [Exit; 7] =
-            [Exit::Ok, Exit::InvalidInput, Exit::Usage, Exit::Environment, Exit::BuildFailed, Exit::NotReady, Exit::NodesFailed];
+        pub const ALL: [Exit; 8] = [
+            Exit::Ok,
+            Exit::InvalidInput,
+            Exit::Usage,
+            Exit::Environment,
+            Exit::BuildFailed,
+            Exit::NotReady,
+            Exit::NodesFailed,
+            Exit::Refused,
+        ];
 
         pub fn meaning(self) -> &'static str {
             match self {
@@ -57,7 +67,7 @@ pub mod exit {
                     "a host tool is missing or the environment is unusable (also: the host key state directory lost, unreadable \
                      or too open; the message says what to do)"
                 }
-                Exit::BuildFailed => "a build step failed",
+                Exit::BuildFailed => "a build step failed (`write`: writing or the read-back check failed)",
                 Exit::NotReady => {
                     "`export registrations --check` wrote the applications but found one not ready, or `status`: at least one \
                      node is not healthy"
@@ -65,6 +75,9 @@ pub mod exit {
                 Exit::NodesFailed => {
                     "`plan`/`apply`: a node could not be reached, failed or needs attention (the others were still done); \
                      `boot-test`: a node failed a check"
+                }
+                Exit::Refused => {
+                    "`write` refused the target or the source and wrote nothing (the message says why and what to do)"
                 }
             }
         }
@@ -80,4 +93,5 @@ pub mod exit {
     pub const NOT_READY: u8 = Exit::NotReady as u8;
     pub const UNHEALTHY: u8 = Exit::NotReady as u8;
     pub const NODES_FAILED: u8 = Exit::NodesFailed as u8;
+    pub const REFUSED: u8 = Exit::Refused as u8;
 }

@@ -45,6 +45,10 @@ fn main() -> ExitCode {
         Command::Export { kind: ExportKind::Ansible(args) } => export_ansible(args, cli.data.clone()),
         Command::Plan(args) => day2(args, cli.data.clone(), false),
         Command::Apply(args) => day2(args, cli.data.clone(), true),
+        Command::Write { fleet, out, node, to, artifact, force, dry_run, json } => {
+            let data = cli.data.clone();
+            mmbuild::write::run(&mmbuild::write::Options { fleet, data, out, node, to, artifact, force, dry_run, json })
+        }
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
             run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
         }

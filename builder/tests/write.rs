@@ -1,0 +1,353 @@
+//! `mmbuild write`: the pure plan (facts before -> decision) as a table, then the real binary on
+//! loop devices this test creates (root): written bytes verified, same node rewritten, mounted,
+//! foreign, partition and tampered-source cases refused with nothing written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mmbuild::write::{plan, Content, Facts, Kind, Member, Ours, Refusal};
+
+const GB: u64 = 1_000_000_000;
+
+fn stick(size: u64) -> Facts {
+    Facts {
+        path: "/dev/disk/by-id/usb-Stick_0001-0:0".into(),
+        dev: "/dev/sdx".into(),
+        kind: Kind::Disk,
+        size,
+        logical_block_size: 512,
+        removable: true,
+        read_only: false,
+        transport: "usb".into(),
+        model: "Generic Stick".into(),
+        serial: "0001".into(),
+        members: vec![Member { dev: "/dev/sdx".into(), size, ..Member::default() }],
+        system: Vec::new(),
+    }
+}
+
+fn with_part(mut f: Facts, content: Content, edit: impl FnOnce(&mut Member)) -> Facts {
+    f.members[0].content = Content { pttype: "gpt".into(), ptuuid: "11111111-2222-3333-4444-555555555555".into(), ..Content::default() };
+    let mut m = Member { dev: format!("/dev/sdx{}", f.members.len()), size: GB, content, ..Member::default() };
+    edit(&mut m);
+    f.members.push(m);
+    f
+}
+
+fn ext4(label: &str) -> Content {
+    Content { fstype: "ext4".into(), label: label.into(), uuid: "0b5e...".into(), ..Content::default() }
+}
+
+/// (case, facts, image bytes, --force, Ok(target state) or Err(refusal kind), text the message must hold)
+type Case = (&'static str, Facts, u64, bool, Result<&'static str, &'static str>, &'static str);
+
+#[test]
+fn plan_table() {
+    let ours = Ours::of("fleet", "ci");
+    let other = Ours::of("fleet", "other");
+    let image = 2 * GB;
+    let mut own_disk = stick(16 * GB);
+    own_disk.members[0].content = Content { pttype: "gpt".into(), ptuuid: ours.ptuuid.to_uppercase(), ..Content::default() };
+    let mut own_stick = stick(16 * GB);
+    own_stick.members[0].content =
+        Content { fstype: "vfat".into(), label: "OEMDRV".into(), uuid: ours.fat_uuid.clone(), ..Content::default() };
+    let mut other_disk = stick(16 * GB);
+    other_disk.members[0].content = Content { pttype: "gpt".into(), ptuuid: other.ptuuid.clone(), ..Content::default() };
+    let mut system = with_part(stick(500 * GB), ext4("root"), |_| {});
+    system.system = vec!["/".into(), "/boot/efi".into()];
+    let mut ro = stick(16 * GB);
+    ro.read_only = true;
+    let mut partition = Facts::not_block("/dev/sdx1", "");
+    partition.kind = Kind::Partition { disk: "/dev/sdx".into() };
+    let mut odd_sectors = stick(16 * GB);
+    odd_sectors.logical_block_size = 4096;
+
+    let table: Vec<Case> = vec![
+        ("blank stick", stick(16 * GB), image, false, Ok("blank"), ""),
+        ("system disk", system.clone(), image, false, Err("system_disk"), "running system (/, /boot/efi)"),
+        ("system disk, forced", system, image, true, Err("system_disk"), "--force or not"),
+        (
+            "mounted partition, forced",
+            with_part(stick(16 * GB), ext4("photos"), |m| m.mounts = vec!["/media/op/photos".into()]),
+            image,
+            true,
+            Err("in_use"),
+            "umount /media/op/photos",
+        ),
+        (
+            "swap partition",
+            with_part(stick(16 * GB), Content::default(), |m| m.swap = true),
+            image,
+            true,
+            Err("in_use"),
+            "swapoff /dev/sdx1",
+        ),
+        (
+            "held by dm",
+            with_part(stick(16 * GB), Content::default(), |m| m.holders = vec!["dm-3".into()]),
+            image,
+            true,
+            Err("in_use"),
+            "dm-3",
+        ),
+        ("read-only", ro, image, true, Err("read_only"), "read-only"),
+        ("too small", stick(GB), image, true, Err("too_small"), "has 1.0 GB, the image needs 2.0 GB"),
+        ("not whole blocks", odd_sectors, image + 512, false, Err("unaligned"), "4096-byte"),
+        ("2 TB disk", stick(2000 * GB), image, false, Err("too_large"), "serial 0001"),
+        ("2 TB disk, forced", stick(2000 * GB), image, true, Ok("blank"), ""),
+        ("foreign filesystem", with_part(stick(16 * GB), ext4("home"), |_| {}), image, false, Err("foreign"), "/dev/sdx1 ext4 \"home\""),
+        ("foreign filesystem, forced", with_part(stick(16 * GB), ext4("home"), |_| {}), image, true, Ok("foreign"), ""),
+        ("this node's disk image", own_disk, image, false, Ok("ours"), ""),
+        ("this node's OEMDRV stick", own_stick, image, false, Ok("ours"), ""),
+        ("another node's disk image", other_disk, image, false, Err("foreign"), "gpt"),
+        ("a partition", partition, image, true, Err("partition"), "--to /dev/sdx"),
+        ("a regular file", Facts::not_block("disk.img", "a regular file"), image, true, Err("not_block_device"), "whole disk"),
+    ];
+    for (case, facts, len, force, want, text) in table {
+        let got = plan(&facts, len, &ours, force);
+        match (&got, want) {
+            (Ok(p), Ok(state)) => {
+                assert_eq!(p.target_state, state, "{case}");
+                assert_eq!(p.bytes, len, "{case}");
+                assert_eq!(!p.forced.is_empty(), force && (facts.size > 128 * GB || state == "foreign"), "{case}: {p:?}");
+            }
+            (Err(r), Err(kind)) => {
+                assert_eq!(r.kind(), kind, "{case}: {r}");
+                assert!(r.to_string().contains(text), "{case}: {r}");
+            }
+            _ => panic!("{case}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn refusals_say_what_to_do() {
+    let r = Refusal::Mismatch { path: "o/ci/disk.img".into(), sums: "o/SHA256SUMS".into(), expected: "aa".into(), actual: "bb".into() };
+    assert!(r.to_string().contains("rebuild"), "{r}");
+    let r = Refusal::Foreign { dev: "/dev/sdx".into(), model: "m".into(), serial: "s".into(), holds: "x".into() };
+    assert!(r.to_string().contains("--force"), "{r}");
+}
+
+// ---- real loop devices ------------------------------------------------------------------------
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(out.status.success(), "{cmd}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    out: PathBuf,
+    image_len: u64,
+    image_sha: String,
+    loops: Vec<String>,
+    mounts: Vec<PathBuf>,
+}
+
+// Small: debug builds hash at a few MB/s, and every run hashes the source and the read-back.
+const IMAGE_MIB: u64 = 32;
+
+impl Fixture {
+    /// A fake build output for node `ci` (its real GPT with the fleet-derived disk GUID, a
+    /// pattern in the root partition, zeros elsewhere) and its SHA256SUMS line. None: not root.
+    fn new() -> Option<Fixture> {
+        use hostkit::testenv::{need, Need};
+        need(&[Need::Root, Need::LoopDevices, Need::Tool("sgdisk"), Need::Tool("mkfs.ext4"), Need::Tool("blkid")]).ok()?;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("ci")).unwrap();
+        let fleet = mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
+        let layout = mmbuild::gpt::layout(8 << 20, (IMAGE_MIB - 8 - 8 - 2) << 20);
+        let path = out.join("ci/disk.img");
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        f.set_len(layout.total).unwrap();
+        mmbuild::gpt::write(&mut f, &layout, &fleet.name, "ci").unwrap();
+        drop(f);
+        // A pattern (not zeros) in the root partition, so a short or misplaced write shows.
+        sh(&format!(
+            "head -c {} /dev/urandom | dd of={} bs=1M seek={} conv=notrunc status=none",
+            8 << 20,
+            path.display(),
+            layout.root.0 >> 20
+        ));
+        let image_sha = sh(&format!("sha256sum {}", path.display())).split_whitespace().next().unwrap().to_string();
+        std::fs::write(out.join("SHA256SUMS"), format!("{image_sha}  ci/disk.img\n")).unwrap();
+        Some(Fixture { image_len: layout.total, image_sha, out, dir, loops: Vec::new(), mounts: Vec::new() })
+    }
+
+    /// A 256 MiB sparse disk whose first 96 MiB are 0xff (so written zeros are seen), prepared by
+    /// `prep` (a shell snippet given $IMG), attached with partition scanning.
+    fn disk(&mut self, name: &str, prep: &str) -> String {
+        let img = self.dir.path().join(format!("{name}.target"));
+        let i = img.display();
+        sh(&format!("head -c {} /dev/zero | tr '\\0' '\\377' > {i} && truncate -s 256M {i}", 96 << 20));
+        if !prep.is_empty() {
+            sh(&format!("IMG={}; {prep}", img.display()));
+        }
+        let dev = sh(&format!("losetup --show -f -P {}", img.display()));
+        self.loops.push(dev.clone());
+        dev
+    }
+
+    fn write(&self, dev: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mmbuild"))
+            .arg("write")
+            .arg(repo().join("examples/fleet.toml"))
+            .arg("--out")
+            .arg(&self.out)
+            .args(["--node", "ci", "--to", dev])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn device_sha(&self, dev: &str) -> String {
+        sh(&format!("head -c {} {dev} | sha256sum", self.image_len)).split_whitespace().next().unwrap().to_string()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for m in &self.mounts {
+            let _ = Command::new("umount").arg(m).status();
+        }
+        for l in &self.loops {
+            let _ = Command::new("losetup").args(["-d", l]).status();
+        }
+    }
+}
+
+#[test]
+fn writes_verifies_and_rewrites_the_same_node() {
+    let Some(mut f) = Fixture::new() else { return };
+    let dev = f.disk("blank", "");
+    let before = f.device_sha(&dev);
+
+    let o = f.write(&dev, &["--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    for want in ["nothing (blank)", "loop", &format!("write      {} bytes", f.image_len), "nothing written"] {
+        assert!(out.contains(want), "missing {want:?}:\n{out}");
+    }
+    assert_eq!(f.device_sha(&dev), before, "--dry-run wrote");
+
+    let o = f.write(&dev, &["--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["plan"]["target_state"], "blank");
+    assert_eq!(doc["written"]["sha256"], f.image_sha.as_str());
+    assert_eq!(f.device_sha(&dev), f.image_sha, "device content differs from the image");
+    let rate = doc["written"]["write_rate"].as_f64().unwrap();
+
+    // The same node's earlier write is overwritten without --force.
+    let o = f.write(&dev, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("this node's earlier write"), "{}", text(&o));
+    assert!(text(&o).contains("sha256 matches"), "{}", text(&o));
+
+    // The same bytes with dd, for comparison (figures only, never asserted).
+    sh(&format!("blockdev --flushbufs {dev}"));
+    let t = std::time::Instant::now();
+    sh(&format!("dd if={} of={dev} bs=4M oflag=direct conv=fsync status=none", f.out.join("ci/disk.img").display()));
+    let dd = f.image_len as f64 / t.elapsed().as_secs_f64();
+    eprintln!(
+        "write rate, {} MiB image to a loop device: mmbuild write {:.0} MB/s (this build's profile), dd bs=4M oflag=direct {:.0} MB/s",
+        f.image_len >> 20,
+        rate / 1e6,
+        dd / 1e6
+    );
+}
+
+#[test]
+fn a_mounted_partition_is_refused_even_forced_and_foreign_data_needs_force() {
+    let Some(mut f) = Fixture::new() else { return };
+    let dev = f.disk("used", "sgdisk -o -n1:0:+32M -t1:8300 $IMG >/dev/null");
+    // Without udev the kernel's partition list and /dev may lag the table (as in firstboot's tests).
+    let k = dev.trim_start_matches("/dev/");
+    sh(&format!("partx -a {dev} 2>/dev/null || true; [ -b {dev}p1 ] || mknod {dev}p1 b $(tr : ' ' < /sys/block/{k}/{k}p1/dev)"));
+    sh(&format!("mkfs.ext4 -q -L photos {dev}p1"));
+    let mnt = f.dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    sh(&format!("mount {dev}p1 {}", mnt.display()));
+    f.mounts.push(mnt.clone());
+
+    for args in [&[][..], &["--force"][..]] {
+        let o = f.write(&dev, args);
+        assert_eq!(o.status.code(), Some(7), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(&format!("umount {}", mnt.display())), "{}", text(&o));
+        assert!(text(&o).contains("nothing was written"), "{}", text(&o));
+    }
+    // Named by its partition: told to use the whole disk.
+    let o = f.write(&format!("{dev}p1"), &["--force"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert!(text(&o).contains(&format!("--to {dev}")), "{}", text(&o));
+
+    sh(&format!("umount {}", mnt.display()));
+    f.mounts.clear();
+    // Taken after umount: unmounting ext4 itself writes its superblock.
+    let before = f.device_sha(&dev);
+    let o = f.write(&dev, &[]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert!(text(&o).contains(&format!("{dev}p1 ext4 \"photos\"")) && text(&o).contains("--force"), "{}", text(&o));
+    assert_eq!(f.device_sha(&dev), before, "a refusal wrote");
+
+    let o = f.write(&dev, &["--force", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["plan"]["target_state"], "foreign");
+    assert_eq!(f.device_sha(&dev), f.image_sha);
+}
+
+#[test]
+fn a_tampered_source_is_refused() {
+    let Some(mut f) = Fixture::new() else { return };
+    let dev = f.disk("t", "");
+    let before = f.device_sha(&dev);
+    sh(&format!("printf x | dd of={} bs=1 seek=40000000 conv=notrunc status=none", f.out.join("ci/disk.img").display()));
+    let o = f.write(&dev, &[]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert!(text(&o).contains("does not match its line in") && text(&o).contains("rebuild"), "{}", text(&o));
+    std::fs::write(f.out.join("SHA256SUMS"), "").unwrap();
+    let o = f.write(&dev, &["--json"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["refused"]["kind"], "source_not_listed");
+    assert_eq!(f.device_sha(&dev), before, "a refusal wrote");
+}
+
+/// The disk under this machine's `/`, found from mountinfo and sysfs (not named by the test).
+fn root_disk() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let majmin = info.lines().find(|l| l.split(' ').nth(4) == Some("/"))?.split(' ').nth(2)?.to_string();
+    let mut sys = std::fs::canonicalize(format!("/sys/dev/block/{majmin}")).ok()?;
+    if sys.join("partition").exists() {
+        sys = sys.parent()?.to_path_buf();
+    }
+    if sys.join("slaves").read_dir().ok()?.next().is_some() {
+        return None;
+    }
+    let dev = format!("/dev/{}", sys.file_name()?.to_string_lossy());
+    Path::new(&dev).exists().then_some(dev)
+}
+
+#[test]
+fn the_running_systems_disk_is_refused_even_forced() {
+    let Some(f) = Fixture::new() else { return };
+    let Some(dev) = root_disk() else {
+        eprintln!("skipped: / is not on a plain disk or partition here");
+        return;
+    };
+    // --dry-run as a second guard: even a broken plan must not write this machine's disk.
+    let o = f.write(&dev, &["--force", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert!(text(&o).contains("running system (/"), "{}", text(&o));
+}
