@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use handlebars::Handlebars;
 use hostkit::atomic;
+use mmconfig::marker::Civil;
 use mmconfig::{CheckKind, NodeConfig, Profile};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -309,39 +310,16 @@ fn stamp() -> u64 {
         .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
 }
 
-const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-
-/// (year, month 1-12, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, usize, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as usize;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn parts(t: u64) -> (&'static str, i64, usize, u32, String) {
-    let days = (t / 86_400) as i64;
-    let s = t % 86_400;
-    let (y, m, d) = civil(days);
-    (DAYS[(days % 7) as usize], y, m, d, format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60))
-}
-
 /// `Sat, 01 Jan 2025 00:00:00 UTC` (Release files' Date).
 pub fn release_date(t: u64) -> String {
-    let (wd, y, m, d, hms) = parts(t);
-    format!("{wd}, {d:02} {} {y} {hms} UTC", MONTHS[m - 1])
+    let c = Civil::from_unix(t);
+    format!("{}, {:02} {} {} {} UTC", c.weekday, c.day, c.month_name(), c.year, c.hms())
 }
 
 /// `Sat Jan  1 00:00:00 UTC 2025` (`date -u`, ftpsync's trace).
 pub fn ftpsync_date(t: u64) -> String {
-    let (wd, y, m, d, hms) = parts(t);
-    format!("{wd} {} {d:>2} {hms} UTC {y}", MONTHS[m - 1])
+    let c = Civil::from_unix(t);
+    format!("{} {} {:>2} {} UTC {}", c.weekday, c.month_name(), c.day, c.hms(), c.year)
 }
 
 /// Write under `dir`: per host a directory tree, one rsyncd.conf per stand-in address, and a
@@ -509,8 +487,8 @@ fn write_tree(h: &mut Handlebars<'static>, markers: &BTreeMap<String, marker::Ma
 }
 
 fn trace(h: &mut Handlebars<'static>, host: &str, now: u64) -> Result<String> {
-    let (_, y, m, d, _) = parts(now);
-    render(h, "ftpsync-trace", &json!({"date": ftpsync_date(now), "serial": format!("{y}{m:02}{d:02}01"), "host": host}))
+    let c = Civil::from_unix(now);
+    render(h, "ftpsync-trace", &json!({"date": ftpsync_date(now), "serial": format!("{}{:02}{:02}01", c.year, c.month, c.day), "host": host}))
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! sponsor intact as data and never evaluated), the playbook by `ansible-playbook --syntax-check`,
 //! each node's node.toml byte for byte, deterministic output, nothing written on bad input.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -98,21 +97,6 @@ fn plain(v: &Value) -> Value {
     }
 }
 
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn inventory_and_playbook_pass_the_real_ansible() {
@@ -221,12 +205,12 @@ fn deterministic_selection_and_nothing_written_on_bad_input() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     assert!(export(&fleet, &a, &kh, &[]).status.success());
     assert!(export(&fleet, &b, &kh, &[]).status.success());
-    assert_eq!(files(&a), files(&b), "same inventory, same bytes");
+    assert_eq!(hostkit::testenv::tree_files(&a), hostkit::testenv::tree_files(&b), "same inventory, same bytes");
 
     // Exporting fewer nodes into the same directory drops the others' files, nothing else.
     std::fs::write(a.join("site.yml"), "# the team's own\n").unwrap();
     assert!(export(&fleet, &a, &kh, &["--node", "ci", "--node", "sonic"]).status.success());
-    let left: Vec<String> = files(&a).into_keys().filter(|p| p.starts_with("host_vars/")).collect();
+    let left: Vec<String> = hostkit::testenv::tree_files(&a).into_keys().filter(|p| p.starts_with("host_vars/")).collect();
     assert_eq!(left, ["host_vars/ci/node.toml", "host_vars/sonic/node.toml"]);
     assert!(!a.join("host_vars/ziply").exists());
     assert!(a.join("site.yml").exists());

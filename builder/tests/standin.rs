@@ -36,22 +36,6 @@ fn write(n: &NodeConfig, dir: &Path) -> (StandIn, standin::Written) {
     (plan, w)
 }
 
-/// Files under `dir`, relative, with their bytes.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn every_example_nodes_trees_pass_mm_syncs_check() {
@@ -75,14 +59,14 @@ fn every_example_nodes_trees_pass_mm_syncs_check() {
             }
             *kinds.entry(format!("{:?}", p.sync.check)).or_insert(0) += 1;
             // Nothing the node would exclude is needed, nor served.
-            for rel in files(&tree).keys() {
+            for rel in hostkit::testenv::tree_files(&tree).keys() {
                 assert!(!ex.matches(rel), "{} {}: {rel} is excluded by the profile", n.node.name, p.name);
             }
         }
         // Same input, same bytes.
         let again = tempfile::tempdir().unwrap();
         write(&n, again.path());
-        let (a, b) = (files(dir.path()), files(again.path()));
+        let (a, b) = (hostkit::testenv::tree_files(dir.path()), hostkit::testenv::tree_files(again.path()));
         assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
         for (k, v) in &a {
             if !k.ends_with(".conf") {

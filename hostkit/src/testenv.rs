@@ -78,3 +78,21 @@ pub fn check_exit_codes_documented(repo: &Path, binary: &str, exe: &str, help: &
     let shown = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(shown.contains(help), "{binary} --help lacks the exit codes:\n{shown}");
 }
+
+/// Every file under `dir` (recursively) by its path relative to `dir`, with its bytes: for
+/// comparing whole output trees.
+pub fn tree_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}

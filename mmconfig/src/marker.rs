@@ -63,7 +63,56 @@ fn parse_epoch(s: &str) -> Option<u64> {
     int.parse().ok()
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+pub const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+/// Weekdays from 1970-01-01, a Thursday.
+const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+
+/// A UNIX time as the calendar shows it in UTC; what [`parse_date`] reads back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub weekday: &'static str,
+    pub year: i64,
+    /// 1-12.
+    pub month: usize,
+    pub day: u32,
+    pub hour: u64,
+    pub minute: u64,
+    pub second: u64,
+}
+
+impl Civil {
+    /// Howard Hinnant's civil_from_days.
+    pub fn from_unix(unix: u64) -> Civil {
+        let days = (unix / 86_400) as i64;
+        let secs = unix % 86_400;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as usize;
+        Civil {
+            weekday: WEEKDAYS[days.rem_euclid(7) as usize],
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: secs / 3600,
+            minute: secs / 60 % 60,
+            second: secs % 60,
+        }
+    }
+
+    pub fn month_name(&self) -> &'static str {
+        MONTHS[self.month - 1]
+    }
+
+    /// `hh:mm:ss`.
+    pub fn hms(&self) -> String {
+        format!("{:02}:{:02}:{:02}", self.hour, self.minute, self.second)
+    }
+}
 
 /// `Mon Nov 30 21:00:01 UTC 2026` (ftpsync, `date -u`) or `Mon, 30 Nov 2026 21:00:01 +0000` (RFC 2822).
 pub fn parse_date(s: &str) -> Option<u64> {

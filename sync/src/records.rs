@@ -7,30 +7,8 @@ use crate::outcome::{Outcome, SyncStatus};
 
 /// RFC 2822 date in UTC, as ftpsync writes in trace files.
 pub fn rfc2822(unix: u64) -> String {
-    let days = (unix / 86400) as i64;
-    let secs = unix % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const DOW: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
-        DOW[(days.rem_euclid(7)) as usize],
-        day,
-        MON[(month - 1) as usize],
-        year,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let c = mmconfig::marker::Civil::from_unix(unix);
+    format!("{}, {:02} {} {} {} +0000", c.weekday, c.day, c.month_name(), c.year, c.hms())
 }
 
 /// An ftpsync-style trace: what mirror checkers (Debian's, Ubuntu's) read for freshness.
