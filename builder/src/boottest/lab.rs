@@ -22,9 +22,6 @@ const BRIDGE: &str = "mmbt-br";
 /// Daemons started in the namespace; killed when dropped.
 pub struct Lab {
     daemons: Vec<(String, Child)>,
-    /// Where the checks connect from: inside an admin prefix where the fleet has one (ssh and
-    /// metrics are open only to those), else the gateway.
-    pub client: Vec<IpAddr>,
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -80,7 +77,6 @@ impl Lab {
         ip(&["link", "set", BRIDGE, "up"])?;
         let n = &cfg.node;
         let mut on_bridge: Vec<IpAddr> = Vec::new();
-        let mut client = Vec::new();
         for (node_addr, gateway, v6) in [
             (n.ipv4.as_ref().map(|a| a.address.as_str()), n.ipv4.as_ref().map(|a| a.gateway.as_str()), false),
             (n.ipv6.as_ref().map(|a| a.address.as_str()), n.ipv6.as_ref().map(|a| a.gateway.as_str()), true),
@@ -91,6 +87,8 @@ impl Lab {
             // The gateway with the node's prefix length: on-link like the sponsor's router.
             add_addr(gw, if is_link_local(gw) { 64 } else { node_net.prefix_len() }, BRIDGE)?;
             on_bridge.push(gw);
+            // The checks connect from inside an admin prefix where the fleet has one (ssh and
+            // metrics are open only to those), else from the gateway.
             let from = admin_client(cfg, v6, &[node_net.addr(), gw]).unwrap_or(gw);
             if from != gw {
                 add_addr(from, host_len(from), BRIDGE)?;
@@ -98,12 +96,11 @@ impl Lab {
             }
             let to = format!("{}/{}", node_net.addr(), host_len(from));
             ip(&["route", "replace", &to, "dev", BRIDGE, "src", &from.to_string()])?;
-            client.push(from);
         }
         for a in local.iter().filter(|a| !on_bridge.contains(a)) {
             add_addr(*a, host_len(*a), "lo")?;
         }
-        Ok(Lab { daemons: Vec::new(), client })
+        Ok(Lab { daemons: Vec::new() })
     }
 
     /// Starts a daemon that stays in the foreground; its output goes to `log`.
