@@ -59,9 +59,12 @@ fn addr_of(s: &str) -> Result<IpNet> {
 
 /// The first address of an admin prefix of `family` that is neither the node's nor its gateway's.
 fn admin_client(cfg: &NodeConfig, v6: bool, taken: &[IpAddr]) -> Option<IpAddr> {
-    cfg.fleet.admin_prefixes.iter().filter_map(|p| p.parse::<IpNet>().ok()).filter(|p| matches!(p, IpNet::V6(_)) == v6).find_map(|p| {
-        p.hosts().take(16).find(|a| !taken.contains(a))
-    })
+    cfg.fleet
+        .admin_prefixes
+        .iter()
+        .filter_map(|p| p.parse::<IpNet>().ok())
+        .filter(|p| matches!(p, IpNet::V6(_)) == v6)
+        .find_map(|p| p.hosts().take(16).find(|a| !taken.contains(a)))
 }
 
 impl Lab {

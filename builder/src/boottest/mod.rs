@@ -72,14 +72,13 @@ impl NodeResult {
 /// Boots the selected nodes, `jobs` at a time, each on its own thread and network namespace.
 pub fn run(fleet: &Fleet, opts: &Options) -> Result<Vec<NodeResult>> {
     hostkit::cmd::require_root("boot-test makes network namespaces, tap devices and bridges")?;
-    for (tool, package) in [("qemu-system-x86_64", "qemu-system-x86"), ("dnsmasq", "dnsmasq"), ("rsync", "rsync"), ("ssh-keyscan", "openssh-client")] {
+    for (tool, package) in
+        [("qemu-system-x86_64", "qemu-system-x86"), ("dnsmasq", "dnsmasq"), ("rsync", "rsync"), ("ssh-keyscan", "openssh-client")]
+    {
         hostkit::cmd::require_tool(tool, package)?;
     }
-    let nodes: Vec<&NodeConfig> = if opts.nodes.is_empty() {
-        fleet.nodes.iter().collect()
-    } else {
-        opts.nodes.iter().filter_map(|n| fleet.node(n)).collect()
-    };
+    let nodes: Vec<&NodeConfig> =
+        if opts.nodes.is_empty() { fleet.nodes.iter().collect() } else { opts.nodes.iter().filter_map(|n| fleet.node(n)).collect() };
     for cfg in &nodes {
         let image = opts.out.join(&cfg.node.name).join("disk.img");
         if !image.is_file() {
@@ -184,17 +183,34 @@ impl<'a> Node<'a> {
             let like = shape.data.as_ref().unwrap_or(&shape.boot);
             let path = work.join("foreign.img");
             sparse_disk(&path, like.size_bytes)?;
-            hostkit::cmd::run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "FOREIGN", "-E", "lazy_itable_init=1,lazy_journal_init=1"]).arg(&path))?;
+            hostkit::cmd::run(
+                Command::new("mkfs.ext4").args(["-q", "-F", "-L", "FOREIGN", "-E", "lazy_itable_init=1,lazy_journal_init=1"]).arg(&path),
+            )?;
             foreign = Some((path.clone(), hash_head(&path)?));
             vm.disks.push(GuestDisk { path, bus: like.bus, serial: "MMBT-FOREIGN".into() });
         }
-        vm.nics = shape.nics.iter().enumerate().map(|(i, n)| GuestNic { device: n.device.into(), mac: n.mac.clone(), tap: format!("mmbt{i}") }).collect();
+        vm.nics = shape
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(i, n)| GuestNic { device: n.device.into(), mac: n.mac.clone(), tap: format!("mmbt{i}") })
+            .collect();
         // A bond's other ports come up uncabled: the node must serve from one port and say so.
         vm.links_down = (1..vm.nics.len()).collect();
         if let Some(driver) = shape.nic_stand_in {
             vm.fw_cfg.push((shape::NIC_STAND_IN_FW_CFG.into(), driver.into()));
         }
-        Ok(Node { cfg, opts, shape, work: work.to_path_buf(), vm, known_hosts: opts.out.join("known_hosts"), foreign, lab: None, upstream: None })
+        Ok(Node {
+            cfg,
+            opts,
+            shape,
+            work: work.to_path_buf(),
+            vm,
+            known_hosts: opts.out.join("known_hosts"),
+            foreign,
+            lab: None,
+            upstream: None,
+        })
     }
 
     /// The stand-in upstreams and resolvers, in this thread's new network namespace.
@@ -203,7 +219,8 @@ impl<'a> Node<'a> {
         let plan = standin::plan(self.cfg).context("planning the stand-in upstreams")?;
         // rsync's daemon serves as `nobody`: every directory above the trees must let it in,
         // which DIR (it holds host keys and images, mode 0700 is likely) need not.
-        let upstream = tempfile::Builder::new().prefix("mmbt-upstream-").tempdir().context("creating a directory for the stand-in upstreams")?;
+        let upstream =
+            tempfile::Builder::new().prefix("mmbt-upstream-").tempdir().context("creating a directory for the stand-in upstreams")?;
         std::fs::set_permissions(upstream.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .with_context(|| format!("opening {} to the rsync daemon", upstream.path().display()))?;
         let dir = upstream.path();
@@ -268,7 +285,8 @@ impl<'a> Node<'a> {
         let verdict_ok = loop {
             if r.seconds_to_http_200.is_none() {
                 if let Some(a) = addrs.first() {
-                    if probe::http(SocketAddr::new(*a, 80), fqdn, "GET", &first_path, Duration::from_secs(3)).is_ok_and(|h| h.status == 200) {
+                    if probe::http(SocketAddr::new(*a, 80), fqdn, "GET", &first_path, Duration::from_secs(3)).is_ok_and(|h| h.status == 200)
+                    {
                         r.seconds_to_http_200 = Some(vm.started.elapsed().as_secs_f64());
                         eprintln!("boot-test: {}: HTTP 200 after {:.0} s", cfg.node.name, vm.started.elapsed().as_secs_f64());
                     }
@@ -328,7 +346,8 @@ impl<'a> Node<'a> {
             let t0 = Instant::now();
             let (ok, detail) = match probe::rsync_list(SocketAddr::new(*a, 873), timeout) {
                 Ok(l) => {
-                    let missing: Vec<&str> = cfg.projects.iter().map(|p| p.rsync_module.as_str()).filter(|m| !l.modules.iter().any(|x| x == m)).collect();
+                    let missing: Vec<&str> =
+                        cfg.projects.iter().map(|p| p.rsync_module.as_str()).filter(|m| !l.modules.iter().any(|x| x == m)).collect();
                     (missing.is_empty(), if missing.is_empty() { String::new() } else { format!("modules missing: {}", missing.join(" ")) })
                 }
                 Err(e) => (false, e.to_string()),
@@ -343,7 +362,13 @@ impl<'a> Node<'a> {
                 match probe::http(SocketAddr::new(*a, 80), fqdn, "GET", &path, timeout) {
                     Ok(h) if h.status == 200 => break (true, String::new()),
                     other if Instant::now() > deadline => {
-                        break (false, format!("{path}: {} (the first sync did not finish in time)", other.map_or_else(|e| e.to_string(), |h| format!("HTTP {}", h.status))))
+                        break (
+                            false,
+                            format!(
+                                "{path}: {} (the first sync did not finish in time)",
+                                other.map_or_else(|e| e.to_string(), |h| format!("HTTP {}", h.status))
+                            ),
+                        )
                     }
                     _ => std::thread::sleep(Duration::from_secs(2)),
                 }
@@ -357,10 +382,17 @@ impl<'a> Node<'a> {
         let t0 = Instant::now();
         let fqdn = &self.cfg.node.fqdn;
         let want = std::fs::read_to_string(&self.known_hosts).ok().and_then(|text| {
-            text.lines().find(|l| l.split_whitespace().next().is_some_and(|names| names.split(',').any(|n| n == fqdn))).and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+            text.lines()
+                .find(|l| l.split_whitespace().next().is_some_and(|names| names.split(',').any(|n| n == fqdn)))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
         });
         let Some(want) = want else {
-            return Check { name: "ssh host key".into(), ok: false, detail: format!("{}: no line for {fqdn}", self.known_hosts.display()), seconds: 0.0 };
+            return Check {
+                name: "ssh host key".into(),
+                ok: false,
+                detail: format!("{}: no line for {fqdn}", self.known_hosts.display()),
+                seconds: 0.0,
+            };
         };
         let Some(addr) = lab::node_addrs(self.cfg).into_iter().next() else {
             return Check { name: "ssh host key".into(), ok: false, detail: "the node has no address".into(), seconds: 0.0 };
@@ -394,7 +426,9 @@ impl<'a> Node<'a> {
         for disk in with {
             match partition_names(disk) {
                 Ok(names) if names.iter().any(|n| n == mmconfig::DATA_LABEL) => {}
-                Ok(names) => problems.push(format!("{}: no {} partition (partitions: {})", file_name(disk), mmconfig::DATA_LABEL, names.join(", "))),
+                Ok(names) => {
+                    problems.push(format!("{}: no {} partition (partitions: {})", file_name(disk), mmconfig::DATA_LABEL, names.join(", ")))
+                }
                 Err(e) => problems.push(format!("{}: {e:#}", file_name(disk))),
             }
         }
@@ -446,7 +480,12 @@ fn html_text(s: &str) -> String {
 }
 
 fn sparse_disk(path: &Path, len: u64) -> Result<()> {
-    let f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(path).with_context(|| format!("creating {}", path.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     f.set_len(len).with_context(|| format!("sizing {} to {len} bytes", path.display()))
 }
 
@@ -470,7 +509,13 @@ mod tests {
 
     #[test]
     fn bond_check_wants_the_uncabled_port_and_the_lacp_state() {
-        let bond = mmconfig::Bond { name: "bond0".into(), mode: "802.3ad".into(), xmit_hash_policy: "layer3+4".into(), lacp_rate: "fast".into(), miimon_ms: 100 };
+        let bond = mmconfig::Bond {
+            name: "bond0".into(),
+            mode: "802.3ad".into(),
+            xmit_hash_policy: "layer3+4".into(),
+            lacp_rate: "fast".into(),
+            miimon_ms: 100,
+        };
         let good = "[ 74.0] mm-firstboot[443]:   bond0: enp1s0 up, no LACP partner; enp2s0 down (no carrier)\n";
         let c = bond_check(good, &bond, 2);
         assert!(c.ok && c.detail.starts_with("bond0: enp1s0 up, no LACP partner"), "{}", c.detail);

@@ -87,7 +87,12 @@ mod tests {
             seconds_to_http_200: Some(81.4),
             verdict: if ok { "ready - ALL GOOD".into() } else { "NEEDS ATTENTION: upstream <x> & \"y\"".into() },
             checks: vec![
-                Check { name: "console verdict ALL GOOD".into(), ok, detail: if ok { String::new() } else { "bad \u{1b}[1m <x> & \"y\"\nmore".into() }, seconds: 90.0 },
+                Check {
+                    name: "console verdict ALL GOOD".into(),
+                    ok,
+                    detail: if ok { String::new() } else { "bad \u{1b}[1m <x> & \"y\"\nmore".into() },
+                    seconds: 90.0,
+                },
                 Check { name: "http IPv4 /epel/".into(), ok: true, detail: String::new(), seconds: 1.0 },
             ],
             seconds: 120.0,

@@ -98,7 +98,8 @@ pub fn shape(cfg: &NodeConfig, image_bytes: u64) -> Shape {
     let mut notes = Vec::new();
     let boot_rule = &hw.storage.boot_disk;
     let boot_bus = boot_rule.bus.unwrap_or(Bus::Virtio);
-    let boot = DiskShape { bus: boot_bus, size_bytes: size_for(boot_rule, image_bytes.div_ceil(GB) + 4, image_bytes), serial: "MMBT-BOOT".into() };
+    let boot =
+        DiskShape { bus: boot_bus, size_bytes: size_for(boot_rule, image_bytes.div_ceil(GB) + 4, image_bytes), serial: "MMBT-BOOT".into() };
     let data_rule = match &hw.storage.data {
         DataPlacement::BootDisk => None,
         DataPlacement::Disk { rule } => Some(rule),
@@ -164,7 +165,11 @@ mod tests {
             assert_eq!(s.boot.size_bytes % MIB, 0);
             // The rule itself must accept what we emulate.
             let rule = &cfg.hardware.storage.boot_disk;
-            assert!(rule.min_size_gb.is_none_or(|m| s.boot.size_bytes >= m * GB) && rule.max_size_gb.is_none_or(|m| s.boot.size_bytes <= m * GB), "{node}");
+            assert!(
+                rule.min_size_gb.is_none_or(|m| s.boot.size_bytes >= m * GB)
+                    && rule.max_size_gb.is_none_or(|m| s.boot.size_bytes <= m * GB),
+                "{node}"
+            );
         }
     }
 
