@@ -266,29 +266,13 @@ fn templates(data_dir: &Path) -> Result<Handlebars<'static>> {
 /// that were checked to be plain.
 fn render(h: &mut Handlebars<'static>, name: &str, data: &serde_json::Value) -> Result<String> {
     if name.ends_with(".xml") {
-        h.register_escape_fn(xml_escape);
+        h.register_escape_fn(mmconfig::xml_escape);
     } else {
         h.register_escape_fn(handlebars::no_escape);
     }
     h.render(name, data).with_context(|| format!("rendering {TEMPLATES}/{name}.hbs"))
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => o.push('\u{fffd}'),
-            '\u{fffe}' | '\u{ffff}' => o.push('\u{fffd}'),
-            c => o.push(c),
-        }
-    }
-    o
-}
 
 fn sha256(b: &[u8]) -> String {
     format!("{:x}", Sha256::digest(b))

@@ -4,6 +4,7 @@
 //! HTML escaping is off for the whole registry: every value from the fleet goes through a helper
 //! named after its target language (`xml`, `xsl_attr`, `mailto`, `nginx_str`, `rsyncd_value`, `plain`).
 
+pub use mmconfig::xml_escape;
 use handlebars::{handlebars_helper, Handlebars};
 use mmconfig::NodeConfig;
 use serde_json::json;
@@ -152,24 +153,6 @@ pub struct Services {
     pub enable: Vec<(String, String)>,
     /// Some upstream pushes: the push account must exist.
     pub push_user: bool,
-}
-
-/// XML text and attribute content.
-pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Neither is an XML 1.0 `Char`: one would make the stylesheet unloadable.
-            c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// An XSLT attribute value: XML-escaped, and braces doubled so they are not XPath expressions.

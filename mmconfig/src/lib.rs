@@ -54,14 +54,32 @@ pub const SYNC_STATE_DIR: &str = "/var/lib/micromirror/sync";
 /// node_exporter's textfile collector directory, where mm-sync writes its metrics.
 pub const METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
 
-/// mm-sync's status file of `project`: written after every run, firstboot reads it to start
-/// the first sync of a project that never synced.
 /// One line of text with no control characters (motd, rsyncd values, trace files: each runs
 /// to the end of its line, so a newline in fleet input would start a new field).
 pub fn plain(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
+/// XML text and attribute content (the node's listing stylesheet, boot-test's stand-in indexes).
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Neither is an XML 1.0 `Char`: one would make the document unloadable.
+            c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// mm-sync's status file of `project`: written after every run, firstboot reads it to start
+/// the first sync of a project that never synced.
 pub fn sync_status_file(project: &str) -> String {
     format!("{SYNC_STATE_DIR}/{project}/status.json")
 }

@@ -46,7 +46,7 @@ pub struct Check {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct NodeResult {
     pub node: String,
     pub shape: String,
@@ -107,14 +107,9 @@ pub fn run(fleet: &Fleet, opts: &Options) -> Result<Vec<NodeResult>> {
 fn failed(cfg: &NodeConfig, why: &str) -> NodeResult {
     NodeResult {
         node: cfg.node.name.clone(),
-        shape: String::new(),
-        notes: Vec::new(),
-        accel: String::new(),
-        seconds_to_http_200: None,
         verdict: why.to_string(),
         checks: vec![Check { name: "boot".into(), ok: false, detail: why.to_string(), seconds: 0.0 }],
-        seconds: 0.0,
-        kept: None,
+        ..NodeResult::default()
     }
 }
 
@@ -253,12 +248,7 @@ impl<'a> Node<'a> {
             node: cfg.node.name.clone(),
             shape: self.shape.summary(),
             notes: self.shape.notes.clone(),
-            accel: String::new(),
-            seconds_to_http_200: None,
-            verdict: String::new(),
-            checks: Vec::new(),
-            seconds: 0.0,
-            kept: None,
+            ..NodeResult::default()
         };
         if let Err(e) = self.wire() {
             r.verdict = "not booted".into();
