@@ -22,6 +22,9 @@ use crate::standin;
 use lab::Lab;
 use shape::Shape;
 
+/// How long a guest may print nothing before boot-test blames the host and starts it again.
+const SILENT_START: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The build's output directory: DIR/<node>/disk.img and DIR/known_hosts.
@@ -255,7 +258,6 @@ impl<'a> Node<'a> {
             r.checks.push(Check { name: "stand-in network".into(), ok: false, detail: format!("{e:#}"), seconds: 0.0 });
             return r;
         }
-        eprintln!("boot-test: {}: booting ({})", cfg.node.name, r.shape);
         let mut vm = match Vm::start(&self.vm) {
             Ok(vm) => vm,
             Err(e) => {
@@ -265,10 +267,12 @@ impl<'a> Node<'a> {
             }
         };
         r.accel = format!("{:?}", vm.accel).to_lowercase();
+        eprintln!("boot-test: {}: booting ({}) under {}", cfg.node.name, r.shape, r.accel);
         let addrs = lab::node_addrs(cfg);
         let fqdn = &cfg.node.fqdn;
         let first_path = cfg.projects.first().map_or("/".to_string(), |p| p.http_path.clone());
-        let deadline = vm.started + self.opts.timeout;
+        let mut deadline = vm.started + self.opts.timeout;
+        let mut restarted = false;
         let good = format!("mm-firstboot: {fqdn} ready - ALL GOOD");
         let attention = format!("mm-firstboot: {fqdn} NEEDS ATTENTION");
         // Poll the console and HTTP together: the first 200 usually comes before the verdict.
@@ -287,6 +291,24 @@ impl<'a> Node<'a> {
                 // The journal may forward it with a kernel timestamp and a unit prefix.
                 r.verdict = line.find(fqdn.as_str()).map_or(line, |i| &line[i..]).trim().to_string();
                 break line.contains(&good);
+            }
+            // OVMF prints within seconds of starting. A guest that printed nothing at all never
+            // ran (a host problem, not the image's): start it once more and say so.
+            if console.is_empty() && !restarted && vm.started.elapsed() > SILENT_START {
+                restarted = true;
+                r.notes.push(format!("QEMU printed nothing in {} s: started it again", SILENT_START.as_secs()));
+                eprintln!("boot-test: {}: no console output in {} s, starting QEMU again", cfg.node.name, SILENT_START.as_secs());
+                drop(vm);
+                vm = match Vm::start(&self.vm) {
+                    Ok(vm) => vm,
+                    Err(e) => {
+                        r.verdict = "not booted".into();
+                        r.checks.push(Check { name: "boot".into(), ok: false, detail: format!("{e:#}"), seconds: 0.0 });
+                        return r;
+                    }
+                };
+                deadline = vm.started + self.opts.timeout;
+                continue;
             }
             if Instant::now() > deadline {
                 r.verdict = format!("no verdict within {} s", self.opts.timeout.as_secs());

@@ -25,6 +25,11 @@ pub fn table(results: &[NodeResult]) -> String {
         }
         for c in r.checks.iter().filter(|c| !c.ok) {
             let _ = writeln!(s, "{}: FAILED {}: {}", r.node, c.name, first_line(&c.detail));
+            // The rest (a console tail, say) is what a CI log must carry: the kept files vanish
+            // with the CI machine.
+            for line in c.detail.lines().skip(1) {
+                let _ = writeln!(s, "{}:   {line}", r.node);
+            }
         }
         if let (false, Some(dir)) = (r.passed(), &r.kept) {
             let _ = writeln!(s, "{}: console log and state kept in {}", r.node, dir.display());
