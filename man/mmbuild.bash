@@ -204,7 +204,7 @@ _mmbuild() {
             return 0
             ;;
         mmbuild__subcmd__boot__subcmd__test)
-            opts="-o -j -h --out --node --jobs --junit --keep --foreign-disk --timeout --memory --json --data --help"
+            opts="-o -j -h --out --node --jobs --junit --keep --foreign-disk --from-stick --timeout --memory --json --data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -254,7 +254,7 @@ _mmbuild() {
             return 0
             ;;
         mmbuild__subcmd__build)
-            opts="-o -j -q -h --out --node --format --kickstart-only --jobs --cache --node-bin --state --new-host-keys --pin-packages --quiet --data --help"
+            opts="-o -j -q -h --out --node --format --kickstart-only --install-stick --jobs --cache --node-bin --state --new-host-keys --pin-packages --quiet --data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -917,7 +917,7 @@ _mmbuild() {
                     return 0
                     ;;
                 --artifact)
-                    COMPREPLY=($(compgen -W "disk oemdrv" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "disk oemdrv install" -- "${cur}"))
                     return 0
                     ;;
                 --data)

@@ -25,7 +25,7 @@ use crate::{esp, initramfs, reproducible, uki};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
 const OS_RECIPE: &str = "os-recipe-5";
-const BASE_RECIPE: &str = "base-recipe-7";
+const BASE_RECIPE: &str = "base-recipe-8";
 const SUITE: &str = "bookworm";
 pub use mmconfig::ROOT_LABEL;
 /// 2025-01-01T00:00:00Z: timestamps inside the images when SOURCE_DATE_EPOCH is not set.
@@ -61,13 +61,15 @@ pub struct Base {
     pub uki: PathBuf,
     /// The ESP as a FAT32 volume image holding the UKI; identical for every node.
     pub esp_img: PathBuf,
+    /// The install stick's ESP: the same kernel and initramfs, told to install (`mm.install`).
+    pub install_esp_img: PathBuf,
     /// Whether this call built it (false: reused from the cache).
     pub built: bool,
     /// `name=version` of every package in the OS tree, sorted.
     pub packages: Vec<String>,
 }
 
-pub const NODE_BINARIES: [&str; 2] = ["mm-firstboot", "mm-sync"];
+pub const NODE_BINARIES: [&str; 3] = ["mm-firstboot", "mm-sync", "mm-install"];
 
 pub fn source_date_epoch() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_EPOCH)
@@ -126,6 +128,8 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
 
     let mut hw_modules = hardware_modules(&opts.data_dir)?;
     hw_modules.extend(opts.fleet_modules.iter().cloned());
+    // What the initramfs needs whatever the model: the install stick's USB path and efivarfs.
+    hw_modules.extend(read_list(&overlays.join("initramfs/modules"))?);
     let cmdline = render_cmdline(&fs::read_to_string(overlays.join("base/cmdline")).context("reading overlays/base/cmdline")?)?;
     // The base is named after what the OS layer holds, not how it was asked for: a build pinned
     // to an earlier build's packages.lock resolves to the same set and so to the same base.
@@ -153,6 +157,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         root_img: dir.join("root.ext4"),
         uki: dir.join("BOOTX64.EFI"),
         esp_img: dir.join("esp.img"),
+        install_esp_img: dir.join("esp-install.img"),
         dir: dir.clone(),
         built: false,
         packages: installed,
@@ -263,11 +268,30 @@ fn trim(root: &Path, keep: &[String]) -> Result<()> {
     let kver = kernel_version(root)?;
     let kernel_dir = root.join("usr/lib/modules").join(&kver).join("kernel");
     let mut removed = 0u64;
+    let moddir = root.join("usr/lib/modules").join(&kver);
+    let deps_before = fs::read_to_string(moddir.join("modules.dep")).context("reading modules.dep")?;
     trim_modules(&kernel_dir, &kernel_dir, keep, &mut removed)?;
+    let orphaned = orphaned_modules(&deps_before, |rel| moddir.join(rel).exists());
+    if !orphaned.is_empty() {
+        bail!(
+            "overlays/base/modules-keep keeps modules whose dependencies it trims (they would not load): {}; keep those directories too",
+            orphaned.join(", ")
+        );
+    }
     run(Command::new("chroot").arg(root).args(["depmod", "-a", &kver])).context("regenerating modules.dep")?;
     // An empty machine-id makes systemd treat the first boot as first boot on every node.
     fs::write(root.join("etc/machine-id"), b"")?;
     Ok(())
+}
+
+/// `kept: needs missing` for every module still present whose dependency (in the untrimmed
+/// `modules.dep`) was removed: usbcore without usb-common once left every USB stick unreadable.
+fn orphaned_modules(deps: &str, exists: impl Fn(&str) -> bool) -> Vec<String> {
+    deps.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(m, _)| exists(m))
+        .flat_map(|(m, ds)| ds.split_whitespace().filter(|d| !exists(d)).map(move |d| format!("{m} needs {d}")))
+        .collect()
 }
 
 /// Files whose contents depend on when and where the build ran (logs, caches, seeds), not on
@@ -413,6 +437,10 @@ fn build_base(opts: &BaseOptions, os_root: &Path, out: &Path, cmdline: &str, mod
         &uki_path,
     )?;
     esp::build(&uki_path, &out.join("esp.img"), id)?;
+    let install_uki = out.join("INSTALL.EFI");
+    let install_cmdline = format!("{} {}", cmdline.trim(), mmconfig::install::INSTALL_FLAG);
+    uki::build(&staging.join("boot").join(format!("vmlinuz-{kver}")), &initrd, &staging.join("usr/lib/os-release"), &install_cmdline, &install_uki)?;
+    esp::build(&install_uki, &out.join("esp-install.img"), &format!("{id}-install"))?;
 
     make_ext4(&staging, &out.join("root.ext4"), id)?;
     reproducible::clamp_ext4_times(&out.join("root.ext4"), epoch)?;
@@ -525,6 +553,19 @@ mod tests {
         assert!(!module_kept("net/wireless/cfg80211.ko", &keep));
         assert!(module_kept("drivers/nvme/host/nvme.ko", &keep));
         assert!(!module_kept("sound/core/snd.ko", &keep));
+    }
+
+    #[test]
+    fn a_kept_module_whose_dependency_was_trimmed_is_named() {
+        let deps = "kernel/drivers/usb/core/usbcore.ko: kernel/drivers/usb/common/usb-common.ko\n\
+                    kernel/drivers/usb/common/usb-common.ko:\n\
+                    kernel/sound/snd.ko: kernel/sound/soundcore.ko\n";
+        let trimmed = |m: &str| !m.contains("sound") && !m.contains("common");
+        assert_eq!(
+            orphaned_modules(deps, trimmed),
+            ["kernel/drivers/usb/core/usbcore.ko needs kernel/drivers/usb/common/usb-common.ko"]
+        );
+        assert!(orphaned_modules(deps, |m| !m.contains("sound")).is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::fleet::{self, Fleet};
 use hostkit::cmd::{require_tool, run};
 use crate::manifest::{self, Artifact};
 use crate::hostkeys::{self, HostKey};
-use crate::{diskimage, kickstart, oemdrv, reproducible};
+use crate::{diskimage, kickstart, oemdrv, reproducible, stick};
 use hostkit::atomic;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,6 +33,8 @@ pub struct BuildOptions {
     pub nodes: Vec<String>,
     pub format: ImageFormat,
     pub kickstart_only: bool,
+    /// Also DIR/<node>/install.img (raw format only).
+    pub install_stick: bool,
     pub jobs: usize,
     pub cache: PathBuf,
     pub node_bin: PathBuf,
@@ -91,6 +93,9 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
     }
     if opts.format == ImageFormat::Qcow2 {
         require_tool("qemu-img", "qemu-utils")?;
+        if opts.install_stick {
+            return Ok(Outcome::InvalidInput("--install-stick carries the raw disk.img: build with --format raw\n".into()));
+        }
     }
     let pins = match &opts.pin_packages {
         Some(p) => {
@@ -263,7 +268,13 @@ fn build_node(opts: &BuildOptions, base: Option<&Base>, media: &InstallMedia, cf
             ImageFormat::Raw => {
                 let rel = format!("{node}/disk.img");
                 let sha = atomic::write_with_mode(&opts.out.join(&rel), 0o600, |f| diskimage::write_image(f, base, cfg, key))?;
-                artifacts.push(Artifact::with_sha256(&opts.out, &rel, node, "disk-image", Some(&base.id), sha)?);
+                artifacts.push(Artifact::with_sha256(&opts.out, &rel, node, "disk-image", Some(&base.id), sha.clone())?);
+                if opts.install_stick {
+                    let stick = format!("{node}/install.img");
+                    atomic::write_with_mode(&opts.out.join(&stick), 0o600, |f| stick::write_stick(f, base, cfg, &opts.out.join(&rel), &sha))
+                        .with_context(|| format!("writing {stick}"))?;
+                    artifacts.push(Artifact::describe(&opts.out, &stick, node, "install-stick", Some(&base.id))?);
+                }
             }
             ImageFormat::Qcow2 => {
                 let rel = format!("{node}/disk.qcow2");

@@ -74,6 +74,13 @@ pub enum Command {
         /// Only the kickstart and OEMDRV install media; no base OS, no disk images.
         #[arg(long)]
         kickstart_only: bool,
+        /// Also build each node's install stick image, DIR/<node>/install.img: booted from USB on
+        /// the node, it writes disk.img to the disk the hardware model's boot-disk rule picks
+        /// (blank, this node's earlier install, or a serial in wipe_disk_serials; never anything
+        /// else), keeps MMDATA, verifies, and boots the installed system. Costs one more copy
+        /// and hash of the image per node. Raw format only.
+        #[arg(long, conflicts_with = "kickstart_only")]
+        install_stick: bool,
         /// Nodes built in parallel (default: the number of CPUs).
         #[arg(long, short)]
         jobs: Option<usize>,
@@ -175,6 +182,12 @@ pub enum Command {
         /// must not touch it.
         #[arg(long)]
         foreign_disk: bool,
+        /// Boot DIR/<node>/install.img (`build --install-stick`) as a USB stick with a blank boot
+        /// disk of the model's shape instead of disk.img: the stick must install the node, hand
+        /// over to the installed disk when the firmware boots the stick again, and the installed
+        /// node must pass every check.
+        #[arg(long)]
+        from_stick: bool,
         /// Seconds per node from power-on to ALL GOOD and the first syncs.
         #[arg(long, default_value_t = 900, value_name = "SECONDS")]
         timeout: u64,

@@ -40,8 +40,8 @@ pub fn guid(fleet: &str, node: &str, role: &str) -> uuid::Uuid {
     uuid::Uuid::parse_str(&uuid_from(&format!("{fleet}/{node}"), role)).expect("uuid_from yields a valid UUID")
 }
 
-/// Write the protective MBR and both GPT headers for `layout` into `disk` (already sized).
-pub fn write(disk: &mut File, layout: &Layout, fleet: &str, node: &str) -> Result<()> {
+/// The node image's partitions, numbered, as `layout` places them.
+pub fn partitions(layout: &Layout, fleet: &str, node: &str) -> BTreeMap<u32, Partition> {
     let part = |role: &str, ty: partition_types::Type, (start, len): (u64, u64), name: &str| Partition {
         part_type_guid: ty,
         part_guid: guid(fleet, node, role),
@@ -54,14 +54,23 @@ pub fn write(disk: &mut File, layout: &Layout, fleet: &str, node: &str) -> Resul
     parts.insert(1, part("esp", partition_types::EFI, layout.esp, "ESP"));
     parts.insert(2, part("config", partition_types::BASIC, layout.config, mmconfig::CONFIG_LABEL));
     parts.insert(3, part("root", partition_types::LINUX_ROOT_X64, layout.root, mmconfig::ROOT_LABEL));
+    parts
+}
 
-    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(layout.total / SECTOR - 1).unwrap_or(0xFFFF_FFFF));
+/// Write the protective MBR and both GPT headers for `layout` into `disk` (already sized).
+pub fn write(disk: &mut File, layout: &Layout, fleet: &str, node: &str) -> Result<()> {
+    write_table(disk, layout.total, guid(fleet, node, "disk"), partitions(layout, fleet, node))
+}
+
+/// Protective MBR, primary and backup GPT of a `total`-byte disk holding `parts`.
+pub fn write_table(disk: &mut File, total: u64, disk_guid: uuid::Uuid, parts: BTreeMap<u32, Partition>) -> Result<()> {
+    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(total / SECTOR - 1).unwrap_or(0xFFFF_FFFF));
     mbr.overwrite_lba0(disk).context("writing the protective MBR")?;
     let mut gdisk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(LogicalBlockSize::Lb512)
         .change_partition_count(true)
-        .create_from_device(&mut *disk, Some(guid(fleet, node, "disk")))
+        .create_from_device(&mut *disk, Some(disk_guid))
         .context("creating the GPT")?;
     gdisk.update_partitions(parts).context("laying out the partitions")?;
     gdisk.write().context("writing the GPT")?;

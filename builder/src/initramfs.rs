@@ -1,4 +1,5 @@
-//! A lean initramfs: busybox, the storage modules every hardware model needs, and `/init`.
+//! A lean initramfs: busybox, the storage modules every hardware model needs, `/init`, and the
+//! install stick's `mm-install`.
 //!
 //! Written as a reproducible cpio (newc; sorted entries, fixed owners and times) and compressed
 //! with zstd, which the Debian kernel unpacks natively.
@@ -26,6 +27,8 @@ pub fn build(root: &Path, kver: &str, modules: &BTreeSet<String>, init: &Path, d
     cpio.char_dev("dev/console", 5, 1);
     cpio.file("bin/busybox", 0o755, &fs::read(root.join("bin/busybox")).context("reading busybox from the root (package busybox-static)")?);
     cpio.file("init", 0o755, &fs::read(init).with_context(|| format!("reading {}", init.display()))?);
+    // The install stick's installer (static), run by /init when the command line says mm.install.
+    cpio.file("bin/mm-install", 0o755, &fs::read(root.join("usr/bin/mm-install")).context("reading usr/bin/mm-install from the root")?);
     let mut listed = String::new();
     let mut dirs = BTreeSet::new();
     for rel in &order {

@@ -28,6 +28,7 @@ pub mod remote;
 pub mod reproducible;
 pub mod standin;
 pub mod status;
+pub mod stick;
 pub mod uki;
 pub mod write;
 

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { fleet, json, node_toml } => check::run(&fleet, cli.data.as_deref(), json, node_toml.as_deref()),
-        Command::Build { fleet, out, nodes, format, kickstart_only, jobs, cache, node_bin, state, new_host_keys, pin_packages, quiet } => {
+        Command::Build { fleet, out, nodes, format, kickstart_only, install_stick, jobs, cache, node_bin, state, new_host_keys, pin_packages, quiet } => {
             let opts = BuildOptions {
                 fleet,
                 data: cli.data.clone(),
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
                 nodes,
                 format,
                 kickstart_only,
+                install_stick,
                 jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 cache: cache.unwrap_or_else(build::default_cache),
                 node_bin: node_bin.unwrap_or_else(build::default_node_bin),
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
             run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
         }
-        Command::BootTest { fleet, out, nodes, jobs, junit, keep, foreign_disk, timeout, memory, json } => {
+        Command::BootTest { fleet, out, nodes, jobs, junit, keep, foreign_disk, from_stick, timeout, memory, json } => {
             let opts = mmbuild::boottest::Options {
                 out,
                 nodes,
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
                 timeout: std::time::Duration::from_secs(timeout),
                 keep,
                 foreign_disk,
+                from_stick,
                 memory_mib: memory,
             };
             boot_test(&fleet, cli.data.as_deref(), &opts, junit.as_deref(), json)

@@ -71,6 +71,13 @@ pub struct VmOptions {
     pub fw_cfg: Vec<(String, String)>,
     /// Indexes into `nics` whose cable is pulled from power-on (the guest sees no carrier).
     pub links_down: Vec<usize>,
+    /// A guest reboot restarts the machine (the install stick reboots into the installed disk);
+    /// false: QEMU exits instead.
+    pub reboot: bool,
+    /// Give the boot disk (`image`) bootindex 0, which OVMF puts before its own boot order.
+    pub boot_first: bool,
+    /// The serial console also takes typed input ([`Vm::type_line`]).
+    pub serial_input: bool,
 }
 
 impl VmOptions {
@@ -90,6 +97,9 @@ impl VmOptions {
             nics: Vec::new(),
             fw_cfg: Vec::new(),
             links_down: Vec::new(),
+            reboot: false,
+            boot_first: true,
+            serial_input: false,
         }
     }
 }
@@ -181,7 +191,10 @@ impl Vm {
         let format = if opts.image.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
 
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-machine", "q35", "-nodefaults", "-display", "none", "-no-reboot"]);
+        cmd.args(["-machine", "q35", "-nodefaults", "-display", "none"]);
+        if !opts.reboot {
+            cmd.arg("-no-reboot");
+        }
         match accel {
             Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
@@ -192,7 +205,7 @@ impl Vm {
         let snap = if opts.snapshot { ",snapshot=on" } else { "" };
         cmd.arg("-drive").arg(format!("file={},format={format},if=none,id=boot{snap}", opts.image.display()));
         let mut buses = Buses::default();
-        let boot = buses.device(&mut cmd, opts.boot_bus, "boot", "MMBOOT", true);
+        let boot = buses.device(&mut cmd, opts.boot_bus, "boot", "MMBOOT", opts.boot_first);
         cmd.args(["-device", &boot]);
         for (i, disk) in opts.data_disks.iter().enumerate() {
             cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=data{i}", disk.display()));
@@ -221,6 +234,13 @@ impl Vm {
             cmd.arg("-fw_cfg").arg(format!("name={name},string={value}"));
         }
         match &opts.serial_log {
+            Some(log) if opts.serial_input => {
+                // A socket for typing on the console (Vm::type_line), everything printed logged.
+                let sock = vars_dir.path().join("serial.sock");
+                cmd.arg("-chardev").arg(format!("socket,id=ser0,path={},server=on,wait=off,logfile={}", sock.display(), log.display()));
+                cmd.args(["-serial", "chardev:ser0"]);
+                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            }
             Some(log) => {
                 cmd.arg("-serial").arg(format!("file:{}", log.display()));
                 cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -249,6 +269,17 @@ impl Vm {
             }
         }
         Ok(Vm { child, serial: opts.serial_log.clone(), _vars: vars_dir, accel, started: Instant::now() })
+    }
+
+    /// Type `line` and Enter on the guest's serial console (VMs with a `serial_log`).
+    pub fn type_line(&self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        let sock = self._vars.path().join("serial.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).with_context(|| format!("connecting to {}", sock.display()))?;
+        s.write_all(format!("{line}\r").as_bytes()).context("typing on the serial console")?;
+        // The chardev keeps one client: stay connected long enough for the guest to read it.
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(())
     }
 
     /// What the guest printed on its serial console so far.

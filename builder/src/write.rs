@@ -29,6 +29,8 @@ pub enum Artifact {
     Disk,
     /// DIR/<node>/oemdrv.img: the AlmaLinux kickstart (OEMDRV) stick.
     Oemdrv,
+    /// DIR/<node>/install.img: the install stick (`mmbuild build --install-stick`).
+    Install,
 }
 
 impl Artifact {
@@ -36,6 +38,7 @@ impl Artifact {
         match self {
             Artifact::Disk => "disk.img",
             Artifact::Oemdrv => "oemdrv.img",
+            Artifact::Install => "install.img",
         }
     }
 }
@@ -45,13 +48,19 @@ impl Artifact {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ours {
     pub ptuuid: String,
+    /// GPT disk GUID of the node's install stick.
+    pub stick_ptuuid: String,
     pub fat_uuid: String,
 }
 
 impl Ours {
     pub fn of(fleet: &str, node: &str) -> Ours {
         let v = crate::oemdrv::volume_id(fleet, node);
-        Ours { ptuuid: crate::gpt::guid(fleet, node, "disk").to_string(), fat_uuid: format!("{:04X}-{:04X}", v >> 16, v & 0xffff) }
+        Ours {
+            ptuuid: crate::gpt::guid(fleet, node, "disk").to_string(),
+            stick_ptuuid: crate::stick::stick_guid(fleet, node).to_string(),
+            fat_uuid: format!("{:04X}-{:04X}", v >> 16, v & 0xffff),
+        }
     }
 }
 
@@ -150,7 +159,7 @@ impl Facts {
     pub fn is_ours(&self, ours: &Ours) -> bool {
         self.members.first().is_some_and(|d| {
             let c = &d.content;
-            (c.pttype == "gpt" && c.ptuuid.eq_ignore_ascii_case(&ours.ptuuid))
+            (c.pttype == "gpt" && (c.ptuuid.eq_ignore_ascii_case(&ours.ptuuid) || c.ptuuid.eq_ignore_ascii_case(&ours.stick_ptuuid)))
                 || (c.fstype == "vfat" && c.label == crate::oemdrv::LABEL && c.uuid.eq_ignore_ascii_case(&ours.fat_uuid))
         })
     }

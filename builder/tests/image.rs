@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use hostkit::testenv::Need;
+use hostkit::testenv::{LoopPart, Need};
 
 use mmbuild::qemu::{Vm, VmOptions};
 
@@ -41,23 +41,6 @@ fn sha(path: &Path) -> String {
     sh(&format!("sha256sum {}", path.display())).split_whitespace().next().unwrap().to_string()
 }
 
-/// Partition `n` of `image` as its own loop device (no udev needed); detached on drop.
-struct Loop(String);
-impl Loop {
-    fn part(image: &Path, n: u32, read_only: bool) -> Loop {
-        let geo = sh(&format!("partx -g -o START,SECTORS -n {n} {}", image.display()));
-        let v: Vec<u64> = geo.split_whitespace().map(|x| x.parse().unwrap()).collect();
-        let ro = if read_only { "-r" } else { "" };
-        let dev = sh(&format!("losetup --show -f {ro} -o {} --sizelimit {} {}", v[0] * 512, v[1] * 512, image.display()));
-        Loop(dev.trim().to_string())
-    }
-}
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
 #[test]
 #[ignore = "slow: builds the base OS and images"]
 fn images_are_clean_reproducible_and_independent_per_node() {
@@ -88,7 +71,7 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     // Filesystems and partition table are clean, checked by their own tools.
     let v = sh(&format!("sgdisk -v {}", img.display()));
     assert!(v.contains("No problems found"), "{v}");
-    let (esp, config, root) = (Loop::part(&img, 1, true), Loop::part(&img, 2, true), Loop::part(&img, 3, true));
+    let (esp, config, root) = (LoopPart::attach(&img, 1, true), LoopPart::attach(&img, 2, true), LoopPart::attach(&img, 3, true));
     sh(&format!("fsck.vfat -n {}", esp.0));
     sh(&format!("fsck.vfat -n {}", config.0));
     sh(&format!("e2fsck -fn {}", root.0));
@@ -120,7 +103,7 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     assert_eq!(on_disk, ci.to_toml());
     drop((esp, config, root));
     // Another node, another key.
-    let ziply_config = Loop::part(&a.join("ziply/disk.img"), 2, true);
+    let ziply_config = LoopPart::attach(&a.join("ziply/disk.img"), 2, true);
     assert_ne!(sh(&format!("mtype -i {} ::/ssh_host_ed25519_key", ziply_config.0)), key_on_disk, "ci and ziply share a host key");
     drop(ziply_config);
 
@@ -327,7 +310,7 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     drop(vm);
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let lo = Loop::part(&data, 1, true);
+    let lo = LoopPart::attach(&data, 1, true);
     sh(&format!("xfs_repair -n {}", lo.0));
     sh(&format!("mount -o ro {} {}", lo.0, mnt.display()));
     let canary = std::fs::read(mnt.join("canary.bin"));

@@ -2,14 +2,16 @@
 
 pub mod accounts;
 pub mod adopt;
-pub mod cli;
 pub mod apply;
 pub mod bonding;
+pub mod cli;
 pub mod config;
-pub mod desired;
 pub mod console;
+pub mod desired;
 pub mod files;
 pub mod hostkey;
+pub mod install;
+pub mod installer;
 pub mod network;
 pub mod plan;
 pub mod probe;

@@ -62,7 +62,8 @@ pub fn blkid(dev: &str) -> Result<BTreeMap<String, String>> {
     Ok(map)
 }
 
-fn bus_of(sys_block: &Path) -> Option<Bus> {
+/// The bus a disk hangs on, from its sysfs device path.
+pub fn bus_of(sys_block: &Path) -> Option<Bus> {
     let real = fs::canonicalize(sys_block).ok()?.to_string_lossy().into_owned();
     Some(if real.contains("/virtio") {
         Bus::Virtio
@@ -104,13 +105,33 @@ fn udev_serial(dev: &str) -> String {
     db.lines().find_map(|l| l.strip_prefix("E:ID_SERIAL_SHORT=")).unwrap_or("").trim().to_string()
 }
 
+/// Whether /sys/block/`name` is a disk worth considering: not a loop, RAM, optical, dm/md or
+/// network device, and not hidden (an NVMe multipath controller path such as `nvme0c0n1`, the
+/// same namespace as `nvme0n1` again, with no device node).
+pub fn is_disk(name: &str) -> bool {
+    !["loop", "ram", "zram", "sr", "dm-", "md", "nbd", "fd"].iter().any(|p| name.starts_with(p))
+        && read_trim(&Path::new("/sys/block").join(name).join("hidden")) != "1"
+}
+
+/// The serial sysfs knows: NVMe and virtio directly, SCSI/SATA/USB through the unit serial
+/// number VPD page (libata answers it from the same ATA IDENTIFY data udev reads).
+pub fn sysfs_serial(sys_block: &Path) -> String {
+    let direct = [read_trim(&sys_block.join("device/serial")), read_trim(&sys_block.join("serial"))].into_iter().find(|s| !s.is_empty());
+    direct.unwrap_or_else(|| {
+        let page = fs::read(sys_block.join("device/vpd_pg80")).unwrap_or_default();
+        page.get(4..)
+            .map(|s| String::from_utf8_lossy(s).trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string())
+            .unwrap_or_default()
+    })
+}
+
 /// Every disk worth considering, with its content classified.
 pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Vec<Disk>> {
     let mut names: Vec<(String, Option<&DiskOverride>)> = Vec::new();
     if overrides.is_empty() {
         for e in fs::read_dir("/sys/block").context("reading /sys/block")?.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if ["loop", "ram", "zram", "sr", "dm-", "md", "nbd", "fd"].iter().any(|p| n.starts_with(p)) {
+            if !is_disk(&n) {
                 continue;
             }
             names.push((n, None));
@@ -129,10 +150,16 @@ pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Ve
         }
         let size_bytes = read_trim(&sys.join("size")).parse::<u64>().unwrap_or(0) * 512;
         let serial = ov.and_then(|o| o.serial.clone()).unwrap_or_else(|| {
-            [read_trim(&sys.join("device/serial")), read_trim(&sys.join("serial")), udev_serial(&read_trim(&sys.join("dev")))]
-                .into_iter()
-                .find(|s| !s.is_empty())
-                .unwrap_or_default()
+            // udev's before the VPD page: that is the serial the kickstart and firstboot saw.
+            [
+                read_trim(&sys.join("device/serial")),
+                read_trim(&sys.join("serial")),
+                udev_serial(&read_trim(&sys.join("dev"))),
+                sysfs_serial(&sys),
+            ]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .unwrap_or_default()
         });
         let facts = DiskFacts {
             kname: kname.clone(),
@@ -242,7 +269,7 @@ fn article(word: &str) -> &'static str {
 }
 
 /// Whether the first or last MiB of the device holds anything but zeros.
-fn nonzero_edges(device: &str, size: u64) -> std::io::Result<bool> {
+pub fn nonzero_edges(device: &str, size: u64) -> std::io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(device)?;
     let mut buf = vec![0u8; 1 << 20];

@@ -96,3 +96,28 @@ pub fn tree_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     }
     out
 }
+
+/// Partition `n` of a disk image file as its own loop device (no udev needed); detached on drop.
+pub struct LoopPart(pub String);
+
+impl LoopPart {
+    pub fn attach(image: &Path, n: u32, read_only: bool) -> LoopPart {
+        let geo = Command::new("partx").args(["-g", "-o", "START,SECTORS", "-n", &n.to_string()]).arg(image).output().unwrap();
+        assert!(geo.status.success(), "partx {}: {}", image.display(), String::from_utf8_lossy(&geo.stderr));
+        let v: Vec<u64> = String::from_utf8_lossy(&geo.stdout).split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let mut cmd = Command::new("losetup");
+        cmd.args(["--show", "-f", "-o", &(v[0] * 512).to_string(), "--sizelimit", &(v[1] * 512).to_string()]);
+        if read_only {
+            cmd.arg("-r");
+        }
+        let out = cmd.arg(image).output().unwrap();
+        assert!(out.status.success(), "losetup {}: {}", image.display(), String::from_utf8_lossy(&out.stderr));
+        LoopPart(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for LoopPart {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use mmconfig::{DataPlacement, NodeConfig};
 use serde::Serialize;
 
@@ -21,6 +21,20 @@ use crate::qemu::{GuestDisk, GuestNic, Vm, VmOptions};
 use crate::standin;
 use lab::Lab;
 use shape::Shape;
+
+/// From the console of a stick-installed node: the stick wrote and verified the image exactly
+/// once; after its reboot, with the stick still in, the firmware either booted the disk or booted
+/// the stick again, which then handed over instead of installing again.
+fn stick_check(console: &str, node: &str) -> Check {
+    let writes = console.matches(&format!("mm-install: writing node {node} to ")).count();
+    let verified = console.contains("mm-install: verified: ");
+    let handed_over = console.contains(&format!("mm-install: handing over to node {node} on "));
+    let ok = writes == 1 && verified;
+    let lines: Vec<&str> = console.lines().filter(|l| l.contains("mm-install:") && !l.contains(": writing: ") && !l.contains(": verifying: ")).collect();
+    let path = if handed_over { "the firmware booted the stick again and it handed over" } else { "the firmware booted the installed disk" };
+    let detail = format!("{writes} install(s), verified: {verified}; after the reboot {path}\ninstaller lines:\n{}", lines.join("\n"));
+    Check { name: "install from the stick".into(), ok, detail, seconds: 0.0 }
+}
 
 /// How long a guest may print nothing before boot-test blames the host and starts it again.
 const SILENT_START: Duration = Duration::from_secs(120);
@@ -37,6 +51,8 @@ pub struct Options {
     pub keep: bool,
     /// Add a disk holding a foreign filesystem that the node must leave alone.
     pub foreign_disk: bool,
+    /// Install from DIR/<node>/install.img on a USB stick onto a blank boot disk first.
+    pub from_stick: bool,
     pub memory_mib: u32,
 }
 
@@ -125,7 +141,7 @@ fn boot_one(cfg: &NodeConfig, opts: &Options) -> NodeResult {
     };
     result.seconds = started.elapsed().as_secs_f64();
     let keep_all = !result.passed() && opts.keep;
-    for disk in ["boot.img", "data.img", "foreign.img"] {
+    for disk in ["boot.img", "data.img", "foreign.img", "stick.img"] {
         if !keep_all {
             let _ = std::fs::remove_file(work.join(disk));
         }
@@ -161,13 +177,32 @@ impl<'a> Node<'a> {
         std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
         let image = opts.out.join(&cfg.node.name).join("disk.img");
         let image_len = std::fs::metadata(&image).with_context(|| format!("reading {}", image.display()))?.len();
-        let shape = shape::shape(cfg, image_len);
+        let mut shape = shape::shape(cfg, image_len);
         // The shipped image stays as built: the machine boots a sparse copy grown to the disk's size.
         let boot = work.join("boot.img");
-        hostkit::cmd::run(Command::new("cp").arg("--sparse=always").arg(&image).arg(&boot))?;
-        sparse_disk(&boot, shape.boot.size_bytes)?;
-        let mut vm = VmOptions::new(&boot);
-        vm.boot_bus = shape.boot.bus;
+        let mut vm = if opts.from_stick {
+            let stick = opts.out.join(&cfg.node.name).join("install.img");
+            if !stick.is_file() {
+                bail!("{}: no install stick image; build it with `mmbuild build --install-stick`", stick.display());
+            }
+            let copy = work.join("stick.img");
+            hostkit::cmd::run(Command::new("cp").arg("--sparse=always").arg(&stick).arg(&copy))?;
+            sparse_disk(&boot, shape.boot.size_bytes)?;
+            let mut vm = VmOptions::new(&copy);
+            vm.boot_bus = mmconfig::Bus::Usb;
+            // The firmware prefers the stick at every power-on (bootindex): the stick must hand
+            // over to the installed disk instead of installing again.
+            vm.reboot = true;
+            vm.disks.push(GuestDisk { path: boot.clone(), bus: shape.boot.bus, serial: "MMBT-BOOT".into() });
+            shape.notes.push("installed from install.img on a USB stick left in (the firmware boots the stick first)".into());
+            vm
+        } else {
+            hostkit::cmd::run(Command::new("cp").arg("--sparse=always").arg(&image).arg(&boot))?;
+            sparse_disk(&boot, shape.boot.size_bytes)?;
+            let mut vm = VmOptions::new(&boot);
+            vm.boot_bus = shape.boot.bus;
+            vm
+        };
         vm.memory_mib = opts.memory_mib;
         vm.serial_log = Some(work.join("console.log"));
         if let Some(d) = &shape.data {
@@ -325,6 +360,9 @@ impl<'a> Node<'a> {
         r.checks.push(Check { name: "console verdict ALL GOOD".into(), ok: verdict_ok, detail, seconds: t });
         if let Some(bond) = &cfg.hardware.network.bond {
             r.checks.push(bond_check(&vm.serial(), bond, self.vm.nics.len()));
+        }
+        if self.opts.from_stick {
+            r.checks.push(stick_check(&vm.serial(), &cfg.node.name));
         }
         if verdict_ok {
             self.serve_checks(&mut r, &addrs, deadline);
@@ -518,6 +556,17 @@ fn partition_names(disk: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stick_check_wants_one_verified_install_then_a_hand_over() {
+        let install = "mm-install: writing node sonic to /dev/nvme0n1: blank\nmm-install: verified: /dev/nvme0n1 holds the image\n";
+        let hand_over = "mm-install: /dev/nvme0n1 already holds node sonic: booting it\nmm-install: handing over to node sonic on /dev/nvme0n1\n";
+        assert!(stick_check(&format!("{install}{hand_over}"), "sonic").detail.contains("it handed over"));
+        assert!(stick_check(install, "sonic").detail.contains("booted the installed disk"));
+        let twice = stick_check(&format!("{install}{install}{hand_over}"), "sonic");
+        assert!(!twice.ok && twice.detail.starts_with("2 install(s)"), "{}", twice.detail);
+        assert!(!stick_check(&hand_over.to_string(), "sonic").ok, "nothing was installed");
+    }
 
     #[test]
     fn bond_check_wants_the_uncabled_port_and_the_lacp_state() {

@@ -1,0 +1,17 @@
+//! `mm-install`: the install stick's installer, started by its initramfs (`mm.install` on the
+//! kernel command line). See README, "Installing a node".
+
+use std::process::ExitCode;
+
+use mm_firstboot::installer::{self, Console};
+
+fn main() -> ExitCode {
+    let mut con = Console::open();
+    match installer::run(&mut con) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            con.say(&format!("error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
