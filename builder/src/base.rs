@@ -69,7 +69,9 @@ pub struct Base {
     pub packages: Vec<String>,
 }
 
-pub const NODE_BINARIES: [&str; 3] = ["mm-firstboot", "mm-sync", "mm-install"];
+pub const NODE_BINARIES: [&str; 2] = ["mm-firstboot", "mm-sync"];
+/// The install stick's installer: in the initramfs only (from the same --node-bin directory).
+pub const INSTALLER: &str = "mm-install";
 
 pub fn source_date_epoch() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_EPOCH)
@@ -87,7 +89,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         require_tool(tool, pkg)?;
     }
     require_tool(uki::STUB, "systemd-boot-efi")?;
-    for bin in NODE_BINARIES {
+    for bin in NODE_BINARIES.iter().chain([&INSTALLER]) {
         let p = opts.node_bin_dir.join(bin);
         if !p.is_file() {
             bail!(
@@ -147,7 +149,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     h.update(hw_modules.iter().cloned().collect::<Vec<_>>().join(",").as_bytes());
     hash_file(&mut h, &overlays.join("initramfs/init"))?;
     hash_tree(&mut h, &overlays.join("rootfs"))?;
-    for bin in NODE_BINARIES {
+    for bin in NODE_BINARIES.iter().chain([&INSTALLER]) {
         hash_file(&mut h, &opts.node_bin_dir.join(bin))?;
     }
     let id = hex(&h.finalize());
@@ -427,7 +429,8 @@ fn build_base(opts: &BaseOptions, os_root: &Path, out: &Path, cmdline: &str, mod
 
     let kver = kernel_version(&staging)?;
     let initrd = out.join("initrd.cpio.zst");
-    initramfs::build(&staging, &kver, modules, &opts.data_dir.join("overlays/initramfs/init"), &initrd)?;
+    let init = opts.data_dir.join("overlays/initramfs/init");
+    initramfs::build(&staging, &kver, modules, &init, &opts.node_bin_dir.join(INSTALLER), &initrd)?;
     let uki_path = out.join("BOOTX64.EFI");
     uki::build(
         &staging.join("boot").join(format!("vmlinuz-{kver}")),

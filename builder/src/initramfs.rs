@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Build `dest` from the root tree `root` with kernel `kver`, loading `modules` (and their
-/// dependencies) before looking for the root filesystem.
-pub fn build(root: &Path, kver: &str, modules: &BTreeSet<String>, init: &Path, dest: &Path) -> Result<()> {
+/// dependencies) before looking for the root filesystem; `installer` is the static mm-install.
+pub fn build(root: &Path, kver: &str, modules: &BTreeSet<String>, init: &Path, installer: &Path, dest: &Path) -> Result<()> {
     let moddir = root.join("usr/lib/modules").join(kver);
     let dep_text = fs::read_to_string(moddir.join("modules.dep")).with_context(|| format!("reading modules.dep of {kver}"))?;
     let builtin = fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
@@ -28,7 +28,7 @@ pub fn build(root: &Path, kver: &str, modules: &BTreeSet<String>, init: &Path, d
     cpio.file("bin/busybox", 0o755, &fs::read(root.join("bin/busybox")).context("reading busybox from the root (package busybox-static)")?);
     cpio.file("init", 0o755, &fs::read(init).with_context(|| format!("reading {}", init.display()))?);
     // The install stick's installer (static), run by /init when the command line says mm.install.
-    cpio.file("bin/mm-install", 0o755, &fs::read(root.join("usr/bin/mm-install")).context("reading usr/bin/mm-install from the root")?);
+    cpio.file("bin/mm-install", 0o755, &fs::read(installer).with_context(|| format!("reading {}", installer.display()))?);
     let mut listed = String::new();
     let mut dirs = BTreeSet::new();
     for rel in &order {

@@ -51,6 +51,10 @@ fn plan_table() {
     let mut own_stick = stick(16 * GB);
     own_stick.members[0].content =
         Content { fstype: "vfat".into(), label: "OEMDRV".into(), uuid: ours.fat_uuid.clone(), ..Content::default() };
+    let mut own_install_stick = stick(16 * GB);
+    own_install_stick.members[0].content = Content { pttype: "gpt".into(), ptuuid: ours.stick_ptuuid.clone(), ..Content::default() };
+    let mut other_install_stick = stick(16 * GB);
+    other_install_stick.members[0].content = Content { pttype: "gpt".into(), ptuuid: other.stick_ptuuid.clone(), ..Content::default() };
     let mut other_disk = stick(16 * GB);
     other_disk.members[0].content = Content { pttype: "gpt".into(), ptuuid: other.ptuuid.clone(), ..Content::default() };
     let mut system = with_part(stick(500 * GB), ext4("root"), |_| {});
@@ -99,6 +103,8 @@ fn plan_table() {
         ("foreign filesystem, forced", with_part(stick(16 * GB), ext4("home"), |_| {}), image, true, Ok("foreign"), ""),
         ("this node's disk image", own_disk, image, false, Ok("ours"), ""),
         ("this node's OEMDRV stick", own_stick, image, false, Ok("ours"), ""),
+        ("this node's install stick", own_install_stick, image, false, Ok("ours"), ""),
+        ("another node's install stick", other_install_stick, image, false, Err("foreign"), "gpt"),
         ("another node's disk image", other_disk, image, false, Err("foreign"), "gpt"),
         ("a partition", partition, image, true, Err("partition"), "--to /dev/sdx"),
         ("a regular file", Facts::not_block("disk.img", "a regular file"), image, true, Err("not_block_device"), "whole disk"),

@@ -84,7 +84,7 @@ pub fn decide(m: &InstallManifest, disks: &[Candidate], stick: &str) -> Decision
     let disk = facts.kname.clone();
     if facts.size_bytes < m.image_bytes {
         return Decision::Refuse(format!(
-            "{} is smaller than node {}'s image ({} bytes): nothing was written",
+            "{} is smaller than node {}'s image ({} bytes)",
             describe(facts),
             m.node,
             m.image_bytes
@@ -97,7 +97,7 @@ pub fn decide(m: &InstallManifest, disks: &[Candidate], stick: &str) -> Decision
             if let Some(k) = &keep {
                 if k.first_lba * 512 < write_end {
                     return Decision::Refuse(format!(
-                        "{} holds node {}'s install, but its {DATA_LABEL} partition starts inside the image's partitions: writing would destroy mirror data, so nothing was written",
+                        "{} holds node {}'s install, but its {DATA_LABEL} partition starts inside the image's partitions: writing would destroy mirror data",
                         describe(facts),
                         m.node
                     ));
@@ -117,14 +117,14 @@ pub fn decide(m: &InstallManifest, disks: &[Candidate], stick: &str) -> Decision
         };
     }
     let opt_in = if facts.serial.is_empty() {
-        "the disk reports no serial, so it cannot be opted in: clear it by hand (wipefs -a) or replace it".to_string()
+        "The disk reports no serial, so it cannot be opted in: clear it by hand (wipefs -a) or replace it".to_string()
     } else {
         format!(
-            "to overwrite it, add \"{}\" to wipe_disk_serials of node {} in the fleet inventory, then build and write the stick again",
+            "To overwrite it, add \"{}\" to wipe_disk_serials of node {} in the fleet inventory, then build and write the stick again",
             facts.serial, m.node
         )
     };
-    Decision::Refuse(format!("{} holds {}, not node {}'s install: nothing was written. {opt_in}", describe(facts), contents(c), m.node))
+    Decision::Refuse(format!("{} holds {}, not node {}'s install. {opt_in}", describe(facts), contents(c), m.node))
 }
 
 /// The partitions of the GPT the installer writes: the image's, plus the kept data partition

@@ -321,7 +321,11 @@ fn write(con: &mut Console, m: &InstallManifest, part: &Path, disk: &str, keep: 
     if got != m.image_sha256 {
         bail!("verification failed: {dev} read back as sha256 {got}, the image is {}; the stick or the disk is faulty (the partition table was not written)", m.image_sha256);
     }
-    con.say(&format!("verified: {dev} holds the image (sha256 {})", m.image_sha256));
+    con.say(&format!(
+        "verified: {dev} holds the image (sha256 {}); read back at {:.0} MB/s",
+        m.image_sha256,
+        total as f64 / t.elapsed().as_secs_f64().max(0.001) / 1e6
+    ));
     write_gpt(&dev, m, keep)?;
     con.say(&format!(
         "partition table written{}",
