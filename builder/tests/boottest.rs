@@ -1,22 +1,12 @@
 //! Slow tier: `mmbuild boot-test` boots example nodes of three hardware shapes from their real,
 //! unmodified images (QEMU + OVMF, TCG here) and judges them; one boot per node serves every check.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Command;
+
+use common::{mmbuild, repo, text};
 use hostkit::testenv::Need;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn mmbuild(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mmbuild")).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 #[test]
 #[ignore = "slow: builds images and boots three example nodes under QEMU + OVMF"]

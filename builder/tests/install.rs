@@ -2,28 +2,19 @@
 //! device beside the honeybee's 1.1 TB NVMe: a blank disk is installed and served from, a disk
 //! holding foreign data is left alone, and a reinstall keeps MMDATA.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use common::{mmbuild, repo, text};
 use hostkit::testenv::{LoopPart, Need};
 use mmbuild::qemu::{GuestDisk, Vm, VmOptions};
 use mmconfig::Bus;
 
 const NODE: &str = "sonic";
 const NVME_BYTES: u64 = 1_100_000_000_000;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn mmbuild(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mmbuild")).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("sh").args(["-c", cmd]).output().unwrap();

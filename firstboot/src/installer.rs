@@ -182,7 +182,7 @@ fn candidates() -> Vec<Candidate> {
 }
 
 /// The stick's install: what `mm-install` runs from the initramfs. Returns only on an error
-/// before anything was written; refusals and success never return (they wait or reboot).
+/// (the caller shows it); refusals wait on the console and success reboots.
 pub fn run(con: &mut Console) -> Result<()> {
     let _ = nix::mount::mount(Some("efivarfs"), EFIVARS, Some("efivarfs"), nix::mount::MsFlags::empty(), None::<&str>);
     let started = Instant::now();
@@ -399,8 +399,8 @@ fn set_efi_var(name: &str, data: &[u8]) -> Result<()> {
 /// reported, not fatal (the disk also boots by the firmware's removable-media fallback path).
 fn boot_entry(con: &mut Console, m: &InstallManifest, first: bool) {
     let result = (|| -> Result<()> {
-        if !Path::new(EFIVARS).join(format!("BootOrder-{EFI_GLOBAL}")).exists() && !Path::new(EFIVARS).is_dir() {
-            bail!("no EFI variables (booted without UEFI?)");
+        if !Path::new("/sys/firmware/efi").is_dir() {
+            bail!("the machine booted without UEFI");
         }
         let esp = m.partitions.first().context("the image has no partitions")?;
         let option = install::load_option(&format!("Micro Mirror {}", m.node), esp, LOADER).context("encoding the boot entry")?;
