@@ -74,8 +74,6 @@ pub struct VmOptions {
     /// A guest reboot restarts the machine (the install stick reboots into the installed disk);
     /// false: QEMU exits instead.
     pub reboot: bool,
-    /// Give the boot disk (`image`) bootindex 0, which OVMF puts before its own boot order.
-    pub boot_first: bool,
     /// The serial console also takes typed input ([`Vm::type_line`]).
     pub serial_input: bool,
 }
@@ -98,7 +96,6 @@ impl VmOptions {
             fw_cfg: Vec::new(),
             links_down: Vec::new(),
             reboot: false,
-            boot_first: true,
             serial_input: false,
         }
     }
@@ -205,7 +202,7 @@ impl Vm {
         let snap = if opts.snapshot { ",snapshot=on" } else { "" };
         cmd.arg("-drive").arg(format!("file={},format={format},if=none,id=boot{snap}", opts.image.display()));
         let mut buses = Buses::default();
-        let boot = buses.device(&mut cmd, opts.boot_bus, "boot", "MMBOOT", opts.boot_first);
+        let boot = buses.device(&mut cmd, opts.boot_bus, "boot", "MMBOOT", true);
         cmd.args(["-device", &boot]);
         for (i, disk) in opts.data_disks.iter().enumerate() {
             cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=data{i}", disk.display()));
