@@ -42,19 +42,24 @@ pub fn guid(fleet: &str, node: &str, role: &str) -> uuid::Uuid {
 
 /// The node image's partitions, numbered, as `layout` places them.
 pub fn partitions(layout: &Layout, fleet: &str, node: &str) -> BTreeMap<u32, Partition> {
-    let part = |role: &str, ty: partition_types::Type, (start, len): (u64, u64), name: &str| Partition {
+    let part = |role: &str, ty, extent, name: &str| entry(fleet, node, role, ty, extent, name);
+    let mut parts = BTreeMap::new();
+    parts.insert(1, part("esp", partition_types::EFI, layout.esp, "ESP"));
+    parts.insert(2, part("config", partition_types::BASIC, layout.config, mmconfig::CONFIG_LABEL));
+    parts.insert(3, part("root", partition_types::LINUX_ROOT_X64, layout.root, mmconfig::ROOT_LABEL));
+    parts
+}
+
+/// A partition entry of node `node` at `(start, len)` bytes, its GUID derived from `role`.
+pub fn entry(fleet: &str, node: &str, role: &str, ty: partition_types::Type, (start, len): (u64, u64), name: &str) -> Partition {
+    Partition {
         part_type_guid: ty,
         part_guid: guid(fleet, node, role),
         first_lba: start / SECTOR,
         last_lba: (start + len) / SECTOR - 1,
         flags: 0,
         name: name.to_string(),
-    };
-    let mut parts = BTreeMap::new();
-    parts.insert(1, part("esp", partition_types::EFI, layout.esp, "ESP"));
-    parts.insert(2, part("config", partition_types::BASIC, layout.config, mmconfig::CONFIG_LABEL));
-    parts.insert(3, part("root", partition_types::LINUX_ROOT_X64, layout.root, mmconfig::ROOT_LABEL));
-    parts
+    }
 }
 
 /// Write the protective MBR and both GPT headers for `layout` into `disk` (already sized).

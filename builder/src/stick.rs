@@ -7,14 +7,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ::gpt::partition::Partition;
 use ::gpt::partition_types;
 use mmconfig::install::{InstallManifest, InstallPartition, INSTALL_LABEL, INSTALL_SCHEMA, PAYLOAD_OFFSET};
 use mmconfig::NodeConfig;
 
 use crate::base::Base;
 use crate::diskimage::copy_sparse;
-use crate::gpt::{self, SECTOR};
+use crate::gpt;
 
 const MIB: u64 = 1 << 20;
 
@@ -59,14 +58,7 @@ pub fn write_stick(out: &mut File, base: &Base, cfg: &NodeConfig, disk_img: &Pat
     let payload = (esp.0 + esp.1, align(PAYLOAD_OFFSET + image_bytes));
     let total = payload.0 + payload.1 + MIB;
     out.set_len(total).context("sizing the stick image")?;
-    let part = |role: &str, ty: partition_types::Type, (start, len): (u64, u64), name: &str| Partition {
-        part_type_guid: ty,
-        part_guid: gpt::guid(&cfg.fleet.name, &cfg.node.name, role),
-        first_lba: start / SECTOR,
-        last_lba: (start + len) / SECTOR - 1,
-        flags: 0,
-        name: name.to_string(),
-    };
+    let part = |role: &str, ty, extent, name: &str| gpt::entry(&cfg.fleet.name, &cfg.node.name, role, ty, extent, name);
     let mut parts = BTreeMap::new();
     parts.insert(1, part("stick-esp", partition_types::EFI, esp, "ESP"));
     parts.insert(2, part("stick-payload", partition_types::BASIC, payload, INSTALL_LABEL));

@@ -15,7 +15,7 @@ use mmconfig::DiskFacts;
 use sha2::{Digest, Sha256};
 
 use crate::install::{self, Candidate, Decision};
-use crate::probe;
+use crate::probe::{self, read_trim};
 
 const EFI_GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
 const EFIVARS: &str = "/sys/firmware/efi/efivars";
@@ -82,10 +82,6 @@ impl Console {
         }
         false
     }
-}
-
-fn read_trim(p: &Path) -> String {
-    fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// The partition named MMINSTALL: (its device, the disk it is on).

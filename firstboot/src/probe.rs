@@ -40,7 +40,8 @@ impl std::str::FromStr for DiskOverride {
     }
 }
 
-fn read_trim(p: &Path) -> String {
+/// A sysfs attribute, trimmed; empty when absent.
+pub fn read_trim(p: &Path) -> String {
     fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
