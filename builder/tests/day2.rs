@@ -3,6 +3,7 @@
 //! string, an admin key rotated; a second apply changes nothing; the change survives a reboot; a
 //! dropped project keeps its data until --prune.
 
+use hostkit::testenv::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -26,10 +27,6 @@ fn mmbuild(args: &[&str]) -> Output {
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn curl(url: &str) -> String {
@@ -210,7 +207,7 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     sh(&format!("cp --sparse=always {} {}", out.join("ci/disk.img").display(), image.display()));
     let data = tmp.path().join("data.img");
     std::fs::File::create(&data).unwrap().set_len(4 << 30).unwrap();
-    let ports = (free_port(), free_port(), free_port(), free_port());
+    let ports = (free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1"));
     let node = Node { tmp, out, image, data, ports, via: std::cell::Cell::new(ports.0) };
     let vm = node.boot("boot1.log");
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hostkit::testenv::free_port;
 use serde_json::Value;
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOozE4famK1j6NfXCWFhGYm39GKIAWKfHlpUtwM5i4R9 ops@example.net";
@@ -18,20 +19,6 @@ impl Drop for Daemon {
         // SIGTERM: nginx's master then stops its workers too.
         let _ = Command::new("kill").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
-    }
-}
-
-/// A port nothing listens on now, never the same one twice in this process (a fixture with a
-/// hundred ports would otherwise hand one out twice and two servers would share it).
-fn free_port(ip: &str) -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
     }
 }
 

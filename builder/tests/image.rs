@@ -1,6 +1,7 @@
 //! Slow tier: real base OS, real images, real QEMU + OVMF boots (TCG here).
 //! Needs root, the host tools from scripts/install-deps and the musl on-node binaries.
 
+use hostkit::testenv::free_port;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -180,7 +181,7 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
 
     // First boot: blank data disk formatted and mounted, configured address, status on console.
     let log1 = tmp.path().join("boot1.log");
-    let (ssh_port, metrics_port) = (free_port(), free_port());
+    let (ssh_port, metrics_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let mut vm = boot(&image, std::slice::from_ref(&data), &log1, vec![(ssh_port, 22), (metrics_port, 9100)]);
     let t = vm.wait_for(ready, BOOT_TIMEOUT).unwrap();
     eprintln!("boot 1: QEMU start -> ready marker in {:.1} s ({:?})", t.as_secs_f64(), vm.accel);
@@ -260,7 +261,7 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     // same): the console verdict is not ALL GOOD and names the upstream and the port.
     drop(daemon);
     let log2 = tmp.path().join("boot2.log");
-    let http_port = free_port();
+    let http_port = free_port("127.0.0.1");
     let mut vm = boot(&image, std::slice::from_ref(&data), &log2, vec![(ssh_port, 22), (http_port, 80)]);
     let upstream_down = "mm-firstboot: ci.mm.example.net NEEDS ATTENTION: upstream rsync://10.0.2.2:10873/epel/ does not answer from this network (outbound TCP 10873)";
     vm.wait_for(upstream_down, BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(40)));
@@ -359,7 +360,7 @@ fn prometheus_scrape(fleet: &Path, dir: &Path, port: u16, query: &str) -> f64 {
     let config = std::fs::read_to_string(export.join("prometheus.yml")).unwrap();
     assert!(config.contains("scrape_interval: 1m\n"), "{config}");
     std::fs::write(export.join("prometheus.yml"), config.replace("scrape_interval: 1m\n", "scrape_interval: 20s\n  scrape_timeout: 20s\n")).unwrap();
-    let web = free_port();
+    let web = free_port("127.0.0.1");
     let _prometheus = Reaped(
         Command::new("prometheus")
             .arg(format!("--config.file={}", export.join("prometheus.yml").display()))
@@ -391,10 +392,6 @@ fn prometheus_scrape(fleet: &Path, dir: &Path, port: u16, query: &str) -> f64 {
 
 fn urlencode(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `curl` a URL from the host; (HTTP status, body). Status 0 when nothing answered.
@@ -465,7 +462,7 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
     build(&repo().join("examples/fleet.toml"), &out, &tmp.path().join("state"), &["ci"]);
     let data = tmp.path().join("data.img");
     std::fs::File::create(&data).unwrap().set_len(4 << 30).unwrap();
-    let (http, rsync, metrics, ssh) = (free_port(), free_port(), free_port(), free_port());
+    let (http, rsync, metrics, ssh) = (free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1"));
     let log = tmp.path().join("serve.log");
     let mut opts = VmOptions::new(out.join("ci/disk.img"));
     opts.snapshot = true;

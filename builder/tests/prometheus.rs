@@ -2,7 +2,7 @@
 //! tests) and the blackbox modules exercised by a real blackbox_exporter against a real rsync
 //! daemon and nginx on loopback. Needs promtool, prometheus-blackbox-exporter, rsync, nginx.
 
-use std::net::TcpListener;
+use hostkit::testenv::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,10 +17,6 @@ impl Drop for Daemon {
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_port(port: u16) {
@@ -87,13 +83,22 @@ fn an_invalid_fleet_exports_nothing() {
     assert!(!dir.path().join("o").exists());
 }
 
-/// Ask the exporter to probe `target` with `module`; true when probe_success is 1.
-fn probe(exporter: u16, module: &str, target: &str) -> bool {
-    let url = format!("http://127.0.0.1:{exporter}/probe?module={module}&target={target}");
+/// Ask the exporter to probe `target` with `module`: whether probe_success is 1, and the
+/// exporter's own log of the probe (`debug=true`) for a failure message.
+fn probe(exporter: u16, module: &str, target: &str) -> (bool, String) {
+    let url = format!("http://127.0.0.1:{exporter}/probe?module={module}&target={target}&debug=true");
     let out = Command::new("curl").args(["-s", "-m", "20", &url]).output().unwrap();
-    let body = String::from_utf8_lossy(&out.stdout);
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
     let line = body.lines().find(|l| l.starts_with("probe_success ")).unwrap_or_else(|| panic!("{url}: {body}"));
-    line.ends_with(" 1")
+    (line.ends_with(" 1"), body)
+}
+
+/// Each daemon still running after its port answered: the answer came from it, not from a
+/// process that took the port first.
+fn assert_running(daemons: &mut [(&str, &mut Daemon)]) {
+    for (name, d) in daemons {
+        assert!(d.0.try_wait().unwrap().is_none(), "{name} exited; its port was taken or its config refused");
+    }
 }
 
 #[test]
@@ -105,7 +110,7 @@ fn blackbox_modules_probe_a_real_rsync_daemon_and_nginx_per_family() {
 
     // A node's services: rsync module epel (no archlinux), nginx serving /epel/.
     std::fs::create_dir_all(d.join("tree/epel")).unwrap();
-    let rport = free_port();
+    let rport = free_port("127.0.0.1");
     std::fs::write(
         d.join("rsyncd.conf"),
         format!(
@@ -116,7 +121,7 @@ fn blackbox_modules_probe_a_real_rsync_daemon_and_nginx_per_family() {
     .unwrap();
     // A motd before the greeting's answer, as the nodes have: the expect must look past it.
     std::fs::write(d.join("motd"), "node.example - a Micro Mirror node\nProjects: epel\n").unwrap();
-    let _rsync = Daemon(
+    let mut rsync_d = Daemon(
         Command::new("rsync")
             .args(["--daemon", "--no-detach", "--address=127.0.0.1", &format!("--port={rport}")])
             .arg(format!("--config={}", d.join("rsyncd.conf").display()))
@@ -124,7 +129,7 @@ fn blackbox_modules_probe_a_real_rsync_daemon_and_nginx_per_family() {
             .spawn()
             .unwrap(),
     );
-    let hport = free_port();
+    let hport = free_port("127.0.0.1");
     std::fs::write(
         d.join("nginx.conf"),
         format!(
@@ -133,7 +138,7 @@ fn blackbox_modules_probe_a_real_rsync_daemon_and_nginx_per_family() {
         ),
     )
     .unwrap();
-    let _nginx = Daemon(
+    let mut nginx_d = Daemon(
         Command::new("nginx")
             .args(["-e", &d.join("nginx-error.log").to_string_lossy(), "-c"])
             .arg(d.join("nginx.conf"))
@@ -142,8 +147,8 @@ fn blackbox_modules_probe_a_real_rsync_daemon_and_nginx_per_family() {
             .spawn()
             .unwrap(),
     );
-    let bport = free_port();
-    let _bb = Daemon(
+    let bport = free_port("127.0.0.1");
+    let mut bb_d = Daemon(
         Command::new("prometheus-blackbox-exporter")
             .arg("--config.file")
             .arg(out.join("blackbox.yml"))
@@ -155,12 +160,18 @@ fn blackbox_modules_probe_a_real_rsync_daemon_and_nginx_per_family() {
     for p in [rport, hport, bport] {
         wait_port(p);
     }
+    assert_running(&mut [("rsync --daemon", &mut rsync_d), ("nginx", &mut nginx_d), ("blackbox_exporter", &mut bb_d)]);
     let rsync = format!("127.0.0.1:{rport}");
-    assert!(probe(bport, "mm_rsync_epel_ipv4", &rsync), "the greeting, then module epel admitted");
-    assert!(!probe(bport, "mm_rsync_archlinux_ipv4", &rsync), "a module the daemon does not have fails");
-    assert!(!probe(bport, "mm_rsync_epel_ipv6", &rsync), "the IPv6 module never falls back to IPv4");
     let http = |path: &str| format!("http://127.0.0.1:{hport}{path}");
-    assert!(probe(bport, "mm_http_ipv4", &http("/epel/")));
-    assert!(!probe(bport, "mm_http_ipv4", &http("/archlinux/")), "404 fails");
-    assert!(!probe(bport, "mm_http_ipv6", &http("/epel/")));
+    for (module, target, want, why) in [
+        ("mm_rsync_epel_ipv4", rsync.clone(), true, "the greeting, then module epel admitted"),
+        ("mm_rsync_archlinux_ipv4", rsync.clone(), false, "a module the daemon does not have fails"),
+        ("mm_rsync_epel_ipv6", rsync.clone(), false, "the IPv6 module never falls back to IPv4"),
+        ("mm_http_ipv4", http("/epel/"), true, "a listing answers 200"),
+        ("mm_http_ipv4", http("/archlinux/"), false, "404 fails"),
+        ("mm_http_ipv6", http("/epel/"), false, "the IPv6 module never falls back to IPv4"),
+    ] {
+        let (ok, log) = probe(bport, module, &target);
+        assert_eq!(ok, want, "{why}: {module} on {target}; the exporter's log:\n{log}");
+    }
 }

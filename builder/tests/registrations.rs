@@ -5,6 +5,7 @@
 //! expected files with `MM_UPDATE_EXPECTED=1 cargo test -p mmbuild --test registrations example`
 //! and read the diff before committing it.
 
+use hostkit::testenv::free_port;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -414,10 +415,6 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn wait_port(addr: &str, port: u16) {
     for _ in 0..100 {
         if std::net::TcpStream::connect((addr, port)).is_ok() {
@@ -460,7 +457,7 @@ struct Loopback {
 
 impl Loopback {
     fn start(root: &Path, trees: &[(&str, &str, bool)], tls: Option<(&Path, &Path)>) -> Loopback {
-        let (http, https, rsync) = (free_port(), free_port(), free_port());
+        let (http, https, rsync) = (free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1"));
         let mut servers = String::new();
         for (name, ip, _) in trees {
             servers.push_str(&format!(" server {{ listen {ip}:{http}; root {}; autoindex on; }}\n", root.join(name).display()));

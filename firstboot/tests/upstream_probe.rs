@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hostkit::testenv::free_port;
 use mm_firstboot::upstream::{probe, Family, Reach};
 
 struct Daemon(Child);
@@ -14,10 +15,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
 fn rsyncd(dir: &std::path::Path, addr: &str) -> (Daemon, u16) {

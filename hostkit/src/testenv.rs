@@ -121,3 +121,18 @@ impl Drop for LoopPart {
         let _ = Command::new("losetup").args(["-d", &self.0]).status();
     }
 }
+
+/// A TCP port nothing listens on now on `ip`, never the same one twice in this process: two
+/// daemons a test starts side by side would otherwise be handed the same port now and then
+/// (the kernel may pick a just-released port again), and one of them would quietly lose it.
+pub fn free_port(ip: &str) -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
