@@ -49,6 +49,13 @@ impl Netns {
         c
     }
 
+    /// Moves the calling thread into the namespace; threads it spawns afterwards start there
+    /// too, and every socket they open belongs to it.
+    pub fn enter(&self) {
+        let fd = std::fs::File::open(format!("/proc/{}/ns/net", self.holder.id())).unwrap();
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    }
+
     /// Waits until something listens on TCP `port` inside the namespace (IPv4 or IPv6).
     pub fn wait_port(&self, port: u16) {
         let want = format!(":{port:04X} ");
