@@ -32,7 +32,7 @@ const LARGE_SIZE: usize = 2 << 20;
 const RATE_BYTES_PER_SEC: u64 = 24 << 10;
 /// What a paced client reads at once: small enough that it never runs more than 2/3 s ahead.
 const READ_CHUNK: usize = 16 << 10;
-/// Every transfer ends within this (curl -m), so nothing here can hang.
+/// Every transfer ends within this (curl -m, or the paced client's own bound), so nothing here can hang.
 const TRANSFER_MAX_SECS: u64 = 180;
 /// The soft file limit a service starts with under systemd (LimitNOFILE's default is
 /// 1024:524288; the hard limit here is what this machine lets us have, see [`hard_nofile`]).
