@@ -245,7 +245,7 @@ fn paced_get(source: std::net::Ipv4Addr, path: &str, rate: Option<u64>) -> Outco
         let mut conn = std::net::TcpStream::from(fd);
         conn.set_read_timeout(Some(Duration::from_secs(30)))?;
         conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
-        let (mut head, mut body, mut length) = (Vec::new(), 0u64, None::<u64>);
+        let (mut head, mut head_len, mut length) = (Vec::new(), 0u64, None::<u64>);
         let mut status = 0u16;
         let mut buf = vec![0u8; READ_CHUNK];
         let (mut got, t0) = (0u64, Instant::now());
@@ -267,16 +267,15 @@ fn paced_get(source: std::net::Ipv4Addr, path: &str, rate: Option<u64>) -> Outco
                         let (k, v) = l.split_once(':')?;
                         k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok()).flatten()
                     });
-                    body = (head.len() - end - 4) as u64;
+                    head_len = end as u64 + 4;
                 }
-            } else {
-                body += n as u64;
             }
             if let Some(rate) = rate {
                 let due = t0 + Duration::from_secs_f64(got as f64 / rate as f64);
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
             }
         }
+        let body = got.saturating_sub(head_len);
         if length.is_some_and(|l| l != body) {
             return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("{body} of {length:?} bytes")));
         }
