@@ -9,7 +9,7 @@
 //! Every cache entry is built in a temporary directory and renamed into place when complete, so
 //! a killed build never leaves an entry that a later build would reuse.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use hostkit::ids::{hex, uuid_from};
 use crate::{esp, initramfs, reproducible, uki};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
-const OS_RECIPE: &str = "os-recipe-5";
+const OS_RECIPE: &str = "os-recipe-6";
 const BASE_RECIPE: &str = "base-recipe-8";
 const SUITE: &str = "bookworm";
 pub use mmconfig::ROOT_LABEL;
@@ -271,29 +271,33 @@ fn trim(root: &Path, keep: &[String]) -> Result<()> {
     let kernel_dir = root.join("usr/lib/modules").join(&kver).join("kernel");
     let mut removed = 0u64;
     let moddir = root.join("usr/lib/modules").join(&kver);
-    let deps_before = fs::read_to_string(moddir.join("modules.dep")).context("reading modules.dep")?;
-    trim_modules(&kernel_dir, &kernel_dir, keep, &mut removed)?;
-    let orphaned = orphaned_modules(&deps_before, |rel| moddir.join(rel).exists());
-    if !orphaned.is_empty() {
-        bail!(
-            "overlays/base/modules-keep keeps modules whose dependencies it trims (they would not load): {}; keep those directories too",
-            orphaned.join(", ")
-        );
-    }
+    let deps = fs::read_to_string(moddir.join("modules.dep")).context("reading modules.dep")?;
+    let kept = modules_to_keep(&deps, keep);
+    trim_modules(&kernel_dir, &kernel_dir, &|rel| kept.contains(rel) || module_kept(rel, keep), &mut removed)?;
     run(Command::new("chroot").arg(root).args(["depmod", "-a", &kver])).context("regenerating modules.dep")?;
     // An empty machine-id makes systemd treat the first boot as first boot on every node.
     fs::write(root.join("etc/machine-id"), b"")?;
     Ok(())
 }
 
-/// `kept: needs missing` for every module still present whose dependency (in the untrimmed
-/// `modules.dep`) was removed: usbcore without usb-common once left every USB stick unreadable.
-fn orphaned_modules(deps: &str, exists: impl Fn(&str) -> bool) -> Vec<String> {
-    deps.lines()
+/// The modules (paths under `kernel/`) the keep list selects, plus every module they need
+/// (transitively, from the untrimmed `modules.dep`), as mkosi resolves its module includes: a kept
+/// module must load, and usbcore without usb-common once left every USB stick unreadable.
+fn modules_to_keep(deps: &str, keep: &[String]) -> BTreeSet<String> {
+    let under_kernel = |m: &str| m.strip_prefix("kernel/").map(String::from);
+    let needs: BTreeMap<String, Vec<String>> = deps
+        .lines()
         .filter_map(|l| l.split_once(':'))
-        .filter(|(m, _)| exists(m))
-        .flat_map(|(m, ds)| ds.split_whitespace().filter(|d| !exists(d)).map(move |d| format!("{m} needs {d}")))
-        .collect()
+        .filter_map(|(m, ds)| Some((under_kernel(m)?, ds.split_whitespace().filter_map(under_kernel).collect())))
+        .collect();
+    let mut kept: BTreeSet<String> = BTreeSet::new();
+    let mut todo: Vec<String> = needs.keys().filter(|m| module_kept(m, keep)).cloned().collect();
+    while let Some(m) = todo.pop() {
+        if kept.insert(m.clone()) {
+            todo.extend(needs.get(&m).into_iter().flatten().filter(|d| !kept.contains(*d)).cloned());
+        }
+    }
+    kept
 }
 
 /// Files whose contents depend on when and where the build ran (logs, caches, seeds), not on
@@ -344,16 +348,16 @@ fn remove_leftovers(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn trim_modules(top: &Path, dir: &Path, keep: &[String], removed: &mut u64) -> Result<()> {
+fn trim_modules(top: &Path, dir: &Path, kept: &dyn Fn(&str) -> bool, removed: &mut u64) -> Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         let rel = path.strip_prefix(top).unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
-            trim_modules(top, &path, keep, removed)?;
+            trim_modules(top, &path, kept, removed)?;
             if fs::read_dir(&path)?.next().is_none() {
                 fs::remove_dir(&path)?;
             }
-        } else if !module_kept(&rel, keep) {
+        } else if !kept(&rel) {
             *removed += path.metadata()?.len();
             fs::remove_file(&path)?;
         }
@@ -559,16 +563,25 @@ mod tests {
     }
 
     #[test]
-    fn a_kept_module_whose_dependency_was_trimmed_is_named() {
-        let deps = "kernel/drivers/usb/core/usbcore.ko: kernel/drivers/usb/common/usb-common.ko\n\
+    fn a_kept_module_keeps_what_it_needs_transitively_and_nothing_else() {
+        let deps = "kernel/drivers/usb/storage/usb-storage.ko: kernel/drivers/usb/core/usbcore.ko kernel/drivers/usb/common/usb-common.ko\n\
+                    kernel/drivers/usb/core/usbcore.ko: kernel/drivers/usb/common/usb-common.ko\n\
                     kernel/drivers/usb/common/usb-common.ko:\n\
-                    kernel/sound/snd.ko: kernel/sound/soundcore.ko\n";
-        let trimmed = |m: &str| !m.contains("sound") && !m.contains("common");
+                    kernel/arch/x86/kvm/kvm.ko: kernel/virt/lib/irqbypass.ko\n\
+                    kernel/virt/lib/irqbypass.ko:\n\
+                    kernel/sound/snd.ko: kernel/sound/soundcore.ko\n\
+                    kernel/sound/soundcore.ko:\n";
+        let keep: Vec<String> = ["drivers/usb/storage/*", "arch/x86/*"].iter().map(|s| s.to_string()).collect();
         assert_eq!(
-            orphaned_modules(deps, trimmed),
-            ["kernel/drivers/usb/core/usbcore.ko needs kernel/drivers/usb/common/usb-common.ko"]
+            modules_to_keep(deps, &keep).into_iter().collect::<Vec<_>>(),
+            [
+                "arch/x86/kvm/kvm.ko",
+                "drivers/usb/common/usb-common.ko",
+                "drivers/usb/core/usbcore.ko",
+                "drivers/usb/storage/usb-storage.ko",
+                "virt/lib/irqbypass.ko"
+            ]
         );
-        assert!(orphaned_modules(deps, |m| !m.contains("sound")).is_empty());
     }
 
     #[test]
