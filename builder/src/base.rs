@@ -268,12 +268,11 @@ fn trim(root: &Path, keep: &[String]) -> Result<()> {
         }
     }
     let kver = kernel_version(root)?;
-    let kernel_dir = root.join("usr/lib/modules").join(&kver).join("kernel");
-    let mut removed = 0u64;
     let moddir = root.join("usr/lib/modules").join(&kver);
+    let kernel_dir = moddir.join("kernel");
     let deps = fs::read_to_string(moddir.join("modules.dep")).context("reading modules.dep")?;
     let kept = modules_to_keep(&deps, keep);
-    trim_modules(&kernel_dir, &kernel_dir, &|rel| kept.contains(rel) || module_kept(rel, keep), &mut removed)?;
+    trim_modules(&kernel_dir, &kernel_dir, &|rel| kept.contains(rel) || module_kept(rel, keep))?;
     run(Command::new("chroot").arg(root).args(["depmod", "-a", &kver])).context("regenerating modules.dep")?;
     // An empty machine-id makes systemd treat the first boot as first boot on every node.
     fs::write(root.join("etc/machine-id"), b"")?;
@@ -348,17 +347,16 @@ fn remove_leftovers(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn trim_modules(top: &Path, dir: &Path, kept: &dyn Fn(&str) -> bool, removed: &mut u64) -> Result<()> {
+fn trim_modules(top: &Path, dir: &Path, kept: &dyn Fn(&str) -> bool) -> Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         let rel = path.strip_prefix(top).unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
-            trim_modules(top, &path, kept, removed)?;
+            trim_modules(top, &path, kept)?;
             if fs::read_dir(&path)?.next().is_none() {
                 fs::remove_dir(&path)?;
             }
         } else if !kept(&rel) {
-            *removed += path.metadata()?.len();
             fs::remove_file(&path)?;
         }
     }
