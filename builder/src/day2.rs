@@ -196,7 +196,14 @@ fn parse_survey(out: &[u8]) -> Result<Survey> {
     Ok(Survey { installed, versions, plan: serde_json::from_slice(rest).ok() })
 }
 
-fn one_node(cfg: &NodeConfig, opts: &Options, ssh: &Ssh, local: &[(String, PathBuf, String)], apply: bool, r: &mut NodeResult) -> Result<()> {
+fn one_node(
+    cfg: &NodeConfig,
+    opts: &Options,
+    ssh: &Ssh,
+    local: &[(String, PathBuf, String)],
+    apply: bool,
+    r: &mut NodeResult,
+) -> Result<()> {
     let new_toml = cfg.to_toml();
     let survey = ssh.run(&survey_command(), Some(new_toml.as_bytes()))?;
     let Survey { installed, versions, mut plan } = parse_survey(&survey.stdout)?;
@@ -228,9 +235,7 @@ fn one_node(cfg: &NodeConfig, opts: &Options, ssh: &Ssh, local: &[(String, PathB
         let out = ssh.run_codes("sudo mm-firstboot --config - plan --json", Some(new_toml.as_bytes()), &[0, 3])?;
         plan = Some(serde_json::from_slice(&out.stdout).context("reading the node's plan")?);
     }
-    let plan = plan.with_context(|| {
-        format!("the node's mm-firstboot gave no plan: {}", hostkit::cmd::tail(&survey.stderr, 5))
-    })?;
+    let plan = plan.with_context(|| format!("the node's mm-firstboot gave no plan: {}", hostkit::cmd::tail(&survey.stderr, 5)))?;
     r.changes = plan_lines(&plan);
     for p in &opts.prune {
         r.changes.push(format!("prune {p} (delete its data)"));
@@ -278,7 +283,8 @@ fn finish(run: std::process::Output, r: &mut NodeResult) {
 /// A network change: converge detached (our connection goes away with the old address), reach
 /// the node on its new address with the same host key, confirm; unconfirmed, it rolls back.
 fn renumbered(cfg: &NodeConfig, opts: &Options, old: &Ssh, r: &mut NodeResult) -> Result<()> {
-    old.run("sudo systemd-run --no-block --unit=mm-firstboot-apply --collect /usr/bin/mm-firstboot run", None).context("starting the converge")?;
+    old.run("sudo systemd-run --no-block --unit=mm-firstboot-apply --collect /usr/bin/mm-firstboot run", None)
+        .context("starting the converge")?;
     old.close();
     let mut new = old.clone();
     match opts.connect_new.iter().find(|(n, _, _)| *n == cfg.node.name) {
@@ -317,6 +323,15 @@ fn plan_lines(plan: &serde_json::Value) -> Vec<String> {
         .flatten()
         .map(|c| {
             let kind = c["kind"].as_str().unwrap_or("change");
+            if kind == "service" {
+                let because: Vec<&str> = c["because"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+                return format!(
+                    "{} {} ({} changed)",
+                    c["verb"].as_str().unwrap_or("?"),
+                    c["unit"].as_str().unwrap_or(""),
+                    because.join(", ")
+                );
+            }
             let what = c["path"].as_str().or(c["unit"].as_str()).or(c["user"].as_str()).or(c["step"].as_str()).unwrap_or("");
             format!("{kind} {what}")
         })
@@ -379,7 +394,7 @@ mod tests {
         let text = render(&report, true);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[1].starts_with("beta") && lines[1].contains("unreachable"), "{text}");
-        assert!(text.contains("applied on alpha.mm.example.net:\n  +a = 2\n  -a = 1\n") || text.contains("  -a = 1\n  +a = 2\n"), "{text}");
+        assert!(text.contains("applied on alpha.mm.example.net:\n  -a = 1\n  +a = 2\n  write-file /etc/rsyncd.conf\n"), "{text}");
         assert!(text.contains("  write-file /etc/rsyncd.conf\n"), "{text}");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["version"], 1);
@@ -412,8 +427,17 @@ mod tests {
         let plan = serde_json::json!({"changes": [
             {"kind": "write-file", "path": "/etc/rsyncd.conf", "mode": 420, "new": false},
             {"kind": "enable-unit", "unit": "mm-sync-epel.timer", "target": "timers.target"},
-            {"kind": "storage", "step": "mount", "disk": "/dev/vdb"}
+            {"kind": "storage", "step": "mount", "disk": "/dev/vdb"},
+            {"kind": "service", "unit": "nginx.service", "verb": "reload", "because": ["/etc/nginx/nginx.conf", "/etc/nginx/micromirror/listing.xslt"]}
         ]});
-        assert_eq!(plan_lines(&plan), ["write-file /etc/rsyncd.conf", "enable-unit mm-sync-epel.timer", "storage mount"]);
+        assert_eq!(
+            plan_lines(&plan),
+            [
+                "write-file /etc/rsyncd.conf",
+                "enable-unit mm-sync-epel.timer",
+                "storage mount",
+                "reload nginx.service (/etc/nginx/nginx.conf, /etc/nginx/micromirror/listing.xslt changed)"
+            ]
+        );
     }
 }

@@ -133,6 +133,17 @@ impl Host {
         self.unit_states(units).into_iter().map(|s| s.as_deref() == Some("active")).collect()
     }
 
+    /// The live node is still booting: systemd's jobs for the units we are ordered before wait
+    /// for us, so a run must queue its jobs, never wait for them. A failed query counts as booting
+    /// (never wait when unsure).
+    pub fn booting(&self) -> bool {
+        if !self.live() {
+            return false;
+        }
+        let state = run(Command::new("systemctl").args(["show", "--property=SystemState"])).map(|o| o.stdout).unwrap_or_default();
+        !matches!(String::from_utf8_lossy(&state).trim(), "SystemState=running" | "SystemState=degraded")
+    }
+
     /// systemctl on the live node; a no-op on a --root tree.
     pub fn systemctl(&self, args: &[&str]) -> Result<()> {
         if self.live() {

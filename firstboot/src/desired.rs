@@ -9,7 +9,7 @@ use mmconfig::{
     NodeConfig, ADMIN_USER, DATA_MOUNT, INSTALLED_CONFIG, INSTALLED_HOST_KEY, METRICS_DIR, PUBLIC_DIR, PUSH_USER, SYNC_STATE_DIR, SYNC_USER,
 };
 
-use crate::files::RenderedFile;
+use crate::files::{RenderedFile, Verb};
 use crate::hostkey::Delivered;
 use crate::network::{self, Nic};
 use crate::services::{self, Family, Paths};
@@ -87,8 +87,9 @@ pub fn render_all(cfg: &NodeConfig, key: &Delivered, facts: &Facts) -> Result<De
     }
     // The installed copy is what mm-sync and later boots read; its key stays beside it.
     early_files.push(RenderedFile::new(INSTALLED_CONFIG, 0o644, cfg.to_toml()));
-    // sshd's only host key, before sshd starts (we are ordered before it).
-    early_files.extend(key.files());
+    // sshd's only host key, before sshd starts (we are ordered before it); sshd loads host keys
+    // when it starts or reloads.
+    early_files.extend(key.files().into_iter().map(|f| f.read_by(facts.family.ssh_unit(), Verb::Reload)));
     if let Delivered::Key { private, public } = key {
         early_files.push(RenderedFile::new(INSTALLED_HOST_KEY, 0o600, private.clone()));
         early_files.push(RenderedFile::new(format!("{INSTALLED_HOST_KEY}.pub"), 0o644, public.clone()));
@@ -144,7 +145,8 @@ mod tests {
         assert!(d.directories.iter().all(|d| d.owner == Some(SYNC_USER)));
         assert!(!paths.iter().any(|p| p.ends_with("srv-mirror.mount")));
 
-        let d = render_all(&cfg, &Delivered::Missing, &Facts { data_fs_uuid: Some("0a1b-2c".into()), data_ready: true, ..facts() }).unwrap();
+        let d =
+            render_all(&cfg, &Delivered::Missing, &Facts { data_fs_uuid: Some("0a1b-2c".into()), data_ready: true, ..facts() }).unwrap();
         let mount = d.files.iter().find(|f| f.path.ends_with("srv-mirror.mount")).expect("mount unit");
         assert!(String::from_utf8_lossy(&mount.contents).contains("What=/dev/disk/by-uuid/0a1b-2c\n"));
         assert_eq!(d.directories.len(), cfg.projects.len() + 3);

@@ -1,6 +1,38 @@
-//! Files that firstboot renders for the node: path on the node, mode and contents.
+//! Files that firstboot renders for the node: path on the node, mode, contents, and which running
+//! units read them.
 
 use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// How a running unit takes a change to a file it reads, gentlest first. Both verbs leave a
+/// stopped unit stopped (`try-`): starting what is not running is a separate step of `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verb {
+    /// The daemon re-reads its configuration in place; connections in flight carry on
+    /// (`systemctl try-reload-or-restart`).
+    Reload,
+    /// Only a new process takes it: resource limits, command-line arguments, a oneshot's effect
+    /// (`systemctl try-restart`).
+    Restart,
+}
+
+impl Verb {
+    pub fn systemctl(self) -> &'static str {
+        match self {
+            Verb::Reload => "try-reload-or-restart",
+            Verb::Restart => "try-restart",
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Verb::Reload => "reload",
+            Verb::Restart => "restart",
+        }
+    }
+}
 
 /// One file to install on the node. `path` is absolute on the node; appliers prefix `--root`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -8,10 +40,20 @@ pub struct RenderedFile {
     pub path: PathBuf,
     pub mode: u32,
     pub contents: Vec<u8>,
+    /// The running units that read this file only when (re)started or reloaded, and the verb that
+    /// makes them take a change. Empty for files read afresh on every use (rsyncd.conf, keys in
+    /// authorized_keys, sudoers, robots.txt, a sync's node.toml).
+    pub read_by: Vec<(String, Verb)>,
 }
 
 impl RenderedFile {
     pub fn new(path: impl Into<PathBuf>, mode: u32, contents: impl Into<Vec<u8>>) -> Self {
-        RenderedFile { path: path.into(), mode, contents: contents.into() }
+        RenderedFile { path: path.into(), mode, contents: contents.into(), read_by: Vec::new() }
+    }
+
+    /// `unit` reads this file at start (or reload): a change to it needs `verb`.
+    pub fn read_by(mut self, unit: &str, verb: Verb) -> Self {
+        self.read_by.push((unit.to_string(), verb));
+        self
     }
 }

@@ -15,6 +15,7 @@ pub mod installer;
 pub mod network;
 pub mod plan;
 pub mod probe;
+pub mod readback;
 pub mod run;
 pub mod services;
 pub mod standin;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::accounts;
 use crate::apply::Host;
 use crate::desired::{Account, Directory};
-use crate::files::RenderedFile;
+use crate::files::{RenderedFile, Verb};
 use crate::storage::Step;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,6 +65,13 @@ pub enum Change {
         #[serde(flatten)]
         step: Step,
     },
+    /// A running unit takes a change to files it reads, with the gentlest verb that works; a
+    /// stopped unit stays stopped. Units whose files did not change are not touched.
+    Service {
+        unit: String,
+        verb: Verb,
+        because: Vec<PathBuf>,
+    },
 }
 
 impl Change {
@@ -83,6 +90,10 @@ impl Change {
             Change::DisableUnit { unit, .. } => format!("stop and disable {unit}"),
             Change::RemoveFile { path } => format!("remove {}", path.display()),
             Change::Storage { step } => crate::run::describe_step(step),
+            Change::Service { unit, verb, because } => {
+                let files: Vec<String> = because.iter().map(|p| p.display().to_string()).collect();
+                format!("{} {unit} if running ({} changed)", verb.word(), files.join(", "))
+            }
         }
     }
 }
@@ -103,7 +114,9 @@ pub fn file_changes(host: &Host, files: &[RenderedFile]) -> Vec<Change> {
             let private = f.mode & 0o077 == 0;
             let diff = match &old {
                 Some(old) if !private && old != &f.contents => Some(unified_diff(&f.path, old, &f.contents)),
-                Some(_) if old.as_deref() == Some(f.contents.as_slice()) => Some(format!("mode {:04o} -> {:04o}\n", mode.unwrap_or(0), f.mode)),
+                Some(_) if old.as_deref() == Some(f.contents.as_slice()) => {
+                    Some(format!("mode {:04o} -> {:04o}\n", mode.unwrap_or(0), f.mode))
+                }
                 _ => None,
             };
             Some(Change::WriteFile { path: f.path.clone(), mode: f.mode, diff, new: old.is_none() })
@@ -119,6 +132,27 @@ pub fn unified_diff(path: &Path, old: &[u8], new: &[u8]) -> String {
         .context_radius(2)
         .header(&format!("{shown} (installed)"), &format!("{shown} (new)"))
         .to_string()
+}
+
+/// What the running units must do about these file changes: each unit that reads a written file
+/// once, with the strongest verb any of its files needs, in the order the files come.
+pub fn service_changes(changes: &[Change], files: &[RenderedFile]) -> Vec<Change> {
+    let mut out: Vec<(String, Verb, Vec<PathBuf>)> = Vec::new();
+    for c in changes {
+        let Change::WriteFile { path, new, .. } = c else { continue };
+        let Some(f) = files.iter().find(|f| &f.path == path) else { continue };
+        // A unit whose own file is new cannot be running yet.
+        for (unit, verb) in f.read_by.iter().filter(|(unit, _)| !(*new && path.file_name().is_some_and(|n| n == unit.as_str()))) {
+            match out.iter_mut().find(|(u, ..)| u == unit) {
+                Some((_, v, because)) => {
+                    *v = (*v).max(*verb);
+                    because.push(path.clone());
+                }
+                None => out.push((unit.clone(), *verb, vec![path.clone()])),
+            }
+        }
+    }
+    out.into_iter().map(|(unit, verb, because)| Change::Service { unit, verb, because }).collect()
 }
 
 /// Accounts to create, then the ssh directories to hand over: after `files` are written (root

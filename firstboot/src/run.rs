@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounts;
 use crate::apply::Host;
 use crate::desired::{render_all, Facts};
-use crate::files::RenderedFile;
+use crate::files::{RenderedFile, Verb};
 use crate::hostkey::Delivered;
 use crate::plan::{self, Change};
 use crate::probe::{self, DiskOverride};
@@ -106,6 +106,8 @@ pub fn plan(host: &Host, cfg: &NodeConfig, source: &str, key: &Delivered, overri
     changes.extend(plan::directory_changes(host, &desired.directories));
     changes.extend(plan::unit_changes(host, &desired.units, &desired.files));
     changes.extend(plan::stale_changes(host, &desired.files, &desired.units));
+    let rendered: Vec<RenderedFile> = desired.early_files.iter().chain(&desired.files).cloned().collect();
+    changes.extend(plan::service_changes(&changes, &rendered));
     Ok(NodePlan { fqdn: cfg.node.fqdn.clone(), config_source: source.to_string(), changes, storage })
 }
 
@@ -145,7 +147,8 @@ pub fn run(
         // SELinux: sshd reads only keys labelled for it.
         let _ = hostkit::cmd::text("restorecon", &["-F", mmconfig::SSH_HOST_KEY, &format!("{}.pub", mmconfig::SSH_HOST_KEY)]);
     }
-    let network_changed = early_changes.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with("/etc/systemd/network")));
+    let network_changed =
+        early_changes.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with("/etc/systemd/network")));
     if network_changed && host.live() && host.units_active(&["systemd-networkd.service"])[0] {
         // A day-2 change (at boot we run before networkd): networkd reconfigures every link a
         // new, changed or removed .network file matches.
@@ -180,14 +183,36 @@ pub fn run(
     st.problems.extend(plan.problems.iter().map(|p| p.message.clone()));
 
     let data_ready = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
-    if let Err(e) = converge_services(host, cfg, key, data_ready, &mut st, say) {
+    let now = Moment { data_ready, booting: host.booting() };
+    if let Err(e) = converge_services(host, cfg, key, now, &early_changes, &mut st, say) {
         st.problems.push(format!("mirror services: {e:#}"));
+    }
+    if host.live() && !now.booting && st.problems.is_empty() {
+        st.problems.extend(read_back(host, cfg, data_ready));
     }
 
     st.seconds = started.elapsed().as_secs_f64();
     st.finished_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     record(host, &st)?;
     Ok(st)
+}
+
+/// What the running daemons must show after a converge on a running node, read back from them
+/// until they do (bounded): the problems left, none once nginx and rsyncd serve the change.
+fn read_back(host: &Host, cfg: &NodeConfig, data_ready: bool) -> Vec<String> {
+    let data = host.path(Path::new(DATA_MOUNT));
+    let dropped: Vec<(String, String)> = crate::adopt::load_known(host)
+        .projects
+        .into_iter()
+        .filter(|(name, dir)| cfg.project(name).is_none() && data.join(dir).is_dir())
+        .collect();
+    let want = crate::readback::Expect::new(cfg, |dir| data_ready && data.join(dir).is_dir(), &dropped);
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], Paths::default().http_port));
+    let rsync = std::net::SocketAddr::from(([127, 0, 0, 1], 873));
+    crate::readback::wait(&want, http, rsync, std::time::Duration::from_secs(20))
+        .into_iter()
+        .map(|p| format!("after the change: {p}"))
+        .collect()
 }
 
 /// Carry out one planned change and record it under the plan's own description.
@@ -242,6 +267,7 @@ fn apply_change(host: &Host, change: &Change, files: &[RenderedFile], st: &mut R
             std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
         Change::Storage { step } => host.step(step)?,
+        Change::Service { unit, verb, .. } => host.systemctl(&[verb.systemctl(), unit])?,
     }
     st.changed.push(change.describe());
     Ok(())
@@ -264,15 +290,27 @@ fn check_host_key(host: &Host, key: &Delivered, st: &mut RunState) {
     }
 }
 
-/// Install, enable and (on the live node) start the mirror services.
+/// Where the node stands when the services converge.
+#[derive(Debug, Clone, Copy)]
+struct Moment {
+    /// The data filesystem is mounted.
+    data_ready: bool,
+    /// systemd is still booting (see [`Host::booting`]).
+    booting: bool,
+}
+
+/// Install, enable and (on the live node) start the mirror services; running units take only the
+/// changes to files they read. `early`: the changes run made before storage (host key, network).
 fn converge_services(
     host: &Host,
     cfg: &NodeConfig,
     key: &Delivered,
-    data_ready: bool,
+    now: Moment,
+    early: &[Change],
     st: &mut RunState,
     say: &mut dyn FnMut(&str),
 ) -> Result<()> {
+    let Moment { data_ready, booting } = now;
     let facts = observe(host, cfg, data_ready)?;
     let family = facts.family;
     if cfg.fleet.https {
@@ -284,14 +322,14 @@ fn converge_services(
     if !host.live() && !host.path(Path::new("/etc/passwd")).exists() {
         st.notes.push(format!("no /etc/passwd under {}: accounts not created", host.root.display()));
     }
-    // systemd loads a unit file it has not seen on first use; only a rewritten one needs a
-    // daemon-reload (which costs a second or more early in boot).
+    // systemd loads a unit file it has not seen on first use; only a rewritten one, or a drop-in
+    // for a unit already loaded, needs a daemon-reload (which costs a second or more early in boot).
     let units_rewritten = files.iter().any(|c| {
-        matches!(c, Change::WriteFile { path, new: false, .. } if path.starts_with("/etc/systemd/system"))
+        matches!(c, Change::WriteFile { path, new, .. } if path.starts_with("/etc/systemd/system")
+            && (!new || path.parent().and_then(Path::extension).is_some_and(|e| e == "d")))
     });
     let enable = plan::unit_changes(host, &desired.units, &desired.files);
     let stale = plan::stale_changes(host, &desired.files, &desired.units);
-    let changed = !files.is_empty() || !enable.is_empty() || !stale.is_empty();
     // A dropped project's timer must not fire again; its data stays (status says how much).
     let stop: Vec<String> = stale
         .iter()
@@ -302,8 +340,19 @@ fn converge_services(
         apply_change(host, change, &desired.files, st)?;
     }
     crate::adopt::remember(host, cfg)?;
+    // Recorded here, carried out below on the live node: plan and run list the same changes.
+    let mut written = early.to_vec();
+    written.extend(files.iter().cloned());
+    let rendered: Vec<RenderedFile> = desired.early_files.iter().chain(&desired.files).cloned().collect();
+    let services = plan::service_changes(&written, &rendered);
+    st.changed.extend(services.iter().map(Change::describe));
+    // At boot the units wait for us (we are ordered before them): queue, never wait. On a
+    // running node wait for each job, so that `run` returns once the services run the change
+    // (systemd bounds each job by the unit's own timeout) and a failed job is reported.
+    let queue: &[&str] = if booting { &["--no-block"] } else { &[] };
     if host.live() && !stop.is_empty() {
-        let mut args = vec!["stop", "--no-block"];
+        let mut args = vec!["stop"];
+        args.extend(queue);
         args.extend(stop.iter().map(String::as_str));
         if let Err(e) = host.systemctl(&args) {
             st.problems.push(format!("stopping {}: {e:#}", stop.join(" ")));
@@ -326,13 +375,6 @@ fn converge_services(
         say("services: unit files changed, reloading systemd");
         host.systemctl(&["daemon-reload"])?;
     }
-    if changed {
-        // systemd-sysctl ran before us: apply BBR + fq_codel now rather than at the next boot.
-        let _ = hostkit::cmd::text("modprobe", &["tcp_bbr"]);
-        if let Err(e) = hostkit::cmd::text("sysctl", &["-q", "-p", "/etc/sysctl.d/90-micromirror.conf"]) {
-            st.problems.push(format!("applying sysctl settings: {e:#}"));
-        }
-    }
     if family == Family::Rhel {
         // firewalld conflicts with nftables.service and would replace our ruleset.
         if host.units_active(&["firewalld.service"])[0]
@@ -349,33 +391,53 @@ fn converge_services(
     // adds up early in boot (and to seconds under emulation).
     let units: Vec<&str> = desired.units.iter().map(|(u, _)| u.as_str()).filter(|u| !missing.contains(u)).collect();
     let active = host.units_active(&units);
-    // The firewall must hold before the network comes up (we run before network-pre):
-    // load it now rather than wait for nftables.service's queued job.
+    // The firewall must hold before the network comes up (at boot we run before network-pre):
+    // load it now rather than wait for nftables.service's queued job. A running nftables.service
+    // takes a changed ruleset by its reload (a service change below).
     let nft_active = units.iter().zip(&active).any(|(u, a)| *u == "nftables.service" && *a);
-    if changed || !nft_active {
+    if !nft_active {
         if let Err(e) = hostkit::cmd::text("nft", &["-f", family.nft_conf()]) {
             st.problems.push(format!("loading the firewall: {e:#}"));
         }
     }
-    // --no-block: we run early in boot, ordered before these units; waiting would deadlock.
-    // Units not running start; running units whose configuration changed reload.
-    let mut start: Vec<String> = units.iter().zip(&active).filter(|(_, a)| !**a).map(|(u, _)| u.to_string()).collect();
-    let reload: Vec<String> =
-        if changed { units.iter().zip(&active).filter(|(_, a)| **a).map(|(u, _)| u.to_string()).collect() } else { Vec::new() };
-    if data_ready {
-        for p in cfg.projects.iter().filter(|p| !host.path(Path::new(&mmconfig::sync_status_file(&p.name))).exists()) {
-            say(&format!("services: starting the first sync of {}", p.name));
-            start.push(format!("mm-sync-{}.service", p.name));
-        }
+    let start: Vec<String> = units.iter().zip(&active).filter(|(_, a)| !**a).map(|(u, _)| u.to_string()).collect();
+    let mut batches: Vec<(&str, Vec<String>)> = vec![("start", start)];
+    for verb in [Verb::Reload, Verb::Restart] {
+        let list: Vec<String> = services
+            .iter()
+            .filter_map(|c| match c {
+                Change::Service { unit, verb: v, .. } if *v == verb && !missing.contains(&unit.as_str()) => Some(unit.clone()),
+                _ => None,
+            })
+            .collect();
+        batches.push((verb.systemctl(), list));
     }
-    for (verb, list) in [("start", start), ("reload-or-restart", reload)] {
+    for (verb, list) in batches {
         if list.is_empty() {
             continue;
         }
-        let mut args = vec![verb, "--no-block"];
+        let mut args = vec![verb];
+        args.extend(queue);
         args.extend(list.iter().map(String::as_str));
         if let Err(e) = host.systemctl(&args) {
             st.problems.push(format!("systemctl {verb} {}: {e:#}", list.join(" ")));
+        }
+    }
+    if data_ready {
+        // A first sync runs for minutes: always queued, never waited for.
+        let first: Vec<String> = cfg
+            .projects
+            .iter()
+            .filter(|p| !host.path(Path::new(&mmconfig::sync_status_file(&p.name))).exists())
+            .map(|p| format!("mm-sync-{}.service", p.name))
+            .collect();
+        if !first.is_empty() {
+            say(&format!("services: starting the first sync of {}", first.join(" ")));
+            let mut args = vec!["start", "--no-block"];
+            args.extend(first.iter().map(String::as_str));
+            if let Err(e) = host.systemctl(&args) {
+                st.problems.push(format!("systemctl start {}: {e:#}", first.join(" ")));
+            }
         }
     }
     Ok(())
@@ -445,4 +507,76 @@ fn record(host: &Host, st: &RunState) -> Result<()> {
         .and_then(|mut f| f.write_all(log.as_bytes()))
         .with_context(|| format!("appending to {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::{node, nodes};
+
+    /// The unit actions a node converged on `before` takes when its configuration becomes
+    /// `after`: (unit, verb), from the files each unit reads.
+    fn actions(before: &NodeConfig, after: &NodeConfig, key: (&Delivered, &Delivered)) -> Vec<(String, Verb)> {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path());
+        let facts =
+            Facts { family: Family::Debian, nics: Vec::new(), nic_stand_in: None, tls_ready: false, data_fs_uuid: None, data_ready: true };
+        let old = render_all(before, key.0, &facts).unwrap();
+        for f in old.early_files.iter().chain(&old.files) {
+            host.install(f).unwrap();
+        }
+        let new = render_all(after, key.1, &facts).unwrap();
+        let files: Vec<RenderedFile> = new.early_files.iter().chain(&new.files).cloned().collect();
+        plan::service_changes(&plan::file_changes(&host, &files), &files)
+            .into_iter()
+            .map(|c| match c {
+                Change::Service { unit, verb, .. } => (unit, verb),
+                other => panic!("not a service change: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_reaches_only_the_units_that_read_it_with_the_gentlest_verb() {
+        let base = node("ziply");
+        let key = |k: &str| Delivered::Key { private: format!("private {k}\n").into_bytes(), public: format!("public {k}\n").into_bytes() };
+        let (k1, k2) = (key("one"), key("two"));
+        let with = |f: &dyn Fn(&mut NodeConfig)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c
+        };
+        let reload = |u: &str| (u.to_string(), Verb::Reload);
+        let fedora = nodes().into_iter().flat_map(|n| n.projects).find(|p| p.name == "fedora").expect("an example node hosts fedora");
+        assert!(base.project("fedora").is_none());
+        // (what changed, the new configuration, the new host key, the unit actions)
+        type Case<'a> = (&'a str, NodeConfig, &'a Delivered, Vec<(String, Verb)>);
+        let cases: Vec<Case> = vec![
+            ("nothing", base.clone(), &k1, vec![]),
+            ("sponsor", with(&|c| c.node.sponsor.name = "Another Sponsor".into()), &k1, vec![reload("nginx.service")]),
+            ("project added", with(&|c| c.projects.push(fedora.clone())), &k1, vec![reload("nginx.service")]),
+            ("project dropped", with(&|c| c.projects.truncate(1)), &k1, vec![reload("nginx.service")]),
+            ("admin keys", with(&|c| c.fleet.admin_ssh_keys = vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0 new".into()]), &k1, vec![]),
+            (
+                "admin prefixes",
+                with(&|c| c.fleet.admin_prefixes.push("198.51.100.0/24".into())),
+                &k1,
+                vec![reload("nftables.service"), reload("ssh.service")],
+            ),
+            ("sync bandwidth cap", with(&|c| c.node.sync_bwlimit_kbps = Some(1000)), &k1, vec![]),
+            (
+                "addresses",
+                with(&|c| {
+                    c.node.ipv4.as_mut().expect("ziply has IPv4").address = "192.0.2.99/24".into();
+                    c.node.dns = vec!["192.0.2.53".into()];
+                }),
+                &k1,
+                vec![],
+            ),
+            ("host key", base.clone(), &k2, vec![reload("ssh.service")]),
+        ];
+        for (what, after, new_key, want) in cases {
+            assert_eq!(actions(&base, &after, (&k1, new_key)), want, "{what}");
+        }
+    }
 }

@@ -4,13 +4,13 @@
 //! HTML escaping is off for the whole registry: every value from the fleet goes through a helper
 //! named after its target language (`xml`, `xsl_attr`, `mailto`, `nginx_str`, `rsyncd_value`, `plain`).
 
-pub use mmconfig::xml_escape;
 use handlebars::{handlebars_helper, Handlebars};
+pub use mmconfig::xml_escape;
 use mmconfig::NodeConfig;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::files::RenderedFile;
+use crate::files::{RenderedFile, Verb};
 
 /// The admin account the fleet's ssh keys are installed for.
 pub const ADMIN_USER: &str = mmconfig::ADMIN_USER;
@@ -95,6 +95,14 @@ impl Family {
             Family::Debian => &["nftables", "chrony", "lldpd", "ssh", "rsync", "nginx", "prometheus-node-exporter"],
             // node_exporter is not installed by the kickstart (no package name confirmed in EPEL 9).
             Family::Rhel => &["nftables", "chronyd", "lldpd", "sshd", "rsyncd", "nginx"],
+        }
+    }
+
+    /// The OpenSSH server's unit.
+    pub fn ssh_unit(self) -> &'static str {
+        match self {
+            Family::Debian => "ssh.service",
+            Family::Rhel => "sshd.service",
         }
     }
 
@@ -239,6 +247,7 @@ handlebars_helper!(nginx_regex: |s: str| nginx_prefix_regex(s));
 handlebars_helper!(plain_h: |s: str| plain(s));
 handlebars_helper!(systemd_arg_h: |s: str| systemd_arg(s));
 handlebars_helper!(rsyncd_value_h: |s: str| rsyncd_value(s));
+handlebars_helper!(bare_path: |s: str| s.trim_end_matches('/').to_string());
 handlebars_helper!(join: |v: array| v.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "));
 
 fn registry() -> Handlebars<'static> {
@@ -254,6 +263,7 @@ fn registry() -> Handlebars<'static> {
     h.register_helper("systemd_arg", Box::new(systemd_arg_h));
     h.register_helper("rsyncd_value", Box::new(rsyncd_value_h));
     h.register_helper("join", Box::new(join));
+    h.register_helper("bare_path", Box::new(bare_path));
     for (name, text) in TEMPLATES {
         h.register_template_string(name, *text).unwrap_or_else(|e| panic!("embedded template {name}: {e}"));
     }
@@ -334,24 +344,39 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         "allow_users": allow_users,
     });
     let r = |name: &str| h.render(name, &ctx).map_err(|e| anyhow::anyhow!("rendering {name}: {e}"));
+    // Who must be told of a change, and how (see `Verb`). rsyncd re-reads rsyncd.conf and its
+    // motd on every connection, sshd its users' authorized_keys at every login, sudo its
+    // sudoers, nginx robots.txt at every request: those files are read by no unit here.
+    let nginx = |f: RenderedFile| f.read_by("nginx.service", Verb::Reload);
+    let ssh = paths.family.ssh_unit();
     let mut files = vec![
-        RenderedFile::new(NGINX_CONF, 0o644, r("nginx-main")?),
-        RenderedFile::new(paths.family.nginx_site(), 0o644, r("nginx-site")?),
-        RenderedFile::new(format!("{}/listing.xslt", paths.nginx_dir), 0o644, r("listing")?),
+        nginx(RenderedFile::new(NGINX_CONF, 0o644, r("nginx-main")?)),
+        nginx(RenderedFile::new(paths.family.nginx_site(), 0o644, r("nginx-site")?)),
+        // The XSLT filter compiles its stylesheet when it loads the configuration.
+        nginx(RenderedFile::new(format!("{}/listing.xslt", paths.nginx_dir), 0o644, r("listing")?)),
         RenderedFile::new(format!("{}/robots.txt", paths.nginx_dir), 0o644, ROBOTS),
         RenderedFile::new(format!("{}/rsyncd.conf", paths.rsync_dir), 0o644, r("rsyncd")?),
         RenderedFile::new(format!("{}/rsyncd.motd", paths.rsync_dir), 0o644, r("motd")?),
-        RenderedFile::new(paths.family.nft_conf(), 0o755, r("nftables")?),
-        RenderedFile::new("/etc/systemd/system/nginx.service.d/micromirror.conf", 0o644, NGINX_LIMITS),
-        RenderedFile::new("/etc/sysctl.d/90-micromirror.conf", 0o644, SYSCTL),
-        RenderedFile::new("/etc/modules-load.d/micromirror.conf", 0o644, "tcp_bbr\n"),
-        RenderedFile::new("/etc/ssh/sshd_config.d/50-micromirror.conf", 0o644, r("sshd")?),
+        // Loaded by `nft -f` as one transaction: the ruleset is swapped, established flows stay.
+        RenderedFile::new(paths.family.nft_conf(), 0o755, r("nftables")?).read_by("nftables.service", Verb::Reload),
+        // A resource limit applies to a new main process only.
+        RenderedFile::new("/etc/systemd/system/nginx.service.d/micromirror.conf", 0o644, NGINX_LIMITS)
+            .read_by("nginx.service", Verb::Restart),
+        // Both oneshots ran at boot; run again, they apply the file (modules before sysctl, by
+        // systemd-sysctl's own ordering).
+        RenderedFile::new("/etc/sysctl.d/90-micromirror.conf", 0o644, SYSCTL).read_by("systemd-sysctl.service", Verb::Restart),
+        RenderedFile::new("/etc/modules-load.d/micromirror.conf", 0o644, "tcp_bbr\n")
+            .read_by("systemd-modules-load.service", Verb::Restart),
+        RenderedFile::new("/etc/ssh/sshd_config.d/50-micromirror.conf", 0o644, r("sshd")?).read_by(ssh, Verb::Reload),
         RenderedFile::new(format!("/home/{ADMIN_USER}/.ssh/authorized_keys"), 0o600, cfg.fleet.admin_ssh_keys.join("\n") + "\n"),
         RenderedFile::new(format!("/etc/sudoers.d/{ADMIN_USER}"), 0o440, format!("{ADMIN_USER} ALL=(ALL) NOPASSWD: ALL\n")),
     ];
     if cfg.fleet.https {
         files.push(RenderedFile::new("/etc/systemd/system/mm-certbot.service", 0o644, r("certbot-service")?));
-        files.push(RenderedFile::new("/etc/systemd/system/mm-certbot.timer", 0o644, r("certbot-timer")?));
+        files.push(
+            RenderedFile::new("/etc/systemd/system/mm-certbot.timer", 0o644, r("certbot-timer")?)
+                .read_by("mm-certbot.timer", Verb::Restart),
+        );
     }
     if let Some(user) = push_user {
         files.push(RenderedFile::new(format!("/home/{user}/.ssh/authorized_keys"), 0o600, r("push-keys")?));
@@ -359,7 +384,11 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
     }
     if paths.family == Family::Debian {
         files.push(RenderedFile::new("/etc/apt/apt.conf.d/20auto-upgrades", 0o644, AUTO_UPGRADES));
-        files.push(RenderedFile::new("/etc/default/prometheus-node-exporter", 0o644, NODE_EXPORTER));
+        // Its command-line arguments: read at start.
+        files.push(
+            RenderedFile::new("/etc/default/prometheus-node-exporter", 0o644, NODE_EXPORTER)
+                .read_by("prometheus-node-exporter.service", Verb::Restart),
+        );
     }
     let mut enable: Vec<(String, String)> =
         paths.family.units().iter().map(|u| (format!("{u}.service"), "multi-user.target".to_string())).collect();
@@ -372,8 +401,10 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
             "state_dir": mmconfig::SYNC_STATE_DIR, "metrics_dir": mmconfig::METRICS_DIR,
         });
         let unit = |t: &str| h.render(t, &pctx).map_err(|e| anyhow::anyhow!("rendering {t} for {}: {e}", p.name));
+        // A sync in progress is never interrupted: its next run reads the changed service.
         files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.service", p.name), 0o644, unit("sync-service")?));
-        files.push(RenderedFile::new(format!("/etc/systemd/system/mm-sync-{}.timer", p.name), 0o644, unit("sync-timer")?));
+        let timer = format!("mm-sync-{}.timer", p.name);
+        files.push(RenderedFile::new(format!("/etc/systemd/system/{timer}"), 0o644, unit("sync-timer")?).read_by(&timer, Verb::Restart));
         enable.push((format!("mm-sync-{}.timer", p.name), "timers.target".into()));
     }
     if cfg.fleet.https {
@@ -471,13 +502,24 @@ mod tests {
     fn listing_only_for_directory_urls() {
         let s = render_services(&node("sonic"), &Paths::default()).unwrap();
         let site = file(&s, "sites-enabled/default");
-        assert_eq!(site.matches("xslt_stylesheet").count(), 1);
-        let xslt_loc = site.find("location ~ /$").unwrap();
-        let xslt_line = site.find("xslt_stylesheet").unwrap();
-        assert!(xslt_loc < xslt_line && site[xslt_loc..xslt_line].matches('}').count() == 0, "xslt outside the directory location");
-        for p in ["/ubuntu-releases/", "/fedora/", "/epel/"] {
-            assert!(site.contains(&format!("location \"{p}\" {{")), "{p}");
+        // The top level and each hosted project's directories, nothing else.
+        assert_eq!(site.matches("xslt_stylesheet").count(), 4, "{site}");
+        for (at, _) in site.match_indices("xslt_stylesheet") {
+            let opened = site[..at].rfind("location ").unwrap();
+            let block = &site[opened..at];
+            assert!(
+                block.starts_with("location = / {") || block.starts_with("location ~ /$ {"),
+                "xslt outside a directory location: {block}"
+            );
+            assert_eq!(block.matches('}').count(), 0, "xslt outside a directory location: {block}");
         }
+        for p in ["/ubuntu-releases/", "/fedora/", "/epel/"] {
+            let bare = p.trim_end_matches('/');
+            assert!(site.contains(&format!("location ^~ \"{p}\" {{")), "{p}");
+            assert!(site.contains(&format!("location = \"{bare}\" {{\n        return 301 \"{p}\";")), "{p}");
+        }
+        assert!(site.contains("location / {\n        return 404;\n    }"), "{site}");
+        assert!(!site.contains("\n    location ~ /$"), "a listing outside the hosted projects: {site}");
         assert!(site.contains("listen [::]:80 default_server backlog=4096;"));
     }
 
@@ -590,7 +632,9 @@ mod tests {
             assert!(d.contains(&want), "{want}");
         }
         let site = directives(file(&s, "sites-enabled/default"));
-        for want in ["limit_conn mm_conn 256;", "limit_req zone=mm_req burst=5000 nodelay;", "limit_conn_status 429;", "limit_req_status 429;"] {
+        for want in
+            ["limit_conn mm_conn 256;", "limit_req zone=mm_req burst=5000 nodelay;", "limit_conn_status 429;", "limit_req_status 429;"]
+        {
             assert!(site.contains(&want), "{want}");
         }
     }

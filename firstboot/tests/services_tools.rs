@@ -60,9 +60,20 @@ fn nginx_accepts_the_config_and_serves_listings_with_the_sponsor_and_files_uncha
     let (meta, body) = curl(&ns, &format!("{base}/.mm/status.json"));
     assert!(meta.starts_with("200 application/json") && body == b"{\"version\": 1}\n", "{meta}");
     let root_listing = String::from_utf8_lossy(&curl(&ns, &format!("{base}/")).1).into_owned();
+    assert!(root_listing.contains("href=\"./epel/\"") && !root_listing.contains(".mm/"), "the status directory is listed: {root_listing}");
+    // What the data directory holds besides the hosted projects (a dropped project's kept tree,
+    // a stray file) is never served, nor listed.
+    std::fs::create_dir_all(t.data().join("gimp/v2.10")).unwrap();
+    std::fs::write(t.data().join("gimp/v2.10/gimp.tar.bz2"), b"stale").unwrap();
+    std::fs::write(t.data().join("stray.txt"), b"stray").unwrap();
+    for path in ["/gimp/v2.10/gimp.tar.bz2", "/gimp/", "/gimp", "/stray.txt", "/.mm/"] {
+        let (meta, _) = curl(&ns, &format!("{base}{path}"));
+        assert!(meta.starts_with("404") || (path == "/.mm/" && meta.starts_with("403")), "{path}: {meta}");
+    }
+    let root_listing = String::from_utf8_lossy(&curl(&ns, &format!("{base}/")).1).into_owned();
     assert!(
-        root_listing.contains("href=\"./epel/\"") && !root_listing.contains(".mm/"),
-        "the status directory is listed: {root_listing}"
+        root_listing.contains("href=\"./epel/\"") && !root_listing.contains("gimp") && !root_listing.contains("stray"),
+        "{root_listing}"
     );
     let log = std::fs::read_to_string(t.root.join("log/micromirror-access.log")).unwrap();
     assert!(log.contains("project=epel") && log.contains(" 300000 "), "{log}");
