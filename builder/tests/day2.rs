@@ -87,7 +87,7 @@ impl Node {
         args.extend(extra);
         let started = Instant::now();
         let o = mmbuild(&args);
-        eprintln!("mmbuild {verb} {}: {:.2} s", fleet.display(), started.elapsed().as_secs_f64());
+        eprintln!("mmbuild {verb} {}: {:.2} s\n{}", fleet.display(), started.elapsed().as_secs_f64(), String::from_utf8_lossy(&o.stdout));
         o
     }
 
@@ -136,25 +136,22 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// An HTTP and an rsync download of the node's 6 MiB epel file, each paced to 256 KiB/s
-    /// (about 24 s), running once both have bytes on the disk.
+    /// An HTTP and an rsync download of the node's 6 MiB epel file, each paced to 128 KiB/s
+    /// (about 48 s: longer than an apply under TCG), running once both have bytes on the disk.
+    /// The HTTP client is our own paced reader: curl 7.88's --limit-rate does not hold (it read
+    /// the whole file in 0.1 s here).
     fn downloads(&self, name: &str) -> Downloads {
         let dir = self.tmp.path().join(name);
         std::fs::create_dir_all(dir.join("rsync")).unwrap();
-        let http = Command::new("curl")
-            .args(["-sS", "--fail", "--limit-rate", "256k", "-o"])
-            .arg(dir.join("http.bin"))
-            .arg(format!("http://127.0.0.1:{}/epel/big/payload.bin", self.ports.1))
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (port, file) = (self.ports.1, dir.join("http.bin"));
+        let http = std::thread::spawn(move || paced_get(port, "/epel/big/payload.bin", 128 << 10, &file));
         let rsync = Command::new("rsync")
-            .args(["--bwlimit=256", "--inplace", &format!("rsync://127.0.0.1:{}/epel/big/payload.bin", self.ports.2)])
+            .args(["--bwlimit=128", "--inplace", &format!("rsync://127.0.0.1:{}/epel/big/payload.bin", self.ports.2)])
             .arg(dir.join("rsync/"))
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let d = Downloads { dir, http: Reaped(http), rsync: Reaped(rsync) };
+        let d = Downloads { dir, http: Some(http), rsync: Reaped(rsync) };
         let t = Instant::now();
         while d.bytes("http.bin") == 0 || d.bytes("rsync/payload.bin") == 0 {
             assert!(t.elapsed() < Duration::from_secs(60), "the downloads never started");
@@ -164,10 +161,51 @@ impl Node {
     }
 }
 
+/// GET `path` from the node's nginx at `rate` bytes a second into `out`, through a small receive
+/// buffer so that nginx is still sending while we read (the kernel would otherwise take megabytes
+/// at once); the body's length, or why it failed.
+fn paced_get(port: u16, path: &str, rate: usize, out: &Path) -> Result<u64, String> {
+    use nix::sys::socket::{connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::io::{Read, Write};
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).map_err(|e| e.to_string())?;
+    setsockopt(&fd, sockopt::RcvBuf, &(16 << 10)).map_err(|e| e.to_string())?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(127, 0, 0, 1, port)).map_err(|e| e.to_string())?;
+    let mut s = std::net::TcpStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: ci\r\n\r\n").as_bytes()).map_err(|e| e.to_string())?;
+    let mut f = std::fs::File::create(out).map_err(|e| e.to_string())?;
+    let (started, mut head, mut body, mut buf) = (Instant::now(), Vec::new(), 0u64, [0u8; 4096]);
+    let mut in_body = false;
+    loop {
+        let n = s.read(&mut buf).map_err(|e| format!("after {body} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        let data = if in_body {
+            buf[..n].to_vec()
+        } else {
+            head.extend_from_slice(&buf[..n]);
+            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            if !head.starts_with(b"HTTP/1.1 200") {
+                return Err(String::from_utf8_lossy(&head).into_owned());
+            }
+            in_body = true;
+            head.split_off(end + 4)
+        };
+        f.write_all(&data).map_err(|e| e.to_string())?;
+        body += data.len() as u64;
+        let due = Duration::from_secs_f64(body as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok(body)
+}
+
 /// Two downloads from the node in flight across an apply.
 struct Downloads {
     dir: PathBuf,
-    http: Reaped,
+    http: Option<std::thread::JoinHandle<Result<u64, String>>>,
     rsync: Reaped,
 }
 
@@ -176,18 +214,31 @@ impl Downloads {
         std::fs::metadata(self.dir.join(file)).map_or(0, |m| m.len())
     }
 
-    fn still_running(&mut self) -> bool {
-        self.http.0.try_wait().unwrap().is_none() && self.rsync.0.try_wait().unwrap().is_none()
+    /// Both are still transferring; otherwise how each ended.
+    fn assert_running(&mut self) {
+        let mut ended = Vec::new();
+        if self.http.as_ref().is_some_and(|h| h.is_finished()) {
+            let result = self.http.take().unwrap().join().unwrap();
+            ended.push(format!("HTTP: {result:?} after {} bytes", self.bytes("http.bin")));
+        }
+        if let Some(status) = self.rsync.0.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(self.rsync.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+            ended.push(format!("rsync: {status} after {} bytes: {err}", self.bytes("rsync/payload.bin")));
+        }
+        assert!(ended.is_empty(), "downloads ended before apply did (cut off, or too fast to prove anything): {ended:?}");
     }
 
     /// Both end successfully with exactly `want`.
     fn finish(mut self, want: &[u8]) {
-        for (name, child, file) in [("HTTP", &mut self.http, "http.bin"), ("rsync", &mut self.rsync, "rsync/payload.bin")] {
-            let status = child.0.wait().unwrap();
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-            assert!(status.success(), "the {name} download in flight during apply was cut off: {status} {err}");
-            assert!(std::fs::read(self.dir.join(file)).unwrap() == want, "the {name} download is not the file");
+        let http = self.http.take().unwrap().join().unwrap();
+        assert_eq!(http, Ok(want.len() as u64), "the HTTP download in flight during apply was cut off");
+        let status = self.rsync.0.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(self.rsync.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(status.success(), "the rsync download in flight during apply was cut off: {status} {err}");
+        for file in ["http.bin", "rsync/payload.bin"] {
+            assert!(std::fs::read(self.dir.join(file)).unwrap() == want, "{file} is not the file");
         }
     }
 }
@@ -311,7 +362,7 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["nodes"][0]["result"], "converged", "{report}");
-    assert!(flying.still_running(), "the downloads ended before apply did: they prove nothing");
+    flying.assert_running();
 
     // Right when apply returns: the listing carries the new sponsor as text, escaped exactly once;
     // the new module and path are served.
@@ -359,7 +410,7 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     let mut flying = node.downloads("during-v3");
     let o = node.day2("apply", "v3.toml", "key_b", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(flying.still_running(), "the downloads ended before apply did: they prove nothing");
+    flying.assert_running();
     assert!(curl(&format!("http://127.0.0.1:{}/", node.ports.1)).contains(">Day3 Sponsor</a>"), "the listing lags the apply");
     for path in ["/gimp/v2.10/gimp-2.10.38.tar.bz2", "/gimp/", "/gimp"] {
         assert_eq!(node.http_code(path), "404", "{path} of the dropped gimp is still served");

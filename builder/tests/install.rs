@@ -22,8 +22,10 @@ fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn sha_head(path: &Path) -> String {
-    sh(&format!("head -c 64M {} | sha256sum", path.display()))
+/// The disk's first and last 64 MiB: a primary GPT, MBR or superblock at the start, a backup GPT
+/// at the end.
+fn sha_ends(path: &Path) -> String {
+    sh(&format!("{{ head -c 64M {0}; tail -c 64M {0}; }} | sha256sum", path.display()))
 }
 
 /// The stick (a sparse copy of install.img) on USB and `nvme` on NVMe; QEMU exits on reboot.
@@ -77,7 +79,7 @@ fn install_stick_installs_refuses_foreign_data_and_keeps_mmdata_on_reinstall() {
     let nvme = dir.join("nvme.img");
     std::fs::File::create(&nvme).unwrap().set_len(NVME_BYTES).unwrap();
     sh(&format!("mkfs.ext4 -q -F -L photos -E lazy_itable_init=1,lazy_journal_init=1 {}", nvme.display()));
-    let before = sha_head(&nvme);
+    let before = sha_ends(&nvme);
     let mut vm = stick_vm(&dir, &stick, &nvme);
     vm.wait_for("power the machine off", Duration::from_secs(600)).unwrap_or_else(|e| panic!("{e:#}"));
     let console = vm.serial();
@@ -85,7 +87,7 @@ fn install_stick_installs_refuses_foreign_data_and_keeps_mmdata_on_reinstall() {
     assert!(console.contains("NOTHING WAS WRITTEN: /dev/nvme0n1 (nvme, 1100 GB"), "{console}");
     assert!(console.contains("holds an ext2/3/4 filesystem and no GPT"), "{console}");
     assert!(console.contains("add \"MMBT-NVME\" to wipe_disk_serials of node sonic"), "{console}");
-    assert_eq!(sha_head(&nvme), before, "the foreign disk was written");
+    assert_eq!(sha_ends(&nvme), before, "the foreign disk was written");
 
     // 3. A reinstall over this node's earlier install: MMDATA (with a canary) follows the image
     //    in the disk's free space, as firstboot lays it out, and the root holds a stray file.

@@ -163,12 +163,14 @@ struct Node<'a> {
     work: PathBuf,
     vm: VmOptions,
     known_hosts: PathBuf,
-    /// Hash of the foreign disk's first bytes before the boot.
+    /// Hash of the foreign disk's first and last bytes before the boot.
     foreign: Option<(PathBuf, String)>,
     lab: Option<Lab>,
     upstream: Option<tempfile::TempDir>,
 }
 
+/// Hashed at each end of the foreign disk: its first sectors hold a primary GPT, MBR or
+/// superblock, its last a backup GPT (or an md superblock), the places a writer would touch.
 const FOREIGN_HASHED_BYTES: u64 = 64 << 20;
 
 impl<'a> Node<'a> {
@@ -219,7 +221,7 @@ impl<'a> Node<'a> {
             hostkit::cmd::run(
                 Command::new("mkfs.ext4").args(["-q", "-F", "-L", "FOREIGN", "-E", "lazy_itable_init=1,lazy_journal_init=1"]).arg(&path),
             )?;
-            foreign = Some((path.clone(), hash_head(&path)?));
+            foreign = Some((path.clone(), hash_ends(&path)?));
             vm.disks.push(GuestDisk { path, bus: like.bus, serial: "MMBT-FOREIGN".into() });
         }
         vm.nics = shape
@@ -488,7 +490,7 @@ impl<'a> Node<'a> {
             }
         }
         if let Some((path, before)) = &self.foreign {
-            match hash_head(path) {
+            match hash_ends(path) {
                 Ok(after) if &after == before => {}
                 Ok(_) => problems.push("the foreign disk was written to".into()),
                 Err(e) => problems.push(format!("{e:#}")),
@@ -539,12 +541,17 @@ fn sparse_disk(path: &Path, len: u64) -> Result<()> {
     f.set_len(len).with_context(|| format!("sizing {} to {len} bytes", path.display()))
 }
 
-fn hash_head(path: &Path) -> Result<String> {
+fn hash_ends(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f.metadata().with_context(|| format!("reading {}", path.display()))?.len();
     let mut h = Sha256::new();
-    std::io::copy(&mut f.take(FOREIGN_HASHED_BYTES), &mut h).with_context(|| format!("reading {}", path.display()))?;
+    for start in [0, len.saturating_sub(FOREIGN_HASHED_BYTES)] {
+        f.seek(SeekFrom::Start(start)).with_context(|| format!("seeking in {}", path.display()))?;
+        std::io::copy(&mut (&mut f).take(FOREIGN_HASHED_BYTES), &mut h).with_context(|| format!("reading {}", path.display()))?;
+    }
     Ok(format!("{:x}", h.finalize()))
 }
 
@@ -556,6 +563,24 @@ fn partition_names(disk: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_foreign_disk_hash_sees_both_ends() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("foreign.img");
+        sparse_disk(&disk, 1 << 30).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        let blank = hash_ends(&disk).unwrap();
+        // The middle is not looked at; a backup GPT's last sector is.
+        f.write_all_at(b"x", 512 << 20).unwrap();
+        assert_eq!(hash_ends(&disk).unwrap(), blank);
+        f.write_all_at(b"EFI PART", (1 << 30) - 512).unwrap();
+        let backup = hash_ends(&disk).unwrap();
+        assert_ne!(backup, blank, "a write at the end went unseen");
+        f.write_all_at(b"\x55\xaa", 510).unwrap();
+        assert_ne!(hash_ends(&disk).unwrap(), backup, "a write at the start went unseen");
+    }
 
     #[test]
     fn stick_check_wants_one_verified_install_then_a_hand_over() {
