@@ -35,8 +35,10 @@ pub struct Fleet {
 #[derive(Debug, Clone, Default)]
 pub struct RegistrationFacts {
     pub organisation: Option<Organisation>,
-    /// `[fleet] registration_contact`, else `[fleet] contact`.
+    /// `[fleet] registration_contact`'s e-mail, else `[fleet] contact`.
     pub contact: String,
+    /// `[fleet] registration_contact`'s name, where given as `{ name, email }`.
+    pub contact_name: Option<String>,
     /// Where `[fleet]` starts, for messages about a missing fleet-level field.
     pub fleet_at: Pos,
     /// Per node name.
@@ -102,8 +104,42 @@ struct RawFleet {
     push_keys: std::collections::BTreeMap<String, S<Vec<S<String>>>>,
     /// Who runs the fleet, as upstream registrations name it (MirrorManager's site, ...).
     organisation: Option<S<RawOrganisation>>,
-    /// Where upstream mirror admins write; default: `contact`.
-    registration_contact: Option<S<String>>,
+    /// Where upstream mirror admins write, an e-mail address or `{ name, email }`; default: `contact`.
+    registration_contact: Option<S<RawContact>>,
+}
+
+/// `registration_contact`: a plain e-mail address, or a person's name with it (Debian's form
+/// asks for both).
+enum RawContact {
+    Email(String),
+    Named { name: S<String>, email: S<String> },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamedContact {
+    name: S<String>,
+    email: S<String>,
+}
+
+impl<'de> Deserialize<'de> for RawContact {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawContact;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an e-mail address or { name = \"...\", email = \"...\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawContact, E> {
+                Ok(RawContact::Email(s.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawContact, A::Error> {
+                let c = RawNamedContact::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawContact::Named { name: c.name, email: c.email })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -277,7 +313,11 @@ pub fn parse(path: &Path, text: &str, dirs: DataDirs) -> Result<Fleet, Diagnosti
     let mut facts = RegistrationFacts { fleet_at, ..Default::default() };
     if let Some(f) = &fleet {
         facts.organisation = check_organisation(&mut ck, f);
-        facts.contact = f.registration_contact.as_ref().unwrap_or(&f.contact).get_ref().clone();
+        (facts.contact, facts.contact_name) = match f.registration_contact.as_ref().map(|c| c.get_ref()) {
+            None => (f.contact.get_ref().clone(), None),
+            Some(RawContact::Email(e)) => (e.clone(), None),
+            Some(RawContact::Named { name, email }) => (email.get_ref().clone(), Some(name.get_ref().clone())),
+        };
     }
     let default_facts = check_defaults_facts(&mut ck, &defaults, &dirs, &mut countries);
 
@@ -455,10 +495,22 @@ pub fn load_countries(path: &Path) -> Result<BTreeMap<String, String>, crate::di
 }
 
 fn check_organisation(ck: &mut Checker<'_>, f: &RawFleet) -> Option<Organisation> {
-    if let Some(c) = &f.registration_contact {
-        if !looks_like_email(c.get_ref()) {
-            ck.err(c.span(), format!("[fleet] registration_contact \"{}\" is not an e-mail address (write user@example.net)", c.get_ref()));
+    match f.registration_contact.as_ref().map(|c| (c.get_ref(), c.span())) {
+        Some((RawContact::Email(e), span)) if !looks_like_email(e) => {
+            ck.err(span, format!("[fleet] registration_contact \"{e}\" is not an e-mail address (write user@example.net)"));
         }
+        Some((RawContact::Named { name, email }, _)) => {
+            if let Err(why) = check_text(name.get_ref()) {
+                ck.err(name.span(), format!("[fleet] registration_contact.name {why}"));
+            }
+            if !looks_like_email(email.get_ref()) {
+                ck.err(
+                    email.span(),
+                    format!("[fleet] registration_contact.email \"{}\" is not an e-mail address (write user@example.net)", email.get_ref()),
+                );
+            }
+        }
+        _ => {}
     }
     let org = f.organisation.as_ref()?.get_ref();
     let mut ok = true;

@@ -273,7 +273,6 @@ fn render(h: &mut Handlebars<'static>, name: &str, data: &serde_json::Value) -> 
     h.render(name, data).with_context(|| format!("rendering {TEMPLATES}/{name}.hbs"))
 }
 
-
 fn sha256(b: &[u8]) -> String {
     format!("{:x}", Sha256::digest(b))
 }
@@ -298,12 +297,6 @@ fn stamp() -> u64 {
 pub fn release_date(t: u64) -> String {
     let c = Civil::from_unix(t);
     format!("{}, {:02} {} {} {} UTC", c.weekday, c.day, c.month_name(), c.year, c.hms())
-}
-
-/// `Sat Jan  1 00:00:00 UTC 2025` (`date -u`, ftpsync's trace).
-pub fn ftpsync_date(t: u64) -> String {
-    let c = Civil::from_unix(t);
-    format!("{} {} {:>2} {} UTC {}", c.weekday, c.month_name(), c.day, c.hms(), c.year)
 }
 
 /// Write under `dir`: per host a directory tree, one rsyncd.conf per stand-in address, and a
@@ -472,7 +465,9 @@ fn write_tree(h: &mut Handlebars<'static>, markers: &BTreeMap<String, marker::Ma
 
 fn trace(h: &mut Handlebars<'static>, host: &str, now: u64) -> Result<String> {
     let c = Civil::from_unix(now);
-    render(h, "ftpsync-trace", &json!({"date": ftpsync_date(now), "serial": format!("{}{:02}{:02}01", c.year, c.month, c.day), "host": host}))
+    let ctx =
+        json!({"date": c.date_u(), "rfc2822": c.rfc2822(), "serial": format!("{}{:02}{:02}01", c.year, c.month, c.day), "host": host});
+    render(h, "ftpsync-trace", &ctx)
 }
 
 #[cfg(test)]
@@ -516,12 +511,10 @@ mod tests {
     }
 
     #[test]
-    fn dates_in_both_formats_parse_back() {
+    fn release_dates_parse_back() {
         assert_eq!(release_date(1_735_689_600), "Wed, 01 Jan 2025 00:00:00 UTC");
-        assert_eq!(ftpsync_date(1_735_689_600), "Wed Jan  1 00:00:00 UTC 2025");
         for t in [0, 951_782_400, 1_735_689_600 + 86_399, 4_102_444_800] {
             assert_eq!(marker::parse_date(&release_date(t)), Some(t), "{}", release_date(t));
-            assert_eq!(marker::parse_date(&ftpsync_date(t)), Some(t), "{}", ftpsync_date(t));
         }
     }
 

@@ -103,6 +103,7 @@ ipv4 = {{ address = "192.0.2.10/31", gateway = "192.0.2.11" }}
 }
 
 const ORG: &str = r#"organisation = { name = "T Mirrors", url = "https://t.example/" }"#;
+const CONTACT: &str = r#"registration_contact = { name = "T Mirror Team", email = "reg@example.net" }"#;
 const LOC: &str = r#"location = { country = "NL", state_province = "Noord-Holland", city = "Amsterdam", latitude = 52.37, longitude = 4.9 }
 port_mbps = 1000"#;
 
@@ -154,7 +155,7 @@ fn hostile_fleet() -> String {
 name = "t"
 domain = "mm.example.net"
 contact = "mirror@example.net"
-registration_contact = "registrations@example.net"
+registration_contact = {{ name = "{line}", email = "registrations@example.net" }}
 admin_ssh_keys = ["{KEY}"]
 admin_prefixes = ["192.0.2.0/24"]
 https = true
@@ -168,7 +169,7 @@ location = {{ country = "DE", state_province = "{line}", city = "{line}", latitu
 
 [[node]]
 name = "alpha"
-projects = ["almalinux", "epel", "debian", "ubuntu-releases", "opensuse", "archlinux"]
+projects = ["almalinux", "epel", "debian", "ubuntu", "ubuntu-releases", "opensuse", "archlinux"]
 sponsor = {{ name = "{esc}", url = "https://evil.example/?q=1&r=`x`" }}
 ipv4 = {{ address = "192.0.2.10/31", gateway = "192.0.2.11" }}
 ipv6 = {{ address = "2001:db8:10::2/64", gateway = "2001:db8:10::1" }}
@@ -224,10 +225,11 @@ fn hostile_names_stay_data_in_every_format() {
     assert_eq!(deb[0]["sponsor_name"], HOSTILE);
     assert_eq!(deb[0]["archive_architectures"], serde_json::json!(["amd64", "arm64", "i386"]));
     assert_eq!(deb[0]["trace_file"], "project/trace/alpha.mm.example.net");
+    assert_eq!(deb[0]["maintainer_name"], HOSTILE_LINE);
     let lp: Value = serde_json::from_slice(&std::fs::read(out.join("ubuntu-releases/launchpad.json")).unwrap()).unwrap();
-    assert_eq!(lp[0]["display_name"], format!("alpha.mm.example.net ({HOSTILE})"));
-    assert_eq!(lp[0]["content"], "Release");
-    assert_eq!(lp[0]["speed"], "10 Gbit/s");
+    assert_eq!(lp[0]["display_name"], HOSTILE);
+    assert_eq!(lp[0]["content"], "CD Image");
+    assert_eq!(lp[0]["speed"], "10 Gbps");
     let req: Value = serde_json::from_slice(&std::fs::read(out.join("opensuse/request.json")).unwrap()).unwrap();
     let fields: BTreeMap<String, String> = req["nodes"][0]["fields"]
         .as_array()
@@ -242,10 +244,15 @@ fn hostile_names_stay_data_in_every_format() {
     // deb822: the stanza keeps its fields, one line each.
     let ml = std::fs::read_to_string(out.join("debian/Mirrors.masterlist")).unwrap();
     let keys: Vec<&str> = ml.lines().filter(|l| !l.starts_with(' ')).filter_map(|l| l.split_once(": ").map(|(k, _)| k)).collect();
-    assert_eq!(keys, ["Site", "Type", "Archive-architecture", "Archive-http", "Archive-rsync", "Country", "Location", "Sponsor"], "{ml}");
+    assert_eq!(
+        keys,
+        ["Site", "Type", "Archive-architecture", "Archive-http", "Archive-rsync", "Country", "Location", "Sponsor", "Maintainer"],
+        "{ml}"
+    );
     // deb822 values are single lines: the line separator became a space.
     let flat = HOSTILE.replace('\u{2028}', " ");
     assert!(ml.contains(&format!("Sponsor: {flat} https://evil.example/?q=1&r=`x`\n")), "{ml}");
+    assert!(ml.contains(&format!("Maintainer: {HOSTILE_LINE} <registrations@example.net>\n")), "{ml}");
 
     // Markdown: cmark renders every page; the name arrives as text, never as markup.
     for page in [
@@ -268,6 +275,388 @@ fn hostile_names_stay_data_in_every_format() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Each upstream's rules, as the upstream states them, checked on what the export wrote (the
+// hostile fleet: every format, every field filled). Break a rule in a renderer and its row fails.
+
+/// One rule an upstream states about its format.
+struct Rule {
+    /// Where the upstream states it: repository and file.
+    source: &'static str,
+    rule: &'static str,
+    holds: fn(&Value) -> bool,
+}
+
+fn broken_rules(value: &Value, rules: &[Rule]) -> Vec<String> {
+    rules.iter().filter(|r| !(r.holds)(value)).map(|r| format!("{} [{}]", r.rule, r.source)).collect()
+}
+
+fn hostile_export() -> (tempfile::TempDir, PathBuf) {
+    let (d, path, out) = with_fleet(&hostile_fleet().replace("asn = 4200000000", "asn = 3320"));
+    let o = export(&path, &out, &[]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    (d, out)
+}
+
+fn is_str(v: &Value) -> bool {
+    v.is_string()
+}
+
+const ALMA_SCHEMA: &str = "AlmaLinux/mirrors json_schemas/mirror_config/v1.json";
+
+/// The mirror schema's properties (AlmaLinux/mirrors json_schemas/mirror_config/v1.json).
+const ALMA_PROPERTIES: [&str; 13] = [
+    "cloud_type",
+    "cloud_regions",
+    "name",
+    "address",
+    "address_optional",
+    "geolocation",
+    "update_frequency",
+    "sponsor",
+    "sponsor_url",
+    "email",
+    "asn",
+    "subnets",
+    "private",
+];
+
+const ALMA_RULES: &[Rule] = &[
+    Rule {
+        source: ALMA_SCHEMA,
+        rule: "required: name, address, update_frequency, sponsor, sponsor_url",
+        holds: |m| ["name", "address", "update_frequency", "sponsor", "sponsor_url"].iter().all(|k| m.get(k).is_some()),
+    },
+    Rule {
+        source: ALMA_SCHEMA,
+        rule: "only the schema's properties",
+        holds: |m| m.as_object().unwrap().keys().all(|k| ALMA_PROPERTIES.contains(&k.as_str())),
+    },
+    Rule {
+        source: ALMA_SCHEMA,
+        rule: "name matches ^(?!(http:\\/\\/|https:\\/\\/)).*(?<!(\\/))$: no http:// or https:// prefix, no trailing slash",
+        holds: |m| m["name"].as_str().is_some_and(|n| !n.starts_with("http://") && !n.starts_with("https://") && !n.ends_with('/')),
+    },
+    Rule {
+        source: ALMA_SCHEMA,
+        rule: "address: an object whose http, https, rsync, ftp are strings, with http or https (anyOf required)",
+        holds: |m| {
+            let a = m["address"].as_object();
+            a.is_some_and(|a| a.values().all(is_str) && (a.contains_key("http") || a.contains_key("https")))
+        },
+    },
+    Rule {
+        source: ALMA_SCHEMA,
+        rule: "update_frequency, sponsor, sponsor_url, email: strings",
+        holds: |m| ["update_frequency", "sponsor", "sponsor_url", "email"].iter().all(|k| is_str(&m[k])),
+    },
+    Rule {
+        source: ALMA_SCHEMA,
+        rule: "geolocation: country a string, state_province and city strings or null",
+        holds: |m| {
+            let g = &m["geolocation"];
+            is_str(&g["country"]) && ["state_province", "city"].iter().all(|k| g[k].is_string() || g[k].is_null())
+        },
+    },
+    Rule {
+        source: ALMA_SCHEMA,
+        rule: "asn: an integer or a list of integers",
+        holds: |m| m.get("asn").is_none_or(|a| a.is_u64() || a.as_array().is_some_and(|l| l.iter().all(Value::is_u64))),
+    },
+    Rule { source: ALMA_SCHEMA, rule: "private: a boolean", holds: |m| m.get("private").is_none_or(Value::is_boolean) },
+];
+
+#[test]
+fn almalinux_files_follow_almalinuxs_schema() {
+    let (_d, out) = hostile_export();
+    let m = yaml_to_json(&out.join("almalinux/mirrors.d/alpha.mm.example.net.yml"));
+    assert_eq!(broken_rules(&m, ALMA_RULES), Vec::<String>::new(), "{m}");
+    // Each row can fail: the same file with one rule broken.
+    let mut bad = m.clone();
+    bad["name"] = "https://alpha.mm.example.net/".into();
+    bad["address"] = serde_json::json!({ "rsync": "rsync://alpha.mm.example.net/almalinux/" });
+    bad["asn"] = "3320".into();
+    bad["continent"] = "Europe".into();
+    assert_eq!(broken_rules(&bad, ALMA_RULES).len(), 4, "{:?}", broken_rules(&bad, ALMA_RULES));
+}
+
+const MM_FORMS: &str = "fedora-infra/mirrormanager2 mirrormanager2/forms.py";
+
+const MM_RULES: &[Rule] = &[
+    Rule {
+        source: MM_FORMS,
+        rule: "AddSiteForm: name and org_url required",
+        holds: |c| ["name", "org_url"].iter().all(|k| c["site"][k].as_str().is_some_and(|v| !v.is_empty())),
+    },
+    Rule {
+        source: MM_FORMS,
+        rule: "AddHostForm: name and country required, bandwidth_int required and a number",
+        holds: |c| {
+            c["hosts"].as_array().unwrap().iter().all(|h| {
+                ["name", "country"].iter().all(|k| h[k].as_str().is_some_and(|v| !v.is_empty())) && h["bandwidth_int"].is_u64()
+            })
+        },
+    },
+    Rule {
+        source: MM_FORMS,
+        rule: "AddHostForm: asn optional, a number; private, internet2, asn_clients booleans",
+        holds: |c| {
+            c["hosts"].as_array().unwrap().iter().all(|h| {
+                (h["asn"].is_null() || h["asn"].is_u64()) && ["private", "internet2", "asn_clients"].iter().all(|k| h[k].is_boolean())
+            })
+        },
+    },
+    Rule {
+        source: MM_FORMS,
+        rule: "AddHostCategoryForm/AddHostCategoryUrlForm: a category and its URLs (required); always_up2date is the admins' (the crawler skips such a category, mirrormanager2/crawler/crawler.py)",
+        holds: |c| {
+            c["hosts"].as_array().unwrap().iter().flat_map(|h| h["categories"].as_array().unwrap()).all(|cat| {
+                cat.get("always_up2date").is_none()
+                    && is_str(&cat["category"])
+                    && cat["urls"].as_array().is_some_and(|u| !u.is_empty() && u.iter().all(is_str))
+            })
+        },
+    },
+];
+
+#[test]
+fn mirrormanager_checklists_hold_mirrormanagers_fields() {
+    let (_d, out) = hostile_export();
+    let c: Value = serde_json::from_slice(&std::fs::read(out.join("epel/checklist.json")).unwrap()).unwrap();
+    assert_eq!(broken_rules(&c, MM_RULES), Vec::<String>::new(), "{c}");
+    let mut bad = c.clone();
+    bad["hosts"][0]["categories"][0]["always_up2date"] = true.into();
+    bad["hosts"][0]["bandwidth_int"] = "10 Gbit/s".into();
+    assert_eq!(broken_rules(&bad, MM_RULES).len(), 2);
+}
+
+const LP_MIRROR: &str = "launchpad lib/lp/registry/interfaces/distributionmirror.py";
+
+const LP_RULES: &[Rule] = &[
+    Rule {
+        source: LP_MIRROR,
+        rule: "only IDistributionMirror's fields",
+        holds: |e| {
+            const FIELDS: [&str; 12] = [
+                "name",
+                "display_name",
+                "description",
+                "http_base_url",
+                "https_base_url",
+                "ftp_base_url",
+                "rsync_base_url",
+                "speed",
+                "country",
+                "content",
+                "official_candidate",
+                "whiteboard",
+            ];
+            e.as_object().unwrap().keys().all(|k| FIELDS.contains(&k.as_str()))
+        },
+    },
+    Rule {
+        source: "launchpad lib/lp/app/validators/name.py",
+        rule: "name: required, name_validator's [a-z0-9][a-z0-9+.-]+",
+        holds: |e| {
+            e["name"].as_str().is_some_and(|n| {
+                n.len() > 1
+                    && n.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                    && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b))
+            })
+        },
+    },
+    Rule {
+        source: LP_MIRROR,
+        rule: "display_name (titled \"Organisation\"): the name of the organization hosting this mirror",
+        holds: |e| e["display_name"].as_str().is_some_and(|n| !n.is_empty() && !n.contains("://")),
+    },
+    Rule {
+        source: LP_MIRROR,
+        rule: "http/https/rsync_base_url: their own scheme, a trailing slash",
+        holds: |e| {
+            [("http_base_url", "http://"), ("https_base_url", "https://"), ("rsync_base_url", "rsync://")]
+                .iter()
+                .all(|(k, scheme)| e[k].is_null() || e[k].as_str().is_some_and(|u| u.starts_with(scheme) && u.ends_with('/')))
+        },
+    },
+    Rule {
+        source: LP_MIRROR,
+        rule: "mirrorMustHaveHTTPOrFTPURL: an HTTP(S) or FTP URL",
+        holds: |e| ["http_base_url", "https_base_url", "ftp_base_url"].iter().any(|k| e[k].is_string()),
+    },
+    Rule {
+        source: LP_MIRROR,
+        rule: "speed: a MirrorSpeed title",
+        holds: |e| {
+            const SPEEDS: [&str; 15] = [
+                "128 Kbps", "256 Kbps", "512 Kbps", "1 Mbps", "2 Mbps", "10 Mbps", "45 Mbps", "100 Mbps", "1 Gbps", "2 Gbps", "4 Gbps",
+                "10 Gbps", "20 Gbps", "50 Gbps", "100 Gbps",
+            ];
+            e["speed"].as_str().is_some_and(|s| SPEEDS.contains(&s))
+        },
+    },
+    Rule {
+        source: LP_MIRROR,
+        rule: "content: a MirrorContent title",
+        holds: |e| matches!(e["content"].as_str(), Some("Archive" | "CD Image")),
+    },
+    Rule { source: LP_MIRROR, rule: "official_candidate: a boolean", holds: |e| e["official_candidate"].is_boolean() },
+];
+
+#[test]
+fn launchpad_entries_speak_launchpads_vocabularies() {
+    let (_d, out) = hostile_export();
+    for (project, content) in [("ubuntu", "Archive"), ("ubuntu-releases", "CD Image")] {
+        let e: Value = serde_json::from_slice(&std::fs::read(out.join(format!("{project}/launchpad.json"))).unwrap()).unwrap();
+        let e = &e[0];
+        assert_eq!(broken_rules(e, LP_RULES), Vec::<String>::new(), "{e}");
+        assert_eq!((e["content"].as_str(), e["display_name"].as_str()), (Some(content), Some(HOSTILE)), "{e}");
+        let md = std::fs::read_to_string(out.join(format!("{project}/launchpad.md"))).unwrap();
+        assert!(md.contains("| Organisation | Evil") && md.contains(&format!("| Content | {content} |")), "{md}");
+    }
+    let e: Value = serde_json::from_slice(&std::fs::read(out.join("ubuntu/launchpad.json")).unwrap()).unwrap();
+    let mut bad = e[0].clone();
+    bad["speed"] = "2.5 Gbit/s".into();
+    bad["content"] = "Release".into();
+    bad["organisation_url"] = "https://evil.example/".into();
+    bad["name"] = "Alpha_Mirror".into();
+    assert_eq!(broken_rules(&bad, LP_RULES).len(), 4);
+}
+
+/// Debian's Mirrors.masterlist as python-debian's deb822 reads it, one object per stanza.
+fn masterlist_stanzas(path: &Path) -> Value {
+    let o = Command::new("python3")
+        .args(["-c", "import json, sys; from debian import deb822; json.dump([dict(p) for p in deb822.Deb822.iter_paragraphs(open(sys.argv[1], encoding='utf-8'))], sys.stdout)"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "deb822 rejects {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+const MASTERLIST: &str = "Debian webwml english/mirror/Mirrors.masterlist";
+
+const DEBIAN_RULES: &[Rule] = &[
+    Rule {
+        source: MASTERLIST,
+        rule: "a leaf stanza: Site, Type, Archive-architecture, Archive-http, Archive-rsync, Country, Location, Sponsor, Maintainer",
+        holds: |s| {
+            let mut want =
+                ["Site", "Type", "Archive-architecture", "Archive-http", "Archive-rsync", "Country", "Location", "Sponsor", "Maintainer"];
+            want.sort_unstable();
+            s.as_object().unwrap().keys().map(String::as_str).eq(want) && s["Type"] == "leaf"
+        },
+    },
+    Rule {
+        source: MASTERLIST,
+        rule: "Archive-architecture: Debian architecture names, space-separated",
+        holds: |s| {
+            s["Archive-architecture"].as_str().is_some_and(|a| {
+                !a.is_empty()
+                    && a.split(' ').all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+            })
+        },
+    },
+    Rule {
+        source: MASTERLIST,
+        rule: "Archive-http: the path on the site, with leading and trailing slash; Archive-rsync: the module path with a trailing slash",
+        holds: |s| {
+            s["Archive-http"].as_str().is_some_and(|p| p.starts_with('/') && p.ends_with('/'))
+                && s["Archive-rsync"].as_str().is_some_and(|p| !p.starts_with('/') && p.ends_with('/'))
+        },
+    },
+    Rule {
+        source: MASTERLIST,
+        rule: "Country: the ISO code and the masterlist's name for the country (\"DE Germany\", \"TR Turkey\")",
+        holds: |s| {
+            s["Country"].as_str().is_some_and(|c| {
+                c.split_once(' ')
+                    .is_some_and(|(code, name)| code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) && !name.is_empty())
+            })
+        },
+    },
+    Rule {
+        source: MASTERLIST,
+        rule: "Sponsor: name then URL; Maintainer: name <e-mail>",
+        holds: |s| {
+            s["Sponsor"]
+                .as_str()
+                .is_some_and(|v| v.rsplit_once(' ').is_some_and(|(_, url)| url.starts_with("https://") || url.starts_with("http://")))
+                && s["Maintainer"].as_str().is_some_and(|v| {
+                    v.rsplit_once(" <").is_some_and(|(name, mail)| !name.is_empty() && mail.ends_with('>') && mail.contains('@'))
+                })
+        },
+    },
+];
+
+#[test]
+fn debian_stanzas_read_as_debians_masterlist() {
+    let (_d, out) = hostile_export();
+    let stanzas = masterlist_stanzas(&out.join("debian/Mirrors.masterlist"));
+    assert_eq!(stanzas.as_array().unwrap().len(), 1, "{stanzas}");
+    let s = &stanzas[0];
+    assert_eq!(broken_rules(s, DEBIAN_RULES), Vec::<String>::new(), "{s}");
+    assert_eq!(s["Maintainer"], format!("{HOSTILE_LINE} <registrations@example.net>"));
+    assert_eq!(s["Country"], "DE Germany");
+    let mut bad = s.clone();
+    bad.as_object_mut().unwrap().remove("Maintainer");
+    bad["Archive-http"] = "debian".into();
+    assert_eq!(broken_rules(&bad, DEBIAN_RULES).len(), 3, "{:?}", broken_rules(&bad, DEBIAN_RULES));
+}
+
+/// A fleet of a dual-stack and an IPv6-only node, both hosting AlmaLinux and Arch.
+fn v6_fleet(dual: bool) -> String {
+    let dual_node = if dual {
+        "\n[[node]]\nname = \"dual\"\nprojects = [\"almalinux\", \"archlinux\"]\nsponsor = { name = \"D\", url = \"https://d.example/\" }\n\
+ipv4 = { address = \"192.0.2.20/31\", gateway = \"192.0.2.21\" }\nipv6 = { address = \"2001:db8:20::2/64\", gateway = \"2001:db8:20::1\" }\n"
+    } else {
+        ""
+    };
+    format!(
+        "[fleet]\nname = \"t\"\ndomain = \"mm.example.net\"\ncontact = \"mirror@example.net\"\nadmin_ssh_keys = [\"{KEY}\"]\n\
+admin_prefixes = [\"192.0.2.0/24\"]\n\n[defaults]\nhardware = \"termite\"\ndns = [\"2620:fe::fe\"]\n{LOC}\n\n\
+[[node]]\nname = \"v6\"\nprojects = [\"almalinux\", \"archlinux\"]\nsponsor = {{ name = \"V\", url = \"https://v.example/\" }}\n\
+ipv6 = {{ address = \"2001:db8:10::2/64\", gateway = \"2001:db8:10::1\" }}\n{dual_node}"
+    )
+}
+
+#[test]
+fn ipv6_only_nodes_get_no_application_where_the_checker_needs_ipv4() {
+    const WHY: &str = "no IPv4 address: AlmaLinux's mirror service resolves only the mirror's A record, so a mirror without one never gets status ok and is never served (give the node an IPv4 address to register it)";
+    // Next to a dual-stack node: the application carries that node only and names the other.
+    let (_d, path, out) = with_fleet(&v6_fleet(true));
+    let o = export(&path, &out, &[]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains(&format!("\n    v6 almalinux: not written: {WHY}\n")), "{}", o.stdout);
+    let files: Vec<String> = files_under(&out.join("almalinux")).into_keys().collect();
+    assert_eq!(files, ["README.md", "mirrors.d/dual.mm.example.net.yml"]);
+    let readme = std::fs::read_to_string(out.join("almalinux/README.md")).unwrap();
+    assert!(readme.contains("## Not written") && readme.contains(&format!("- `v6` (almalinux): {WHY}")), "{readme}");
+    // Arch's checker reaches either family: the IPv6-only node is in its request.
+    assert!(std::fs::read_to_string(out.join("archlinux/request.md")).unwrap().contains("v6.mm.example.net"));
+    let o = export(&path, &out, &["--json"]);
+    let apps: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(apps[0]["dir"], "almalinux");
+    assert_eq!(apps[0]["nodes"], serde_json::json!(["dual"]));
+    assert_eq!(apps[0]["not_written"], serde_json::json!([{ "node": "v6", "project": "almalinux", "why": WHY }]));
+    assert_eq!(apps[1]["not_written"], serde_json::json!([]));
+
+    // Alone: no AlmaLinux directory at all, and the index and stdout say why.
+    let (_d, path, out) = with_fleet(&v6_fleet(false));
+    let o = export(&path, &out, &[]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("almalinux      0 node(s)  NOT WRITTEN\n    v6 almalinux: not written: no IPv4 address"), "{}", o.stdout);
+    assert!(o.stdout.ends_with("1 application(s)\n"), "{}", o.stdout);
+    assert!(!out.join("almalinux").exists());
+    let index = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(
+        index.contains("| almalinux | almalinux |")
+            && index.contains("| **not written** |")
+            && index.contains("- `v6` (almalinux): no IPv4 address"),
+        "{index}"
+    );
 }
 
 #[test]
@@ -332,8 +721,8 @@ port_mbps = 10000
 fn missing_fields_name_the_projects_that_need_them() {
     let cases = [
         (
-            fleet("\"almalinux\", \"debian\"", ORG, "port_mbps = 1000"),
-            "fleet.toml:14:8: error: node \"alpha\": location is missing: the almalinux and debian registrations need it (add location = { country = \"NL\", state_province = \"...\", city = \"...\" } to the node or to [defaults])",
+            fleet("\"almalinux\", \"debian\"", &format!("{ORG}\n{CONTACT}"), "port_mbps = 1000"),
+            "fleet.toml:15:8: error: node \"alpha\": location is missing: the almalinux and debian registrations need it (add location = { country = \"NL\", state_province = \"...\", city = \"...\" } to the node or to [defaults])",
         ),
         (
             fleet("\"almalinux\"", ORG, "location = { country = \"NL\", city = \"Amsterdam\" }"),
@@ -346,6 +735,10 @@ fn missing_fields_name_the_projects_that_need_them() {
         (
             fleet("\"opensuse\"", ORG, "location = { country = \"NL\" }\nport_mbps = 1000"),
             "fleet.toml:14:8: error: node \"alpha\": location.latitude/longitude is missing: the opensuse registration needs it (add latitude = 52.37, longitude = 4.90 to its location to the node or to [defaults])",
+        ),
+        (
+            fleet("\"debian\"", "registration_contact = \"reg@example.net\"", LOC),
+            "fleet.toml:1:1: error: [fleet] registration_contact.name is missing: the debian registration needs it (add registration_contact = { name = \"...\", email = \"...\" })",
         ),
         (
             fleet("\"videolan\"", ORG, "location = { country = \"NL\" }"),
@@ -387,6 +780,10 @@ fn invalid_fields_are_errors_with_positions() {
         ("organisation = { name = \"O\", url = \"ftp://o.example/\" }", "", "7:36: error: [fleet] organisation.url \"ftp://o.example/\" must start with http:// or https://"),
         ("organisation = { name = \" \", url = \"https://o.example/\" }", "", "7:25: error: [fleet] organisation.name is empty"),
         ("registration_contact = \"nobody\"", "", "7:24: error: [fleet] registration_contact \"nobody\" is not an e-mail address (write user@example.net)"),
+        ("registration_contact = { name = \"A\", email = \"nobody\" }", "", "7:46: error: [fleet] registration_contact.email \"nobody\" is not an e-mail address (write user@example.net)"),
+        ("registration_contact = { name = \"a\\nb\", email = \"a@example.net\" }", "", "7:33: error: [fleet] registration_contact.name contains control characters (newlines, tabs): write it on one line"),
+        ("registration_contact = { name = \"A\", mail = \"a@example.net\" }", "", "7:38: error: [fleet]: unknown field `mail`, expected `name` or `email` (remove it or fix its spelling)"),
+        ("registration_contact = 5", "", "7:24: error: [fleet]: invalid type: integer `5`, expected an e-mail address or { name = \"...\", email = \"...\" }"),
     ];
     for (fleet_extra, node_extra, want) in cases {
         let (_d, path, _) = with_fleet(&fleet("\"epel\"", fleet_extra, node_extra));
@@ -425,8 +822,10 @@ fn wait_port(addr: &str, port: u16) {
     panic!("nothing listens on {addr}:{port}");
 }
 
-fn rfc2822(unix: u64) -> String {
-    let o = Command::new("date").args(["-u", "-R", "-d", &format!("@{unix}")]).output().unwrap();
+/// `date -u` (and with `-R` RFC 2822) of `unix`, as ftpsync and mm-sync write a trace.
+fn date_u(unix: u64, rfc2822: bool) -> String {
+    let o =
+        Command::new("date").args(["-u", "-d", &format!("@{unix}")]).args(rfc2822.then_some("-R")).env("LC_ALL", "POSIX").output().unwrap();
     String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
 
@@ -442,8 +841,8 @@ fn epel_tree(root: &Path, fqdn: &str, age: u64, repomd: &str) {
         std::fs::write(d.join("repomd.xml"), repomd).unwrap();
     }
     std::fs::create_dir_all(root.join("epel/.mirror-trace")).unwrap();
-    let date = rfc2822(now() - age);
-    std::fs::write(root.join(format!("epel/.mirror-trace/{fqdn}")), format!("{date}\nDate: {date}\n")).unwrap();
+    let t = now() - age;
+    std::fs::write(root.join(format!("epel/.mirror-trace/{fqdn}")), format!("{}\nDate: {}\n", date_u(t, false), date_u(t, true))).unwrap();
 }
 
 /// nginx and one rsync daemon per tree on loopback: `(name, address, has an epel module)`;

@@ -112,6 +112,17 @@ impl Civil {
     pub fn hms(&self) -> String {
         format!("{:02}:{:02}:{:02}", self.hour, self.minute, self.second)
     }
+
+    /// `Sun Dec  6 12:00:00 UTC 2026`: `date -u` in the POSIX locale, the first line of an
+    /// ftpsync trace (Debian's checkers read it with `%a %b %d %H:%M:%S UTC %Y`).
+    pub fn date_u(&self) -> String {
+        format!("{} {} {:>2} {} UTC {}", self.weekday, self.month_name(), self.day, self.hms(), self.year)
+    }
+
+    /// `Sun, 06 Dec 2026 12:00:00 +0000`: RFC 2822 in UTC (`date -u -R`, a trace's `Date:`).
+    pub fn rfc2822(&self) -> String {
+        format!("{}, {:02} {} {} {} +0000", self.weekday, self.day, self.month_name(), self.year, self.hms())
+    }
 }
 
 /// `Mon Nov 30 21:00:01 UTC 2026` (ftpsync, `date -u`) or `Mon, 30 Nov 2026 21:00:01 +0000` (RFC 2822).
@@ -228,6 +239,20 @@ mod tests {
         assert_eq!(parse(MarkerKind::FtpsyncTrace, "Archive serial: 2026113001\n"), None);
         assert_eq!(parse_date("Thu Jan  1 00:00:00 UTC 1970"), Some(0));
         assert_eq!(parse_date("Tue, 29 Feb 2028 12:00:00 +0000"), Some(1_835_438_400));
+    }
+
+    #[test]
+    fn both_trace_date_forms_are_written_as_their_tools_print_them_and_read_back() {
+        // 2026-12-06 12:00:00 UTC, a Sunday; single-digit days are space-padded by date -u.
+        let c = Civil::from_unix(1_796_558_400);
+        assert_eq!(c.date_u(), "Sun Dec  6 12:00:00 UTC 2026");
+        assert_eq!(c.rfc2822(), "Sun, 06 Dec 2026 12:00:00 +0000");
+        assert_eq!(Civil::from_unix(0).rfc2822(), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(Civil::from_unix(1_795_574_348).date_u(), "Wed Nov 25 02:39:08 UTC 2026");
+        for t in [0, 1_796_558_400, 1_835_438_400] {
+            let c = Civil::from_unix(t);
+            assert_eq!((parse_date(&c.date_u()), parse_date(&c.rfc2822())), (Some(t), Some(t)));
+        }
     }
 
     #[test]

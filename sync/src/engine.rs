@@ -18,6 +18,7 @@ use crate::overview::{self, Overview};
 use crate::records::{render_metrics, render_trace};
 use crate::repocheck;
 use crate::stages::{is_rsync_temp, parse_stats, rsync_ok, rsync_stages, trace_rel, Stats};
+use crate::tracefacts;
 
 /// Where mm-sync reads and writes: the node's paths under `root` (`/` on the node).
 #[derive(Debug, Clone)]
@@ -253,7 +254,11 @@ fn sync_locked(
         let dir = File::open(&tree).with_context(|| format!("opening {}", tree.display()))?;
         nix::unistd::syncfs(dir.as_raw_fd()).with_context(|| format!("syncfs on {}", tree.display()))?;
         // Only now: a checker reading the trace must be able to trust the whole tree.
-        write_mode(&tree.join(trace_rel(p, &cfg.node.fqdn)), 0o644, render_trace(cfg, p, &p.sync.upstream, st).as_bytes())?;
+        write_mode(
+            &tree.join(trace_rel(p, &cfg.node.fqdn)),
+            0o644,
+            render_trace(cfg, &p.sync.upstream, st, &tracefacts::read(&tree)).as_bytes(),
+        )?;
         if let Some(ts) = &p.freshness.timestamp_file {
             write_mode(&tree.join(ts.trim_start_matches('/')), 0o644, format!("{finished}\n").as_bytes())?;
         }

@@ -3,13 +3,12 @@
 //! Needs the packages from scripts/install-deps; the space test mounts a tmpfs (root). The daemon
 //! and mm-sync run in a private network namespace per test: port 873 is the test's own.
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use mmconfig::{CheckKind, NodeConfig, SyncMethod};
 use hostkit::netns::Netns;
+use mmconfig::{CheckKind, NodeConfig, SyncMethod};
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("bash").args(["-euc", cmd]).output().unwrap();
@@ -268,7 +267,12 @@ fn two_stage_never_exposes_an_index_pointing_at_a_missing_file() {
     apt_index(&up);
     let out = w.mm_sync(&["debian"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(w.trace("debian", "project/trace").exists());
+    // ftpsync's trace: `date -u` first (Debian's checkers reject anything else there), and the
+    // architectures the synced indexes carry.
+    let trace = std::fs::read_to_string(w.trace("debian", "project/trace")).unwrap();
+    let first = trace.lines().next().unwrap_or_default();
+    assert!(first.split_whitespace().nth(4) == Some("UTC") && mmconfig::marker::parse_date(first).is_some(), "{trace}");
+    assert!(trace.lines().any(|l| l == "Architectures: amd64"), "{trace}");
 
     // Upstream moves on: alpha 1 -> 2. Between our two stages it moves again (beta appears).
     next_second();

@@ -133,9 +133,13 @@ mod tests {
         assert!(almalinux_problems(&mirror()).is_empty(), "{:?}", almalinux_problems(&mirror()));
         type Edit = fn(&mut AlmaMirror);
         let cases: Vec<(Edit, &str)> = vec![
+            // AlmaLinux/mirrors json_schemas/mirror_config/v1.json: name matches
+            // ^(?!(http:\/\/|https:\/\/)).*(?<!(\/))$, address requires http or https (anyOf).
             (|m| m.name = "https://a.mm.example.net".into(), "has a scheme"),
             (|m| m.name = "a.mm.example.net/".into(), "no path or trailing slash"),
             (|m| m.http = None, "needs http or https"),
+            // The rest: what AlmaLinux/mirrors ci/config_checker.py looks up (geolocation by
+            // country, state, city) and how its mirrors.d files write the other fields.
             (|m| m.update_frequency = "3 hours".into(), "must be hours like 3h"),
             (|m| m.update_frequency = "".into(), "must be hours like 3h"),
             (|m| m.sponsor_url = "ftp://s".into(), "sponsor_url"),

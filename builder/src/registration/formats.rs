@@ -200,7 +200,7 @@ fn ready_views(app: &Application<'_>, readiness: Option<&Readiness>) -> Option<V
     let r = readiness?;
     let mut out = Vec::new();
     for c in &app.nodes {
-        for p in app.projects.iter().filter(|p| c.project(&p.name).is_some()) {
+        for p in app.projects.iter().filter(|p| app.covers(c, &p.name)) {
             let problems = r.get(&(c.node.name.clone(), p.name.clone())).cloned().unwrap_or_default();
             out.push(ReadyView { node: c.node.fqdn.clone(), project: p.name.clone(), ready: problems.is_empty(), problems });
         }
@@ -243,6 +243,8 @@ pub fn render_application(
         "checked": ready.is_some(),
         "not_ready": not_ready,
         "readiness": ready,
+        "left_out": app.left_out,
+        "warnings": app.warnings,
     });
     let readme = t.md.render("README.md.hbs", &ctx).context("rendering README.md.hbs")?;
     files.push(OutFile { path: format!("{}/README.md", app.dir), contents: readme.into_bytes() });
@@ -266,12 +268,21 @@ pub fn render_index(
                 "format": a.format,
                 "projects": a.projects.iter().map(|p| project_view(specs, p)).collect::<Vec<_>>(),
                 "nodes": a.nodes.iter().map(|c| c.node.fqdn.clone()).collect::<Vec<_>>(),
+                "written": !a.nodes.is_empty(),
                 "checked": ready.is_some(),
                 "not_ready": ready.as_ref().is_some_and(|r| r.iter().any(|v| !v.ready)),
             })
         })
         .collect();
-    let ctx = serde_json::json!({ "fleet": fleet.name, "applications": rows, "checked": readiness.is_some() });
+    let left_out: Vec<&super::Note> = apps.iter().flat_map(|a| &a.left_out).collect();
+    let warnings: Vec<&super::Note> = apps.iter().flat_map(|a| &a.warnings).collect();
+    let ctx = serde_json::json!({
+        "fleet": fleet.name,
+        "applications": rows,
+        "checked": readiness.is_some(),
+        "left_out": left_out,
+        "warnings": warnings,
+    });
     let text = t.md.render("index.md.hbs", &ctx).context("rendering index.md.hbs")?;
     Ok(OutFile { path: "README.md".into(), contents: text.into_bytes() })
 }

@@ -1,4 +1,5 @@
-//! Ubuntu: one Launchpad mirror entry per node (archive or release content).
+//! Ubuntu: one Launchpad mirror entry per node (archive or CD image content), in the terms of
+//! Launchpad's own vocabularies.
 
 use anyhow::{Context, Result};
 use mmconfig::{NodeConfig, Profile};
@@ -8,16 +9,51 @@ use super::formats::{bandwidth, facts, json, urls, Rendered, Templates};
 use super::{Application, OutFile, Specs};
 use crate::fleet::Fleet;
 
+/// The titles of Launchpad's `MirrorContent` (launchpad, lib/lp/registry/interfaces/distributionmirror.py).
+pub const CONTENTS: [&str; 2] = ["Archive", "CD Image"];
+
+/// Launchpad's `MirrorSpeed`: each title with its link speed in kbit/s (same file).
+pub const SPEEDS: [(u64, &str); 15] = [
+    (128, "128 Kbps"),
+    (256, "256 Kbps"),
+    (512, "512 Kbps"),
+    (1_000, "1 Mbps"),
+    (2_000, "2 Mbps"),
+    (10_000, "10 Mbps"),
+    (45_000, "45 Mbps"),
+    (100_000, "100 Mbps"),
+    (1_000_000, "1 Gbps"),
+    (2_000_000, "2 Gbps"),
+    (4_000_000, "4 Gbps"),
+    (10_000_000, "10 Gbps"),
+    (20_000_000, "20 Gbps"),
+    (50_000_000, "50 Gbps"),
+    (100_000_000, "100 Gbps"),
+];
+
+/// The fastest `MirrorSpeed` title the port reaches: a mirror never claims more than its link.
+pub fn speed(port_mbps: u32) -> &'static str {
+    let kbps = u64::from(port_mbps) * 1000;
+    SPEEDS.iter().rev().find(|(k, _)| *k <= kbps).map_or(SPEEDS[0].1, |(_, t)| t)
+}
+
+/// One `DistributionMirror` as Launchpad's "Register a new mirror" form asks for it; the field
+/// names are the interface's.
 #[derive(Debug, Clone, Serialize)]
 pub struct LaunchpadMirror {
+    /// "Name": short and unique across Launchpad, `[a-z0-9][a-z0-9+.-]+`.
+    pub name: String,
+    /// "Organisation": the name of the organisation hosting the mirror.
     pub display_name: String,
     pub description: String,
-    pub organisation_url: String,
     pub http_base_url: String,
     pub https_base_url: Option<String>,
     pub rsync_base_url: String,
+    /// "Link Speed": a `MirrorSpeed` title.
     pub speed: String,
+    /// "Location".
     pub country: String,
+    /// A `MirrorContent` title.
     pub content: String,
     pub official_candidate: bool,
 }
@@ -25,20 +61,21 @@ pub struct LaunchpadMirror {
 pub fn mirror(fleet: &Fleet, specs: &Specs, cfg: &NodeConfig, p: &Profile) -> LaunchpadMirror {
     let f = facts(fleet, cfg);
     let u = urls(cfg, p);
-    let content = specs.get(&p.name).content.clone().unwrap_or_else(|| "Archive".into());
+    let content = specs.get(&p.name).content.clone().unwrap_or_else(|| CONTENTS[0].into());
     LaunchpadMirror {
-        display_name: format!("{} ({})", cfg.node.fqdn, cfg.node.sponsor.name),
+        // One node may carry both Ubuntu entries (archive and CD images): the project keeps the names apart.
+        name: format!("{}-{}", cfg.node.fqdn.to_ascii_lowercase(), p.name),
+        display_name: cfg.node.sponsor.name.clone(),
         description: format!(
             "Micro Mirror node of {} hosted by {}, {} uplink",
             fleet.registration.organisation.as_ref().map_or(fleet.name.as_str(), |o| o.name.as_str()),
             cfg.node.sponsor.name,
             f.port_mbps.map(bandwidth).unwrap_or_default()
         ),
-        organisation_url: cfg.node.sponsor.url.clone(),
         http_base_url: u.http,
         https_base_url: u.https,
         rsync_base_url: u.rsync,
-        speed: f.port_mbps.map(bandwidth).unwrap_or_default(),
+        speed: f.port_mbps.map(speed).unwrap_or_default().to_string(),
         country: f.location.as_ref().map(|l| l.country_name.clone()).unwrap_or_default(),
         content,
         official_candidate: true,
@@ -63,15 +100,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_follows_the_project_and_speed_the_port() {
+    fn content_follows_the_project_and_speed_rounds_the_port_down_to_a_title() {
         let (fleet, specs) = test_fleet(&test_node("a", 5, "\"ubuntu-releases\", \"ubuntu\"", "port_mbps = 10000"), "");
         let cfg = fleet.node("a").unwrap();
         let rel = mirror(&fleet, &specs, cfg, cfg.project("ubuntu-releases").unwrap());
         let arch = mirror(&fleet, &specs, cfg, cfg.project("ubuntu").unwrap());
-        assert_eq!((rel.content.as_str(), arch.content.as_str()), ("Release", "Archive"));
-        assert_eq!((rel.speed.as_str(), rel.country.as_str()), ("10 Gbit/s", "Netherlands"));
+        assert_eq!((rel.content.as_str(), arch.content.as_str()), ("CD Image", "Archive"));
+        assert_eq!((rel.name.as_str(), arch.name.as_str()), ("a.mm.example.net-ubuntu-releases", "a.mm.example.net-ubuntu"));
+        assert_eq!((rel.display_name.as_str(), rel.speed.as_str(), rel.country.as_str()), ("S", "10 Gbps", "Netherlands"));
         assert_eq!(arch.http_base_url, "http://a.mm.example.net/ubuntu/");
         assert_eq!(arch.https_base_url, None);
         assert_eq!(arch.rsync_base_url, "rsync://a.mm.example.net/ubuntu/");
+        for (mbps, title) in [
+            (1, "1 Mbps"),
+            (100, "100 Mbps"),
+            (999, "100 Mbps"),
+            (1000, "1 Gbps"),
+            (2500, "2 Gbps"),
+            (25_000, "20 Gbps"),
+            (400_000, "100 Gbps"),
+        ] {
+            assert_eq!(speed(mbps), title, "{mbps} Mbit/s");
+        }
     }
 }

@@ -45,7 +45,6 @@ pub struct MmHost {
 pub struct MmCategory {
     pub project: String,
     pub category: String,
-    pub always_up2date: bool,
     pub urls: Vec<String>,
 }
 
@@ -57,7 +56,7 @@ pub fn checklist(fleet: &Fleet, specs: &Specs, app: &Application<'_>) -> MmCheck
         .map(|c| {
             let f = facts(fleet, c);
             let mut categories = Vec::new();
-            for p in app.projects.iter().filter(|p| c.project(&p.name).is_some()) {
+            for p in app.projects.iter().filter(|p| app.covers(c, &p.name)) {
                 let u = urls(c, p);
                 for cat in &specs.get(&p.name).categories {
                     let mut list = vec![format!("{}{}", u.http, cat.path)];
@@ -65,7 +64,7 @@ pub fn checklist(fleet: &Fleet, specs: &Specs, app: &Application<'_>) -> MmCheck
                         list.push(format!("{h}{}", cat.path));
                     }
                     list.push(format!("{}{}", u.rsync, cat.path));
-                    categories.push(MmCategory { project: p.name.clone(), category: cat.name.clone(), always_up2date: true, urls: list });
+                    categories.push(MmCategory { project: p.name.clone(), category: cat.name.clone(), urls: list });
                 }
             }
             MmHost {

@@ -51,6 +51,47 @@ pub struct Spec {
     pub architectures: Vec<String>,
     #[serde(default)]
     pub content: Option<String>,
+    /// Address families the upstream's checker connects over; a node needs one of them.
+    #[serde(default = "either_family")]
+    pub reaches: Vec<Family>,
+    /// Why a node without one of `reaches` cannot be served, as the upstream's code shows it.
+    #[serde(default)]
+    pub reaches_why: Option<String>,
+    /// How the project documents serving a node over another family; with it, such a node's
+    /// application is written with a warning instead of left out.
+    #[serde(default)]
+    pub other_family_path: Option<String>,
+    /// Country names the upstream spells its own way, by ISO 3166-1 code.
+    #[serde(default)]
+    pub country_names: BTreeMap<String, String>,
+}
+
+fn either_family() -> Vec<Family> {
+    vec![Family::Ipv4, Family::Ipv6]
+}
+
+/// An IP address family, as `reaches` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        }
+    }
+
+    fn on(self, c: &NodeConfig) -> bool {
+        match self {
+            Family::Ipv4 => c.node.ipv4.is_some(),
+            Family::Ipv6 => c.node.ipv6.is_some(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
@@ -74,6 +115,7 @@ pub enum Need {
     PortMbps,
     Asn,
     Organisation,
+    ContactName,
 }
 
 /// A MirrorManager category and where it sits under the project's tree.
@@ -95,6 +137,19 @@ impl Specs {
             }
             if spec.format == Format::Mirrormanager && spec.categories.is_empty() {
                 anyhow::bail!("{}: project.{name}: a mirrormanager application needs categories", path.display());
+            }
+            if spec.reaches.is_empty() {
+                anyhow::bail!("{}: project.{name}: reaches is empty: name the families the checker connects over", path.display());
+            }
+            if spec.reaches.len() < 2 && spec.reaches_why.is_none() {
+                anyhow::bail!("{}: project.{name}: reaches leaves a family out: say why in reaches_why", path.display());
+            }
+            if let Some(c) = spec.content.as_deref().filter(|c| spec.format == Format::Launchpad && !launchpad::CONTENTS.contains(c)) {
+                anyhow::bail!(
+                    "{}: project.{name}: content \"{c}\" is not one of Launchpad's: {}",
+                    path.display(),
+                    launchpad::CONTENTS.join(", ")
+                );
             }
         }
         anyhow::ensure!(specs.project.contains_key("default"), "{}: [project.default] is missing", path.display());
@@ -122,11 +177,54 @@ pub struct Application<'a> {
     pub format: Format,
     /// Projects sharing this application (several only for one MirrorManager instance).
     pub projects: Vec<&'a Profile>,
-    /// Nodes hosting any of them, in inventory order.
+    /// Nodes the application covers for any of them, in inventory order.
     pub nodes: Vec<&'a NodeConfig>,
+    /// Nodes hosting a project whose checker cannot reach them: left out of the application.
+    pub left_out: Vec<Note>,
+    /// Nodes the application carries although the checker cannot reach them the usual way.
+    pub warnings: Vec<Note>,
 }
 
-/// Every (node, project) pair the selection covers, grouped into applications.
+/// Why a (node, project) pair is left out or carried with a warning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Note {
+    pub node: String,
+    pub project: String,
+    pub why: String,
+}
+
+impl Application<'_> {
+    /// Whether the application registers `c` for `project`.
+    pub fn covers(&self, c: &NodeConfig, project: &str) -> bool {
+        c.project(project).is_some() && !self.left_out.iter().any(|n| n.node == c.node.name && n.project == project)
+    }
+}
+
+/// Whether the upstream's checker can reach `c`: None if it can, else whether the application
+/// is written anyway (the project documents another path) and why.
+fn out_of_reach(spec: &Spec, c: &NodeConfig) -> Option<(bool, String)> {
+    if spec.reaches.iter().any(|f| f.on(c)) {
+        return None;
+    }
+    let need = spec.reaches.iter().map(|f| f.label()).collect::<Vec<_>>().join(" or ");
+    let why = spec.reaches_why.as_deref().unwrap_or("its checker connects over no other family");
+    Some(match &spec.other_family_path {
+        Some(path) => (true, format!("no {need} address: {why}; the project documents another way: {path}")),
+        None => (false, format!("no {need} address: {why} (give the node an {need} address to register it)")),
+    })
+}
+
+/// The projects and notes of one application while [`plan`] collects them.
+struct Group<'a> {
+    format: Format,
+    projects: BTreeMap<String, &'a Profile>,
+    left_out: Vec<Note>,
+    warnings: Vec<Note>,
+}
+
+/// Every (node, project) pair the selection covers, grouped into applications; a node whose
+/// address families the upstream's checker cannot reach is left out (or carried with a warning)
+/// and named in the application's notes.
 pub fn plan<'a>(fleet: &'a Fleet, specs: &Specs, sel: &Selection) -> Result<Vec<Application<'a>>, String> {
     for n in &sel.nodes {
         if fleet.node(n).is_none() {
@@ -145,7 +243,7 @@ pub fn plan<'a>(fleet: &'a Fleet, specs: &Specs, sel: &Selection) -> Result<Vec<
         }
     }
     // Group key: the MirrorManager instance for mirrormanager projects, else the project.
-    let mut groups: BTreeMap<String, (Format, BTreeMap<String, &'a Profile>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Group<'a>> = BTreeMap::new();
     for c in &nodes {
         for p in &c.projects {
             if !sel.projects.is_empty() && !sel.projects.contains(&p.name) {
@@ -156,16 +254,28 @@ pub fn plan<'a>(fleet: &'a Fleet, specs: &Specs, sel: &Selection) -> Result<Vec<
                 Format::Mirrormanager => format!("mirrormanager {}", p.registration.url),
                 _ => p.name.clone(),
             };
-            groups.entry(key).or_insert_with(|| (spec.format, BTreeMap::new())).1.entry(p.name.clone()).or_insert(p);
+            let g = groups.entry(key).or_insert_with(|| Group {
+                format: spec.format,
+                projects: BTreeMap::new(),
+                left_out: Vec::new(),
+                warnings: Vec::new(),
+            });
+            g.projects.entry(p.name.clone()).or_insert(p);
+            if let Some((written, why)) = out_of_reach(spec, c) {
+                let note = Note { node: c.node.name.clone(), project: p.name.clone(), why };
+                let list = if written { &mut g.warnings } else { &mut g.left_out };
+                list.push(note);
+            }
         }
     }
     let mut apps: Vec<Application<'a>> = groups
         .into_values()
-        .map(|(format, projects)| {
-            let projects: Vec<&Profile> = projects.into_values().collect();
+        .map(|g| {
+            let projects: Vec<&Profile> = g.projects.into_values().collect();
             let dir = projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("+");
-            let app_nodes = nodes.iter().copied().filter(|c| projects.iter().any(|p| c.project(&p.name).is_some())).collect();
-            Application { dir, format, projects, nodes: app_nodes }
+            let mut app = Application { dir, format: g.format, projects, nodes: Vec::new(), left_out: g.left_out, warnings: g.warnings };
+            app.nodes = nodes.iter().copied().filter(|c| app.projects.iter().any(|p| app.covers(c, &p.name))).collect();
+            app
         })
         .collect();
     apps.sort_by(|a, b| a.dir.cmp(&b.dir));
@@ -181,10 +291,10 @@ pub fn missing_facts(fleet: &Fleet, specs: &Specs, apps: &[Application<'_>]) -> 
     for app in apps {
         for c in &app.nodes {
             let facts = fleet.registration.nodes.get(&c.node.name).cloned().unwrap_or_default();
-            for p in app.projects.iter().filter(|p| c.project(&p.name).is_some()) {
+            for p in app.projects.iter().filter(|p| app.covers(c, &p.name)) {
                 for need in &specs.get(&p.name).needs {
                     if let Some(field) = absent(fleet, &facts, *need) {
-                        let who = if *need == Need::Organisation { String::new() } else { c.node.name.clone() };
+                        let who = if matches!(need, Need::Organisation | Need::ContactName) { String::new() } else { c.node.name.clone() };
                         wanted.entry((who, field)).or_default().insert(p.name.clone());
                     }
                 }
@@ -232,6 +342,7 @@ fn absent(fleet: &Fleet, f: &NodeFacts, need: Need) -> Option<&'static str> {
         Need::PortMbps => f.port_mbps.is_none(),
         Need::Asn => f.asn.is_none(),
         Need::Organisation => fleet.registration.organisation.is_none(),
+        Need::ContactName => fleet.registration.contact_name.is_none(),
     };
     missing.then_some(match need {
         _ if loc.is_none() && matches!(need, Need::Country | Need::StateProvince | Need::City | Need::Coordinates) => "location",
@@ -242,6 +353,7 @@ fn absent(fleet: &Fleet, f: &NodeFacts, need: Need) -> Option<&'static str> {
         Need::PortMbps => "port_mbps",
         Need::Asn => "asn",
         Need::Organisation => "organisation",
+        Need::ContactName => "registration_contact.name",
     })
 }
 
@@ -253,6 +365,7 @@ fn example(field: &str) -> &'static str {
         "location.latitude/longitude" => "latitude = 52.37, longitude = 4.90 to its location",
         "port_mbps" => "port_mbps = 1000",
         "asn" => "asn = 64500",
+        "registration_contact.name" => "registration_contact = { name = \"...\", email = \"...\" }",
         _ => "organisation = { name = \"...\", url = \"https://...\" }",
     }
 }
@@ -288,7 +401,8 @@ pub type Readiness = BTreeMap<(String, String), Vec<String>>;
 pub fn render(fleet: &Fleet, specs: &Specs, apps: &[Application<'_>], readiness: Option<&Readiness>) -> Result<Vec<OutFile>> {
     let t = formats::Templates::load(&fleet.data_dir.join(DATA_DIR))?;
     let mut files = Vec::new();
-    for app in apps {
+    // An application whose every node was left out has nothing to submit: only the index names it.
+    for app in apps.iter().filter(|a| !a.nodes.is_empty()) {
         files.extend(formats::render_application(&t, fleet, specs, app, readiness)?);
     }
     files.push(formats::render_index(&t, fleet, specs, apps, readiness)?);
@@ -367,6 +481,10 @@ struct Summary<'a> {
     /// None without --check.
     ready: Option<bool>,
     problems: BTreeMap<String, Vec<String>>,
+    /// Nodes left out: the upstream's checker cannot reach them.
+    not_written: &'a [Note],
+    /// Nodes carried although the checker cannot reach them the usual way.
+    warnings: &'a [Note],
 }
 
 pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
@@ -398,7 +516,7 @@ pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
         let mut seen = BTreeSet::new();
         for app in &apps {
             for c in &app.nodes {
-                for p in app.projects.iter().filter(|p| c.project(&p.name).is_some()) {
+                for p in app.projects.iter().filter(|p| app.covers(c, &p.name)) {
                     if seen.insert((c.node.name.as_str(), p.name.as_str())) {
                         pairs.push((*c, *p, specs.get(&p.name).markers.as_slice()));
                     }
@@ -430,6 +548,8 @@ pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
                 nodes: a.nodes.iter().map(|c| c.node.name.as_str()).collect(),
                 ready: readiness.as_ref().map(|_| problems.is_empty()),
                 problems,
+                not_written: &a.left_out,
+                warnings: &a.warnings,
             }
         })
         .collect();
@@ -438,6 +558,7 @@ pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
     } else {
         for s in &summaries {
             let state = match s.ready {
+                _ if s.nodes.is_empty() => "NOT WRITTEN",
                 None => "written (not checked)",
                 Some(true) => "ready",
                 Some(false) => "NOT READY",
@@ -454,8 +575,15 @@ pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
                     println!("    {what}: {p}");
                 }
             }
+            for n in s.not_written {
+                println!("    {} {}: not written: {}", n.node, n.project, n.why);
+            }
+            for n in s.warnings {
+                println!("    {} {}: written with a warning: {}", n.node, n.project, n.why);
+            }
         }
-        println!("{}: {} file(s) in {} application(s)", opts.out.display(), files.len(), apps.len());
+        let written = apps.iter().filter(|a| !a.nodes.is_empty()).count();
+        println!("{}: {} file(s) in {written} application(s)", opts.out.display(), files.len());
     }
     let not_ready = summaries.iter().any(|s| s.ready == Some(false));
     Ok(if not_ready { ExitCode::from(crate::exit::NOT_READY) } else { ExitCode::SUCCESS })
@@ -481,6 +609,52 @@ mod tests {
         assert_eq!(join_and(&["a".into()]), "a");
         assert_eq!(join_and(&["a".into(), "b".into()]), "a and b");
         assert_eq!(join_and(&["a".into(), "b".into(), "c".into()]), "a, b and c");
+    }
+
+    /// An IPv6-only node hosting AlmaLinux, whose checker reaches IPv4 only.
+    fn v6_only() -> (Fleet, Specs) {
+        formats::test_fleet(
+            "\n[[node]]\nname = \"v\"\nprojects = [\"almalinux\"]\nsponsor = { name = \"S\", url = \"https://s.example/\" }\n\
+ipv6 = { address = \"2001:db8::2/64\", gateway = \"2001:db8::1\" }\ndns = [\"2620:fe::fe\"]\n",
+            "",
+        )
+    }
+
+    #[test]
+    fn a_node_the_checker_cannot_reach_is_left_out_unless_the_project_documents_a_way() {
+        let (fleet, mut specs) = v6_only();
+        let apps = plan(&fleet, &specs, &Selection::default()).unwrap();
+        assert!(apps[0].nodes.is_empty() && apps[0].warnings.is_empty(), "{apps:?}");
+        assert_eq!((apps[0].left_out[0].node.as_str(), apps[0].left_out[0].project.as_str()), ("v", "almalinux"));
+        assert!(apps[0].left_out[0].why.starts_with("no IPv4 address: AlmaLinux's mirror service resolves only"), "{apps:?}");
+        let files = render(&fleet, &specs, &apps, None).unwrap();
+        assert_eq!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["README.md"]);
+
+        specs.project.get_mut("almalinux").unwrap().other_family_path = Some("its mirror list also takes AAAA-only hosts".into());
+        let apps = plan(&fleet, &specs, &Selection::default()).unwrap();
+        assert!(apps[0].left_out.is_empty() && apps[0].nodes.len() == 1, "{apps:?}");
+        assert!(apps[0].warnings[0].why.ends_with("the project documents another way: its mirror list also takes AAAA-only hosts"));
+        let files = render(&fleet, &specs, &apps, None).unwrap();
+        let readme = files.iter().find(|f| f.path == "almalinux/README.md").unwrap();
+        let readme = String::from_utf8_lossy(&readme.contents);
+        assert!(readme.contains("## Written with a warning\n\n- `v` (almalinux): no IPv4 address"), "{readme}");
+    }
+
+    #[test]
+    fn specs_refuse_vocabulary_and_family_mistakes() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = std::fs::read_to_string(crate::data::builtin_data_dir().join(DATA_DIR).join("projects.toml")).unwrap();
+        std::fs::create_dir_all(dir.path().join(DATA_DIR)).unwrap();
+        for (from, to, want) in [
+            ("content = \"CD Image\"", "content = \"Release\"", "content \"Release\" is not one of Launchpad's: Archive, CD Image"),
+            ("reaches = [\"ipv4\"]", "reaches = []", "reaches is empty"),
+            ("reaches_why = ", "# reaches_why = ", "reaches leaves a family out: say why in reaches_why"),
+        ] {
+            assert!(shipped.contains(from), "{from}");
+            std::fs::write(dir.path().join(DATA_DIR).join("projects.toml"), shipped.replacen(from, to, 1)).unwrap();
+            let err = Specs::load(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(want), "{to}: {err}");
+        }
     }
 
     #[test]

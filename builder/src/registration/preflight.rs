@@ -110,7 +110,8 @@ pub fn check(cfg: &NodeConfig, p: &Profile, markers: &[String], probe: &Probe, d
                     Err(e) => say(format!("{base}{trace}: {e}")),
                     Ok((200, body)) => {
                         let first = String::from_utf8_lossy(&body).lines().next().unwrap_or("").to_string();
-                        match parse_rfc2822(&first) {
+                        // Either form mmbuild status reads: mm-sync writes `date -u`, as ftpsync does.
+                        match mmconfig::marker::parse_date(first.trim()).and_then(|t| i64::try_from(t).ok()) {
                             None => {
                                 say(format!("{base}{trace}: first line \"{}\" is not a date", first.chars().take(60).collect::<String>()))
                             }
@@ -261,51 +262,4 @@ pub fn rsync_modules(addr: SocketAddr, timeout: Duration) -> Result<Vec<String>,
         }
     }
     Err("the module list did not end with @RSYNCD: EXIT".into())
-}
-
-/// Seconds since the epoch of `Thu, 01 Jan 1970 00:00:00 +0000` (ftpsync and mm-sync traces).
-pub fn parse_rfc2822(s: &str) -> Option<i64> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let parts = if parts.first()?.ends_with(',') { &parts[1..] } else { &parts[..] };
-    let [day, mon, year, time, zone] = parts else { return None };
-    let day: i64 = day.parse().ok()?;
-    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let month = MON.iter().position(|m| m == mon)? as i64 + 1;
-    let year: i64 = year.parse().ok()?;
-    let hms: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
-    let [h, m, sec] = hms[..] else { return None };
-    let sign = match zone.as_bytes().first()? {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let z: i64 = zone.get(1..)?.parse().ok()?;
-    let offset = sign * ((z / 100) * 3600 + (z % 100) * 60);
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86400 + h * 3600 + m * 60 + sec - offset)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trace_dates_parse() {
-        assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 +0000"), Some(0));
-        assert_eq!(parse_rfc2822("Mon, 30 Nov 2026 21:47:13 +0000"), Some(1_796_075_233));
-        assert_eq!(parse_rfc2822("Mon, 30 Nov 2026 22:47:13 +0100"), Some(1_796_075_233));
-        assert_eq!(parse_rfc2822("29 Feb 2024 12:00:00 +0000"), Some(1_709_208_000));
-        assert_eq!(parse_rfc2822("yesterday"), None);
-        assert_eq!(parse_rfc2822("Thu, 01 Foo 1970 00:00:00 +0000"), None);
-    }
 }
