@@ -49,6 +49,11 @@ pub fn family(host: &Host) -> Family {
     Family::from_os_release(&std::fs::read_to_string(host.path(Path::new("/etc/os-release"))).unwrap_or_default())
 }
 
+/// The running image's version, from the target's /etc/os-release.
+pub fn image_version(host: &Host) -> Option<String> {
+    mmconfig::image::from_os_release(&std::fs::read_to_string(host.path(Path::new("/etc/os-release"))).ok()?)
+}
+
 /// Observe what the renderers need. `data_ready`: the data filesystem is (or will be) mounted.
 pub fn observe(host: &Host, cfg: &NodeConfig, data_ready: bool) -> Result<Facts> {
     let cert = Path::new(&Paths::default().tls_dir).join(&cfg.node.fqdn).join("fullchain.pem");
@@ -64,6 +69,7 @@ pub fn observe(host: &Host, cfg: &NodeConfig, data_ready: bool) -> Result<Facts>
         tls_ready: host.path(&cert).is_file(),
         data_fs_uuid,
         data_ready,
+        image_version: image_version(host),
     })
 }
 
@@ -145,7 +151,8 @@ pub fn run(
         // SELinux: sshd reads only keys labelled for it.
         let _ = hostkit::cmd::text("restorecon", &["-F", mmconfig::SSH_HOST_KEY, &format!("{}.pub", mmconfig::SSH_HOST_KEY)]);
     }
-    let network_changed = early_changes.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with("/etc/systemd/network")));
+    let network_changed =
+        early_changes.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with("/etc/systemd/network")));
     if network_changed && host.live() && host.units_active(&["systemd-networkd.service"])[0] {
         // A day-2 change (at boot we run before networkd): networkd reconfigures every link a
         // new, changed or removed .network file matches.
@@ -286,9 +293,8 @@ fn converge_services(
     }
     // systemd loads a unit file it has not seen on first use; only a rewritten one needs a
     // daemon-reload (which costs a second or more early in boot).
-    let units_rewritten = files.iter().any(|c| {
-        matches!(c, Change::WriteFile { path, new: false, .. } if path.starts_with("/etc/systemd/system"))
-    });
+    let units_rewritten =
+        files.iter().any(|c| matches!(c, Change::WriteFile { path, new: false, .. } if path.starts_with("/etc/systemd/system")));
     let enable = plan::unit_changes(host, &desired.units, &desired.files);
     let stale = plan::stale_changes(host, &desired.files, &desired.units);
     let changed = !files.is_empty() || !enable.is_empty() || !stale.is_empty();
