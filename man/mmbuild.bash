@@ -460,7 +460,7 @@ _mmbuild() {
             return 0
             ;;
         mmbuild__subcmd__export__subcmd__prometheus)
-            opts="-o -h --out --blackbox --data --help"
+            opts="-o -h --out --blackbox --build --data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -475,6 +475,10 @@ _mmbuild() {
                     return 0
                     ;;
                 --blackbox)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --build)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -848,7 +852,7 @@ _mmbuild() {
             return 0
             ;;
         mmbuild__subcmd__status)
-            opts="-j -h --json --node --jobs --timeout --upstream-timeout --lag-margin --resolve --data --help"
+            opts="-j -o -h --json --node --jobs --timeout --upstream-timeout --lag-margin --resolve --out --data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -879,6 +883,14 @@ _mmbuild() {
                     return 0
                     ;;
                 --resolve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,8 +1,9 @@
 //! The common base OS (root filesystem image, UKI, ESP), built once and cached by content hash.
 //!
 //! Two cache layers, so a change to on-node code does not rebuild the OS:
-//! - `os/<hash>`: the Debian root from `mmdebstrap`, trimmed (docs, locales, unused kernel
-//!   modules), keyed by the package list, the module keep-list and the recipe;
+//! - `os/<hash>`: the Debian root from `mmdebstrap` (the release, its `-updates` and `-security`
+//!   suites), trimmed (docs, locales, unused kernel modules), keyed by the archives, the package
+//!   list, the module keep-list and the recipe;
 //! - `base/<hash>`: root ext4 image + initramfs + UKI + ESP image, keyed by the `os` hash, the
 //!   `overlays/rootfs` tree, the on-node binaries, the initramfs recipe and the kernel cmdline.
 //!
@@ -19,14 +20,16 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::{esp, initramfs, reproducible, uki};
+use hostkit::apt::Archives;
 use hostkit::cmd::{require_tool, run};
 use hostkit::ids::{hex, uuid_from};
-use crate::{esp, initramfs, reproducible, uki};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
-const OS_RECIPE: &str = "os-recipe-6";
+const OS_RECIPE: &str = "os-recipe-7";
 const BASE_RECIPE: &str = "base-recipe-8";
-const SUITE: &str = "bookworm";
+/// The Debian release; the base also takes its `-updates` and `-security` suites.
+const RELEASE: &str = "bookworm";
 pub use mmconfig::ROOT_LABEL;
 /// 2025-01-01T00:00:00Z: timestamps inside the images when SOURCE_DATE_EPOCH is not set.
 const DEFAULT_EPOCH: u64 = 1_735_689_600;
@@ -67,6 +70,8 @@ pub struct Base {
     pub built: bool,
     /// `name=version` of every package in the OS tree, sorted.
     pub packages: Vec<String>,
+    /// The image version (see [`mmconfig::image`]), also in the root's os-release.
+    pub image_version: String,
 }
 
 pub const NODE_BINARIES: [&str; 2] = ["mm-firstboot", "mm-sync"];
@@ -101,15 +106,15 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     let overlays = opts.data_dir.join("overlays");
     let packages = read_list(&overlays.join("base/packages"))?;
     let keep = read_list(&overlays.join("base/modules-keep"))?;
-    // The archive this machine's apt uses (the operator's choice), unless overridden.
-    let mirror = match std::env::var("MM_DEBIAN_MIRROR") {
-        Ok(m) => m,
-        Err(_) => hostkit::apt::archive_uri(SUITE)?,
-    };
+    // The archives this machine's apt uses (the operator's choice), unless overridden.
+    let archives = hostkit::apt::archives(RELEASE)?;
+    let sources_path = overlays.join(SOURCES_TEMPLATE);
+    let sources = fs::read_to_string(&sources_path).with_context(|| format!("reading {}", sources_path.display()))?;
 
     let mut h = Sha256::new();
     let pins: Vec<String> = opts.pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
-    for part in [OS_RECIPE, SUITE, &mirror, &packages.join("\n"), &keep.join("\n"), &pins.join("\n")] {
+    let os_inputs = [OS_RECIPE, RELEASE, &archives.main, &archives.security, &sources, &packages.join("\n"), &keep.join("\n")];
+    for part in os_inputs.iter().copied().chain([pins.join("\n").as_str()]) {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -117,16 +122,22 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     let os_dir = opts.cache_dir.join("os").join(&os_id[..16]);
     if !os_dir.join("root").is_dir() {
         let t = Instant::now();
-        log(opts.quiet, &format!("building the OS tree {} (mmdebstrap {SUITE}, {} packages)", &os_id[..16], packages.len()));
-        build_os(opts, &os_dir, &packages, &keep, &mirror)?;
+        log(
+            opts.quiet,
+            &format!("building the OS tree {} (mmdebstrap {RELEASE}, -updates, -security; {} packages)", &os_id[..16], packages.len()),
+        );
+        build_os(opts, &os_dir, &packages, &keep, &archives, &sources)?;
         log(opts.quiet, &format!("OS tree built in {:.1} s", t.elapsed().as_secs_f64()));
     }
     let lock = os_dir.join(PACKAGES_LOCK);
-    let installed: Vec<String> = fs::read_to_string(&lock)
-        .with_context(|| format!("reading {}", lock.display()))?
-        .lines()
-        .map(String::from)
-        .collect();
+    let installed: Vec<String> =
+        fs::read_to_string(&lock).with_context(|| format!("reading {}", lock.display()))?.lines().map(String::from).collect();
+    let newest_path = os_dir.join(NEWEST_PACKAGE_FILE);
+    let newest: u64 = fs::read_to_string(&newest_path)
+        .with_context(|| format!("reading {}", newest_path.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{}: not a time", newest_path.display()))?;
 
     let mut hw_modules = hardware_modules(&opts.data_dir)?;
     hw_modules.extend(opts.fleet_modules.iter().cloned());
@@ -136,7 +147,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     // The base is named after what the OS layer holds, not how it was asked for: a build pinned
     // to an earlier build's packages.lock resolves to the same set and so to the same base.
     let mut h = Sha256::new();
-    for part in [OS_RECIPE, SUITE, &mirror, &packages.join("\n"), &keep.join("\n"), &installed.join("\n")] {
+    for part in os_inputs.iter().copied().chain([installed.join("\n").as_str()]) {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -153,6 +164,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         hash_file(&mut h, &opts.node_bin_dir.join(bin))?;
     }
     let id = hex(&h.finalize());
+    let image_version = mmconfig::image::version(newest, &id);
     let dir = opts.cache_dir.join("base").join(&id[..16]);
     let base = Base {
         id: id.clone(),
@@ -163,6 +175,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         dir: dir.clone(),
         built: false,
         packages: installed,
+        image_version: image_version.clone(),
     };
     if dir.join("complete").is_file() {
         log(opts.quiet, &format!("reusing base {} from {}", &id[..16], dir.display()));
@@ -173,7 +186,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     let parent = opts.cache_dir.join("base");
     fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let tmp = tempfile::Builder::new().prefix(".build-").tempdir_in(&parent).context("creating a build directory")?;
-    build_base(opts, &os_dir.join("root"), tmp.path(), &cmdline, &hw_modules, &id)?;
+    build_base(opts, &os_dir.join("root"), tmp.path(), &cmdline, &hw_modules, &id, &image_version)?;
     fs::write(tmp.path().join("complete"), format!("{id}\n"))?;
     let tmp = tmp.keep();
     if dir.exists() {
@@ -186,8 +199,13 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
 
 /// The OS layer's list of installed packages (`name=version`), also written to build outputs.
 pub const PACKAGES_LOCK: &str = "packages.lock";
+/// The OS layer's newest package file time (Unix seconds), the dated part of the image version.
+const NEWEST_PACKAGE_FILE: &str = "newest-package";
+/// The node's apt sources (deb822), under overlays/.
+const SOURCES_TEMPLATE: &str = "base/debian.sources.hbs";
+const NODE_SOURCES: &str = "etc/apt/sources.list.d/debian.sources";
 
-fn build_os(opts: &BaseOptions, os_dir: &Path, packages: &[String], keep: &[String], mirror: &str) -> Result<()> {
+fn build_os(opts: &BaseOptions, os_dir: &Path, packages: &[String], keep: &[String], archives: &Archives, sources: &str) -> Result<()> {
     let parent = os_dir.parent().expect("os dir has a parent");
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let debs = opts.cache_dir.join("debs");
@@ -218,18 +236,23 @@ fn build_os(opts: &BaseOptions, os_dir: &Path, packages: &[String], keep: &[Stri
         // Debian's own initramfs is never booted (the UKI carries ours): skip building it.
         .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && ln -sf /bin/true \"$1/usr/sbin/update-initramfs\"")
         .arg(format!("--customize-hook=find \"$1/var/cache/apt/archives\" -name '*.deb' -exec cp -n -t {debs_q} {{}} +"))
-        .arg(SUITE)
+        .arg(RELEASE)
         .arg(&root)
-        .arg(mirror)
+        .args(build_sources(archives))
         .env("SOURCE_DATE_EPOCH", source_date_epoch().to_string());
     run(&mut cmd).context("building the Debian root with mmdebstrap")?;
     trim(&root, keep)?;
     remove_leftovers(&root)?;
+    // mmdebstrap left its one-line sources.list; the node gets Debian's deb822 form.
+    fs::remove_file(root.join("etc/apt/sources.list")).context("removing mmdebstrap's /etc/apt/sources.list")?;
+    hostkit::atomic::write(&root.join(NODE_SOURCES), render_sources(sources, archives)?.as_bytes())?;
+    let newest = reproducible::newest_package_file(&root)?;
+    fs::write(tmp.path().join(NEWEST_PACKAGE_FILE), format!("{newest}\n"))?;
     let installed = reproducible::installed_packages(&root)?;
     let unmet = reproducible::unmet_pins(&opts.pins, &installed);
     if !unmet.is_empty() {
         bail!(
-            "--pin-packages: the mirror did not give the pinned versions (point MM_DEBIAN_MIRROR at a snapshot that has them):\n  {}",
+            "--pin-packages: the archives did not give the pinned versions (point MM_DEBIAN_MIRROR and MM_DEBIAN_SECURITY_MIRROR at snapshots that have them):\n  {}",
             unmet.join("\n  ")
         );
     }
@@ -401,7 +424,34 @@ fn hardware_modules(data_dir: &Path) -> Result<BTreeSet<String>> {
     Ok(mods)
 }
 
-fn build_base(opts: &BaseOptions, os_root: &Path, out: &Path, cmdline: &str, modules: &BTreeSet<String>, id: &str) -> Result<()> {
+/// The apt sources of the build, one-line form as mmdebstrap takes them: the same archives and
+/// suites the node's deb822 sources name.
+fn build_sources(a: &Archives) -> [String; 3] {
+    [
+        format!("deb {} {RELEASE} main", a.main),
+        format!("deb {} {RELEASE}-updates main", a.main),
+        format!("deb {} {RELEASE}-security main", a.security),
+    ]
+}
+
+/// overlays/base/debian.sources.hbs for `archives` (URIs checked free of whitespace by hostkit::apt).
+fn render_sources(template: &str, archives: &Archives) -> Result<String> {
+    let mut h = handlebars::Handlebars::new();
+    h.set_strict_mode(true);
+    h.register_escape_fn(handlebars::no_escape);
+    h.render_template(template, &serde_json::json!({ "release": RELEASE, "main": archives.main, "security": archives.security }))
+        .with_context(|| format!("rendering overlays/{SOURCES_TEMPLATE}"))
+}
+
+fn build_base(
+    opts: &BaseOptions,
+    os_root: &Path,
+    out: &Path,
+    cmdline: &str,
+    modules: &BTreeSet<String>,
+    id: &str,
+    image_version: &str,
+) -> Result<()> {
     let staging = out.join("root");
     run(Command::new("cp").args(["-a", "--reflink=auto"]).arg(os_root).arg(&staging)).context("copying the OS tree")?;
     let overlay = opts.data_dir.join("overlays/rootfs");
@@ -410,6 +460,11 @@ fn build_base(opts: &BaseOptions, os_root: &Path, out: &Path, cmdline: &str, mod
             .context("copying overlays/rootfs into the root")?;
     }
     remove_host_keys(&staging)?;
+    // /etc/os-release links here; the UKI embeds it too.
+    let os_release = staging.join("usr/lib/os-release");
+    let mut text = fs::read_to_string(&os_release).with_context(|| format!("reading {}", os_release.display()))?;
+    text.push_str(&mmconfig::image::os_release_lines(image_version));
+    hostkit::atomic::write(&os_release, text.as_bytes())?;
     for bin in NODE_BINARIES {
         let dest = staging.join("usr/bin").join(bin);
         fs::copy(opts.node_bin_dir.join(bin), &dest).with_context(|| format!("installing {bin}"))?;
@@ -444,7 +499,13 @@ fn build_base(opts: &BaseOptions, os_root: &Path, out: &Path, cmdline: &str, mod
     esp::build(&uki_path, &out.join("esp.img"), id)?;
     let install_uki = out.join("INSTALL.EFI");
     let install_cmdline = format!("{} {}", cmdline.trim(), mmconfig::install::INSTALL_FLAG);
-    uki::build(&staging.join("boot").join(format!("vmlinuz-{kver}")), &initrd, &staging.join("usr/lib/os-release"), &install_cmdline, &install_uki)?;
+    uki::build(
+        &staging.join("boot").join(format!("vmlinuz-{kver}")),
+        &initrd,
+        &staging.join("usr/lib/os-release"),
+        &install_cmdline,
+        &install_uki,
+    )?;
     esp::build(&install_uki, &out.join("esp-install.img"), &format!("{id}-install"))?;
 
     make_ext4(&staging, &out.join("root.ext4"), id)?;
@@ -562,7 +623,8 @@ mod tests {
 
     #[test]
     fn a_kept_module_keeps_what_it_needs_transitively_and_nothing_else() {
-        let deps = "kernel/drivers/usb/storage/usb-storage.ko: kernel/drivers/usb/core/usbcore.ko kernel/drivers/usb/common/usb-common.ko\n\
+        let deps =
+            "kernel/drivers/usb/storage/usb-storage.ko: kernel/drivers/usb/core/usbcore.ko kernel/drivers/usb/common/usb-common.ko\n\
                     kernel/drivers/usb/core/usbcore.ko: kernel/drivers/usb/common/usb-common.ko\n\
                     kernel/drivers/usb/common/usb-common.ko:\n\
                     kernel/arch/x86/kvm/kvm.ko: kernel/virt/lib/irqbypass.ko\n\
@@ -583,11 +645,39 @@ mod tests {
     }
 
     #[test]
+    fn the_nodes_sources_name_all_three_suites_as_apt_reads_them_and_the_build_the_same() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let template = fs::read_to_string(repo.join("overlays").join(SOURCES_TEMPLATE)).unwrap();
+        let archives = Archives { main: "http://a.example/debian".into(), security: "http://b.example/debian-security".into() };
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("parts")).unwrap();
+        fs::write(d.path().join("parts/debian.sources"), render_sources(&template, &archives).unwrap()).unwrap();
+        let out = run(Command::new("apt-get")
+            .args(["indextargets", "--no-release-info", "--format", "$(REPO_URI) $(RELEASE) $(COMPONENT)"])
+            .args(["-o", "Dir::Etc::SourceList=/dev/null"])
+            .arg(format!("-o=Dir::Etc::SourceParts={}", d.path().join("parts").display()))
+            .arg(format!("-o=Dir::State::Lists={}", d.path().join("lists").display())))
+        .unwrap();
+        let seen: BTreeSet<String> = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.replace("/ ", " ")).collect();
+        let built: BTreeSet<String> = build_sources(&archives).iter().map(|l| l.trim_start_matches("deb ").to_string()).collect();
+        assert_eq!(seen, built, "the node's sources and the build's differ");
+        assert_eq!(
+            built.into_iter().collect::<Vec<_>>(),
+            [
+                "http://a.example/debian bookworm main",
+                "http://a.example/debian bookworm-updates main",
+                "http://b.example/debian-security bookworm-security main"
+            ]
+        );
+    }
+
+    #[test]
     fn host_keys_leave_the_shared_tree_and_nothing_else_does() {
         let d = tempfile::tempdir().unwrap();
         let ssh = d.path().join("etc/ssh");
         std::fs::create_dir_all(&ssh).unwrap();
-        for f in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "ssh_host_ecdsa_key.pub", "sshd_config", "moduli"] {
+        for f in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "ssh_host_ecdsa_key.pub", "sshd_config", "moduli"]
+        {
             std::fs::write(ssh.join(f), "x").unwrap();
         }
         remove_host_keys(d.path()).unwrap();

@@ -315,9 +315,12 @@ pub enum Command {
         /// Probe ADDR:PORT instead of NODE's inventory address for PORT (see ADDRESSES above).
         #[arg(long, value_name = "NODE:PORT=ADDR:PORT")]
         resolve: Vec<crate::health::Resolve>,
+        /// The fleet's build (`mmbuild build --out DIR`): a node not running its image version
+        /// is reported behind (a warning).
+        #[arg(long, short, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
-
 
 #[derive(clap::Args)]
 pub struct Day2Args {
@@ -384,6 +387,10 @@ pub enum ExportKind {
         /// Where Prometheus reaches the blackbox exporter.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9115")]
         blackbox: String,
+        /// The fleet's build (`mmbuild build --out DIR`): adds an alert for nodes whose
+        /// node_exporter reports another image version than this build's for over 7 days.
+        #[arg(long, value_name = "DIR")]
+        build: Option<PathBuf>,
     },
     /// Every hosted project's own mirror application for every node, in the upstream's format.
     ///

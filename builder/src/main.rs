@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use mmbuild::build::{self, BuildOptions, Outcome};
 use hostkit::cmd as hostcmd;
+use mmbuild::build::{self, BuildOptions, Outcome};
 use mmbuild::cli::{AnsibleArgs, Cli, Command, Day2Args, ExportKind, RegistrationsArgs};
 use mmbuild::{check, exit};
 
@@ -14,7 +14,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { fleet, json, node_toml } => check::run(&fleet, cli.data.as_deref(), json, node_toml.as_deref()),
-        Command::Build { fleet, out, nodes, format, kickstart_only, install_stick, jobs, cache, node_bin, state, new_host_keys, pin_packages, quiet } => {
+        Command::Build {
+            fleet,
+            out,
+            nodes,
+            format,
+            kickstart_only,
+            install_stick,
+            jobs,
+            cache,
+            node_bin,
+            state,
+            new_host_keys,
+            pin_packages,
+            quiet,
+        } => {
             let opts = BuildOptions {
                 fleet,
                 data: cli.data.clone(),
@@ -66,7 +80,7 @@ fn main() -> ExitCode {
             };
             boot_test(&fleet, cli.data.as_deref(), &opts, junit.as_deref(), json)
         }
-        Command::Status { fleet, json, nodes, jobs, timeout, upstream_timeout, lag_margin, resolve } => {
+        Command::Status { fleet, json, nodes, jobs, timeout, upstream_timeout, lag_margin, resolve, out } => {
             let secs = |s: f64| std::time::Duration::from_secs_f64(if s.is_finite() { s.clamp(0.05, 3600.0) } else { 5.0 });
             let opts = mmbuild::health::Options {
                 timeout: secs(timeout),
@@ -75,10 +89,10 @@ fn main() -> ExitCode {
                 resolve,
                 lag_margin: std::time::Duration::from_secs(lag_margin.saturating_mul(60)),
             };
-            mmbuild::status::run(&fleet, cli.data.as_deref(), json, &nodes, &opts)
+            mmbuild::status::run(&fleet, cli.data.as_deref(), json, &nodes, &opts, out.as_deref())
         }
-        Command::Export { kind: ExportKind::Prometheus { fleet, out, blackbox } } => {
-            mmbuild::prometheus::run(&fleet, cli.data.as_deref(), &out, &blackbox)
+        Command::Export { kind: ExportKind::Prometheus { fleet, out, blackbox, build } } => {
+            mmbuild::prometheus::run(&fleet, cli.data.as_deref(), &out, &blackbox, build.as_deref())
         }
     };
     match result {

@@ -26,6 +26,9 @@ pub struct Artifact {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The version of the base the disk images were built from (the nodes' `IMAGE_VERSION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_version: Option<String>,
     pub fleet: String,
     pub artifacts: Vec<Artifact>,
     /// Node -> fingerprint (`SHA256:...`) of the ssh host key its images and sticks carry; a
@@ -58,6 +61,20 @@ impl Artifact {
             builder_version: env!("CARGO_PKG_VERSION").into(),
         })
     }
+}
+
+/// The image version of the build in `out_dir` (its manifest.json), for comparing nodes with it.
+pub fn image_version(out_dir: &Path) -> Result<String> {
+    let path = out_dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (the fleet's build: mmbuild build --out DIR)", path.display()))?;
+    let m: Manifest = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    m.image_version.with_context(|| {
+        format!(
+            "{}: no image_version (kickstarts only, or built by an older mmbuild): build the fleet's disk images into it",
+            path.display()
+        )
+    })
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -119,6 +136,7 @@ pub fn update(
     fresh: Vec<Artifact>,
     host_keys: &std::collections::BTreeMap<String, String>,
     packages: &[String],
+    image_version: Option<&str>,
 ) -> Result<Manifest> {
     let path = out_dir.join("manifest.json");
     let mut manifest: Manifest = match std::fs::read_to_string(&path) {
@@ -129,11 +147,16 @@ pub fn update(
         manifest.artifacts.clear();
         manifest.host_keys.clear();
         manifest.packages.clear();
+        manifest.image_version = None;
     }
     manifest.fleet = fleet.to_string();
     manifest.host_keys.extend(host_keys.iter().map(|(n, f)| (n.clone(), f.clone())));
     if !packages.is_empty() {
         manifest.packages = packages.to_vec();
+    }
+    // A build without a base (kickstarts only) keeps the images' version.
+    if let Some(v) = image_version {
+        manifest.image_version = Some(v.to_string());
     }
     manifest.artifacts.retain(|a| !fresh.iter().any(|f| f.node == a.node) && out_dir.join(&a.path).is_file());
     manifest.artifacts.extend(fresh);

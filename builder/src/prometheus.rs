@@ -18,6 +18,9 @@ use hostkit::atomic;
 
 /// node_exporter's port on every node.
 pub const NODE_EXPORTER_PORT: u16 = 9100;
+/// Days a node may run another image than the fleet's build before it alerts (a roll-out, a
+/// node down for repair and the weekend fit in).
+pub const IMAGE_BEHIND_DAYS: u32 = 7;
 /// Minutes added to a profile's maximum sync interval before a sync counts as stale (the same
 /// default as `mmbuild status --lag-margin`).
 pub const MARGIN_MINUTES: u32 = 60;
@@ -191,8 +194,15 @@ pub fn blackbox_targets(nodes: &[NodeConfig]) -> Value {
     Value::Array(groups)
 }
 
-/// Every output file, by path relative to the output directory.
-pub fn render(fleet_name: &str, nodes: &[NodeConfig], templates: &Path, blackbox: &str) -> Result<BTreeMap<String, String>> {
+/// Every output file, by path relative to the output directory; `image_version` is the fleet
+/// build's, when known.
+pub fn render(
+    fleet_name: &str,
+    nodes: &[NodeConfig],
+    templates: &Path,
+    blackbox: &str,
+    image_version: Option<&str>,
+) -> Result<BTreeMap<String, String>> {
     let h = registry(templates)?;
     let ids = rsync_module_ids(nodes);
     let fams = [("ipv4", "ip4"), ("ipv6", "ip6")];
@@ -226,6 +236,8 @@ pub fn render(fleet_name: &str, nodes: &[NodeConfig], templates: &Path, blackbox
         "rsync": rsync,
         "projects": projects,
         "data_mount": DATA_MOUNT,
+        "image_version": image_version,
+        "image_behind_days": IMAGE_BEHIND_DAYS,
     });
     let mut out = BTreeMap::new();
     for name in ["prometheus.yml", "blackbox.yml", "rules.yml"] {
@@ -237,7 +249,7 @@ pub fn render(fleet_name: &str, nodes: &[NodeConfig], templates: &Path, blackbox
     Ok(out)
 }
 
-pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, blackbox: &str) -> Result<ExitCode> {
+pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, blackbox: &str, build: Option<&Path>) -> Result<ExitCode> {
     let fleet = match fleet::load(fleet_path, data) {
         Ok(f) => f,
         Err(diags) => {
@@ -251,7 +263,14 @@ pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, blackbox: &str) -
         eprintln!("mmbuild: error: --blackbox {blackbox:?}: expected HOST:PORT");
         return Ok(ExitCode::from(exit::INVALID_INPUT));
     }
-    let files = render(&fleet.name, &fleet.nodes, &fleet.data_dir.join("overlays/monitoring"), blackbox)?;
+    let image_version = match build.map(crate::manifest::image_version).transpose() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("mmbuild: error: --build: {e:#}");
+            return Ok(ExitCode::from(exit::INVALID_INPUT));
+        }
+    };
+    let files = render(&fleet.name, &fleet.nodes, &fleet.data_dir.join("overlays/monitoring"), blackbox, image_version.as_deref())?;
     for (rel, text) in &files {
         atomic::write(&out.join(rel), text.as_bytes())?;
     }
@@ -284,12 +303,20 @@ mod tests {
     #[test]
     fn rules_follow_each_profile_interval_and_the_metric_names_mm_sync_writes() {
         let (name, nodes, t) = example();
-        let out = render(&name, &nodes, &t, "127.0.0.1:9115").unwrap();
+        let out = render(&name, &nodes, &t, "127.0.0.1:9115", None).unwrap();
         let rules = &out["rules.yml"];
         // archlinux: 1440 min + 60 min margin; epel the same; almalinux 360 + 60.
         assert!(rules.contains("time() - mm_sync_last_success_timestamp_seconds{project=\"archlinux\"} > 90000\n"), "{rules}");
         assert!(rules.contains("time() - mm_sync_last_success_timestamp_seconds{project=\"almalinux\"} > 25200\n"), "{rules}");
         assert!(rules.contains("node_textfile_mtime_seconds{file=~\"(.*/)?mm_sync_ubuntu_releases\\\\.prom\"} > "), "{rules}");
+        // The image alert only when the fleet's build is known, its version a PromQL string.
+        assert!(!rules.contains("MirrorNodeImageBehind"));
+        let with = render(&name, &nodes, &t, "127.0.0.1:9115", Some("20261104.024542-3f2a9c1e0b7d")).unwrap();
+        assert!(
+            with["rules.yml"].contains("mm_image_info{image_version!=\"20261104.024542-3f2a9c1e0b7d\"} == 1\n        for: 7d\n"),
+            "{}",
+            with["rules.yml"]
+        );
         // Every hosted project once, no project that no node hosts.
         assert_eq!(rules.matches("alert: MirrorSyncStale").count(), 10);
         assert!(!rules.contains("\"kde\""));
@@ -302,7 +329,7 @@ mod tests {
     #[test]
     fn targets_carry_labels_per_family_and_hostile_sponsors_stay_data() {
         let (name, nodes, t) = example();
-        let out = render(&name, &nodes, &t, "127.0.0.1:9115").unwrap();
+        let out = render(&name, &nodes, &t, "127.0.0.1:9115", None).unwrap();
         let bb: Value = serde_json::from_str(&out["targets/blackbox.json"]).unwrap();
         let ci_rsync: Vec<&Value> =
             bb.as_array().unwrap().iter().filter(|g| g["labels"]["node"] == "ci" && g["labels"]["probe"] == "rsync").collect();
@@ -318,6 +345,6 @@ mod tests {
         assert!(out["blackbox.yml"].contains("  mm_rsync_epel_ipv6:\n"));
         assert!(out["blackbox.yml"].contains("        - send: \"epel\"\n"));
         // Deterministic.
-        assert_eq!(out, render(&name, &nodes, &t, "127.0.0.1:9115").unwrap());
+        assert_eq!(out, render(&name, &nodes, &t, "127.0.0.1:9115", None).unwrap());
     }
 }

@@ -33,6 +33,32 @@ pub fn installed_packages(root: &Path) -> Result<Vec<String>> {
     Ok(list)
 }
 
+/// The newest modification time (Unix seconds) of the files under /usr that dpkg installed in
+/// `root` (its `info/*.list`). Debian builds clamp a package's files to its changelog date, so
+/// this dates the newest package; files maintainer scripts write are not listed, and their times
+/// are the build's own.
+pub fn newest_package_file(root: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let info = root.join("var/lib/dpkg/info");
+    let mut newest = None;
+    for entry in std::fs::read_dir(&info).with_context(|| format!("reading {}", info.display()))? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "list") {
+            continue;
+        }
+        let list = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        for file in list.lines().filter(|l| l.starts_with("/usr/")) {
+            // Trimmed files (docs, modules) are gone; directories carry the extraction time.
+            if let Ok(meta) = std::fs::symlink_metadata(root.join(&file[1..])) {
+                if meta.is_file() {
+                    newest = newest.max(Some(meta.mtime().max(0) as u64));
+                }
+            }
+        }
+    }
+    newest.with_context(|| format!("{}: no installed file under /usr", info.display()))
+}
+
 /// A package pin list: `name=version` per line (what the build writes as `packages.lock`);
 /// blank lines and `#` comments allowed. Errors name `file:line`.
 pub fn parse_pins(text: &str, file: &str) -> Result<Vec<(String, String)>> {
@@ -160,6 +186,31 @@ mod tests {
             unmet_pins(&pins, &installed),
             ["libc6: pinned 2.36-9+deb12u10, installed 2.36-9+deb12u9", "zstd: pinned 1.5.4, not installed"]
         );
+    }
+
+    #[test]
+    fn the_newest_package_file_counts_listed_regular_files_under_usr_only() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let info = root.join("var/lib/dpkg/info");
+        for dir in ["var/lib/dpkg/info", "usr/bin", "usr/lib/python3", "etc"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for (f, t) in [("usr/bin/a", "@1000"), ("usr/bin/b", "@2000"), ("etc/conf", "@9000"), ("usr/lib/python3/x.pyc", "@8000")] {
+            std::fs::write(root.join(f), "x").unwrap();
+            run(Command::new("touch").args(["-d", t]).arg(root.join(f))).unwrap();
+        }
+        std::os::unix::fs::symlink("a", root.join("usr/bin/link")).unwrap();
+        // A conffile a postinst rewrote, a .pyc it compiled (unlisted), a trimmed doc, a symlink, a directory.
+        std::fs::write(info.join("p.list"), "/usr\n/usr/bin\n/usr/bin/a\n/usr/bin/link\n/etc/conf\n/usr/share/doc/p/changelog.gz\n")
+            .unwrap();
+        std::fs::write(info.join("q.list"), "/usr/bin/b\n").unwrap();
+        std::fs::write(info.join("q.md5sums"), "/usr/lib/python3/x.pyc\n").unwrap();
+        assert_eq!(newest_package_file(root).unwrap(), 2000);
+        std::fs::remove_file(info.join("q.list")).unwrap();
+        assert_eq!(newest_package_file(root).unwrap(), 1000);
+        std::fs::remove_file(info.join("p.list")).unwrap();
+        assert!(newest_package_file(root).is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `mmbuild status FLEET`: load the fleet, probe it, print the table or `--json`, exit by health.
+//! `mmbuild status FLEET`: load the fleet, probe it (against the fleet's build with `--out`),
+//! print the table or `--json`, exit by health.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -9,7 +10,7 @@ use anyhow::{Context, Result};
 use crate::health::{self, marker, table, Options};
 use crate::{exit, fleet};
 
-pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String], opts: &Options) -> Result<ExitCode> {
+pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String], opts: &Options, out: Option<&Path>) -> Result<ExitCode> {
     let fleet = match fleet::load(fleet_path, data) {
         Ok(f) => f,
         Err(diags) => {
@@ -36,8 +37,15 @@ pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String],
     if selected.is_empty() {
         selected = fleet.nodes.clone();
     }
+    let fleet_image = match out.map(crate::manifest::image_version).transpose() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("mmbuild: error: --out: {e:#}");
+            return Ok(ExitCode::from(exit::INVALID_INPUT));
+        }
+    };
     let markers = marker::load(&fleet.data_dir).context("loading the freshness markers")?;
-    let report = health::probe_fleet(&fleet.name, &selected, &markers, opts);
+    let report = health::probe_fleet(&fleet.name, &selected, &markers, opts, fleet_image.as_deref());
     if json {
         println!("{}", serde_json::to_string_pretty(&report).context("serializing the report")?);
     } else {

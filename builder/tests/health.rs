@@ -171,7 +171,12 @@ ipv4 = {{ address = \"192.0.2.{a}/31\", gateway = \"192.0.2.{b}\" }}\nipv6 = {{ 
             _ => [("archlinux", "success"), ("epel", "success"), ("gimp", "success")],
         };
         let projects: Vec<Value> = doc.iter().map(|(p, r)| serde_json::json!({"project": p, "result": r, "check_errors": 0})).collect();
-        write(&root.join(".mm/status.json"), &serde_json::json!({"version": 1, "node": fqdn, "projects": projects}).to_string());
+        // The drifted node also runs an older image than the fleet's build (FLEET_IMAGE).
+        let image = if *kind == Kind::Drifted { OLD_IMAGE } else { FLEET_IMAGE };
+        write(
+            &root.join(".mm/status.json"),
+            &serde_json::json!({"version": 1, "node": fqdn, "image_version": image, "projects": projects}).to_string(),
+        );
         let (h4, h6, r4, r6) = match kind {
             Kind::Fresh | Kind::Lagging | Kind::WrongModule | Kind::Drifted | Kind::FirstSync => {
                 let (p4, p6) = (free_port("127.0.0.1"), free_port("::1"));
@@ -356,6 +361,34 @@ fn the_public_document_shows_failed_syncs_and_inventory_drift() {
             "warn gimp: in the inventory but not on the node (added since it was built: rebuild its configuration)",
         ]
     );
+}
+
+const FLEET_IMAGE: &str = "20261104.024542-3f2a9c1e0b7d";
+const OLD_IMAGE: &str = "20261001.000000-aaaaaaaaaaaa";
+
+#[test]
+fn nodes_not_on_the_fleets_build_are_behind_in_the_table_and_the_json() {
+    let f = fixture(&[Kind::Fresh, Kind::Drifted], false);
+    let build = f.dir.path().join("build");
+    write(&build.join("manifest.json"), &serde_json::json!({"image_version": FLEET_IMAGE, "fleet": "x", "artifacts": []}).to_string());
+    let run = status(&f, &["--json", "--out", build.to_str().unwrap()]);
+    let r: Value = serde_json::from_str(&run.stdout).unwrap();
+    let (fresh, drifted) = (node(&r, "fresh0"), node(&r, "drifted1"));
+    assert_eq!(fresh["image"], serde_json::json!({"running": FLEET_IMAGE, "fleet": FLEET_IMAGE, "behind": false}));
+    assert_eq!(drifted["image"], serde_json::json!({"running": OLD_IMAGE, "fleet": FLEET_IMAGE, "behind": true}));
+    let want = format!("warn runs image {OLD_IMAGE}, not the fleet's build {FLEET_IMAGE}: roll the build out to it");
+    assert!(findings(drifted).contains(&want), "{:?}", findings(drifted));
+    assert!(findings(fresh).is_empty(), "{:?}", findings(fresh));
+    let table = status(&f, &["--out", build.to_str().unwrap()]).stdout;
+    assert!(table.lines().any(|l| l.starts_with("drifted1") && l.contains(&format!("{OLD_IMAGE} (behind)"))), "{table}");
+    // Without the build, the version is shown and nothing is judged.
+    let r: Value = serde_json::from_str(&status(&f, &["--json"]).stdout).unwrap();
+    assert_eq!(node(&r, "drifted1")["image"], serde_json::json!({"running": OLD_IMAGE, "fleet": null, "behind": null}));
+    // A build directory without an image version is invalid input, and the message says why.
+    write(&build.join("manifest.json"), r#"{"fleet": "x", "artifacts": []}"#);
+    let bad = status(&f, &["--out", build.to_str().unwrap()]);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(bad.stderr.contains("manifest.json: no image_version"), "{}", bad.stderr);
 }
 
 #[test]

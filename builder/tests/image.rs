@@ -94,6 +94,29 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     let etc_ssh = sh(&format!("debugfs -R 'ls -p /etc/ssh' {} 2>/dev/null", root.0));
     assert!(etc_ssh.contains("/sshd_config/"), "debugfs did not list /etc/ssh:\n{etc_ssh}");
     assert!(!etc_ssh.contains("ssh_host_"), "a host key in the shared root:\n{etc_ssh}");
+    // Current: no package of the root is older than what this machine's apt offers from the
+    // release's -security and -updates suites; the root's os-release names the manifest's version.
+    let status = sh(&format!("debugfs -R 'cat /var/lib/dpkg/status' {} 2>/dev/null", root.0));
+    let installed = installed_from_status(&status);
+    assert!(installed.len() > 100, "the root's dpkg status lists {} packages", installed.len());
+    let behind = behind_apt(&installed);
+    for line in &behind {
+        eprintln!("behind: {line}");
+    }
+    assert!(
+        behind.is_empty(),
+        "{} of {} packages are older than the security/updates suites:\n{}",
+        behind.len(),
+        installed.len(),
+        behind.join("\n")
+    );
+    let os_release = sh(&format!("debugfs -R 'cat /usr/lib/os-release' {} 2>/dev/null", root.0));
+    let version = manifest["image_version"].as_str().expect("manifest.json has image_version");
+    assert_eq!(mmconfig::image::from_os_release(&os_release).as_deref(), Some(version), "{os_release}");
+    // The node's apt sources: the three suites in deb822, no one-line list beside them.
+    let sources = sh(&format!("debugfs -R 'cat /etc/apt/sources.list.d/debian.sources' {} 2>/dev/null", root.0));
+    assert!(sources.contains("Suites: bookworm bookworm-updates\n") && sources.contains("Suites: bookworm-security\n"), "{sources}");
+    assert!(!sh(&format!("debugfs -R 'ls /etc/apt' {} 2>/dev/null", root.0)).contains("sources.list "), "a one-line sources.list is left");
     // Images hold a private key: owner-only.
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&img).unwrap().permissions()) & 0o777, 0o600);
     let on_disk = sh(&format!("mtype -i {} ::/node.toml", config.0));
@@ -148,6 +171,46 @@ fn boot(image: &Path, disks: &[PathBuf], log: &Path, forwards: Vec<(u16, u16)>) 
 }
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `(name, version)` of every installed package of a dpkg status file.
+fn installed_from_status(status: &str) -> Vec<(String, String)> {
+    status
+        .split("\n\n")
+        .filter(|para| para.lines().any(|l| l == "Status: install ok installed"))
+        .filter_map(|para| {
+            let field = |f: &str| para.lines().find_map(|l| l.strip_prefix(f)).map(str::to_string);
+            Some((field("Package: ")?, field("Version: ")?))
+        })
+        .collect()
+}
+
+/// The installed packages older than this machine's newest version of them in the release's
+/// -security or -updates suite (`apt-cache madison`), as `name installed < newest (suite)`.
+fn behind_apt(installed: &[(String, String)]) -> Vec<String> {
+    let names: Vec<&str> = installed.iter().map(|(n, _)| n.as_str()).collect();
+    let out = Command::new("apt-cache").arg("madison").args(&names).output().unwrap();
+    let madison = String::from_utf8_lossy(&out.stdout);
+    let newer = |a: &str, b: &str| Command::new("dpkg").args(["--compare-versions", a, "gt", b]).status().unwrap().success();
+    let mut behind = Vec::new();
+    for (name, have) in installed {
+        let mut newest: Option<(String, String)> = None;
+        for line in madison.lines() {
+            let f: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [pkg, version, source] = f.as_slice() else { continue };
+            let suite = source.split_whitespace().nth(1).and_then(|s| s.split('/').next()).unwrap_or("");
+            if pkg != name || !source.ends_with(" Packages") || !(suite.ends_with("-security") || suite.ends_with("-updates")) {
+                continue;
+            }
+            if newest.as_ref().is_none_or(|(v, _)| newer(version, v)) {
+                newest = Some((version.to_string(), suite.to_string()));
+            }
+        }
+        if let Some((v, suite)) = newest.filter(|(v, _)| newer(v, have)) {
+            behind.push(format!("{name} {have} < {v} ({suite})"));
+        }
+    }
+    behind
+}
 
 #[test]
 #[ignore = "slow: boots the example qemu node under QEMU + OVMF"]
@@ -229,7 +292,8 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     // Monitoring from the inventory: a real Prometheus runs the exported configuration and
     // scrapes the node's node_exporter (the host is an admin source here), which carries
     // mm-sync's textfile metrics once the first sync has landed.
-    let scraped = prometheus_scrape(&fleet, tmp.path(), metrics_port, "mm_sync_last_success_timestamp_seconds{node=\"ci\",project=\"epel\"}");
+    let scraped =
+        prometheus_scrape(&fleet, tmp.path(), metrics_port, "mm_sync_last_success_timestamp_seconds{node=\"ci\",project=\"epel\"}");
     assert!(scraped > 1.0e9, "mm_sync_last_success_timestamp_seconds = {scraped}\n{}", vm.tail(30));
 
     // Power loss in the middle of a sync. What the node wrote and flushed before (a canary)
@@ -359,7 +423,8 @@ fn prometheus_scrape(fleet: &Path, dir: &Path, port: u16, query: &str) -> f64 {
     // A test cannot wait a minute between scrapes; an emulated node_exporter needs a few seconds.
     let config = std::fs::read_to_string(export.join("prometheus.yml")).unwrap();
     assert!(config.contains("scrape_interval: 1m\n"), "{config}");
-    std::fs::write(export.join("prometheus.yml"), config.replace("scrape_interval: 1m\n", "scrape_interval: 20s\n  scrape_timeout: 20s\n")).unwrap();
+    std::fs::write(export.join("prometheus.yml"), config.replace("scrape_interval: 1m\n", "scrape_interval: 20s\n  scrape_timeout: 20s\n"))
+        .unwrap();
     let web = free_port("127.0.0.1");
     let _prometheus = Reaped(
         Command::new("prometheus")
@@ -391,7 +456,9 @@ fn prometheus_scrape(fleet: &Path, dir: &Path, port: u16, query: &str) -> f64 {
 }
 
 fn urlencode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 /// `curl` a URL from the host; (HTTP status, body). Status 0 when nothing answered.

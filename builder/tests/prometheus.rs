@@ -66,6 +66,41 @@ fn promtool_accepts_the_config_and_rules_and_the_rule_tests_pass() {
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
+/// With the fleet's build, an alert for nodes on another image for over a week (promtool's own
+/// unit tests); a build without an image version is refused.
+#[test]
+fn the_image_alert_fires_for_a_node_on_another_image_for_a_week() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, build) = (dir.path().join("out"), dir.path().join("build"));
+    std::fs::create_dir_all(&build).unwrap();
+    let manifest = build.join("manifest.json");
+    std::fs::write(&manifest, r#"{"image_version": "20261104.024542-3f2a9c1e0b7d", "fleet": "example", "artifacts": []}"#).unwrap();
+    let fleet = repo().join("examples/fleet.toml");
+    let export = || {
+        Command::new(env!("CARGO_BIN_EXE_mmbuild"))
+            .args(["export", "prometheus"])
+            .arg(&fleet)
+            .arg("--out")
+            .arg(&out)
+            .arg("--build")
+            .arg(&build)
+            .output()
+            .unwrap()
+    };
+    let o = export();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rules = run(Command::new("promtool").arg("check").arg("rules").arg(out.join("rules.yml")));
+    assert!(rules.contains("SUCCESS: 28 rules found"), "{rules}");
+    std::fs::copy(repo().join("builder/tests/fixtures/prometheus-image-rules-test.yml"), out.join("image-test.yml")).unwrap();
+    let t = run(Command::new("promtool").arg("test").arg("rules").arg(out.join("image-test.yml")));
+    assert!(t.contains("SUCCESS"), "{t}");
+
+    std::fs::write(&manifest, r#"{"fleet": "example", "artifacts": []}"#).unwrap();
+    let o = export();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no image_version"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn an_invalid_fleet_exports_nothing() {
     let dir = tempfile::tempdir().unwrap();

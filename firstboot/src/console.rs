@@ -14,6 +14,8 @@ use crate::run::RunState;
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub fqdn: String,
+    /// `IMAGE_VERSION` of the running root; None on a host that is not one of our images.
+    pub image_version: Option<String>,
     pub lines: Vec<String>,
     /// What is wrong and what to check; empty when all is well.
     pub problems: Vec<String>,
@@ -95,6 +97,8 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
     let mut lines = Vec::new();
     let mut problems = Vec::new();
     lines.push(format!("sponsor: {}", cfg.node.sponsor.name.chars().filter(|c| !c.is_control()).collect::<String>()));
+    let image_version = crate::run::image_version(host);
+    lines.push(format!("image: {}", image_version.as_deref().unwrap_or("unknown (no IMAGE_VERSION in /etc/os-release)")));
 
     let stand_in = match crate::standin::read(host) {
         Ok(Some(driver)) => {
@@ -228,7 +232,8 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
             Ok(200) => lines.push("http: the mirror answers 200 on port 80".into()),
             Ok(code) => problems.push(format!("http: the mirror answers {code} on port 80: the mirror team must look at nginx")),
             Err(e) => problems.push(format!("http: nothing answers on port 80 ({e}): the mirror team must look at nginx")),
-        }        upstreams(host, cfg, &mut lines, &mut problems);
+        }
+        upstreams(host, cfg, &mut lines, &mut problems);
     }
     for (name, dir, bytes) in crate::adopt::leftovers(host, cfg) {
         lines.push(format!(
@@ -237,7 +242,7 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
             dir.display()
         ));
     }
-    Status { fqdn: cfg.node.fqdn.clone(), lines, problems, nic_stand_in: stand_in, bond }
+    Status { fqdn: cfg.node.fqdn.clone(), image_version, lines, problems, nic_stand_in: stand_in, bond }
 }
 
 /// Each hosted project's upstream, reachable from this network over each family, and its sync.

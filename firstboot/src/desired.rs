@@ -28,6 +28,8 @@ pub struct Facts {
     pub data_fs_uuid: Option<String>,
     /// The data filesystem is (or will be, after storage) mounted: project directories belong there.
     pub data_ready: bool,
+    /// `IMAGE_VERSION` of the running root (None: not one of our images).
+    pub image_version: Option<String>,
 }
 
 /// An account `run` creates with `useradd` when missing, then gives its `~/.ssh` (login accounts).
@@ -100,6 +102,9 @@ pub fn render_all(cfg: &NodeConfig, key: &Delivered, facts: &Facts) -> Result<De
     if let Some(uuid) = &facts.data_fs_uuid {
         files.push(services::render_mount_unit(uuid)?);
     }
+    if let Some(v) = &facts.image_version {
+        files.push(services::render_image_metric(v)?);
+    }
     let mut accounts = vec![ACCOUNTS[0].clone()];
     if svc.push_user {
         accounts.push(ACCOUNTS[1].clone());
@@ -126,7 +131,15 @@ mod tests {
     use std::path::Path;
 
     fn facts() -> Facts {
-        Facts { family: Family::Debian, nics: Vec::new(), nic_stand_in: None, tls_ready: false, data_fs_uuid: None, data_ready: false }
+        Facts {
+            family: Family::Debian,
+            nics: Vec::new(),
+            nic_stand_in: None,
+            tls_ready: false,
+            data_fs_uuid: None,
+            data_ready: false,
+            image_version: None,
+        }
     }
 
     #[test]
@@ -153,5 +166,27 @@ mod tests {
         let tree = d.directories.iter().find(|d| d.path == Path::new(DATA_MOUNT).join(&cfg.projects[0].directory)).unwrap();
         assert!(tree.owner == Some(SYNC_USER) && tree.recursive);
         assert!(d.directories.iter().any(|d| d.path == Path::new(DATA_MOUNT).join(PUBLIC_DIR)));
+    }
+
+    #[test]
+    fn our_image_tells_node_exporter_its_version_in_a_file_promtool_accepts() {
+        let cfg = node("ziply");
+        let metric =
+            |f: &Facts| render_all(&cfg, &Delivered::Missing, f).unwrap().files.into_iter().find(|f| f.path.ends_with("mm_image.prom"));
+        assert!(metric(&facts()).is_none(), "a host that is not our image has no image version");
+        let f = metric(&Facts { image_version: Some("20261104.024542-3f2a9c1e0b7d".into()), ..facts() }).expect("mm_image.prom");
+        assert_eq!(f.path, Path::new(METRICS_DIR).join("mm_image.prom"));
+        let text = String::from_utf8(f.contents).unwrap();
+        assert!(text.contains("\nmm_image_info{image_version=\"20261104.024542-3f2a9c1e0b7d\"} 1\n"), "{text}");
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (apt-get install prometheus)");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -49,6 +49,11 @@ pub fn family(host: &Host) -> Family {
     Family::from_os_release(&std::fs::read_to_string(host.path(Path::new("/etc/os-release"))).unwrap_or_default())
 }
 
+/// The running image's version, from the target's /etc/os-release.
+pub fn image_version(host: &Host) -> Option<String> {
+    mmconfig::image::from_os_release(&std::fs::read_to_string(host.path(Path::new("/etc/os-release"))).ok()?)
+}
+
 /// Observe what the renderers need. `data_ready`: the data filesystem is (or will be) mounted.
 pub fn observe(host: &Host, cfg: &NodeConfig, data_ready: bool) -> Result<Facts> {
     let cert = Path::new(&Paths::default().tls_dir).join(&cfg.node.fqdn).join("fullchain.pem");
@@ -64,6 +69,7 @@ pub fn observe(host: &Host, cfg: &NodeConfig, data_ready: bool) -> Result<Facts>
         tls_ready: host.path(&cert).is_file(),
         data_fs_uuid,
         data_ready,
+        image_version: image_version(host),
     })
 }
 

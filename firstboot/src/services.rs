@@ -28,6 +28,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("certbot-service", include_str!("../../overlays/services/mm-certbot.service.hbs")),
     ("certbot-timer", include_str!("../../overlays/services/mm-certbot.timer.hbs")),
     ("push-keys", include_str!("../../overlays/services/push-authorized-keys.hbs")),
+    ("image-metric", include_str!("../../overlays/services/mm-image.prom.hbs")),
     ("push-sudoers", include_str!("../../overlays/services/push-sudoers.hbs")),
     ("mount", include_str!("../../overlays/services/srv-mirror.mount.hbs")),
 ];
@@ -248,6 +249,12 @@ handlebars_helper!(plain_h: |s: str| plain(s));
 handlebars_helper!(systemd_arg_h: |s: str| systemd_arg(s));
 handlebars_helper!(rsyncd_value_h: |s: str| rsyncd_value(s));
 handlebars_helper!(bare_path: |s: str| s.trim_end_matches('/').to_string());
+/// A Prometheus text-format label value: backslash, quote and line feed escaped.
+fn prom_label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+handlebars_helper!(prom_label_h: |s: str| prom_label(s));
 handlebars_helper!(join: |v: array| v.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "));
 
 fn registry() -> Handlebars<'static> {
@@ -264,6 +271,7 @@ fn registry() -> Handlebars<'static> {
     h.register_helper("rsyncd_value", Box::new(rsyncd_value_h));
     h.register_helper("join", Box::new(join));
     h.register_helper("bare_path", Box::new(bare_path));
+    h.register_helper("prom_label", Box::new(prom_label_h));
     for (name, text) in TEMPLATES {
         h.register_template_string(name, *text).unwrap_or_else(|e| panic!("embedded template {name}: {e}"));
     }
@@ -276,6 +284,14 @@ pub fn render_mount_unit(uuid: &str) -> anyhow::Result<RenderedFile> {
     let ctx = json!({ "uuid": uuid, "data_mount": mmconfig::DATA_MOUNT, "data_label": mmconfig::DATA_LABEL });
     let text = registry().render("mount", &ctx).map_err(|e| anyhow::anyhow!("rendering srv-mirror.mount: {e}"))?;
     Ok(RenderedFile::new(MOUNT_UNIT, 0o644, text))
+}
+
+/// node_exporter's textfile naming the image this node runs (the fleet's alert compares it).
+pub fn render_image_metric(image_version: &str) -> anyhow::Result<RenderedFile> {
+    let text = registry()
+        .render("image-metric", &json!({ "image_version": image_version }))
+        .map_err(|e| anyhow::anyhow!("rendering mm_image.prom: {e}"))?;
+    Ok(RenderedFile::new(format!("{}/mm_image.prom", mmconfig::METRICS_DIR), 0o644, text))
 }
 
 /// nginx's main configuration, the same path on both families.

@@ -165,7 +165,11 @@ fn status_shows_the_stand_in_and_the_bond_ports() {
     std::fs::create_dir_all(&item).unwrap();
     std::fs::create_dir_all(root.join("proc/net/bonding")).unwrap();
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();
+    std::fs::write(
+        root.join("etc/os-release"),
+        format!("ID=debian\n{}", mmconfig::image::os_release_lines("20261104.024542-3f2a9c1e0b7d")),
+    )
+    .unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bonding/one-port-down-no-partner.txt");
     std::fs::copy(fixture, root.join("proc/net/bonding/bond0")).unwrap();
     let node_toml = dir.path().join("node.toml");
@@ -187,6 +191,9 @@ fn status_shows_the_stand_in_and_the_bond_ports() {
     let st = status(b"e1000e");
     let lines = strs(&st["lines"]);
     assert_eq!(st["nic_stand_in"], "e1000e", "{st}");
+    // Which image the node runs, for remote hands and the operator on the phone.
+    assert_eq!(st["image_version"], "20261104.024542-3f2a9c1e0b7d", "{st}");
+    assert!(lines.contains(&"image: 20261104.024542-3f2a9c1e0b7d".to_string()), "{st}");
     assert!(lines.contains(&"network: test stand-in: e1000e ports count as ixgbe (QEMU boot test)".to_string()), "{st}");
     assert!(lines.contains(&"bond0: enp2s0f0 down (no carrier); enp2s0f1 up, no LACP partner".to_string()), "{st}");
     assert!(

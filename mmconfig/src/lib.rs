@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod disk;
+pub mod image;
 pub mod install;
 pub mod marker;
 pub use disk::{glob_match, Bus, DiskFacts, DiskRule};

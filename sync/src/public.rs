@@ -1,6 +1,6 @@
 //! The node's public freshness document, served as `/.mm/status.json`: per project what a fleet
-//! checker needs (last success, the upstream marker time the node serves, result, size) and the
-//! data disk's free space. Nothing private: no upstream URLs (they may carry credentials), no
+//! checker needs (last success, the upstream marker time the node serves, result, size), the
+//! data disk's free space and the image version the node runs. Nothing private: no upstream URLs (they may carry credentials), no
 //! messages, logs or admin addresses.
 
 use std::collections::BTreeMap;
@@ -47,6 +47,8 @@ pub struct PublicProject {
 pub struct PublicStatus {
     pub version: u32,
     pub node: String,
+    /// `IMAGE_VERSION` of the running root's os-release; `None` on a host that is not our image.
+    pub image_version: Option<String>,
     pub generated_unix: u64,
     pub data_free_bytes: Option<u64>,
     pub data_total_bytes: Option<u64>,
@@ -59,6 +61,7 @@ pub fn build(
     status: &dyn Fn(&str) -> Option<SyncStatus>,
     marker_time: &dyn Fn(&str, &Marker) -> Option<u64>,
     space: Option<(u64, u64)>,
+    image_version: Option<String>,
     now: u64,
 ) -> PublicStatus {
     let markers = markers();
@@ -83,6 +86,7 @@ pub fn build(
     PublicStatus {
         version: VERSION,
         node: cfg.node.fqdn.clone(),
+        image_version,
         generated_unix: now,
         data_free_bytes: space.map(|s| s.0),
         data_total_bytes: space.map(|s| s.1),
@@ -102,7 +106,8 @@ pub fn write(env: &Env, cfg: &NodeConfig) -> Result<()> {
         (text.len() <= 1 << 20).then(|| marker::parse(m.kind, &String::from_utf8_lossy(&text)))?
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let doc = build(cfg, &status, &marker_time, fs_space(&data), now);
+    let image_version = std::fs::read_to_string(env.root.join("etc/os-release")).ok().and_then(|t| mmconfig::image::from_os_release(&t));
+    let doc = build(cfg, &status, &marker_time, fs_space(&data), image_version, now);
     let dest = data.join(REL_PATH);
     std::fs::create_dir_all(dest.parent().unwrap_or(Path::new("/")))?;
     write_atomic(&dest, 0o644, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes())?;
@@ -137,7 +142,7 @@ mod tests {
             })
         };
         let marker_time = |name: &str, m: &Marker| (name == "archlinux" && m.path == "lastsync").then_some(150);
-        let doc = build(&cfg, &status, &marker_time, Some((7, 9)), 300);
+        let doc = build(&cfg, &status, &marker_time, Some((7, 9)), Some("20261104.024542-3f2a9c1e0b7d".into()), 300);
         let arch = doc.projects.iter().find(|p| p.project == "archlinux").unwrap();
         assert_eq!(
             arch,
@@ -159,5 +164,6 @@ mod tests {
             assert!(!text.contains(private), "{private} leaked: {text}");
         }
         assert_eq!((doc.data_free_bytes, doc.version, doc.node.as_str()), (Some(7), 1, "ziply.mm.example.net"));
+        assert!(text.contains(r#""image_version":"20261104.024542-3f2a9c1e0b7d""#), "{text}");
     }
 }

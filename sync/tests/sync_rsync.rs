@@ -585,6 +585,13 @@ fn each_run_publishes_the_public_freshness_document() {
     createrepo(&sub);
     let repomd = std::fs::read_to_string(sub.join("repodata/repomd.xml")).unwrap();
     let rev: u64 = repomd.split("<revision>").nth(1).unwrap().split('<').next().unwrap().parse().unwrap();
+    // The image version the root's os-release carries (as the builder stamps it).
+    std::fs::create_dir_all(w.root().join("etc")).unwrap();
+    std::fs::write(
+        w.root().join("etc/os-release"),
+        format!("ID=debian\n{}", mmconfig::image::os_release_lines("20261104.024542-3f2a9c1e0b7d")),
+    )
+    .unwrap();
 
     let out = w.mm_sync(&["epel"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -592,6 +599,7 @@ fn each_run_publishes_the_public_freshness_document() {
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&doc_path).unwrap()).unwrap();
     assert_eq!(doc["version"], 1);
     assert_eq!(doc["node"], "ci.mm.example.net");
+    assert_eq!(doc["image_version"], "20261104.024542-3f2a9c1e0b7d");
     let epel = &doc["projects"][0];
     assert_eq!((epel["project"].as_str(), epel["result"].as_str()), (Some("epel"), Some("success")), "{doc}");
     assert_eq!(epel["last_success_unix"], w.status("epel")["last_success_unix"]);

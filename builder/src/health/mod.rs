@@ -179,6 +179,9 @@ pub const PUBLIC_STATUS_PATH: &str = "/.mm/status.json";
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct PublicDoc {
     pub version: u32,
+    /// Absent from nodes built before images had versions.
+    #[serde(default)]
+    pub image_version: Option<String>,
     #[serde(default)]
     pub projects: Vec<PublicProject>,
 }
@@ -241,6 +244,23 @@ pub struct Freshness {
     pub allowed_seconds: u64,
 }
 
+/// The image a node runs (its public document's word) against the fleet's build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageState {
+    pub running: Option<String>,
+    /// The image version of the build `--out` names, when given.
+    pub fleet: Option<String>,
+    /// The node runs another image than the fleet's build; None when either is unknown.
+    pub behind: Option<bool>,
+}
+
+impl ImageState {
+    fn new(running: Option<String>, fleet: Option<&str>) -> ImageState {
+        let behind = running.as_deref().zip(fleet).map(|(r, f)| r != f);
+        ImageState { running, fleet: fleet.map(String::from), behind }
+    }
+}
+
 /// The verdict on one node.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeReport {
@@ -251,6 +271,7 @@ pub struct NodeReport {
     pub ipv4: &'static str,
     pub ipv6: &'static str,
     pub freshness: Vec<Freshness>,
+    pub image: ImageState,
     /// Worst first.
     pub findings: Vec<Finding>,
     pub probe: NodeProbe,
@@ -438,6 +459,7 @@ pub fn judge(
     upstream: &UpstreamMarkers,
     now: u64,
     lag_margin: u64,
+    fleet_image: Option<&str>,
 ) -> NodeReport {
     let mut findings = Vec::new();
     let mut fam_state = |f: Family| match probe.families.iter().find(|x| x.family == f) {
@@ -480,7 +502,9 @@ pub fn judge(
                 None => findings.push(Finding { severity: Severity::Fail, text: format!("{}: {path} on the node does not parse", p.name) }),
             },
             Some(Seen::Failed { error, .. }) => match first_sync_pending(public_doc.as_ref(), &p.name) {
-                Some(pending) => findings.push(Finding { severity: Severity::Warn, text: format!("{}: {pending} ({path}: {error})", p.name) }),
+                Some(pending) => {
+                    findings.push(Finding { severity: Severity::Warn, text: format!("{}: {pending} ({path}: {error})", p.name) })
+                }
                 None => {
                     let what = if m.is_some() { "the upstream's marker" } else { "no trace yet (never synced?)" };
                     findings.push(Finding { severity: Severity::Fail, text: format!("{}: {path}: {error} ({what})", p.name) });
@@ -527,9 +551,16 @@ pub fn judge(
     if let Some(seen) = &probe.public {
         public_findings(cfg, seen, &mut findings);
     }
+    let image = ImageState::new(public_doc.as_ref().and_then(|d| d.image_version.as_deref()).map(shown), fleet_image);
+    if let (Some(true), Some(running), Some(fleet)) = (image.behind, &image.running, fleet_image) {
+        findings.push(Finding {
+            severity: Severity::Warn,
+            text: format!("runs image {running}, not the fleet's build {fleet}: roll the build out to it"),
+        });
+    }
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let health = findings.first().map_or(Severity::Ok, |f| f.severity);
-    NodeReport { node: cfg.node.name.clone(), fqdn: cfg.node.fqdn.clone(), health, ipv4, ipv6, freshness, findings, probe }
+    NodeReport { node: cfg.node.name.clone(), fqdn: cfg.node.fqdn.clone(), health, ipv4, ipv6, freshness, image, findings, probe }
 }
 
 /// The whole run, as `--json` prints it.
@@ -554,8 +585,15 @@ pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Probe every node (at most `opts.jobs` at once) while the upstream markers are fetched, then judge.
-pub fn probe_fleet(fleet_name: &str, nodes: &[NodeConfig], markers: &BTreeMap<String, Marker>, opts: &Options) -> FleetReport {
+/// Probe every node (at most `opts.jobs` at once) while the upstream markers are fetched, then
+/// judge, against `fleet_image` (the fleet build's image version) when known.
+pub fn probe_fleet(
+    fleet_name: &str,
+    nodes: &[NodeConfig],
+    markers: &BTreeMap<String, Marker>,
+    opts: &Options,
+    fleet_image: Option<&str>,
+) -> FleetReport {
     let mut urls: Vec<String> =
         nodes.iter().flat_map(|n| n.projects.iter()).filter_map(|p| markers.get(&p.name).map(|m| upstream_marker_url(p, m))).collect();
     urls.sort();
@@ -582,7 +620,7 @@ pub fn probe_fleet(fleet_name: &str, nodes: &[NodeConfig], markers: &BTreeMap<St
         .zip(probes)
         .map(|(cfg, p)| {
             let p = p.unwrap_or(NodeProbe { families: Vec::new(), markers: BTreeMap::new(), public: None });
-            judge(cfg, p, markers, &upstream, now, margin)
+            judge(cfg, p, markers, &upstream, now, margin, fleet_image)
         })
         .collect();
     reports.sort_by(|a, b| b.health.cmp(&a.health).then_with(|| a.node.cmp(&b.node)));

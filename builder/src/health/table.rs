@@ -28,24 +28,37 @@ fn clean(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
+/// The image the node runs, `(behind)` when it is not the fleet's build.
+fn image(n: &NodeReport) -> String {
+    let running = n.image.running.as_deref().map_or("-".to_string(), clean);
+    if n.image.behind == Some(true) {
+        format!("{running} (behind)")
+    } else {
+        running
+    }
+}
+
 pub fn render(r: &FleetReport, colour: bool) -> String {
     let w = r.nodes.iter().map(|n| n.node.chars().count()).max().unwrap_or(4).max(4);
     let lags: Vec<String> = r.nodes.iter().map(worst_lag).collect();
     let lw = lags.iter().map(|l| l.chars().count()).max().unwrap_or(0).max("WORST LAG".len());
-    let mut s = format!("{:<w$}  {:<6}{:<6}{:<6}{:<lw$}  {}\n", "NODE", "STATE", "IPv4", "IPv6", "WORST LAG", "PROBLEM");
-    for (n, lag) in r.nodes.iter().zip(&lags) {
+    let images: Vec<String> = r.nodes.iter().map(image).collect();
+    let iw = images.iter().map(|i| i.chars().count()).max().unwrap_or(0).max("IMAGE".len());
+    let mut s = format!("{:<w$}  {:<6}{:<6}{:<6}{:<lw$}  {:<iw$}  {}\n", "NODE", "STATE", "IPv4", "IPv6", "WORST LAG", "IMAGE", "PROBLEM");
+    for ((n, lag), img) in r.nodes.iter().zip(&lags).zip(&images) {
         let problem = match n.findings.first() {
             None => "-".to_string(),
             Some(f) if n.findings.len() == 1 => clean(&f.text),
             Some(f) => format!("{} (+{} more)", clean(&f.text), n.findings.len() - 1),
         };
         s.push_str(&format!(
-            "{:<w$}  {}{:<6}{:<6}{:<lw$}  {}\n",
+            "{:<w$}  {}{:<6}{:<6}{:<lw$}  {:<iw$}  {}\n",
             n.node,
             paint(&format!("{:<6}", n.health.word()), n.health, colour),
             n.ipv4,
             n.ipv6,
             lag,
+            img,
             problem
         ));
     }
@@ -66,7 +79,13 @@ mod tests {
     use super::super::*;
     use super::*;
 
-    fn node(name: &str, health: Severity, findings: Vec<&str>, fresh: Vec<(&str, &'static str, Option<u64>, u64)>) -> NodeReport {
+    fn node(
+        name: &str,
+        health: Severity,
+        findings: Vec<&str>,
+        fresh: Vec<(&str, &'static str, Option<u64>, u64)>,
+        running: Option<&str>,
+    ) -> NodeReport {
         NodeReport {
             node: name.into(),
             fqdn: format!("{name}.mm.example.net"),
@@ -84,6 +103,7 @@ mod tests {
                     allowed_seconds: allowed,
                 })
                 .collect(),
+            image: ImageState::new(running.map(String::from), Some("20261104.024542-3f2a9c1e0b7d")),
             findings: findings.into_iter().map(|t| Finding { severity: health, text: t.into() }).collect(),
             probe: NodeProbe { families: vec![], markers: Default::default(), public: None },
         }
@@ -103,17 +123,20 @@ mod tests {
                     vec!["archlinux: 26h10m behind its upstream (allowed 25h00m)", "IPv6 http [::1]:80: connection refused"],
                     // epel is further behind in seconds but well inside its allowance.
                     vec![("epel", "upstream-marker", Some(100_000), 1_000_000), ("archlinux", "upstream-marker", Some(94_200), 90_000)],
+                    Some("20261001.000000-aaaaaaaaaaaa"),
                 ),
-                node("fresh", Severity::Ok, vec![], vec![("epel", "node-trace", Some(420), 90_000)]),
+                node("fresh", Severity::Ok, vec![], vec![("epel", "node-trace", Some(420), 90_000)], Some("20261104.024542-3f2a9c1e0b7d")),
+                node("old", Severity::Ok, vec![], vec![], None),
             ],
             upstreams: Default::default(),
         };
         let t = render(&r, false);
         let want = "\
-NODE     STATE IPv4  IPv6  WORST LAG         PROBLEM
-lagging  FAIL  ok    fail  archlinux 26h10m  archlinux: 26h10m behind its upstream (allowed 25h00m) (+1 more)
-fresh    OK    ok    none  epel 7m ago       -
-2 node(s): 1 ok, 0 warn, 1 fail; fleet NOT healthy
+NODE     STATE IPv4  IPv6  WORST LAG         IMAGE                                  PROBLEM
+lagging  FAIL  ok    fail  archlinux 26h10m  20261001.000000-aaaaaaaaaaaa (behind)  archlinux: 26h10m behind its upstream (allowed 25h00m) (+1 more)
+fresh    OK    ok    none  epel 7m ago       20261104.024542-3f2a9c1e0b7d           -
+old      OK    ok    none  -                 -                                      -
+3 node(s): 2 ok, 0 warn, 1 fail; fleet NOT healthy
 ";
         assert_eq!(t, want);
         assert!(!t.contains('\x1b'));
@@ -128,9 +151,10 @@ fresh    OK    ok    none  epel 7m ago       -
             fleet: "f".into(),
             generated_unix: 0,
             healthy: false,
-            nodes: vec![node("x", Severity::Fail, vec!["bad \x1b[2J module"], vec![])],
+            nodes: vec![node("x", Severity::Fail, vec!["bad \x1b[2J module"], vec![], Some("1\x1b[2J"))],
             upstreams: Default::default(),
         };
-        assert!(render(&r, false).contains("bad ?[2J module"));
+        let t = render(&r, false);
+        assert!(t.contains("bad ?[2J module") && t.contains("1?[2J (behind)") && !t.contains('\x1b'), "{t}");
     }
 }

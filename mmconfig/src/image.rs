@@ -1,0 +1,77 @@
+//! The image version: stamped by the builder into the node's os-release, read back on the node.
+//!
+//! `YYYYMMDD.HHMMSS-<12 hex>`: the UTC time of the newest file any installed package shipped
+//! (Debian clamps a package's files to its changelog date, so a base with a newer package gets a
+//! later time), then the start of the base's content hash. Same base, same version; as plain
+//! strings, versions of different package sets sort older-first.
+
+/// `IMAGE_ID=` of every node's os-release.
+pub const IMAGE_ID: &str = "micromirror";
+
+/// The version of a base whose newest package file dates from `newest_package_unix`.
+pub fn version(newest_package_unix: u64, base_id: &str) -> String {
+    let days = (newest_package_unix / 86400) as i64;
+    let secs = newest_package_unix % 86400;
+    let (y, m, d) = civil_from_days(days);
+    let hash: String = base_id.chars().take(12).collect();
+    format!("{y:04}{m:02}{d:02}.{:02}{:02}{:02}-{hash}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// The lines appended to the image's os-release.
+pub fn os_release_lines(version: &str) -> String {
+    format!("IMAGE_ID={IMAGE_ID}\nIMAGE_VERSION={version}\n")
+}
+
+/// `IMAGE_VERSION` of an os-release text written by [`os_release_lines`]; `None` on a root that
+/// is not one of our images, or a value that is not a version (the text may be anyone's).
+pub fn from_os_release(text: &str) -> Option<String> {
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix('=')).map(|v| v.trim().trim_matches('"'));
+    if field("IMAGE_ID")? != IMAGE_ID {
+        return None;
+    }
+    let v = field("IMAGE_VERSION")?;
+    let ok = !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c));
+    ok.then(|| v.to_string())
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_name_the_newest_package_time_and_the_base_and_sort_by_time() {
+        let id = "3f2a9c1e0b7d5a66aa";
+        assert_eq!(version(0, id), "19700101.000000-3f2a9c1e0b7d");
+        // 2026-11-04T02:45:42Z (an rsync build) and a leap day.
+        assert_eq!(version(1_793_760_342, id), "20261104.024542-3f2a9c1e0b7d");
+        assert_eq!(version(951_782_400 + 3661, id), "20000229.010101-3f2a9c1e0b7d");
+        let older = version(1_793_760_342, "ffffffffffff");
+        let newer = version(1_793_760_343, "000000000000");
+        assert!(older < newer, "{older} {newer}");
+        assert_ne!(version(5, "aaaaaaaaaaaa"), version(5, "aaaaaaaaaaab"));
+    }
+
+    #[test]
+    fn os_release_round_trips_and_foreign_or_odd_values_are_not_versions() {
+        let v = version(1_793_760_342, "3f2a9c1e0b7d");
+        let text = format!("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n{}", os_release_lines(&v));
+        assert_eq!(from_os_release(&text).as_deref(), Some(v.as_str()));
+        assert_eq!(from_os_release("ID=debian\nIMAGE_VERSION=1\n"), None);
+        assert_eq!(from_os_release("IMAGE_ID=other\nIMAGE_VERSION=1\n"), None);
+        assert_eq!(from_os_release("IMAGE_ID=micromirror\nIMAGE_VERSION=\"1 \x1b[31m\"\n"), None);
+        assert_eq!(from_os_release("IMAGE_ID=\"micromirror\"\nIMAGE_VERSION=\"2\"\n").as_deref(), Some("2"));
+    }
+}
