@@ -19,9 +19,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::{esp, initramfs, reproducible, uki};
 use hostkit::cmd::{require_tool, run};
 use hostkit::ids::{hex, uuid_from};
-use crate::{esp, initramfs, reproducible, uki};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
 const OS_RECIPE: &str = "os-recipe-6";
@@ -122,11 +122,8 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         log(opts.quiet, &format!("OS tree built in {:.1} s", t.elapsed().as_secs_f64()));
     }
     let lock = os_dir.join(PACKAGES_LOCK);
-    let installed: Vec<String> = fs::read_to_string(&lock)
-        .with_context(|| format!("reading {}", lock.display()))?
-        .lines()
-        .map(String::from)
-        .collect();
+    let installed: Vec<String> =
+        fs::read_to_string(&lock).with_context(|| format!("reading {}", lock.display()))?.lines().map(String::from).collect();
 
     let mut hw_modules = hardware_modules(&opts.data_dir)?;
     hw_modules.extend(opts.fleet_modules.iter().cloned());
@@ -444,7 +441,13 @@ fn build_base(opts: &BaseOptions, os_root: &Path, out: &Path, cmdline: &str, mod
     esp::build(&uki_path, &out.join("esp.img"), id)?;
     let install_uki = out.join("INSTALL.EFI");
     let install_cmdline = format!("{} {}", cmdline.trim(), mmconfig::install::INSTALL_FLAG);
-    uki::build(&staging.join("boot").join(format!("vmlinuz-{kver}")), &initrd, &staging.join("usr/lib/os-release"), &install_cmdline, &install_uki)?;
+    uki::build(
+        &staging.join("boot").join(format!("vmlinuz-{kver}")),
+        &initrd,
+        &staging.join("usr/lib/os-release"),
+        &install_cmdline,
+        &install_uki,
+    )?;
     esp::build(&install_uki, &out.join("esp-install.img"), &format!("{id}-install"))?;
 
     make_ext4(&staging, &out.join("root.ext4"), id)?;
@@ -562,7 +565,8 @@ mod tests {
 
     #[test]
     fn a_kept_module_keeps_what_it_needs_transitively_and_nothing_else() {
-        let deps = "kernel/drivers/usb/storage/usb-storage.ko: kernel/drivers/usb/core/usbcore.ko kernel/drivers/usb/common/usb-common.ko\n\
+        let deps =
+            "kernel/drivers/usb/storage/usb-storage.ko: kernel/drivers/usb/core/usbcore.ko kernel/drivers/usb/common/usb-common.ko\n\
                     kernel/drivers/usb/core/usbcore.ko: kernel/drivers/usb/common/usb-common.ko\n\
                     kernel/drivers/usb/common/usb-common.ko:\n\
                     kernel/arch/x86/kvm/kvm.ko: kernel/virt/lib/irqbypass.ko\n\
@@ -587,7 +591,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ssh = d.path().join("etc/ssh");
         std::fs::create_dir_all(&ssh).unwrap();
-        for f in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "ssh_host_ecdsa_key.pub", "sshd_config", "moduli"] {
+        for f in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "ssh_host_ecdsa_key.pub", "sshd_config", "moduli"]
+        {
             std::fs::write(ssh.join(f), "x").unwrap();
         }
         remove_host_keys(d.path()).unwrap();

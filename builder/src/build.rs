@@ -11,11 +11,11 @@ use mmconfig::NodeConfig;
 
 use crate::base::{self, Base, BaseOptions};
 use crate::fleet::{self, Fleet};
-use hostkit::cmd::{require_tool, run};
-use crate::manifest::{self, Artifact};
 use crate::hostkeys::{self, HostKey};
+use crate::manifest::{self, Artifact};
 use crate::{diskimage, kickstart, oemdrv, reproducible, stick};
 use hostkit::atomic;
+use hostkit::cmd::{require_tool, run};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ImageFormat {
@@ -131,7 +131,8 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
                     break;
                 };
                 let t = Instant::now();
-                let r = build_node(opts, base.as_ref(), &media, cfg, &keys[&cfg.node.name]).with_context(|| format!("node {}", cfg.node.name));
+                let r =
+                    build_node(opts, base.as_ref(), &media, cfg, &keys[&cfg.node.name]).with_context(|| format!("node {}", cfg.node.name));
                 match &bar {
                     Some(b) => {
                         b.set_message(cfg.node.name.clone());
@@ -271,8 +272,10 @@ fn build_node(opts: &BuildOptions, base: Option<&Base>, media: &InstallMedia, cf
                 artifacts.push(Artifact::with_sha256(&opts.out, &rel, node, "disk-image", Some(&base.id), sha.clone())?);
                 if opts.install_stick {
                     let stick = format!("{node}/install.img");
-                    atomic::write_with_mode(&opts.out.join(&stick), 0o600, |f| stick::write_stick(f, base, cfg, &opts.out.join(&rel), &sha))
-                        .with_context(|| format!("writing {stick}"))?;
+                    atomic::write_with_mode(&opts.out.join(&stick), 0o600, |f| {
+                        stick::write_stick(f, base, cfg, &opts.out.join(&rel), &sha)
+                    })
+                    .with_context(|| format!("writing {stick}"))?;
                     artifacts.push(Artifact::describe(&opts.out, &stick, node, "install-stick", Some(&base.id))?);
                 }
             }

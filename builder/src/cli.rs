@@ -318,7 +318,6 @@ pub enum Command {
     },
 }
 
-
 #[derive(clap::Args)]
 pub struct Day2Args {
     /// The fleet inventory.

@@ -196,7 +196,14 @@ fn parse_survey(out: &[u8]) -> Result<Survey> {
     Ok(Survey { installed, versions, plan: serde_json::from_slice(rest).ok() })
 }
 
-fn one_node(cfg: &NodeConfig, opts: &Options, ssh: &Ssh, local: &[(String, PathBuf, String)], apply: bool, r: &mut NodeResult) -> Result<()> {
+fn one_node(
+    cfg: &NodeConfig,
+    opts: &Options,
+    ssh: &Ssh,
+    local: &[(String, PathBuf, String)],
+    apply: bool,
+    r: &mut NodeResult,
+) -> Result<()> {
     let new_toml = cfg.to_toml();
     let survey = ssh.run(&survey_command(), Some(new_toml.as_bytes()))?;
     let Survey { installed, versions, mut plan } = parse_survey(&survey.stdout)?;
@@ -228,9 +235,7 @@ fn one_node(cfg: &NodeConfig, opts: &Options, ssh: &Ssh, local: &[(String, PathB
         let out = ssh.run_codes("sudo mm-firstboot --config - plan --json", Some(new_toml.as_bytes()), &[0, 3])?;
         plan = Some(serde_json::from_slice(&out.stdout).context("reading the node's plan")?);
     }
-    let plan = plan.with_context(|| {
-        format!("the node's mm-firstboot gave no plan: {}", hostkit::cmd::tail(&survey.stderr, 5))
-    })?;
+    let plan = plan.with_context(|| format!("the node's mm-firstboot gave no plan: {}", hostkit::cmd::tail(&survey.stderr, 5)))?;
     r.changes = plan_lines(&plan);
     for p in &opts.prune {
         r.changes.push(format!("prune {p} (delete its data)"));
@@ -278,7 +283,8 @@ fn finish(run: std::process::Output, r: &mut NodeResult) {
 /// A network change: converge detached (our connection goes away with the old address), reach
 /// the node on its new address with the same host key, confirm; unconfirmed, it rolls back.
 fn renumbered(cfg: &NodeConfig, opts: &Options, old: &Ssh, r: &mut NodeResult) -> Result<()> {
-    old.run("sudo systemd-run --no-block --unit=mm-firstboot-apply --collect /usr/bin/mm-firstboot run", None).context("starting the converge")?;
+    old.run("sudo systemd-run --no-block --unit=mm-firstboot-apply --collect /usr/bin/mm-firstboot run", None)
+        .context("starting the converge")?;
     old.close();
     let mut new = old.clone();
     match opts.connect_new.iter().find(|(n, _, _)| *n == cfg.node.name) {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use mmbuild::build::{self, BuildOptions, Outcome};
 use hostkit::cmd as hostcmd;
+use mmbuild::build::{self, BuildOptions, Outcome};
 use mmbuild::cli::{AnsibleArgs, Cli, Command, Day2Args, ExportKind, RegistrationsArgs};
 use mmbuild::{check, exit};
 
@@ -14,7 +14,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { fleet, json, node_toml } => check::run(&fleet, cli.data.as_deref(), json, node_toml.as_deref()),
-        Command::Build { fleet, out, nodes, format, kickstart_only, install_stick, jobs, cache, node_bin, state, new_host_keys, pin_packages, quiet } => {
+        Command::Build {
+            fleet,
+            out,
+            nodes,
+            format,
+            kickstart_only,
+            install_stick,
+            jobs,
+            cache,
+            node_bin,
+            state,
+            new_host_keys,
+            pin_packages,
+            quiet,
+        } => {
             let opts = BuildOptions {
                 fleet,
                 data: cli.data.clone(),

@@ -273,7 +273,6 @@ fn render(h: &mut Handlebars<'static>, name: &str, data: &serde_json::Value) -> 
     h.render(name, data).with_context(|| format!("rendering {TEMPLATES}/{name}.hbs"))
 }
 
-
 fn sha256(b: &[u8]) -> String {
     format!("{:x}", Sha256::digest(b))
 }
@@ -472,7 +471,11 @@ fn write_tree(h: &mut Handlebars<'static>, markers: &BTreeMap<String, marker::Ma
 
 fn trace(h: &mut Handlebars<'static>, host: &str, now: u64) -> Result<String> {
     let c = Civil::from_unix(now);
-    render(h, "ftpsync-trace", &json!({"date": ftpsync_date(now), "serial": format!("{}{:02}{:02}01", c.year, c.month, c.day), "host": host}))
+    render(
+        h,
+        "ftpsync-trace",
+        &json!({"date": ftpsync_date(now), "serial": format!("{}{:02}{:02}01", c.year, c.month, c.day), "host": host}),
+    )
 }
 
 #[cfg(test)]

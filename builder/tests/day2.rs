@@ -144,11 +144,8 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     std::fs::create_dir_all(up.join("gimp/v2.10")).unwrap();
     std::fs::write(up.join("gimp/v2.10/gimp-2.10.38.tar.bz2"), vec![7u8; 300_000]).unwrap();
     let conf = tmp.path().join("rsyncd.conf");
-    std::fs::write(
-        &conf,
-        format!("use chroot = no\nread only = yes\n[epel]\npath = {0}/epel\n[gimp]\npath = {0}/gimp\n", up.display()),
-    )
-    .unwrap();
+    std::fs::write(&conf, format!("use chroot = no\nread only = yes\n[epel]\npath = {0}/epel\n[gimp]\npath = {0}/gimp\n", up.display()))
+        .unwrap();
     let mut daemon = Reaped(
         Command::new("rsync")
             .args(["--daemon", "--no-detach", &format!("--port={UPSTREAM_PORT}"), "--address=127.0.0.1"])
@@ -166,16 +163,24 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     let public = |k: &str| std::fs::read_to_string(tmp.path().join(format!("{k}.pub"))).unwrap().trim().to_string();
     let example = std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap();
     let with_admin = |key: &str| {
-        example
-            .replacen("admin_ssh_keys = [\n", &format!("admin_ssh_keys = [\n  \"{key}\",\n"), 1)
-            .replacen("admin_prefixes = [\"192.0.2.0/24\",", "admin_prefixes = [\"10.0.2.2/32\", \"192.0.2.0/24\",", 1)
+        example.replacen("admin_ssh_keys = [\n", &format!("admin_ssh_keys = [\n  \"{key}\",\n"), 1).replacen(
+            "admin_prefixes = [\"192.0.2.0/24\",",
+            "admin_prefixes = [\"10.0.2.2/32\", \"192.0.2.0/24\",",
+            1,
+        )
     };
     let v1 = with_admin(&public("key_a"));
     std::fs::write(tmp.path().join("v1.toml"), &v1).unwrap();
     let hostile = "Day2 \\\"Sponsor\\\" <b>&amp; $(touch /tmp/pwned)";
     let v2 = with_admin(&public("key_b"))
-        .replace("projects = [\"epel\"]\nsponsor = { name = \"CI \\\"Labs\\\" & <Sons> '; rm -rf / #\"", &format!("projects = [\"epel\", \"gimp\"]\nsponsor = {{ name = \"{hostile}\""))
-        .replace("upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\" }", "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\", gimp = \"rsync://10.0.2.2:10873/gimp/\" }");
+        .replace(
+            "projects = [\"epel\"]\nsponsor = { name = \"CI \\\"Labs\\\" & <Sons> '; rm -rf / #\"",
+            &format!("projects = [\"epel\", \"gimp\"]\nsponsor = {{ name = \"{hostile}\""),
+        )
+        .replace(
+            "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\" }",
+            "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\", gimp = \"rsync://10.0.2.2:10873/gimp/\" }",
+        );
     assert!(v2.contains("projects = [\"epel\", \"gimp\"]") && v2.contains("gimp = \"rsync://10.0.2.2:10873/gimp/\""), "{v2}");
     std::fs::write(tmp.path().join("v2.toml"), &v2).unwrap();
     let v3 = v2.replace("projects = [\"epel\", \"gimp\"]", "projects = [\"epel\"]").replace(
@@ -253,7 +258,8 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     // The gimp sync lands and ends (its first sync was started by the converge): only a sync
     // that ended has its files on the disk, so only then may the power be cut.
     let t = Instant::now();
-    let landed = "test -f /srv/mirror/gimp/v2.10/gimp-2.10.38.tar.bz2 && test \"$(systemctl show -P ActiveState mm-sync-gimp.service)\" = inactive";
+    let landed =
+        "test -f /srv/mirror/gimp/v2.10/gimp-2.10.38.tar.bz2 && test \"$(systemctl show -P ActiveState mm-sync-gimp.service)\" = inactive";
     while !node.ssh("key_b", landed).status.success() {
         assert!(t.elapsed() < Duration::from_secs(120), "gimp never synced");
         std::thread::sleep(Duration::from_secs(2));
@@ -273,11 +279,22 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     // Each half on its own, with what the node shows: this failed once in a CI-style run
     // (2026-12-01) and passed when run again.
     let show = || {
-        let o = node.ssh("key_b", "ls -la /srv/mirror/gimp/v2.10/; ls /etc/systemd/system/ | grep gimp; systemctl status --no-pager 'mm-sync-gimp*' | head -30");
+        let o = node.ssh(
+            "key_b",
+            "ls -la /srv/mirror/gimp/v2.10/; ls /etc/systemd/system/ | grep gimp; systemctl status --no-pager 'mm-sync-gimp*' | head -30",
+        );
         text(&o)
     };
-    assert!(node.ssh("key_b", "test -f /srv/mirror/gimp/v2.10/gimp-2.10.38.tar.bz2").status.success(), "dropping gimp lost its data:\n{}", show());
-    assert!(node.ssh("key_b", "test ! -e /etc/systemd/system/mm-sync-gimp.timer").status.success(), "gimp's timer outlived the drop:\n{}", show());
+    assert!(
+        node.ssh("key_b", "test -f /srv/mirror/gimp/v2.10/gimp-2.10.38.tar.bz2").status.success(),
+        "dropping gimp lost its data:\n{}",
+        show()
+    );
+    assert!(
+        node.ssh("key_b", "test ! -e /etc/systemd/system/mm-sync-gimp.timer").status.success(),
+        "gimp's timer outlived the drop:\n{}",
+        show()
+    );
     node.rsync_modules(|m| m.contains("epel") && !m.contains("gimp"));
     let status = String::from_utf8_lossy(&node.ssh("key_b", "sudo mm-firstboot status").stdout).into_owned();
     assert!(status.contains("no longer hosted: gimp keeps"), "{status}");

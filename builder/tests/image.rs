@@ -229,7 +229,8 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     // Monitoring from the inventory: a real Prometheus runs the exported configuration and
     // scrapes the node's node_exporter (the host is an admin source here), which carries
     // mm-sync's textfile metrics once the first sync has landed.
-    let scraped = prometheus_scrape(&fleet, tmp.path(), metrics_port, "mm_sync_last_success_timestamp_seconds{node=\"ci\",project=\"epel\"}");
+    let scraped =
+        prometheus_scrape(&fleet, tmp.path(), metrics_port, "mm_sync_last_success_timestamp_seconds{node=\"ci\",project=\"epel\"}");
     assert!(scraped > 1.0e9, "mm_sync_last_success_timestamp_seconds = {scraped}\n{}", vm.tail(30));
 
     // Power loss in the middle of a sync. What the node wrote and flushed before (a canary)
@@ -359,7 +360,8 @@ fn prometheus_scrape(fleet: &Path, dir: &Path, port: u16, query: &str) -> f64 {
     // A test cannot wait a minute between scrapes; an emulated node_exporter needs a few seconds.
     let config = std::fs::read_to_string(export.join("prometheus.yml")).unwrap();
     assert!(config.contains("scrape_interval: 1m\n"), "{config}");
-    std::fs::write(export.join("prometheus.yml"), config.replace("scrape_interval: 1m\n", "scrape_interval: 20s\n  scrape_timeout: 20s\n")).unwrap();
+    std::fs::write(export.join("prometheus.yml"), config.replace("scrape_interval: 1m\n", "scrape_interval: 20s\n  scrape_timeout: 20s\n"))
+        .unwrap();
     let web = free_port("127.0.0.1");
     let _prometheus = Reaped(
         Command::new("prometheus")
@@ -391,7 +393,9 @@ fn prometheus_scrape(fleet: &Path, dir: &Path, port: u16, query: &str) -> f64 {
 }
 
 fn urlencode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 /// `curl` a URL from the host; (HTTP status, body). Status 0 when nothing answered.

@@ -858,7 +858,12 @@ min_size_gb = 1000"#,
         let by_pre = out.status.success().then(|| {
             let disk = std::fs::read_to_string(t.out.join("mm-disk.ks")).unwrap();
             let line = disk.lines().find(|l| l.starts_with("ignoredisk --only-use=")).unwrap().to_string();
-            table.iter().find(|(_, _, _, model, serial, _)| line.ends_with(&format!("ata-{}_{serial}", model.replace(' ', "_")))).unwrap().0.to_string()
+            table
+                .iter()
+                .find(|(_, _, _, model, serial, _)| line.ends_with(&format!("ata-{}_{serial}", model.replace(' ', "_"))))
+                .unwrap()
+                .0
+                .to_string()
         });
         assert_eq!(by_pre, by_rule, "rule {rule:?}: %pre and DiskRule::pick disagree\n{}", String::from_utf8_lossy(&out.stderr));
     }

@@ -120,7 +120,12 @@ fn a_cold_build_is_byte_identical_to_the_cached_base_or_a_second_cold_build() {
     assert_eq!(files(&out_a), files(&out_b), "the builds wrote different files");
     pairs.extend(files(&out_a).into_iter().map(|f| (out_a.join(&f), out_b.join(&f))));
     let base_b = cache_b.join("base").join(base_a.file_name().unwrap());
-    assert!(base_b.is_dir(), "{}: no base of the same id, the inputs differ: {:?}", base_b.display(), std::fs::read_dir(cache_b.join("base")));
+    assert!(
+        base_b.is_dir(),
+        "{}: no base of the same id, the inputs differ: {:?}",
+        base_b.display(),
+        std::fs::read_dir(cache_b.join("base"))
+    );
     for f in ["root.ext4", "initrd.cpio.zst", "BOOTX64.EFI", "esp.img"] {
         pairs.push((base_a.join(f), base_b.join(f)));
     }

@@ -228,7 +228,8 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
             Ok(200) => lines.push("http: the mirror answers 200 on port 80".into()),
             Ok(code) => problems.push(format!("http: the mirror answers {code} on port 80: the mirror team must look at nginx")),
             Err(e) => problems.push(format!("http: nothing answers on port 80 ({e}): the mirror team must look at nginx")),
-        }        upstreams(host, cfg, &mut lines, &mut problems);
+        }
+        upstreams(host, cfg, &mut lines, &mut problems);
     }
     for (name, dir, bytes) in crate::adopt::leftovers(host, cfg) {
         lines.push(format!(

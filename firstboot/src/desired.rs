@@ -144,7 +144,8 @@ mod tests {
         assert!(d.directories.iter().all(|d| d.owner == Some(SYNC_USER)));
         assert!(!paths.iter().any(|p| p.ends_with("srv-mirror.mount")));
 
-        let d = render_all(&cfg, &Delivered::Missing, &Facts { data_fs_uuid: Some("0a1b-2c".into()), data_ready: true, ..facts() }).unwrap();
+        let d =
+            render_all(&cfg, &Delivered::Missing, &Facts { data_fs_uuid: Some("0a1b-2c".into()), data_ready: true, ..facts() }).unwrap();
         let mount = d.files.iter().find(|f| f.path.ends_with("srv-mirror.mount")).expect("mount unit");
         assert!(String::from_utf8_lossy(&mount.contents).contains("What=/dev/disk/by-uuid/0a1b-2c\n"));
         assert_eq!(d.directories.len(), cfg.projects.len() + 3);

@@ -103,7 +103,9 @@ pub fn file_changes(host: &Host, files: &[RenderedFile]) -> Vec<Change> {
             let private = f.mode & 0o077 == 0;
             let diff = match &old {
                 Some(old) if !private && old != &f.contents => Some(unified_diff(&f.path, old, &f.contents)),
-                Some(_) if old.as_deref() == Some(f.contents.as_slice()) => Some(format!("mode {:04o} -> {:04o}\n", mode.unwrap_or(0), f.mode)),
+                Some(_) if old.as_deref() == Some(f.contents.as_slice()) => {
+                    Some(format!("mode {:04o} -> {:04o}\n", mode.unwrap_or(0), f.mode))
+                }
                 _ => None,
             };
             Some(Change::WriteFile { path: f.path.clone(), mode: f.mode, diff, new: old.is_none() })

@@ -145,7 +145,8 @@ pub fn run(
         // SELinux: sshd reads only keys labelled for it.
         let _ = hostkit::cmd::text("restorecon", &["-F", mmconfig::SSH_HOST_KEY, &format!("{}.pub", mmconfig::SSH_HOST_KEY)]);
     }
-    let network_changed = early_changes.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with("/etc/systemd/network")));
+    let network_changed =
+        early_changes.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with("/etc/systemd/network")));
     if network_changed && host.live() && host.units_active(&["systemd-networkd.service"])[0] {
         // A day-2 change (at boot we run before networkd): networkd reconfigures every link a
         // new, changed or removed .network file matches.
@@ -286,9 +287,8 @@ fn converge_services(
     }
     // systemd loads a unit file it has not seen on first use; only a rewritten one needs a
     // daemon-reload (which costs a second or more early in boot).
-    let units_rewritten = files.iter().any(|c| {
-        matches!(c, Change::WriteFile { path, new: false, .. } if path.starts_with("/etc/systemd/system"))
-    });
+    let units_rewritten =
+        files.iter().any(|c| matches!(c, Change::WriteFile { path, new: false, .. } if path.starts_with("/etc/systemd/system")));
     let enable = plan::unit_changes(host, &desired.units, &desired.files);
     let stale = plan::stale_changes(host, &desired.files, &desired.units);
     let changed = !files.is_empty() || !enable.is_empty() || !stale.is_empty();

@@ -4,8 +4,8 @@
 //! HTML escaping is off for the whole registry: every value from the fleet goes through a helper
 //! named after its target language (`xml`, `xsl_attr`, `mailto`, `nginx_str`, `rsyncd_value`, `plain`).
 
-pub use mmconfig::xml_escape;
 use handlebars::{handlebars_helper, Handlebars};
+pub use mmconfig::xml_escape;
 use mmconfig::NodeConfig;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -590,7 +590,9 @@ mod tests {
             assert!(d.contains(&want), "{want}");
         }
         let site = directives(file(&s, "sites-enabled/default"));
-        for want in ["limit_conn mm_conn 256;", "limit_req zone=mm_req burst=5000 nodelay;", "limit_conn_status 429;", "limit_req_status 429;"] {
+        for want in
+            ["limit_conn mm_conn 256;", "limit_req zone=mm_req burst=5000 nodelay;", "limit_conn_status 429;", "limit_req_status 429;"]
+        {
             assert!(site.contains(&want), "{want}");
         }
     }

@@ -466,7 +466,6 @@ fn an_abuser_is_limited_while_others_are_served() {
     assert!(!ordinary.is_empty() && ordinary.iter().all(|c| c == "200"), "the ordinary client was refused: {ordinary:?}");
     drop(nginx);
     drop(ns);
-
 }
 
 /// Benchmark (scripts/bench; the slow tier skips bench_*): 5,000 slow clients against the

@@ -60,10 +60,7 @@ fn nginx_accepts_the_config_and_serves_listings_with_the_sponsor_and_files_uncha
     let (meta, body) = curl(&ns, &format!("{base}/.mm/status.json"));
     assert!(meta.starts_with("200 application/json") && body == b"{\"version\": 1}\n", "{meta}");
     let root_listing = String::from_utf8_lossy(&curl(&ns, &format!("{base}/")).1).into_owned();
-    assert!(
-        root_listing.contains("href=\"./epel/\"") && !root_listing.contains(".mm/"),
-        "the status directory is listed: {root_listing}"
-    );
+    assert!(root_listing.contains("href=\"./epel/\"") && !root_listing.contains(".mm/"), "the status directory is listed: {root_listing}");
     let log = std::fs::read_to_string(t.root.join("log/micromirror-access.log")).unwrap();
     assert!(log.contains("project=epel") && log.contains(" 300000 "), "{log}");
 }

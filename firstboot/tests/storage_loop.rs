@@ -75,16 +75,16 @@ impl Fixture {
 
     /// A minimal account database and the units the Debian packages would ship.
     fn debian_tree(&self) {
-    let etc = self.root.join("etc");
-    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
-    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
-    std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
-    std::fs::write(etc.join("gshadow"), "root:*::\n").unwrap();
-    let units = self.root.join("lib/systemd/system");
-    std::fs::create_dir_all(&units).unwrap();
-    for u in mm_firstboot::services::Family::Debian.units() {
-        std::fs::write(units.join(format!("{u}.service")), "[Service]\nExecStart=/bin/true\n").unwrap();
-    }
+        let etc = self.root.join("etc");
+        std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
+        std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+        std::fs::write(etc.join("gshadow"), "root:*::\n").unwrap();
+        let units = self.root.join("lib/systemd/system");
+        std::fs::create_dir_all(&units).unwrap();
+        for u in mm_firstboot::services::Family::Debian.units() {
+            std::fs::write(units.join(format!("{u}.service")), "[Service]\nExecStart=/bin/true\n").unwrap();
+        }
     }
 
     fn mountpoint(&self) -> PathBuf {
@@ -198,7 +198,9 @@ fn the_sync_account_owns_what_mm_sync_writes_and_takes_over_root_trees_once() {
     assert!(!f.root.join("home/mmsync").exists(), "no home");
     let owner = |p: &std::path::Path| std::fs::symlink_metadata(p).map(|m| (m.uid(), m.gid(), m.mode() & 0o7777)).unwrap();
     let tree = f.mountpoint().join("epel");
-    for d in [tree.clone(), f.mountpoint().join(".mm"), f.root.join("var/lib/micromirror/sync"), f.root.join("var/lib/prometheus/node-exporter")] {
+    for d in
+        [tree.clone(), f.mountpoint().join(".mm"), f.root.join("var/lib/micromirror/sync"), f.root.join("var/lib/prometheus/node-exporter")]
+    {
         assert_eq!(owner(&d), (uid, gid, 0o755), "{}", d.display());
     }
     assert_eq!(owner(&f.mountpoint()).0, 0, "the mount point stays root's");
@@ -336,7 +338,17 @@ fn plan_lists_exactly_what_run_changes() {
     assert!(!f.root.join("etc/systemd/network").exists(), "plan wrote a file");
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
-    let text_plan = text(&cmd.arg("--root").arg(&f.root).arg("--config").arg(&f.config).arg("--disk").arg(format!("{dev}:virtio:D1")).arg("plan").output().unwrap());
+    let text_plan = text(
+        &cmd.arg("--root")
+            .arg(&f.root)
+            .arg("--config")
+            .arg(&f.config)
+            .arg("--disk")
+            .arg(format!("{dev}:virtio:D1"))
+            .arg("plan")
+            .output()
+            .unwrap(),
+    );
     let planned_lines: Vec<String> = text_plan
         .lines()
         .skip(1)
@@ -353,7 +365,17 @@ fn plan_lists_exactly_what_run_changes() {
     let again = plan_json(&f, &dev);
     assert_eq!(again["changes"], serde_json::json!([]), "a converged node must plan nothing: {again}");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
-    let converged = text(&cmd.arg("--root").arg(&f.root).arg("--config").arg(&f.config).arg("--disk").arg(format!("{dev}:virtio:D1")).arg("plan").output().unwrap());
+    let converged = text(
+        &cmd.arg("--root")
+            .arg(&f.root)
+            .arg("--config")
+            .arg(&f.config)
+            .arg("--disk")
+            .arg(format!("{dev}:virtio:D1"))
+            .arg("plan")
+            .output()
+            .unwrap(),
+    );
     assert!(converged.ends_with("  nothing to change\n"), "{converged}");
 
     // Someone edited the installed nginx site (or a new mm-firstboot renders it differently).

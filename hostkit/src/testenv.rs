@@ -34,8 +34,8 @@ impl Need {
         match self {
             Need::Root if !nix::unistd::geteuid().is_root() => Some("root".into()),
             Need::LoopDevices => {
-                let ok = Path::new("/dev/loop-control").exists()
-                    && Command::new("losetup").arg("-f").output().is_ok_and(|o| o.status.success());
+                let ok =
+                    Path::new("/dev/loop-control").exists() && Command::new("losetup").arg("-f").output().is_ok_and(|o| o.status.success());
                 (!ok).then(|| "loop devices (/dev/loop-control and a free loop device)".into())
             }
             Need::Tool(t) => {

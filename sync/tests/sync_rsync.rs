@@ -3,13 +3,12 @@
 //! Needs the packages from scripts/install-deps; the space test mounts a tmpfs (root). The daemon
 //! and mm-sync run in a private network namespace per test: port 873 is the test's own.
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use mmconfig::{CheckKind, NodeConfig, SyncMethod};
 use hostkit::netns::Netns;
+use mmconfig::{CheckKind, NodeConfig, SyncMethod};
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("bash").args(["-euc", cmd]).output().unwrap();

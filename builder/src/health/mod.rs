@@ -480,7 +480,9 @@ pub fn judge(
                 None => findings.push(Finding { severity: Severity::Fail, text: format!("{}: {path} on the node does not parse", p.name) }),
             },
             Some(Seen::Failed { error, .. }) => match first_sync_pending(public_doc.as_ref(), &p.name) {
-                Some(pending) => findings.push(Finding { severity: Severity::Warn, text: format!("{}: {pending} ({path}: {error})", p.name) }),
+                Some(pending) => {
+                    findings.push(Finding { severity: Severity::Warn, text: format!("{}: {pending} ({path}: {error})", p.name) })
+                }
                 None => {
                     let what = if m.is_some() { "the upstream's marker" } else { "no trace yet (never synced?)" };
                     findings.push(Finding { severity: Severity::Fail, text: format!("{}: {path}: {error} ({what})", p.name) });
