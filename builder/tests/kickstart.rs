@@ -800,7 +800,8 @@ fn kickstart_only_without_binaries_says_how_to_build_them() {
 #[test]
 fn pre_and_disk_rule_pick_the_same_disk() {
     // (kernel name, sysfs path, GB, model, serial, by-path)
-    let table: &[(&str, &str, u64, &str, &str, Option<&str>)] = &[
+    type Row<'a> = (&'a str, &'a str, u64, &'a str, &'a str, Option<&'a str>);
+    let table: &[Row] = &[
         ("sda", SATA, 240, "KINGSTON SA400", "K1", Some("pci-0000:00:1f.2-ata-2")),
         ("sdb", &SATA.replace("ata1", "ata2"), 2000, "Samsung SSD 870", "S2", Some("pci-0000:00:1f.2-ata-1")),
         ("sdc", &SATA.replace("ata1", "ata3"), 500, "Samsung SSD 860", "S3", None),

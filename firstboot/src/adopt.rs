@@ -252,7 +252,8 @@ mod tests {
         let (part, inst) = ("partition = 1\n", "installed = 2\n");
         let applied = Applied { config_sha256: sha256(inst.as_bytes()), partition_sha256: Some(sha256(part.as_bytes())), applied_unix: 1 };
         // (partition, installed, applied) -> winner
-        let table: &[(Option<&str>, Option<&str>, Option<&Applied>, Winner)] = &[
+        type Row<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a Applied>, Winner);
+        let table: &[Row] = &[
             (Some(part), Some(inst), None, Winner::Partition),           // built image: the partition
             (None, Some(inst), None, Winner::Installed),                 // kickstart install
             (Some(part), Some(inst), Some(&applied), Winner::Installed), // after apply, across reboots

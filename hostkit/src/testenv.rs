@@ -47,17 +47,6 @@ impl Need {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_tool_is_named() {
-        assert_eq!(Need::Tool("no-such-tool-xyz").unmet().unwrap(), "`no-such-tool-xyz` on PATH (scripts/install-deps installs it)");
-        assert!(Need::Tool("sh").unmet().is_none());
-    }
-}
-
 /// A generated file (man page, completion) is what is committed at `repo/rel`; with
 /// `MM_UPDATE_DOCS` set, it is rewritten first. Panics with the command that regenerates it.
 pub fn check_generated(repo: &Path, rel: &str, generated: &[u8], regenerate: &str) {
@@ -134,5 +123,16 @@ pub fn free_port(ip: &str) -> u16 {
             given.push(port);
             return port;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_is_named() {
+        assert_eq!(Need::Tool("no-such-tool-xyz").unmet().unwrap(), "`no-such-tool-xyz` on PATH (scripts/install-deps installs it)");
+        assert!(Need::Tool("sh").unmet().is_none());
     }
 }

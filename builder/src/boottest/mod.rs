@@ -568,7 +568,7 @@ mod tests {
         assert!(stick_check(install, "sonic").detail.contains("booted the installed disk"));
         let twice = stick_check(&format!("{install}{install}{hand_over}"), "sonic");
         assert!(!twice.ok && twice.detail.starts_with("2 install(s)"), "{}", twice.detail);
-        assert!(!stick_check(&hand_over.to_string(), "sonic").ok, "nothing was installed");
+        assert!(!stick_check(hand_over, "sonic").ok, "nothing was installed");
     }
 
     #[test]
