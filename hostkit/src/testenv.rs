@@ -13,11 +13,16 @@ pub fn need(what: &[Need]) -> Result<(), String> {
         return Ok(());
     }
     let why = format!("needs {}", missing.join(", "));
+    skip(&why);
+    Err(why)
+}
+
+/// Say why a test cannot run here and let it return; a panic under MM_REQUIRE_PRIVILEGED.
+pub fn skip(why: &str) {
     if std::env::var_os("MM_REQUIRE_PRIVILEGED").is_some() {
         panic!("{why} (MM_REQUIRE_PRIVILEGED is set: this machine must run every test)");
     }
     eprintln!("SKIPPED: {why}");
-    Err(why)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +32,8 @@ pub enum Need {
     LoopDevices,
     /// A program on PATH.
     Tool(&'static str),
+    /// The kernel's device-mapper (`dmsetup targets` answers): dm devices can be created.
+    DeviceMapper,
 }
 
 impl Need {
@@ -41,6 +48,10 @@ impl Need {
             Need::Tool(t) => {
                 let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()));
                 (!found).then(|| format!("`{t}` on PATH (scripts/install-deps installs it)"))
+            }
+            Need::DeviceMapper => {
+                let ok = Command::new("dmsetup").arg("targets").output().is_ok_and(|o| o.status.success());
+                (!ok).then(|| "the kernel's device-mapper (`dmsetup targets` fails: no dm_mod here)".into())
             }
             Need::Root => None,
         }
