@@ -1,13 +1,14 @@
 //! mmbuild as a library: fleet loading and validation, base OS, disk images, install media.
 //! The `mmbuild` binary is a thin CLI over these modules; integration tests use them directly.
 
+pub mod ansible;
 pub mod base;
 pub mod boottest;
 pub mod build;
-pub mod ansible;
 pub mod check;
 pub mod cli;
 pub mod data;
+pub mod day2;
 pub mod diag;
 pub mod diskimage;
 pub mod esp;
@@ -22,7 +23,6 @@ pub mod manifest;
 pub mod oemdrv;
 pub mod prometheus;
 pub mod qemu;
-pub mod day2;
 pub mod registration;
 pub mod remote;
 pub mod reproducible;
@@ -77,9 +77,7 @@ pub mod exit {
                     "`plan`/`apply`: a node could not be reached, failed or needs attention (the others were still done); \
                      `boot-test`: a node failed a check"
                 }
-                Exit::Refused => {
-                    "`write` refused the target or the source and wrote nothing (the message says why and what to do)"
-                }
+                Exit::Refused => "`write` refused the target or the source and wrote nothing (the message says why and what to do)",
             }
         }
 

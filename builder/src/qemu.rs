@@ -253,11 +253,8 @@ impl Vm {
         }
         let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
         if !opts.links_down.is_empty() {
-            let mut commands: Vec<String> = opts
-                .links_down
-                .iter()
-                .map(|i| format!(r#"{{"execute":"set_link","arguments":{{"name":"net{i}","up":false}}}}"#))
-                .collect();
+            let mut commands: Vec<String> =
+                opts.links_down.iter().map(|i| format!(r#"{{"execute":"set_link","arguments":{{"name":"net{i}","up":false}}}}"#)).collect();
             commands.push(r#"{"execute":"cont"}"#.into());
             if let Err(e) = qmp_commands(&qmp, &commands) {
                 let _ = child.kill();
@@ -335,7 +332,9 @@ fn qmp_commands(path: &Path, commands: &[String]) -> Result<()> {
     let stream = loop {
         match UnixStream::connect(path) {
             Ok(s) => break s,
-            Err(e) if Instant::now() > deadline => return Err(e).with_context(|| format!("connecting to QEMU's QMP socket {}", path.display())),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).with_context(|| format!("connecting to QEMU's QMP socket {}", path.display()))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     };

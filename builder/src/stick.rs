@@ -6,8 +6,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use ::gpt::partition_types;
+use anyhow::{Context, Result};
 use mmconfig::install::{InstallManifest, InstallPartition, INSTALL_LABEL, INSTALL_SCHEMA, PAYLOAD_OFFSET};
 use mmconfig::NodeConfig;
 

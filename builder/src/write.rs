@@ -344,9 +344,13 @@ fn sys_num(path: &Path) -> u64 {
     sys_read(path).parse().unwrap_or(0)
 }
 
-/// The sysfs directory of a block device number, `/sys/dev/block/M:m` resolved.
-fn sysfs_of(major: u64, minor: u64) -> Option<PathBuf> {
-    std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()
+/// Where the kernel's sysfs is mounted; the role resolution below takes it as a parameter so a
+/// tree shaped like it (dm, md, LVM stacks this machine may lack) can stand in for it in tests.
+const SYS: &str = "/sys";
+
+/// The sysfs directory of a block device number, `SYS/dev/block/M:m` resolved.
+fn sysfs_of(sys: &Path, major: u64, minor: u64) -> Option<PathBuf> {
+    std::fs::canonicalize(sys.join(format!("dev/block/{major}:{minor}"))).ok()
 }
 
 fn dev_numbers(path: &Path) -> Option<(u64, u64)> {
@@ -359,9 +363,9 @@ fn dev_numbers(path: &Path) -> Option<(u64, u64)> {
 
 /// Whole disks (and the dm/md devices on the way) under the device `major:minor`: a partition
 /// resolves to its disk, a dm/md device to its slaves, recursively.
-fn disks_under(major: u64, minor: u64) -> BTreeSet<String> {
+fn disks_under(sys: &Path, major: u64, minor: u64) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut todo: Vec<PathBuf> = sysfs_of(major, minor).into_iter().collect();
+    let mut todo: Vec<PathBuf> = sysfs_of(sys, major, minor).into_iter().collect();
     while let Some(dir) = todo.pop() {
         let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
         if !out.insert(name) || out.len() > 64 {
@@ -426,29 +430,20 @@ fn swap_devices() -> Vec<(u64, u64)> {
     text.lines().skip(1).filter_map(|l| l.split_whitespace().next()).filter_map(|p| dev_numbers(Path::new(&unescape_mount(p)))).collect()
 }
 
-/// blkid's low-level probe of one device (superblocks and partition tables, no cache).
+/// blkid's low-level probe of one device (superblocks and partition tables, no cache), read by
+/// hostkit's one blkid parser: conflicting signatures count as holding something, and a device
+/// blkid cannot probe is an error, never blank.
 fn probe(dev: &str) -> Result<Content> {
     if !Path::new(dev).exists() {
         // No device node (no udev): unknown counts as holding something, never as blank.
         return Ok(Content { fstype: "unknown (no device node)".into(), ..Content::default() });
     }
-    let mut cmd = Command::new("blkid");
-    cmd.args(["-p", "-o", "export", dev]);
-    hostkit::cmd::require_tool("blkid", "util-linux")?;
-    // 2: nothing found.
-    let out = hostkit::cmd::run_codes(&mut cmd, &[0, 2])?;
-    let mut c = Content::default();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some((k, v)) = line.split_once('=') else { continue };
-        let v = v.to_string();
-        match k {
-            "PTTYPE" => c.pttype = v,
-            "PTUUID" => c.ptuuid = v,
-            "TYPE" => c.fstype = v,
-            "LABEL" => c.label = v,
-            "UUID" => c.uuid = v,
-            _ => {}
-        }
+    let found = hostkit::blkid::probe(dev)?;
+    let field = |k: &str| found.get(k).unwrap_or_default().to_string();
+    let mut c =
+        Content { pttype: field("PTTYPE"), ptuuid: field("PTUUID"), fstype: field("TYPE"), label: field("LABEL"), uuid: field("UUID") };
+    if found.ambivalent && c.is_empty() {
+        c.fstype = "several conflicting signatures (blkid -p is ambivalent; wipefs -n lists them)".into();
     }
     Ok(c)
 }
@@ -527,7 +522,8 @@ pub fn gather(target: &Path) -> Result<Facts> {
         return Ok(Facts::not_block(&shown, what));
     }
     let (major, minor) = (nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev()));
-    let sys = sysfs_of(major, minor).with_context(|| format!("{shown}: no /sys/dev/block/{major}:{minor} (is sysfs mounted?)"))?;
+    let sys = sysfs_of(Path::new(SYS), major, minor)
+        .with_context(|| format!("{shown}: no /sys/dev/block/{major}:{minor} (is sysfs mounted?)"))?;
     let name = sys.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let dev = format!("/dev/{name}");
     if sys.join("partition").exists() {
@@ -557,7 +553,7 @@ pub fn gather(target: &Path) -> Result<Facts> {
             .unwrap_or_default();
         Ok(Member {
             size: sys_num(&dir.join("size")) * 512,
-            content: probe(&mdev)?,
+            content: Content::default(),
             mounts,
             swap: swaps.contains(&(mj, mn)),
             holders: {
@@ -580,22 +576,13 @@ pub fn gather(target: &Path) -> Result<Facts> {
         members.push(member(p, n)?);
     }
 
-    let mut system = Vec::new();
-    for role in ["/", "/boot", "/boot/efi"] {
-        for m in all_mounts.iter().filter(|m| m.point == role) {
-            let mut under = disks_under(m.major, m.minor);
-            if let Some((a, b)) = dev_numbers(Path::new(&m.source)) {
-                under.extend(disks_under(a, b));
-            }
-            if under.contains(&name) {
-                system.push(role.to_string());
-                break;
-            }
+    let system = system_roles(Path::new(SYS), &name, &all_mounts, &swaps, members.iter().any(|m| m.swap));
+    // The running system's disk is refused whatever it holds, and may not even be readable
+    // here (a container's device policy): what it holds is not asked.
+    if system.is_empty() {
+        for m in &mut members {
+            m.content = probe(&m.dev)?;
         }
-    }
-    if swaps.iter().any(|(a, b)| disks_under(*a, *b).contains(&name)) && !members.iter().any(|m| m.swap) {
-        // Swap on a dm/md device built on this disk (the member check names direct swap).
-        system.push("swap".into());
     }
 
     Ok(Facts {
@@ -612,6 +599,30 @@ pub fn gather(target: &Path) -> Result<Facts> {
         members,
         system,
     })
+}
+
+/// Which of the running system's `/`, `/boot`, `/boot/efi` and swap live on disk `name`, through
+/// partitions and dm/md/LVM stacks (sysfs under `sys`). Swap directly on one of the disk's own
+/// members is left to the in-use check (`member_swap`), which names it.
+fn system_roles(sys: &Path, name: &str, mounts: &[MountEntry], swaps: &[(u64, u64)], member_swap: bool) -> Vec<String> {
+    let mut system = Vec::new();
+    for role in ["/", "/boot", "/boot/efi"] {
+        for m in mounts.iter().filter(|m| m.point == role) {
+            let mut under = disks_under(sys, m.major, m.minor);
+            // btrfs and overlay roots report an anonymous device number: their source names the disk.
+            if let Some((a, b)) = dev_numbers(Path::new(&m.source)) {
+                under.extend(disks_under(sys, a, b));
+            }
+            if under.contains(name) {
+                system.push(role.to_string());
+                break;
+            }
+        }
+    }
+    if !member_swap && swaps.iter().any(|(a, b)| disks_under(sys, *a, *b).contains(name)) {
+        system.push("swap".into());
+    }
+    system
 }
 
 // ---- source -----------------------------------------------------------------------------------
@@ -929,6 +940,86 @@ mod tests {
         assert_eq!(unescape_mount("/media/my\\040stick"), "/media/my stick");
         assert_eq!(unescape_mount("/a\\134b"), "/a\\b");
         assert_eq!(unescape_mount("/plain\\"), "/plain\\");
+    }
+
+    /// A sysfs-shaped tree: `/sys/dev/block/M:m` links to device directories, partitions inside
+    /// their disk, `slaves/` links from a dm/md device down to what it is built on, as the kernel
+    /// lays them out. This machine's kernel may have no device-mapper; the real dm case is in
+    /// builder/tests/write.rs.
+    struct FakeSys(tempfile::TempDir);
+
+    impl FakeSys {
+        fn new() -> FakeSys {
+            FakeSys(tempfile::tempdir().unwrap())
+        }
+        fn dir(&self, rel: &str) -> PathBuf {
+            self.0.path().join("devices").join(rel)
+        }
+        /// Device `rel` (e.g. `pci/block/sda/sda1`, a partition when it sits inside a disk) as M:m.
+        fn dev(&self, rel: &str, majmin: &str) {
+            let d = self.dir(rel);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("dev"), format!("{majmin}\n")).unwrap();
+            if Path::new(rel).parent().and_then(|p| p.file_name()).is_some_and(|p| p != "block") {
+                std::fs::write(d.join("partition"), "1\n").unwrap();
+            }
+            let links = self.0.path().join("dev/block");
+            std::fs::create_dir_all(&links).unwrap();
+            std::os::unix::fs::symlink(&d, links.join(majmin)).unwrap();
+        }
+        /// `upper` (dm/md) is built on `lower`.
+        fn slave(&self, upper: &str, lower: &str) {
+            let s = self.dir(upper).join("slaves");
+            std::fs::create_dir_all(&s).unwrap();
+            let name = Path::new(lower).file_name().unwrap();
+            std::os::unix::fs::symlink(self.dir(lower), s.join(name)).unwrap();
+        }
+    }
+
+    fn mount(point: &str, majmin: (u64, u64)) -> MountEntry {
+        MountEntry { major: majmin.0, minor: majmin.1, point: point.into(), source: String::new() }
+    }
+
+    #[test]
+    fn the_running_system_is_found_through_partitions_dm_md_and_lvm() {
+        let sys = FakeSys::new();
+        // sda: /boot/efi on sda1 directly; sdb and sdc: md0 (RAID1 of sdb1, sdc1) under an LVM
+        // volume group whose LV dm-1 holds /; dm-2, a crypt device on sdd1, is swap; sde is spare.
+        for (rel, mm) in [
+            ("pci/block/sda", "8:0"),
+            ("pci/block/sda/sda1", "8:1"),
+            ("pci/block/sdb", "8:16"),
+            ("pci/block/sdb/sdb1", "8:17"),
+            ("pci/block/sdc", "8:32"),
+            ("pci/block/sdc/sdc1", "8:33"),
+            ("pci/block/sdd", "8:48"),
+            ("pci/block/sdd/sdd1", "8:49"),
+            ("pci/block/sde", "8:64"),
+            ("virtual/block/md0", "9:0"),
+            ("virtual/block/dm-1", "254:1"),
+            ("virtual/block/dm-2", "254:2"),
+        ] {
+            sys.dev(rel, mm);
+        }
+        sys.slave("virtual/block/md0", "pci/block/sdb/sdb1");
+        sys.slave("virtual/block/md0", "pci/block/sdc/sdc1");
+        sys.slave("virtual/block/dm-1", "virtual/block/md0");
+        sys.slave("virtual/block/dm-2", "pci/block/sdd/sdd1");
+        let mounts = [mount("/", (254, 1)), mount("/boot/efi", (8, 1)), mount("/srv", (8, 64))];
+        let swaps = [(254, 2)];
+        let roles = |disk: &str, member_swap: bool| system_roles(sys.0.path(), disk, &mounts, &swaps, member_swap);
+        assert_eq!(roles("sda", false), ["/boot/efi"]);
+        assert_eq!(roles("sdb", false), ["/"], "/ on an LV on md0 on sdb1");
+        assert_eq!(roles("sdc", false), ["/"], "the other half of the mirror");
+        assert_eq!(roles("sdd", false), ["swap"], "swap on dm-2 on sdd1");
+        assert_eq!(roles("sdd", true), Vec::<String>::new(), "swap on a member of its own is the in-use check's");
+        assert_eq!(roles("sde", false), Vec::<String>::new(), "/srv is not the running system");
+        assert_eq!(roles("sdf", false), Vec::<String>::new());
+        assert_eq!(
+            disks_under(sys.0.path(), 254, 1),
+            ["dm-1", "md0", "sdb", "sdb1", "sdc", "sdc1"].map(String::from).into(),
+            "each layer on the way down"
+        );
     }
 
     #[test]

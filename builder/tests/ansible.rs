@@ -97,7 +97,6 @@ fn plain(v: &Value) -> Value {
     }
 }
 
-
 #[test]
 fn inventory_and_playbook_pass_the_real_ansible() {
     let tmp = tempfile::tempdir().unwrap();

@@ -57,7 +57,16 @@ fn example_nodes_boot_and_serve_in_their_hardware_shapes() {
     let lint = Command::new("xmllint").arg("--noout").arg(&junit).output().unwrap();
     assert!(lint.status.success(), "{}\n{xml}", text(&lint));
     assert!(xml.contains(r#"failures="0""#) && !xml.contains("<failure"), "{xml}");
-    for check in ["console verdict ALL GOOD", "http IPv4 /epel/", "http IPv6 /epel/", "rsync IPv6 modules", "first sync debian", "ssh host key", "data disk layout", "bond0 ports on the console"] {
+    for check in [
+        "console verdict ALL GOOD",
+        "http IPv4 /epel/",
+        "http IPv6 /epel/",
+        "rsync IPv6 modules",
+        "first sync debian",
+        "ssh host key",
+        "data disk layout",
+        "bond0 ports on the console",
+    ] {
         assert!(xml.contains(&format!("name=\"{check}\"")), "{check}:\n{xml}");
     }
 }

@@ -86,7 +86,9 @@ fn example_fleet_passes_and_resolves_every_node() {
 }
 
 /// (case, edit of the valid fleet, expected exact error lines (substring match per line)).
-fn cases() -> Vec<(&'static str, Box<dyn Fn(String) -> String>, Vec<&'static str>)> {
+type Case = (&'static str, Box<dyn Fn(String) -> String>, Vec<&'static str>);
+
+fn cases() -> Vec<Case> {
     vec![
         ("toml syntax", Box::new(|f| f.replace("name = \"alpha\"", "name = \"alpha")), vec![":14:", "error: TOML syntax"]),
         (

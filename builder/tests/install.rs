@@ -43,8 +43,14 @@ fn stick_vm(dir: &Path, stick: &Path, nvme: &Path) -> Vm {
 #[test]
 #[ignore = "slow: builds the honeybee node's stick and boots it under QEMU + OVMF three times"]
 fn install_stick_installs_refuses_foreign_data_and_keeps_mmdata_on_reinstall() {
-    if hostkit::testenv::need(&[Need::Root, Need::LoopDevices, Need::Tool("mmdebstrap"), Need::Tool("qemu-system-x86_64"), Need::Tool("dnsmasq")])
-        .is_err()
+    if hostkit::testenv::need(&[
+        Need::Root,
+        Need::LoopDevices,
+        Need::Tool("mmdebstrap"),
+        Need::Tool("qemu-system-x86_64"),
+        Need::Tool("dnsmasq"),
+    ])
+    .is_err()
     {
         return;
     }
@@ -61,7 +67,19 @@ fn install_stick_installs_refuses_foreign_data_and_keeps_mmdata_on_reinstall() {
     //    when booted again, the installed node passes every boot-test check (HTTP 200, ssh host
     //    key from known_hosts, MMDATA on the NVMe).
     let junit = tmp.path().join("junit.xml");
-    let o = mmbuild(&["boot-test", fleet, "--out", out_s, "--data", data_s, "--node", NODE, "--from-stick", "--junit", junit.to_str().unwrap()]);
+    let o = mmbuild(&[
+        "boot-test",
+        fleet,
+        "--out",
+        out_s,
+        "--data",
+        data_s,
+        "--node",
+        NODE,
+        "--from-stick",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
     let report = text(&o);
     eprintln!("{report}");
     assert!(o.status.success() && report.contains("1 of 1 node(s) passed"), "{report}");

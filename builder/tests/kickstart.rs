@@ -238,13 +238,17 @@ impl Canary {
     }
 }
 
-/// Writes examples/fleet.toml with every sponsor (and the contact) replaced by hostile text.
+/// Writes examples/fleet.toml with every node's sponsor name replaced by hostile text, its
+/// sponsor URL by [`HOSTILE_URL`], and its wipe_disk_serials by the hostile text and "S1": the
+/// serials are the free text that reaches the %pre script (the sponsor only reaches a comment).
 fn hostile_fleet(dir: &Path, text: &str) -> PathBuf {
     let mut doc: toml::Table = std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap().parse().unwrap();
     for node in doc["node"].as_array_mut().unwrap() {
         let sponsor = node["sponsor"].as_table_mut().unwrap();
         sponsor.insert("name".into(), toml::Value::String(text.into()));
         sponsor.insert("url".into(), toml::Value::String(HOSTILE_URL.into()));
+        let serials = [text, "S1"].map(|s| toml::Value::String(s.into()));
+        node.as_table_mut().unwrap().insert("wipe_disk_serials".into(), toml::Value::Array(serials.into()));
     }
     let path = dir.join("fleet.toml");
     std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
@@ -259,23 +263,37 @@ fn hostile_sponsor_text_stays_data() {
         for cfg in &f.nodes {
             let (_, ks) = render(&f, &cfg.node.name);
             ksvalidate(&ks, &format!("hostile sponsor #{i} on {}", cfg.node.name));
-            // The sponsor appears once, on its comment line, and nowhere else.
-            let lines: Vec<&str> = ks.lines().filter(|l| l.contains(text)).collect();
+            // The sponsor appears once, on its comment line; besides that only the %pre's list
+            // of serials holds the text (quoted, or the line would not give it back below).
+            let lines: Vec<&str> = ks.lines().filter(|l| l.contains(text) && !l.starts_with("WIPE_SERIALS=(")).collect();
             assert_eq!(lines, [format!("# Hosted by: {text}")], "hostile text #{i} escaped its comment");
             assert!(!ks.contains("evil.example"), "the sponsor URL has no business in a kickstart");
             for (head, body) in scripts(&ks) {
                 bash_n(&body, &format!("{head} with hostile sponsor #{i}"));
             }
         }
-        // The %pre really runs (as root, on a fake tree): the canary stays untouched.
+        // The %pre really runs (as root, on a fake tree) over a boot disk holding data, so it
+        // walks the serials to find S1: the canary stays untouched and bash reads the list back
+        // as exactly the two serials.
         let canary = Canary::new();
         let mut t = Tree::new();
-        t.disk("sda", SATA, 2000, "BIG SSD", "S1", Some("ata-BIG_SSD_S1"), Some("pci-0000:00:1f.2-ata-1"), Holds::Nothing);
+        t.disk("sda", SATA, 2000, "BIG SSD", "S1", Some("ata-BIG_SSD_S1"), Some("pci-0000:00:1f.2-ata-1"), Holds::Ext4);
         t.nic("enp1s0", "r8169", "00:11:22:33:44:55", true);
         let (_, ks) = render(&f, "ziply");
         let out = t.run_pre_env(&ks, &[canary.env()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        canary.assert_untouched(&format!("%pre with hostile sponsor #{i}"));
+        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains("erased, serial S1 is in wipe_disk_serials"), "{log}");
+        canary.assert_untouched(&format!("%pre with hostile serial #{i}"));
+        let list = ks.lines().find(|l| l.starts_with("WIPE_SERIALS=(")).unwrap();
+        let read = Command::new("bash")
+            .args(["-c", &format!("{list}\nprintf '%s\\0' \"${{WIPE_SERIALS[@]}}\"")])
+            .env(canary.env().0, canary.env().1)
+            .output()
+            .unwrap();
+        assert!(read.status.success(), "{list}: {}", String::from_utf8_lossy(&read.stderr));
+        assert_eq!(String::from_utf8_lossy(&read.stdout), format!("{text}\0S1\0"), "hostile serial #{i}: {list}");
+        canary.assert_untouched(&format!("WIPE_SERIALS with hostile serial #{i}"));
     }
     // Line breaks never reach a template: the fleet validator refuses them.
     let dir = tempfile::tempdir().unwrap();
@@ -800,7 +818,8 @@ fn kickstart_only_without_binaries_says_how_to_build_them() {
 #[test]
 fn pre_and_disk_rule_pick_the_same_disk() {
     // (kernel name, sysfs path, GB, model, serial, by-path)
-    let table: &[(&str, &str, u64, &str, &str, Option<&str>)] = &[
+    type Row<'a> = (&'a str, &'a str, u64, &'a str, &'a str, Option<&'a str>);
+    let table: &[Row] = &[
         ("sda", SATA, 240, "KINGSTON SA400", "K1", Some("pci-0000:00:1f.2-ata-2")),
         ("sdb", &SATA.replace("ata1", "ata2"), 2000, "Samsung SSD 870", "S2", Some("pci-0000:00:1f.2-ata-1")),
         ("sdc", &SATA.replace("ata1", "ata3"), 500, "Samsung SSD 860", "S3", None),
@@ -858,7 +877,12 @@ min_size_gb = 1000"#,
         let by_pre = out.status.success().then(|| {
             let disk = std::fs::read_to_string(t.out.join("mm-disk.ks")).unwrap();
             let line = disk.lines().find(|l| l.starts_with("ignoredisk --only-use=")).unwrap().to_string();
-            table.iter().find(|(_, _, _, model, serial, _)| line.ends_with(&format!("ata-{}_{serial}", model.replace(' ', "_")))).unwrap().0.to_string()
+            table
+                .iter()
+                .find(|(_, _, _, model, serial, _)| line.ends_with(&format!("ata-{}_{serial}", model.replace(' ', "_"))))
+                .unwrap()
+                .0
+                .to_string()
         });
         assert_eq!(by_pre, by_rule, "rule {rule:?}: %pre and DiskRule::pick disagree\n{}", String::from_utf8_lossy(&out.stderr));
     }

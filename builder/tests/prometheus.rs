@@ -3,6 +3,7 @@
 //! daemon and nginx on loopback. Needs promtool, prometheus-blackbox-exporter, rsync, nginx.
 
 use hostkit::testenv::free_port;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -47,8 +48,20 @@ fn promtool_accepts_the_config_and_rules_and_the_rule_tests_pass() {
     export(&repo().join("examples/fleet.toml"), out);
     let cfg = run(Command::new("promtool").arg("check").arg("config").arg(out.join("prometheus.yml")));
     assert!(cfg.contains("SUCCESS: 1 rule files found"), "{cfg}");
+    // The rules the fleet calls for (two per project it mirrors, the fleet-wide ones once), read
+    // back with a real YAML parser; promtool must count exactly as many.
+    let fleet = mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
+    let projects: BTreeSet<&str> = fleet.nodes.iter().flat_map(|n| n.projects.iter().map(|p| p.name.as_str())).collect();
+    assert!(projects.len() > 1, "{projects:?}");
+    let mut want: Vec<(String, String)> =
+        projects.iter().flat_map(|p| ["MirrorSyncStale", "MirrorSyncMetricsStale"].map(|a| (a.to_string(), p.to_string()))).collect();
+    want.extend(FLEET_WIDE_ALERTS.iter().map(|a| (a.to_string(), String::new())));
+    want.sort();
+    let mut got: Vec<(String, String)> = rules_of(&out.join("rules.yml")).into_iter().map(|r| (r.alert, r.project)).collect();
+    got.sort();
+    assert_eq!(got, want);
     let rules = run(Command::new("promtool").arg("check").arg("rules").arg(out.join("rules.yml")));
-    assert!(rules.contains("SUCCESS: 27 rules found"), "{rules}");
+    assert!(rules.contains(&format!("SUCCESS: {} rules found", want.len())), "{rules}");
     run(Command::new("prometheus-blackbox-exporter").arg("--config.check").arg("--config.file").arg(out.join("blackbox.yml")));
     // Fires when stale, silent when fresh (and the other alerts): promtool's own unit tests.
     std::fs::copy(repo().join("builder/tests/fixtures/prometheus-rules-test.yml"), out.join("rules-test.yml")).unwrap();
@@ -99,6 +112,129 @@ fn the_image_alert_fires_for_a_node_on_another_image_for_a_week() {
     let o = export();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no image_version"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The alerts every fleet gets once, whatever it mirrors.
+const FLEET_WIDE_ALERTS: &[&str] = &[
+    "MirrorSyncFailed",
+    "MirrorConsistencyErrors",
+    "MirrorTextfileUnreadable",
+    "MirrorNodeDown",
+    "MirrorDiskFullIn7Days",
+    "MirrorProbeFailing",
+    "MirrorCertExpiringSoon",
+];
+
+/// One alerting rule as a YAML parser reads it.
+struct Rule {
+    alert: String,
+    project: String,
+    expr: String,
+}
+
+/// A real YAML parser's output, one tab-separated record per line (fields hold no tab or newline).
+fn python_yaml(file: &Path, script: &str) -> Vec<Vec<String>> {
+    let text =
+        run(Command::new("python3").args(["-c", &format!("import sys, yaml\nd = yaml.safe_load(open(sys.argv[1]))\n{script}")]).arg(file));
+    text.lines().map(|l| l.split('\t').map(String::from).collect()).collect()
+}
+
+fn rules_of(file: &Path) -> Vec<Rule> {
+    let script = "for g in d['groups']:\n for r in g['rules']:\n  print(r['alert'], r.get('labels', {}).get('project', ''), ' '.join(r['expr'].split()), sep='\\t')";
+    python_yaml(file, script).into_iter().map(|f| Rule { alert: f[0].clone(), project: f[1].clone(), expr: f[2].clone() }).collect()
+}
+
+/// The metric names a PromQL expression reads: identifiers outside string literals and outside
+/// `{...}` label matchers, not followed by `(` (functions).
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let (mut quote, mut braces, mut word) = (None, 0, String::new());
+    let mut chars = expr.chars().chain(std::iter::once(' ')).peekable();
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            if c == '\\' {
+                chars.next();
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() && braces == 0 && c != '(' && !word.starts_with(|d: char| d.is_ascii_digit()) {
+            names.insert(std::mem::take(&mut word));
+        }
+        word.clear();
+        match c {
+            '"' | '\'' | '`' => quote = Some(c),
+            '{' => braces += 1,
+            '}' => braces -= 1,
+            _ => {}
+        }
+    }
+    names
+}
+
+#[test]
+fn metric_names_are_read_from_promql() {
+    let got = metric_names(r#"time() - mm_a{project="x{y}", file=~"(.*/)?mm_b"} > 9 - max(mm_c[5m]) * 86400"#);
+    assert_eq!(got, ["mm_a", "mm_c"].map(String::from).into(), "{got:?}");
+}
+
+/// Every `mm_*` series the rules and their unit tests read is one mm-sync really writes (its
+/// textfile renderer, the one the node runs); the textfile mtime rule watches the file mm-sync
+/// writes. A renamed metric would leave alerts that can never fire.
+#[test]
+fn the_rules_read_the_series_mm_sync_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    export(&repo().join("examples/fleet.toml"), out);
+    let st = mm_sync::outcome::SyncStatus { project: "epel".into(), ..Default::default() };
+    let emitted: BTreeSet<String> = mm_sync::records::render_metrics(&st, Some(1))
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next().map(String::from))
+        .collect();
+    assert!(emitted.contains("mm_sync_check_errors"), "{emitted:?}");
+    let rules = rules_of(&out.join("rules.yml"));
+    let read: BTreeSet<String> = rules.iter().flat_map(|r| metric_names(&r.expr)).filter(|n| n.starts_with("mm_")).collect();
+    assert!(read.len() >= 3, "{read:?}");
+    let series = python_yaml(
+        &repo().join("builder/tests/fixtures/prometheus-rules-test.yml"),
+        "for t in d['tests']:\n for s in t['input_series']:\n  print(s['series'])",
+    );
+    let fed: BTreeSet<String> =
+        series.iter().map(|f| f[0].split('{').next().unwrap().to_string()).filter(|n| n.starts_with("mm_")).collect();
+    assert!(!fed.is_empty());
+    for name in read.iter().chain(&fed) {
+        assert!(emitted.contains(name), "{name} is read by the alert rules or their tests, but mm-sync writes only {emitted:?}");
+    }
+
+    // The file label the staleness rule matches: the path mm-sync writes, for each project.
+    let fleet = mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
+    let env = mm_sync::engine::Env { root: "/".into(), rsync: String::new(), keep_log_days: 0 };
+    let mut checked = 0;
+    for p in fleet.nodes.iter().flat_map(|n| &n.projects) {
+        let file = env.metrics_file(p).display().to_string();
+        let rule = rules.iter().find(|r| r.alert == "MirrorSyncMetricsStale" && r.project == p.name).unwrap();
+        let regex = rule.expr.split("file=~").nth(1).and_then(|r| r.split('}').next()).unwrap();
+        // Prometheus anchors label regexes: fullmatch. The regex is a PromQL string (JSON-like quoting).
+        let ok = run(Command::new("python3").args([
+            "-c",
+            "import json, re, sys; print(bool(re.fullmatch(json.loads(sys.argv[1]), sys.argv[2])))",
+            regex,
+            &file,
+        ]));
+        assert_eq!(ok.trim(), "True", "{} rule regex {regex} does not match {file}", p.name);
+        checked += 1;
+    }
+    assert!(checked > 0);
+    let epel = fleet.nodes.iter().flat_map(|n| &n.projects).find(|p| p.name == "epel").unwrap();
+    let epel_file = env.metrics_file(epel).display().to_string();
+    for f in series.iter().filter(|f| f[0].starts_with("node_textfile_mtime_seconds")) {
+        assert!(f[0].contains(&format!("file=\"{epel_file}\"")), "the rule tests feed a file mm-sync does not write: {}", f[0]);
+    }
 }
 
 #[test]

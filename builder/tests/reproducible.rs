@@ -46,12 +46,38 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The sha256 of `p`; a file sha256sum cannot read fails the test (two missing files are not
+/// "the same").
+fn sha256(p: &Path) -> String {
+    let o = Command::new("sha256sum").arg(p).output().unwrap();
+    assert!(o.status.success(), "sha256sum {}: {}", p.display(), String::from_utf8_lossy(&o.stderr));
+    let sum = String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap_or_default().to_string();
+    assert!(sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()), "sha256sum {}: {sum:?}", p.display());
+    sum
+}
+
 fn same(a: &Path, b: &Path) -> bool {
-    let sum = |p: &Path| {
-        let o = Command::new("sha256sum").arg(p).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap_or_default().to_string()
+    sha256(a) == sha256(b)
+}
+
+#[test]
+#[should_panic(expected = "sha256sum")]
+fn two_missing_files_are_not_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    same(&tmp.path().join("a"), &tmp.path().join("b"));
+}
+
+#[test]
+fn same_tells_equal_from_different_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str, b: &[u8]| {
+        let p = tmp.path().join(n);
+        std::fs::write(&p, b).unwrap();
+        p
     };
-    sum(a) == sum(b)
+    let (a, a2, b) = (p("a", b"x"), p("a2", b"x"), p("b", b"y"));
+    assert!(same(&a, &a2));
+    assert!(!same(&a, &b));
 }
 
 /// diffoscope's text report of `a` vs `b` (bounded in size and time).
@@ -120,7 +146,12 @@ fn a_cold_build_is_byte_identical_to_the_cached_base_or_a_second_cold_build() {
     assert_eq!(files(&out_a), files(&out_b), "the builds wrote different files");
     pairs.extend(files(&out_a).into_iter().map(|f| (out_a.join(&f), out_b.join(&f))));
     let base_b = cache_b.join("base").join(base_a.file_name().unwrap());
-    assert!(base_b.is_dir(), "{}: no base of the same id, the inputs differ: {:?}", base_b.display(), std::fs::read_dir(cache_b.join("base")));
+    assert!(
+        base_b.is_dir(),
+        "{}: no base of the same id, the inputs differ: {:?}",
+        base_b.display(),
+        std::fs::read_dir(cache_b.join("base"))
+    );
     for f in ["root.ext4", "initrd.cpio.zst", "BOOTX64.EFI", "esp.img"] {
         pairs.push((base_a.join(f), base_b.join(f)));
     }

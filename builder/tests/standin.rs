@@ -36,7 +36,6 @@ fn write(n: &NodeConfig, dir: &Path) -> (StandIn, standin::Written) {
     (plan, w)
 }
 
-
 #[test]
 fn every_example_nodes_trees_pass_mm_syncs_check() {
     let mut kinds = BTreeMap::new();

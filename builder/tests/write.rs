@@ -142,6 +142,18 @@ fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Invert the byte at `at` in `file` in place; returns the byte it held.
+fn flip(file: &Path, at: u64) -> u8 {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file).unwrap();
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[!b[0]]).unwrap();
+    b[0]
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -155,6 +167,8 @@ struct Fixture {
     out: PathBuf,
     image_len: u64,
     image_sha: String,
+    /// Byte offset of the root partition (holding a random pattern) in the image.
+    root_offset: u64,
     loops: Vec<String>,
     mounts: Vec<PathBuf>,
 }
@@ -187,7 +201,7 @@ impl Fixture {
         ));
         let image_sha = sh(&format!("sha256sum {}", path.display())).split_whitespace().next().unwrap().to_string();
         std::fs::write(out.join("SHA256SUMS"), format!("{image_sha}  ci/disk.img\n")).unwrap();
-        Some(Fixture { image_len: layout.total, image_sha, out, dir, loops: Vec::new(), mounts: Vec::new() })
+        Some(Fixture { image_len: layout.total, image_sha, root_offset: layout.root.0, out, dir, loops: Vec::new(), mounts: Vec::new() })
     }
 
     /// A 256 MiB sparse disk whose first 96 MiB are 0xff (so written zeros are seen), prepared by
@@ -318,7 +332,12 @@ fn a_tampered_source_is_refused() {
     let Some(mut f) = Fixture::new() else { return };
     let dev = f.disk("t", "");
     let before = f.device_sha(&dev);
-    sh(&format!("printf x | dd of={} bs=1 seek=40000000 conv=notrunc status=none", f.out.join("ci/disk.img").display()));
+    // One byte inside the root partition's pattern flipped: same length, different content.
+    let img = f.out.join("ci/disk.img");
+    let at = f.root_offset + (1 << 20) + 12345;
+    let byte = flip(&img, at);
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), f.image_len, "the tampering must not grow the image");
+    assert_ne!(sh(&format!("sha256sum {}", img.display())).split_whitespace().next().unwrap(), f.image_sha, "byte {byte} at {at}");
     let o = f.write(&dev, &[]);
     assert_eq!(o.status.code(), Some(7), "{}", text(&o));
     assert!(text(&o).contains("does not match its line in") && text(&o).contains("rebuild"), "{}", text(&o));
@@ -349,11 +368,142 @@ fn root_disk() -> Option<String> {
 fn the_running_systems_disk_is_refused_even_forced() {
     let Some(f) = Fixture::new() else { return };
     let Some(dev) = root_disk() else {
-        eprintln!("skipped: / is not on a plain disk or partition here");
+        // The dm/LVM case is built below (a_disk_under_the_system_through_dm_is_refused).
+        hostkit::testenv::skip("/ is not on a plain disk or partition here");
         return;
     };
     // --dry-run as a second guard: even a broken plan must not write this machine's disk.
     let o = f.write(&dev, &["--force", "--dry-run"]);
     assert_eq!(o.status.code(), Some(7), "{}", text(&o));
     assert!(text(&o).contains("running system (/"), "{}", text(&o));
+}
+
+/// A device-mapper device, removed on drop (after the swap or mount on it is gone).
+struct Dm(String);
+
+impl Dm {
+    /// A linear dm device over all of `dev`, as LVM makes them.
+    fn linear(name: &str, dev: &str) -> Dm {
+        let sectors = sh(&format!("blockdev --getsz {dev}"));
+        sh(&format!("dmsetup create {name} --table '0 {sectors} linear {dev} 0'"));
+        Dm(name.to_string())
+    }
+    fn path(&self) -> String {
+        format!("/dev/mapper/{}", self.0)
+    }
+}
+
+impl Drop for Dm {
+    fn drop(&mut self) {
+        let _ = Command::new("swapoff").arg(self.path()).status();
+        let _ = Command::new("dmsetup").args(["remove", "--retry", &self.0]).status();
+    }
+}
+
+/// `mmbuild write ... --force --dry-run --json` with `prep` (a shell snippet) run first in a
+/// private mount namespace: mounts made there are the "running system" this one run sees.
+fn write_in_namespace(f: &Fixture, dev: &str, prep: &str) -> Output {
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &format!("{prep} && exec \"$@\""), "sh"])
+        .arg(env!("CARGO_BIN_EXE_mmbuild"))
+        .arg("write")
+        .arg(repo().join("examples/fleet.toml"))
+        .arg("--out")
+        .arg(&f.out)
+        .args(["--node", "ci", "--to", dev, "--force", "--dry-run", "--json"])
+        .output()
+        .unwrap()
+}
+
+/// The running system's /boot on a dm device (an LV, as LVM builds them) on the target, and swap
+/// on a dm device on another target: both refused as the system's disk, --force or not.
+#[test]
+fn a_disk_under_the_system_through_dm_is_refused() {
+    use hostkit::testenv::{need, Need};
+    let Some(mut f) = Fixture::new() else { return };
+    if need(&[Need::Tool("dmsetup"), Need::DeviceMapper, Need::Tool("unshare"), Need::Tool("mkswap")]).is_err() {
+        return;
+    }
+    let id = std::process::id();
+    let dev = f.disk("under-boot", "");
+    let boot = Dm::linear(&format!("mmtest-boot-{id}"), &dev);
+    sh(&format!("mkfs.ext4 -q {}", boot.path()));
+    let before = f.device_sha(&dev);
+    let o = write_in_namespace(&f, &dev, &format!("mount {} /boot", boot.path()));
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["refused"]["kind"], "system_disk", "{doc}");
+    assert!(doc["refused"]["message"].as_str().unwrap().contains("running system (/boot)"), "{doc}");
+    // Without the mount the same disk is only held by dm: in use, named, still not written.
+    let o = write_in_namespace(&f, &dev, "true");
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["refused"]["kind"], "in_use", "{doc}");
+    assert!(doc["refused"]["message"].as_str().unwrap().contains("dmsetup remove"), "{doc}");
+    assert_eq!(f.device_sha(&dev), before, "a refusal wrote");
+
+    let dev = f.disk("under-swap", "");
+    let swap = Dm::linear(&format!("mmtest-swap-{id}"), &dev);
+    sh(&format!("mkswap -q {0} && swapon {0}", swap.path()));
+    let o = write_in_namespace(&f, &dev, "true");
+    sh(&format!("swapoff {}", swap.path()));
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["refused"]["kind"], "system_disk", "{doc}");
+    assert!(doc["refused"]["message"].as_str().unwrap().contains("running system (swap)"), "{doc}");
+}
+
+/// Something else writes to the target while mmbuild writes and reads back (here: a thread
+/// inverting one byte of the loop device's backing file): the read-back differs, exit 4, and the
+/// message says not to use the disk.
+#[test]
+fn a_read_back_that_differs_fails_with_exit_4() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(mut f) = Fixture::new() else { return };
+    let dev = f.disk("flaky", "");
+    let at = f.root_offset + (2 << 20) + 777;
+    let mut b = [0u8];
+    std::fs::File::open(f.out.join("ci/disk.img")).unwrap().read_exact_at(&mut b, at).unwrap();
+    let backing = std::fs::OpenOptions::new().write(true).open(f.dir.path().join("flaky.target")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tamper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                backing.write_all_at(&[!b[0]], at).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let o = f.write(&dev, &[]);
+    stop.store(true, Ordering::Relaxed);
+    tamper.join().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("the data read back does not match") && text(&o).contains("do not use it"), "{}", text(&o));
+}
+
+/// Two filesystems on one disk (an ext4 with a FAT boot sector over its unused first sector:
+/// blkid -p exits 8, "ambivalent"): holding data, refused without --force, never blank.
+#[test]
+fn conflicting_signatures_are_foreign_never_blank() {
+    let Some(mut f) = Fixture::new() else { return };
+    if hostkit::testenv::need(&[hostkit::testenv::Need::Tool("mkfs.vfat")]).is_err() {
+        return;
+    }
+    let dev = f.disk(
+        "both",
+        "mkfs.ext4 -q -F $IMG && truncate -s 16M $IMG.fat && mkfs.vfat $IMG.fat >/dev/null \
+         && dd if=$IMG.fat of=$IMG bs=512 count=1 conv=notrunc status=none",
+    );
+    let probe = Command::new("blkid").args(["-p", &dev]).output().unwrap();
+    assert_eq!(probe.status.code(), Some(8), "the fixture must be ambivalent: {}", text(&probe));
+    let before = f.device_sha(&dev);
+    let o = f.write(&dev, &["--json"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["refused"]["kind"], "foreign", "{doc}");
+    assert!(doc["refused"]["message"].as_str().unwrap().contains("conflicting signatures"), "{doc}");
+    assert_eq!(f.device_sha(&dev), before, "a refusal wrote");
 }

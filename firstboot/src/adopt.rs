@@ -217,7 +217,11 @@ pub fn prune(host: &Host, cfg: &NodeConfig, project: &str) -> Result<u64> {
     }
     let known = load_known(host);
     let Some(dir) = known.projects.get(project) else {
-        bail!("{} has no data of a project called {project} (known: {})", cfg.node.fqdn, known.projects.keys().cloned().collect::<Vec<_>>().join(", "));
+        bail!(
+            "{} has no data of a project called {project} (known: {})",
+            cfg.node.fqdn,
+            known.projects.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     };
     // Directory names come from profiles (plain names); never follow one outside the data mount.
     if dir.is_empty() || dir.contains('/') || dir.starts_with('.') {
@@ -248,9 +252,10 @@ mod tests {
         let (part, inst) = ("partition = 1\n", "installed = 2\n");
         let applied = Applied { config_sha256: sha256(inst.as_bytes()), partition_sha256: Some(sha256(part.as_bytes())), applied_unix: 1 };
         // (partition, installed, applied) -> winner
-        let table: &[(Option<&str>, Option<&str>, Option<&Applied>, Winner)] = &[
-            (Some(part), Some(inst), None, Winner::Partition), // built image: the partition
-            (None, Some(inst), None, Winner::Installed),       // kickstart install
+        type Row<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a Applied>, Winner);
+        let table: &[Row] = &[
+            (Some(part), Some(inst), None, Winner::Partition),           // built image: the partition
+            (None, Some(inst), None, Winner::Installed),                 // kickstart install
             (Some(part), Some(inst), Some(&applied), Winner::Installed), // after apply, across reboots
             (Some("edited by hand\n"), Some(inst), Some(&applied), Winner::Partition), // MMCONFIG rewritten
             (Some(part), Some("someone edited /etc\n"), Some(&applied), Winner::Partition),

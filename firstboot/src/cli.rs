@@ -70,9 +70,7 @@ pub enum Cmd {
     /// the timer install-config starts; by hand in a pinch).
     Rollback,
     /// Delete the data of a project this node no longer hosts, and say how much space it freed.
-    Prune {
-        project: String,
-    },
+    Prune { project: String },
     /// Report the node's state for remote hands (and the last run).
     Status {
         #[arg(long)]

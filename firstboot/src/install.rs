@@ -83,12 +83,7 @@ pub fn decide(m: &InstallManifest, disks: &[Candidate], stick: &str) -> Decision
     let c = others.iter().find(|c| c.facts.kname == facts.kname).expect("picked from these");
     let disk = facts.kname.clone();
     if facts.size_bytes < m.image_bytes {
-        return Decision::Refuse(format!(
-            "{} is smaller than node {}'s image ({} bytes)",
-            describe(facts),
-            m.node,
-            m.image_bytes
-        ));
+        return Decision::Refuse(format!("{} is smaller than node {}'s image ({} bytes)", describe(facts), m.node, m.image_bytes));
     }
     let (_, write_end) = m.write_range();
     if let Some((guid, parts)) = &c.gpt {

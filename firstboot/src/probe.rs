@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use hostkit::cmd::{run, run_codes};
+use hostkit::cmd::run;
 use mmconfig::{Bus, DiskFacts, CONFIG_LABEL, DATA_LABEL, ROOT_LABEL};
 
 use crate::network::Nic;
@@ -48,16 +48,13 @@ pub fn read_trim(p: &Path) -> String {
 /// Key blkid never prints: set when low-level probing found several conflicting signatures.
 pub const AMBIVALENT: &str = "MM_AMBIVALENT";
 
-/// `blkid -p -o export DEV` as a map: empty when the device holds no signature (exit 2),
-/// [`AMBIVALENT`] when it holds conflicting ones (exit 8). Any other failure is an error naming
-/// the device: on the disk-safety path "could not look" must never read as "blank".
+/// `blkid -p -o export DEV` as a map (hostkit's one reading of blkid): empty when the device holds
+/// no signature, [`AMBIVALENT`] when it holds conflicting ones (exit 8). A device that cannot be
+/// probed is an error naming it: on the disk-safety path "could not look" is never "blank".
 pub fn blkid(dev: &str) -> Result<BTreeMap<String, String>> {
-    let out = run_codes(Command::new("blkid").args(["-p", "-o", "export", dev]), &[0, 2, 8])
-        .with_context(|| format!("probing {dev} for filesystems and partition tables"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut map: BTreeMap<String, String> =
-        text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    if out.status.code() == Some(8) {
+    let found = hostkit::blkid::probe(dev).with_context(|| format!("probing {dev} for filesystems and partition tables"))?;
+    let mut map = found.fields;
+    if found.ambivalent {
         map.insert(AMBIVALENT.into(), "1".into());
     }
     Ok(map)
@@ -226,6 +223,8 @@ fn classify(device: &str, size: u64, whole: &BTreeMap<String, String>, parts: &[
         && parts.len() == 1
         && parts[0].info.get("PART_ENTRY_NAME").is_some_and(|n| n == DATA_LABEL)
         && !parts[0].info.contains_key("TYPE")
+        // Conflicting signatures are data blkid will not name: not an empty partition of ours.
+        && !parts[0].info.contains_key(AMBIVALENT)
     {
         return Content::MmPartition { device: parts[0].dev.clone() };
     }
@@ -344,6 +343,74 @@ pub fn ensure_node(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn part(n: u64, pairs: &[(&str, &str)]) -> Part {
+        Part { dev: format!("/dev/x{n}"), start: 2048 * n, size: 2048, info: info(pairs) }
+    }
+
+    /// The disk-safety classifier: only a disk with no signature, no partition and zero edges
+    /// is blank; conflicting signatures (blkid exit 8) and unreadable edges are foreign.
+    #[test]
+    fn classifier_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let zeros = dir.path().join("zeros");
+        std::fs::write(&zeros, vec![0u8; 3 << 20]).unwrap();
+        let junk = dir.path().join("junk");
+        let mut bytes = vec![0u8; 3 << 20];
+        bytes[(3 << 20) - 10] = 1;
+        std::fs::write(&junk, bytes).unwrap();
+        let (zeros, junk) = (zeros.to_string_lossy().into_owned(), junk.to_string_lossy().into_owned());
+        let missing = dir.path().join("missing").to_string_lossy().into_owned();
+        let size = 3 << 20;
+        let ambivalent = [(AMBIVALENT, "1")];
+        let gpt = [("PTTYPE", "gpt")];
+        let mmdata_xfs = [("TYPE", "xfs"), ("LABEL", DATA_LABEL)];
+        // (case, device, whole disk, partitions, Content::Blank / MmData / MmPartition / Foreign and a word of its text)
+        type Case<'a> = (&'a str, &'a str, BTreeMap<String, String>, Vec<Part>, &'a str, &'a str);
+        let table: Vec<Case> = vec![
+            ("zeros, nothing found", &zeros, info(&[]), vec![], "blank", ""),
+            ("whole disk ambivalent", &zeros, info(&ambivalent), vec![], "foreign", "conflicting"),
+            ("a partition ambivalent", &zeros, info(&gpt), vec![part(1, &ambivalent)], "foreign", "conflicting"),
+            ("non-zero last MiB", &junk, info(&[]), vec![], "foreign", "non-zero"),
+            ("edges unreadable", &missing, info(&[]), vec![], "foreign", "unreadable"),
+            ("an ext4", &zeros, info(&[("TYPE", "ext4"), ("LABEL", "home")]), vec![], "foreign", "an ext4 filesystem labelled \"home\""),
+            ("a foreign table", &zeros, info(&gpt), vec![part(1, &[("TYPE", "ntfs")])], "foreign", "a gpt partition table with 1"),
+            ("partitions without a table", &zeros, info(&[]), vec![part(1, &[])], "foreign", "1 partition(s)"),
+            ("our data partition", &zeros, info(&gpt), vec![part(1, &mmdata_xfs)], "mmdata", ""),
+            ("our data filesystem on the whole disk", &zeros, info(&mmdata_xfs), vec![], "mmdata", ""),
+            ("our partition, no filesystem yet", &zeros, info(&gpt), vec![part(1, &[("PART_ENTRY_NAME", DATA_LABEL)])], "mmpartition", ""),
+            (
+                "our partition name over an ambivalent partition",
+                &zeros,
+                info(&gpt),
+                vec![part(1, &[("PART_ENTRY_NAME", DATA_LABEL), (AMBIVALENT, "1")])],
+                "foreign",
+                "conflicting",
+            ),
+        ];
+        for (case, dev, whole, parts, kind, text) in table {
+            let got = classify(dev, size, &whole, &parts);
+            let (k, what) = match &got {
+                Content::Blank => ("blank", String::new()),
+                Content::MmData { .. } => ("mmdata", String::new()),
+                Content::MmPartition { .. } => ("mmpartition", String::new()),
+                Content::Foreign { what } => ("foreign", what.clone()),
+            };
+            assert_eq!(k, kind, "{case}: {got:?}");
+            assert!(what.contains(text), "{case}: {what}");
+        }
+    }
+
+    /// A device blkid cannot look at is an error, never an empty (blank) answer.
+    #[test]
+    fn a_device_that_cannot_be_probed_is_an_error() {
+        let e = blkid("/dev/mm-no-such-disk").unwrap_err();
+        assert!(format!("{e:#}").contains("/dev/mm-no-such-disk"), "{e:#}");
+    }
 
     #[test]
     fn disk_overrides_parse() {

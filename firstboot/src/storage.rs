@@ -236,7 +236,8 @@ mod tests {
     #[test]
     fn separate_data_disk_matrix() {
         let cfg = node("ci"); // qemu: data on a second virtio disk
-        let cases: Vec<(&str, Vec<Disk>, bool, Vec<Step>, &str)> = vec![
+        type Case = (&'static str, Vec<Disk>, bool, Vec<Step>, &'static str);
+        let cases: Vec<Case> = vec![
             (
                 "blank, first run",
                 vec![boot(), disk("vdb", "D1", Content::Blank, false)],

@@ -5,6 +5,7 @@
 
 pub mod apt;
 pub mod atomic;
+pub mod blkid;
 pub mod cmd;
 pub mod ids;
 pub mod netns;

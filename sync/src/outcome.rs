@@ -77,7 +77,9 @@ impl Exit {
             Exit::SyncFailed => "rsync failed (the previous tree is still served)",
             Exit::Inconsistent => "the consistency check found problems",
             Exit::NoSpace => "not enough space on the data disk",
-            Exit::NotPermitted => "the account running it does not own the project's tree or may not write where a sync writes (each path is named)",
+            Exit::NotPermitted => {
+                "the account running it does not own the project's tree or may not write where a sync writes (each path is named)"
+            }
             Exit::Busy => "another run of this project is in progress",
         }
     }
@@ -117,7 +119,6 @@ pub struct SyncStatus {
     pub last_success_unix: Option<u64>,
     pub log: String,
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -85,7 +85,14 @@ pub fn render_overview(o: &Overview) -> String {
             None => "never".into(),
         };
         let flag = if p.stale { " (OVERDUE)" } else { "" };
-        s.push_str(&format!("{:<18} {:<14} {:>12} {:>9.1}G  {}{flag}\n", p.project, p.result.map_or("never run", Outcome::as_str), age, p.tree_bytes as f64 / 1e9, p.message));
+        s.push_str(&format!(
+            "{:<18} {:<14} {:>12} {:>9.1}G  {}{flag}\n",
+            p.project,
+            p.result.map_or("never run", Outcome::as_str),
+            age,
+            p.tree_bytes as f64 / 1e9,
+            p.message
+        ));
     }
     if let (Some(free), Some(total)) = (o.data_free_bytes, o.data_total_bytes) {
         s.push_str(&format!("data disk: {:.1} GB free of {:.1} GB\n", free as f64 / 1e9, total as f64 / 1e9));

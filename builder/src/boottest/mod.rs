@@ -30,8 +30,10 @@ fn stick_check(console: &str, node: &str) -> Check {
     let verified = console.contains("mm-install: verified: ");
     let handed_over = console.contains(&format!("mm-install: handing over to node {node} on "));
     let ok = writes == 1 && verified;
-    let lines: Vec<&str> = console.lines().filter(|l| l.contains("mm-install:") && !l.contains(": writing: ") && !l.contains(": verifying: ")).collect();
-    let path = if handed_over { "the firmware booted the stick again and it handed over" } else { "the firmware booted the installed disk" };
+    let lines: Vec<&str> =
+        console.lines().filter(|l| l.contains("mm-install:") && !l.contains(": writing: ") && !l.contains(": verifying: ")).collect();
+    let path =
+        if handed_over { "the firmware booted the stick again and it handed over" } else { "the firmware booted the installed disk" };
     let detail = format!("{writes} install(s), verified: {verified}; after the reboot {path}\ninstaller lines:\n{}", lines.join("\n"));
     Check { name: "install from the stick".into(), ok, detail, seconds: 0.0 }
 }
@@ -585,12 +587,13 @@ mod tests {
     #[test]
     fn stick_check_wants_one_verified_install_then_a_hand_over() {
         let install = "mm-install: writing node sonic to /dev/nvme0n1: blank\nmm-install: verified: /dev/nvme0n1 holds the image\n";
-        let hand_over = "mm-install: /dev/nvme0n1 already holds node sonic: booting it\nmm-install: handing over to node sonic on /dev/nvme0n1\n";
+        let hand_over =
+            "mm-install: /dev/nvme0n1 already holds node sonic: booting it\nmm-install: handing over to node sonic on /dev/nvme0n1\n";
         assert!(stick_check(&format!("{install}{hand_over}"), "sonic").detail.contains("it handed over"));
         assert!(stick_check(install, "sonic").detail.contains("booted the installed disk"));
         let twice = stick_check(&format!("{install}{install}{hand_over}"), "sonic");
         assert!(!twice.ok && twice.detail.starts_with("2 install(s)"), "{}", twice.detail);
-        assert!(!stick_check(&hand_over.to_string(), "sonic").ok, "nothing was installed");
+        assert!(!stick_check(hand_over, "sonic").ok, "nothing was installed");
     }
 
     #[test]

@@ -150,7 +150,8 @@ mod tests {
     #[test]
     fn every_example_model_gets_disks_its_rules_accept() {
         // (node, boot bus, boot GB, data (bus, GB), NIC device, count, stand-in)
-        let table: [(&str, Bus, u64, Option<(Bus, u64)>, &str, usize, Option<&str>); 4] = [
+        type Row = (&'static str, Bus, u64, Option<(Bus, u64)>, &'static str, usize, Option<&'static str>);
+        let table: [Row; 4] = [
             ("ci", Bus::Virtio, 8, Some((Bus::Virtio, 16)), "virtio-net-pci", 1, None),
             ("ziply", Bus::Sata, 110, None, "e1000e", 1, Some("e1000e")),
             ("sonic", Bus::Nvme, 1100, None, "e1000e", 1, Some("e1000e")),

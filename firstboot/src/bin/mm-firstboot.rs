@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use mm_firstboot::cli::{Cli, Cmd};
 use mm_firstboot::apply::Host;
+use mm_firstboot::cli::{Cli, Cmd};
 use mm_firstboot::{config, console, run};
 
 use mm_firstboot::Exit;
@@ -82,8 +82,7 @@ fn main() -> ExitCode {
             let res = if to_console {
                 // agetty expands backslash escapes in /etc/issue (\l, \4, \S...): the report's own
                 // backslashes (a sponsor's name) are doubled so they print as themselves.
-                let issue =
-                    mm_firstboot::files::RenderedFile::new("/etc/issue", 0o644, format!("{}\n\\l\n\n", text.replace('\\', "\\\\")));
+                let issue = mm_firstboot::files::RenderedFile::new("/etc/issue", 0o644, format!("{}\n\\l\n\n", text.replace('\\', "\\\\")));
                 host.install(&issue).map(|_| {
                     if host.live() {
                         // Straight to the console device too: the person at the VGA screen may not look at a log.
@@ -130,7 +129,13 @@ fn day2(host: &Host, cli: &Cli) -> Option<anyhow::Result<Exit>> {
                     let _ = hostkit::cmd::text("systemctl", &["stop", "mm-config-rollback.timer"]);
                     hostkit::cmd::text(
                         "systemd-run",
-                        &["--unit=mm-config-rollback", &format!("--on-active={secs}"), "--timer-property=AccuracySec=1s", "/usr/bin/mm-firstboot", "rollback"],
+                        &[
+                            "--unit=mm-config-rollback",
+                            &format!("--on-active={secs}"),
+                            "--timer-property=AccuracySec=1s",
+                            "/usr/bin/mm-firstboot",
+                            "rollback",
+                        ],
                     )
                     .context("scheduling the rollback")?;
                 }
@@ -194,7 +199,13 @@ fn resume_pending(host: &Host) -> anyhow::Result<()> {
         let left = p.deadline_unix - now;
         hostkit::cmd::text(
             "systemd-run",
-            &["--unit=mm-config-rollback", &format!("--on-active={left}"), "--timer-property=AccuracySec=1s", "/usr/bin/mm-firstboot", "rollback"],
+            &[
+                "--unit=mm-config-rollback",
+                &format!("--on-active={left}"),
+                "--timer-property=AccuracySec=1s",
+                "/usr/bin/mm-firstboot",
+                "rollback",
+            ],
         )?;
     }
     Ok(())

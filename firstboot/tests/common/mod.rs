@@ -115,6 +115,27 @@ impl Tree {
     }
 }
 
+/// Waits until nginx's access log (the micromirror format: address first, status after the
+/// quoted request) records `n` responses with `status` to addresses starting with `from`; fails
+/// the test after `within`. nginx's own record of what it did, instead of a fixed sleep.
+pub fn await_logged(t: &Tree, from: &str, status: u16, n: usize, within: std::time::Duration) {
+    let log = Path::new(&t.paths.log_dir).join("micromirror-access.log");
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let seen = text
+            .lines()
+            .filter(|l| l.starts_with(from))
+            .filter(|l| l.split('"').nth(2).and_then(|r| r.split_whitespace().next()) == Some(status.to_string().as_str()))
+            .count();
+        if seen >= n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}: {seen} responses {status} to {from}*, not {n}, after {within:?}", log.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// `curl` inside `ns`: (status line "CODE content/type", body).
 pub fn curl(ns: &Netns, url: &str) -> (String, Vec<u8>) {
     let out = ns.cmd("curl").args(["-sk", "-m", "20", "-o", "-", "-w", "\n%{http_code} %{content_type}", url]).output().unwrap();
