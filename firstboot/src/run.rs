@@ -525,8 +525,15 @@ mod tests {
     fn actions(before: &NodeConfig, after: &NodeConfig, key: (&Delivered, &Delivered)) -> Vec<(String, Verb)> {
         let dir = tempfile::tempdir().unwrap();
         let host = Host::new(dir.path());
-        let facts =
-            Facts { family: Family::Debian, nics: Vec::new(), nic_stand_in: None, tls_ready: false, data_fs_uuid: None, data_ready: true };
+        let facts = Facts {
+            family: Family::Debian,
+            nics: Vec::new(),
+            nic_stand_in: None,
+            tls_ready: false,
+            data_fs_uuid: None,
+            data_ready: true,
+            image_version: None,
+        };
         let old = render_all(before, key.0, &facts).unwrap();
         for f in old.early_files.iter().chain(&old.files) {
             host.install(f).unwrap();
