@@ -10,11 +10,9 @@ pub const IMAGE_ID: &str = "micromirror";
 
 /// The version of a base whose newest package file dates from `newest_package_unix`.
 pub fn version(newest_package_unix: u64, base_id: &str) -> String {
-    let days = (newest_package_unix / 86400) as i64;
-    let secs = newest_package_unix % 86400;
-    let (y, m, d) = civil_from_days(days);
+    let c = crate::marker::Civil::from_unix(newest_package_unix);
     let hash: String = base_id.chars().take(12).collect();
-    format!("{y:04}{m:02}{d:02}.{:02}{:02}{:02}-{hash}", secs / 3600, secs / 60 % 60, secs % 60)
+    format!("{:04}{:02}{:02}.{:02}{:02}{:02}-{hash}", c.year, c.month, c.day, c.hour, c.minute, c.second)
 }
 
 /// The lines appended to the image's os-release.
@@ -32,19 +30,6 @@ pub fn from_os_release(text: &str) -> Option<String> {
     let v = field("IMAGE_VERSION")?;
     let ok = !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c));
     ok.then(|| v.to_string())
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
