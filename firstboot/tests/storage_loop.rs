@@ -317,17 +317,23 @@ fn a_run_failing_at_any_step_converges_on_rerun() {
     }
 }
 
-fn plan_json(f: &Fixture, dev: &str) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"))
+/// `mm-firstboot plan` on the fixture's tree and disk, with `extra` arguments.
+fn plan_output(f: &Fixture, dev: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mm-firstboot"))
         .arg("--root")
         .arg(&f.root)
         .arg("--config")
         .arg(&f.config)
         .arg("--disk")
         .arg(format!("{dev}:virtio:D1"))
-        .args(["plan", "--json"])
+        .arg("plan")
+        .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn plan_json(f: &Fixture, dev: &str) -> serde_json::Value {
+    let out = plan_output(f, dev, &["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -349,18 +355,7 @@ fn plan_lists_exactly_what_run_changes() {
     assert_eq!(device_sha(&dev), before, "plan touched the disk");
     assert!(!f.root.join("etc/systemd/network").exists(), "plan wrote a file");
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
-    let text_plan = text(
-        &cmd.arg("--root")
-            .arg(&f.root)
-            .arg("--config")
-            .arg(&f.config)
-            .arg("--disk")
-            .arg(format!("{dev}:virtio:D1"))
-            .arg("plan")
-            .output()
-            .unwrap(),
-    );
+    let text_plan = text(&plan_output(&f, &dev, &[]));
     let planned_lines: Vec<String> = text_plan
         .lines()
         .skip(1)
@@ -376,18 +371,7 @@ fn plan_lists_exactly_what_run_changes() {
 
     let again = plan_json(&f, &dev);
     assert_eq!(again["changes"], serde_json::json!([]), "a converged node must plan nothing: {again}");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mm-firstboot"));
-    let converged = text(
-        &cmd.arg("--root")
-            .arg(&f.root)
-            .arg("--config")
-            .arg(&f.config)
-            .arg("--disk")
-            .arg(format!("{dev}:virtio:D1"))
-            .arg("plan")
-            .output()
-            .unwrap(),
-    );
+    let converged = text(&plan_output(&f, &dev, &[]));
     assert!(converged.ends_with("  nothing to change\n"), "{converged}");
 
     // Someone edited the installed nginx site (or a new mm-firstboot renders it differently).
