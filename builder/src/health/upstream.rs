@@ -16,17 +16,26 @@ pub fn fetch(url: &str, timeout: Duration) -> Result<String, String> {
     }
 }
 
-fn fetch_http(rest: &str, timeout: Duration) -> Result<String, String> {
-    let (hostport, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let with_port = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !hostport.ends_with(']') {
+/// The address to connect to (port 80 unless the authority names one) for a URL's authority.
+/// The Host header is the authority itself, port included (RFC 9110 7.2): cutting at the last
+/// `:` left `[2001:db8:` of an IPv6 literal without a port.
+fn connect_to(hostport: &str) -> String {
+    let has_port = hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !hostport.ends_with(']');
+    if has_port {
         hostport.to_string()
     } else {
         format!("{hostport}:80")
-    };
-    let addr =
-        with_port.to_socket_addrs().map_err(|e| format!("{hostport}: {e}"))?.next().ok_or_else(|| format!("{hostport}: no address"))?;
-    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
-    let r = super::probe::http(addr, host, "GET", &path, timeout).map_err(|e| e.to_string())?;
+    }
+}
+
+fn fetch_http(rest: &str, timeout: Duration) -> Result<String, String> {
+    let (hostport, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let addr = connect_to(hostport)
+        .to_socket_addrs()
+        .map_err(|e| format!("{hostport}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{hostport}: no address"))?;
+    let r = super::probe::http(addr, hostport, "GET", &path, timeout).map_err(|e| e.to_string())?;
     if r.status != 200 {
         return Err(format!("HTTP {}", r.status));
     }
@@ -89,4 +98,50 @@ pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Result<Output, 
         }
     };
     Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+}
+
+#[cfg(test)]
+mod authority_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_literals_keep_their_brackets_and_a_missing_port_is_80() {
+        for (authority, connect) in [
+            ("[2001:db8::1]", "[2001:db8::1]:80"),
+            ("[2001:db8::1]:8080", "[2001:db8::1]:8080"),
+            ("mirror.example", "mirror.example:80"),
+            ("mirror.example:8080", "mirror.example:8080"),
+            ("192.0.2.1", "192.0.2.1:80"),
+        ] {
+            assert_eq!(connect_to(authority), connect, "{authority}");
+        }
+        let addr = connect_to("[2001:db8::1]").to_socket_addrs().unwrap().next().unwrap();
+        assert_eq!(addr.to_string(), "[2001:db8::1]:80");
+    }
+
+    #[test]
+    fn the_host_header_is_the_whole_authority() {
+        use std::io::Write;
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            eprintln!("SKIPPED: no IPv6 loopback");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.0 200 OK\r\n\r\nmarker").unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        let body = fetch(&format!("http://[::1]:{port}/project/trace"), Duration::from_secs(5)).unwrap();
+        assert_eq!(body, "marker");
+        let request = server.join().unwrap();
+        assert!(request.starts_with("GET /project/trace HTTP/1.0\r\n"), "{request}");
+        assert!(request.contains(&format!("\r\nHost: [::1]:{port}\r\n")), "{request}");
+    }
 }
