@@ -78,18 +78,8 @@ fn gateway_answers(gw: &str) -> Result<&'static str, String> {
 
 /// Status code of a plain HTTP/1.0 GET, with short timeouts (a status check must not hang).
 pub fn http_status(addr: &str, path: &str) -> std::io::Result<u16> {
-    use std::io::{Read, Write};
-    use std::time::Duration;
     let sock = addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(3))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    std::str::from_utf8(&head[9..12])
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
+    crate::readback::get(sock, path).map(|(code, _)| code)
 }
 
 /// Look at the machine now and judge it against the configuration and the last run.

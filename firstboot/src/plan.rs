@@ -136,11 +136,11 @@ pub fn unified_diff(path: &Path, old: &[u8], new: &[u8]) -> String {
 
 /// What the running units must do about these file changes: each unit that reads a written file
 /// once, with the strongest verb any of its files needs, in the order the files come.
-pub fn service_changes(changes: &[Change], files: &[RenderedFile]) -> Vec<Change> {
+pub fn service_changes<'a>(changes: &[Change], files: impl Iterator<Item = &'a RenderedFile> + Clone) -> Vec<Change> {
     let mut out: Vec<(String, Verb, Vec<PathBuf>)> = Vec::new();
     for c in changes {
         let Change::WriteFile { path, new, .. } = c else { continue };
-        let Some(f) = files.iter().find(|f| &f.path == path) else { continue };
+        let Some(f) = files.clone().find(|f| &f.path == path) else { continue };
         // A unit whose own file is new cannot be running yet.
         for (unit, verb) in f.read_by.iter().filter(|(unit, _)| !(*new && path.file_name().is_some_and(|n| n == unit.as_str()))) {
             match out.iter_mut().find(|(u, ..)| u == unit) {

@@ -107,8 +107,9 @@ pub fn wait(want: &Expect, http: SocketAddr, rsync: SocketAddr, within: Duration
     }
 }
 
-/// A plain HTTP/1.0 GET: the status and at most 1 MiB of the body.
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+/// A plain HTTP/1.0 GET with short timeouts: the status and at most 1 MiB of the body (the
+/// console's status check uses it too).
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;

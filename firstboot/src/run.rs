@@ -112,8 +112,7 @@ pub fn plan(host: &Host, cfg: &NodeConfig, source: &str, key: &Delivered, overri
     changes.extend(plan::directory_changes(host, &desired.directories));
     changes.extend(plan::unit_changes(host, &desired.units, &desired.files));
     changes.extend(plan::stale_changes(host, &desired.files, &desired.units));
-    let rendered: Vec<RenderedFile> = desired.early_files.iter().chain(&desired.files).cloned().collect();
-    changes.extend(plan::service_changes(&changes, &rendered));
+    changes.extend(plan::service_changes(&changes, desired.early_files.iter().chain(&desired.files)));
     Ok(NodePlan { fqdn: cfg.node.fqdn.clone(), config_source: source.to_string(), changes, storage })
 }
 
@@ -349,8 +348,7 @@ fn converge_services(
     // Recorded here, carried out below on the live node: plan and run list the same changes.
     let mut written = early.to_vec();
     written.extend(files.iter().cloned());
-    let rendered: Vec<RenderedFile> = desired.early_files.iter().chain(&desired.files).cloned().collect();
-    let services = plan::service_changes(&written, &rendered);
+    let services = plan::service_changes(&written, desired.early_files.iter().chain(&desired.files));
     st.changed.extend(services.iter().map(Change::describe));
     // At boot the units wait for us (we are ordered before them): queue, never wait. On a
     // running node wait for each job, so that `run` returns once the services run the change
@@ -540,7 +538,7 @@ mod tests {
         }
         let new = render_all(after, key.1, &facts).unwrap();
         let files: Vec<RenderedFile> = new.early_files.iter().chain(&new.files).cloned().collect();
-        plan::service_changes(&plan::file_changes(&host, &files), &files)
+        plan::service_changes(&plan::file_changes(&host, &files), files.iter())
             .into_iter()
             .map(|c| match c {
                 Change::Service { unit, verb, .. } => (unit, verb),
