@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 /// A required host tool is missing: the CLI maps this to exit code 3 (environment).
 #[derive(Debug, thiserror::Error)]
@@ -78,13 +78,28 @@ fn check(shown: &str, out: Output) -> Result<Output> {
     check_codes(shown, out, &[0])
 }
 
+/// A command that exited with a status it should not have; callers that act on the status
+/// (ssh's 255: it could not log in) find it with [`exit_code`].
+#[derive(Debug, thiserror::Error)]
+#[error("`{shown}` failed ({status}):\n{why}")]
+pub struct Failed {
+    pub shown: String,
+    pub status: std::process::ExitStatus,
+    pub why: String,
+}
+
+/// The exit code of the failed command anywhere in `err`'s chain.
+pub fn exit_code(err: &anyhow::Error) -> Option<i32> {
+    err.chain().find_map(|e| e.downcast_ref::<Failed>()).and_then(|f| f.status.code())
+}
+
 fn check_codes(shown: &str, out: Output, ok: &[i32]) -> Result<Output> {
     if !out.status.code().is_some_and(|c| ok.contains(&c)) {
         let mut why = tail(&out.stderr, 15);
         if why.trim().is_empty() {
             why = tail(&out.stdout, 15);
         }
-        bail!("`{shown}` failed ({}):\n{why}", out.status);
+        return Err(Failed { shown: shown.to_string(), status: out.status, why }.into());
     }
     Ok(out)
 }

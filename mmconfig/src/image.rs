@@ -28,8 +28,13 @@ pub fn from_os_release(text: &str) -> Option<String> {
         return None;
     }
     let v = field("IMAGE_VERSION")?;
-    let ok = !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c));
-    ok.then(|| v.to_string())
+    is_version(v).then(|| v.to_string())
+}
+
+/// Whether `v` can be an image version: short, lowercase letters, digits, `.` and `-` (it goes
+/// into file names on the ESP and into commands).
+pub fn is_version(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod disk;
 pub mod image;
 pub mod install;
 pub mod marker;
+pub mod os;
 pub use disk::{glob_match, Bus, DiskFacts, DiskRule};
 
 /// Version of the [`NodeConfig`] layout. Bump when a field changes meaning.
@@ -25,7 +26,7 @@ pub const NODE_CONFIG_FILE: &str = "node.toml";
 pub const CONFIG_LABEL: &str = "MMCONFIG";
 /// Filesystem label of the data filesystem that firstboot creates.
 pub const DATA_LABEL: &str = "MMDATA";
-/// Label of the root filesystem (GPT name and ext4 label): the UKI's cmdline finds the root by it.
+/// Label of the root filesystem (ext4) in either slot; the slots' GPT names are in [`os::Slot`].
 pub const ROOT_LABEL: &str = "mmroot";
 /// Where the data filesystem is mounted on the node.
 pub const DATA_MOUNT: &str = "/srv/mirror";
