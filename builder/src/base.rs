@@ -20,14 +20,20 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::fat::FatFile;
 use crate::{esp, initramfs, reproducible, uki};
 use hostkit::apt::Archives;
 use hostkit::cmd::{require_tool, run};
 use hostkit::ids::{hex, uuid_from};
+use mmconfig::os::{Entry, Slot};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
 const OS_RECIPE: &str = "os-recipe-7";
-const BASE_RECIPE: &str = "base-recipe-8";
+const BASE_RECIPE: &str = "base-recipe-9";
+/// systemd-boot (systemd-boot-efi): counts an entry's tries and falls back to the other slot.
+pub const BOOT_MANAGER: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+/// systemd-boot's configuration, under overlays/.
+const LOADER_CONF: &str = "boot/loader.conf";
 /// The Debian release; the base also takes its `-updates` and `-security` suites.
 const RELEASE: &str = "bookworm";
 pub use mmconfig::ROOT_LABEL;
@@ -60,9 +66,10 @@ pub struct Base {
     pub dir: PathBuf,
     /// ext4 filesystem image of the root (label `mmroot`).
     pub root_img: PathBuf,
-    /// The unified kernel image booted from the ESP as \EFI\BOOT\BOOTX64.EFI.
-    pub uki: PathBuf,
-    /// The ESP as a FAT32 volume image holding the UKI; identical for every node.
+    /// The unified kernel image of each slot (`root=PARTLABEL=` of that slot), indexed A, B.
+    pub ukis: [PathBuf; 2],
+    /// The ESP as a FAT32 volume image: systemd-boot, its loader.conf and slot A's UKI as the
+    /// blessed entry; identical for every node.
     pub esp_img: PathBuf,
     /// The install stick's ESP: the same kernel and initramfs, told to install (`mm.install`).
     pub install_esp_img: PathBuf,
@@ -94,6 +101,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         require_tool(tool, pkg)?;
     }
     require_tool(uki::STUB, "systemd-boot-efi")?;
+    require_tool(BOOT_MANAGER, "systemd-boot-efi")?;
     for bin in NODE_BINARIES.iter().chain([&INSTALLER]) {
         let p = opts.node_bin_dir.join(bin);
         if !p.is_file() {
@@ -143,7 +151,11 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     hw_modules.extend(opts.fleet_modules.iter().cloned());
     // What the initramfs needs whatever the model: the install stick's USB path and efivarfs.
     hw_modules.extend(read_list(&overlays.join("initramfs/modules"))?);
-    let cmdline = render_cmdline(&fs::read_to_string(overlays.join("base/cmdline")).context("reading overlays/base/cmdline")?)?;
+    let cmdline_template = fs::read_to_string(overlays.join("base/cmdline")).context("reading overlays/base/cmdline")?;
+    let cmdlines = Slot::ALL.map(|slot| render_cmdline(&cmdline_template, slot));
+    let [cmdline_a, cmdline_b] = cmdlines;
+    let cmdlines = [cmdline_a?, cmdline_b?];
+    let loader_conf = overlays.join(LOADER_CONF);
     // The base is named after what the OS layer holds, not how it was asked for: a build pinned
     // to an earlier build's packages.lock resolves to the same set and so to the same base.
     let mut h = Sha256::new();
@@ -156,7 +168,12 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     h.update(BASE_RECIPE.as_bytes());
     h.update(os_content_id.as_bytes());
     h.update(source_date_epoch().to_le_bytes());
-    h.update(cmdline.trim().as_bytes());
+    for c in &cmdlines {
+        h.update(c.trim().as_bytes());
+        h.update([0]);
+    }
+    hash_file(&mut h, &loader_conf)?;
+    hash_file(&mut h, Path::new(BOOT_MANAGER))?;
     h.update(hw_modules.iter().cloned().collect::<Vec<_>>().join(",").as_bytes());
     hash_file(&mut h, &overlays.join("initramfs/init"))?;
     hash_tree(&mut h, &overlays.join("rootfs"))?;
@@ -164,12 +181,14 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         hash_file(&mut h, &opts.node_bin_dir.join(bin))?;
     }
     let id = hex(&h.finalize());
-    let image_version = mmconfig::image::version(newest, &id);
+    // The later of the newest package and the source's date: a base with newer packages or newer
+    // code sorts after the one before it, which is how systemd-boot picks the newest slot.
+    let image_version = mmconfig::image::version(newest.max(source_date_epoch()), &id);
     let dir = opts.cache_dir.join("base").join(&id[..16]);
     let base = Base {
         id: id.clone(),
         root_img: dir.join("root.ext4"),
-        uki: dir.join("BOOTX64.EFI"),
+        ukis: Slot::ALL.map(|slot| dir.join(slot_uki_name(slot))),
         esp_img: dir.join("esp.img"),
         install_esp_img: dir.join("esp-install.img"),
         dir: dir.clone(),
@@ -186,7 +205,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     let parent = opts.cache_dir.join("base");
     fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let tmp = tempfile::Builder::new().prefix(".build-").tempdir_in(&parent).context("creating a build directory")?;
-    build_base(opts, &os_dir.join("root"), tmp.path(), &cmdline, &hw_modules, &id, &image_version)?;
+    build_base(opts, &os_dir.join("root"), tmp.path(), &cmdlines, &loader_conf, &hw_modules, &id, &image_version)?;
     fs::write(tmp.path().join("complete"), format!("{id}\n"))?;
     let tmp = tmp.keep();
     if dir.exists() {
@@ -443,11 +462,13 @@ fn render_sources(template: &str, archives: &Archives) -> Result<String> {
         .with_context(|| format!("rendering overlays/{SOURCES_TEMPLATE}"))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_base(
     opts: &BaseOptions,
     os_root: &Path,
     out: &Path,
-    cmdline: &str,
+    cmdlines: &[String; 2],
+    loader_conf: &Path,
     modules: &BTreeSet<String>,
     id: &str,
     image_version: &str,
@@ -488,25 +509,30 @@ fn build_base(
     let initrd = out.join("initrd.cpio.zst");
     let init = opts.data_dir.join("overlays/initramfs/init");
     initramfs::build(&staging, &kver, modules, &init, &opts.node_bin_dir.join(INSTALLER), &initrd)?;
-    let uki_path = out.join("BOOTX64.EFI");
-    uki::build(
-        &staging.join("boot").join(format!("vmlinuz-{kver}")),
-        &initrd,
-        &staging.join("usr/lib/os-release"),
-        cmdline.trim(),
-        &uki_path,
+    let kernel = staging.join("boot").join(format!("vmlinuz-{kver}"));
+    let os_release = staging.join("usr/lib/os-release");
+    for (slot, cmdline) in Slot::ALL.into_iter().zip(cmdlines) {
+        uki::build(&kernel, &initrd, &os_release, cmdline.trim(), &out.join(slot_uki_name(slot)))?;
+    }
+    let entry = Entry { version: image_version.to_string(), slot: Slot::A, tries_left: None, tries_done: None };
+    let boot_manager = fs::read(BOOT_MANAGER).with_context(|| format!("reading {BOOT_MANAGER}"))?;
+    let loader = fs::read(loader_conf).with_context(|| format!("reading {}", loader_conf.display()))?;
+    let uki_a = fs::read(out.join(slot_uki_name(Slot::A))).context("reading slot A's UKI")?;
+    let entry_path = format!("{}/{}", mmconfig::os::ENTRY_DIR, entry.file_name());
+    esp::build(
+        &out.join("esp.img"),
+        id,
+        &[
+            FatFile { path: esp::REMOVABLE_PATH, data: &boot_manager },
+            FatFile { path: "loader/loader.conf", data: &loader },
+            FatFile { path: &entry_path, data: &uki_a },
+        ],
     )?;
-    esp::build(&uki_path, &out.join("esp.img"), id)?;
     let install_uki = out.join("INSTALL.EFI");
-    let install_cmdline = format!("{} {}", cmdline.trim(), mmconfig::install::INSTALL_FLAG);
-    uki::build(
-        &staging.join("boot").join(format!("vmlinuz-{kver}")),
-        &initrd,
-        &staging.join("usr/lib/os-release"),
-        &install_cmdline,
-        &install_uki,
-    )?;
-    esp::build(&install_uki, &out.join("esp-install.img"), &format!("{id}-install"))?;
+    let install_cmdline = format!("{} {}", cmdlines[0].trim(), mmconfig::install::INSTALL_FLAG);
+    uki::build(&kernel, &initrd, &os_release, &install_cmdline, &install_uki)?;
+    let install = fs::read(&install_uki).context("reading the installer's UKI")?;
+    esp::build(&out.join("esp-install.img"), &format!("{id}-install"), &[FatFile { path: esp::REMOVABLE_PATH, data: &install }])?;
 
     make_ext4(&staging, &out.join("root.ext4"), id)?;
     reproducible::clamp_ext4_times(&out.join("root.ext4"), epoch)?;
@@ -556,12 +582,17 @@ fn dir_size(p: &Path) -> Result<u64> {
     text.split_whitespace().next().and_then(|s| s.parse().ok()).context("parsing du output")
 }
 
-/// overlays/base/cmdline with the names from the shared contract filled in.
-fn render_cmdline(template: &str) -> Result<String> {
+/// overlays/base/cmdline for `slot`, with the names from the shared contract filled in.
+fn render_cmdline(template: &str, slot: Slot) -> Result<String> {
     let mut h = handlebars::Handlebars::new();
     h.set_strict_mode(true);
     h.register_escape_fn(handlebars::no_escape);
-    h.render_template(template, &serde_json::json!({ "root_label": ROOT_LABEL })).context("rendering overlays/base/cmdline")
+    h.render_template(template, &serde_json::json!({ "root_partlabel": slot.partlabel() })).context("rendering overlays/base/cmdline")
+}
+
+/// The UKI of `slot` in a base directory (and in a build's `os/`).
+pub fn slot_uki_name(slot: Slot) -> String {
+    format!("uki-{slot}.efi")
 }
 
 fn read_list(path: &Path) -> Result<Vec<String>> {

@@ -161,6 +161,9 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
         atomic::write(&opts.out.join(base::PACKAGES_LOCK), lock.as_bytes())?;
         artifacts.push(Artifact::describe(&opts.out, base::PACKAGES_LOCK, "", "package-lock", base.as_ref().map(|b| b.id.as_str()))?);
     }
+    if let Some(b) = &base {
+        artifacts.extend(os_payload(&opts.out, b)?);
+    }
     let fingerprints = keys.iter().map(|(n, k)| (n.clone(), k.fingerprint())).collect();
     let image_version = base.as_ref().map(|b| b.image_version.as_str());
     manifest::update(&opts.out, &fleet.name, artifacts.clone(), &fingerprints, &packages, image_version)?;
@@ -173,6 +176,50 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
         );
     }
     Ok(Outcome::Built(artifacts))
+}
+
+/// What `mmbuild apply` writes into a live node's other slot: the root filesystem and both
+/// slots' UKIs, under `os/` (hashed once per base: the cache keeps each file's SHA-256 beside it).
+fn os_payload(out: &Path, base: &Base) -> Result<Vec<Artifact>> {
+    let files = [(&base.root_img, OS_ROOT, "os-root"), (&base.ukis[0], OS_UKI_A, "os-uki-a"), (&base.ukis[1], OS_UKI_B, "os-uki-b")];
+    let mut artifacts = Vec::new();
+    for (src, rel, kind) in files {
+        let sha = cached_sha256(src)?;
+        let dest = out.join(rel);
+        let fresh = std::fs::metadata(&dest).is_ok_and(|m| m.len() == std::fs::metadata(src).map(|s| s.len()).unwrap_or(0))
+            && manifest::read(out).is_ok_and(|m| m.artifacts.iter().any(|a| a.path == rel && a.sha256 == sha));
+        if !fresh {
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let len = std::fs::metadata(src).with_context(|| format!("reading {}", src.display()))?.len();
+            atomic::write_with_mode(&dest, 0o644, |f| {
+                f.set_len(len).context("sizing the copy")?;
+                diskimage::copy_sparse(src, f, 0)
+            })?;
+        }
+        artifacts.push(Artifact::with_sha256(out, rel, "", kind, Some(&base.id), sha)?);
+    }
+    Ok(artifacts)
+}
+
+/// Where a build keeps the OS payload, relative to its output directory.
+pub const OS_ROOT: &str = "os/root.img";
+pub const OS_UKI_A: &str = "os/uki-a.efi";
+pub const OS_UKI_B: &str = "os/uki-b.efi";
+
+/// The SHA-256 of a file in the (immutable) base cache, computed once and kept as `FILE.sha256`.
+fn cached_sha256(path: &Path) -> Result<String> {
+    let side = PathBuf::from(format!("{}.sha256", path.display()));
+    if let Ok(text) = std::fs::read_to_string(&side) {
+        let text = text.trim();
+        if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(text.to_string());
+        }
+    }
+    let sha = manifest::sha256_file(path)?;
+    atomic::write(&side, format!("{sha}\n").as_bytes())?;
+    Ok(sha)
 }
 
 /// Kernel modules of every hardware model the fleet's nodes use, wherever its file was found

@@ -1,4 +1,4 @@
-//! GPT layout of a node disk: ESP, MMCONFIG and root, with GUIDs derived from fleet and node.
+//! GPT layout of a node disk: ESP, MMCONFIG and two root slots, with GUIDs derived from fleet and node.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -9,6 +9,7 @@ use gpt::partition::Partition;
 use gpt::partition_types;
 
 use hostkit::ids::uuid_from;
+use mmconfig::os::Slot;
 
 pub const SECTOR: u64 = 512;
 const MIB: u64 = 1024 * 1024;
@@ -20,19 +21,23 @@ pub const CONFIG_BYTES: u64 = 8 * MIB;
 pub struct Layout {
     pub esp: (u64, u64),
     pub config: (u64, u64),
+    /// Slot A: the root the image ships.
     pub root: (u64, u64),
+    /// Slot B, as large as A: empty (a hole, no allocated bytes) until the first OS update.
+    pub root_b: (u64, u64),
     pub total: u64,
 }
 
-/// ESP first (firmware likes it there), the small config partition, then the root. Everything
-/// 1 MiB aligned; 1 MiB at the end for the backup GPT. The data partition that firstboot adds
-/// later goes into the free space after the root.
+/// ESP first (firmware likes it there), the small config partition, then the two root slots.
+/// Everything 1 MiB aligned; 1 MiB at the end for the backup GPT. The data partition that
+/// firstboot adds later goes into the free space after slot B.
 pub fn layout(esp_bytes: u64, root_bytes: u64) -> Layout {
     let align = |x: u64| x.div_ceil(MIB) * MIB;
     let esp = (MIB, align(esp_bytes));
     let config = (esp.0 + esp.1, CONFIG_BYTES);
     let root = (config.0 + config.1, align(root_bytes));
-    Layout { esp, config, root, total: root.0 + root.1 + MIB }
+    let root_b = (root.0 + root.1, root.1);
+    Layout { esp, config, root, root_b, total: root_b.0 + root_b.1 + MIB }
 }
 
 /// Deterministic GUIDs for one node's disk.
@@ -46,7 +51,8 @@ pub fn partitions(layout: &Layout, fleet: &str, node: &str) -> BTreeMap<u32, Par
     let mut parts = BTreeMap::new();
     parts.insert(1, part("esp", partition_types::EFI, layout.esp, "ESP"));
     parts.insert(2, part("config", partition_types::BASIC, layout.config, mmconfig::CONFIG_LABEL));
-    parts.insert(3, part("root", partition_types::LINUX_ROOT_X64, layout.root, mmconfig::ROOT_LABEL));
+    parts.insert(3, part("root", partition_types::LINUX_ROOT_X64, layout.root, Slot::A.partlabel()));
+    parts.insert(4, part("root-b", partition_types::LINUX_ROOT_X64, layout.root_b, Slot::B.partlabel()));
     parts
 }
 

@@ -63,12 +63,18 @@ impl Artifact {
     }
 }
 
-/// The image version of the build in `out_dir` (its manifest.json), for comparing nodes with it.
-pub fn image_version(out_dir: &Path) -> Result<String> {
+/// The manifest of the build in `out_dir`.
+pub fn read(out_dir: &Path) -> Result<Manifest> {
     let path = out_dir.join("manifest.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {} (the fleet's build: mmbuild build --out DIR)", path.display()))?;
-    let m: Manifest = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The image version of the build in `out_dir` (its manifest.json), for comparing nodes with it.
+pub fn image_version(out_dir: &Path) -> Result<String> {
+    let path = out_dir.join("manifest.json");
+    let m = read(out_dir)?;
     m.image_version.with_context(|| {
         format!(
             "{}: no image_version (kickstarts only, or built by an older mmbuild): build the fleet's disk images into it",
