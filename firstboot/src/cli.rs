@@ -71,6 +71,9 @@ pub enum Cmd {
     Rollback,
     /// Delete the data of a project this node no longer hosts, and say how much space it freed.
     Prune { project: String },
+    /// Whole-OS updates: the two root slots, their boot entries, the health gate.
+    #[command(subcommand)]
+    Os(OsCmd),
     /// Report the node's state for remote hands (and the last run).
     Status {
         #[arg(long)]
@@ -78,5 +81,45 @@ pub enum Cmd {
         /// Also write /etc/issue and print to the console.
         #[arg(long)]
         console: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OsCmd {
+    /// The running image and slot, whether it boots on trial, the boot entries on the ESP, the
+    /// slots that rolled back and why.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new image into the slot that is not running: the zstd-compressed slot content on
+    /// stdin, checked against --sha256 before its boot entry is armed with --tries boots on trial.
+    /// The running slot, MMCONFIG and MMDATA are never written. Reboot to try it.
+    Install {
+        /// The image's IMAGE_VERSION (it must sort after the running one).
+        #[arg(long, value_name = "VERSION")]
+        image_version: String,
+        /// SHA-256 of the uncompressed slot content.
+        #[arg(long, value_name = "HEX")]
+        sha256: String,
+        /// Length of the uncompressed slot content in bytes.
+        #[arg(long, value_name = "BYTES")]
+        bytes: u64,
+        /// The slot's unified kernel image, already copied to the node.
+        #[arg(long, value_name = "FILE")]
+        uki: PathBuf,
+        #[arg(long, value_name = "HEX")]
+        uki_sha256: String,
+        /// Boots the new slot gets before systemd-boot falls back to the running one.
+        #[arg(long, default_value_t = mmconfig::os::DEFAULT_TRIES)]
+        tries: u32,
+    },
+    /// Judge a slot on trial (run by mm-os-gate.service before boot-complete.target): addresses
+    /// configured, sshd answering, MMDATA mounted, nginx and rsyncd serving. Exit 0 lets
+    /// systemd-bless-boot keep the slot; otherwise the unit reboots and the try is used up.
+    Gate {
+        /// Seconds to wait for the node to become healthy.
+        #[arg(long, default_value_t = 180)]
+        timeout: u64,
     },
 }

@@ -89,6 +89,9 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
     lines.push(format!("sponsor: {}", cfg.node.sponsor.name.chars().filter(|c| !c.is_control()).collect::<String>()));
     let image_version = crate::run::image_version(host);
     lines.push(format!("image: {}", image_version.as_deref().unwrap_or("unknown (no IMAGE_VERSION in /etc/os-release)")));
+    if host.live() {
+        lines.extend(crate::os::render(&crate::os::status()).lines().map(|l| format!("os: {l}")));
+    }
 
     let stand_in = match crate::standin::read(host) {
         Ok(Some(driver)) => {

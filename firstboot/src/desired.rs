@@ -30,6 +30,8 @@ pub struct Facts {
     pub data_ready: bool,
     /// `IMAGE_VERSION` of the running root (None: not one of our images).
     pub image_version: Option<String>,
+    /// The OS slots (a live node only).
+    pub os: Option<mmconfig::os::OsStatus>,
 }
 
 /// An account `run` creates with `useradd` when missing, then gives its `~/.ssh` (login accounts).
@@ -103,7 +105,7 @@ pub fn render_all(cfg: &NodeConfig, key: &Delivered, facts: &Facts) -> Result<De
         files.push(services::render_mount_unit(uuid)?);
     }
     if let Some(v) = &facts.image_version {
-        files.push(services::render_image_metric(v)?);
+        files.push(services::render_image_metric(v, facts.os.as_ref())?);
     }
     let mut accounts = vec![ACCOUNTS[0].clone()];
     if svc.push_user {
@@ -139,6 +141,7 @@ mod tests {
             data_fs_uuid: None,
             data_ready: false,
             image_version: None,
+            os: None,
         }
     }
 
@@ -177,7 +180,31 @@ mod tests {
         let f = metric(&Facts { image_version: Some("20261104.024542-3f2a9c1e0b7d".into()), ..facts() }).expect("mm_image.prom");
         assert_eq!(f.path, Path::new(METRICS_DIR).join("mm_image.prom"));
         let text = String::from_utf8(f.contents).unwrap();
-        assert!(text.contains("\nmm_image_info{image_version=\"20261104.024542-3f2a9c1e0b7d\"} 1\n"), "{text}");
+        assert!(text.contains("\nmm_image_info{image_version=\"20261104.024542-3f2a9c1e0b7d\",slot=\"\"} 1\n"), "{text}");
+        assert!(!text.contains("mm_os_rollback"), "{text}");
+        promtool_accepts(&text);
+        // In slot A after a newer image failed its tries in slot B.
+        let os = mmconfig::os::OsStatus {
+            version: 1,
+            image_version: Some("20261104.024542-3f2a9c1e0b7d".into()),
+            slot: Some(mmconfig::os::Slot::A),
+            trial: false,
+            entries: vec![],
+            rollbacks: vec![mmconfig::os::Rollback {
+                version: "20261201.000000-bbbbbbbbbbbb".into(),
+                slot: mmconfig::os::Slot::B,
+                reason: "its health gate failed".into(),
+                at: Some(1_796_000_000),
+            }],
+        };
+        let f = metric(&Facts { image_version: Some("20261104.024542-3f2a9c1e0b7d".into()), os: Some(os), ..facts() }).unwrap();
+        let text = String::from_utf8(f.contents).unwrap();
+        assert!(text.contains("slot=\"a\"} 1\n"), "{text}");
+        assert!(text.contains("\nmm_os_rollback_timestamp_seconds{image_version=\"20261201.000000-bbbbbbbbbbbb\"} 1796000000\n"), "{text}");
+        promtool_accepts(&text);
+    }
+
+    fn promtool_accepts(text: &str) {
         let mut child = std::process::Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())

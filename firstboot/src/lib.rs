@@ -13,6 +13,7 @@ pub mod hostkey;
 pub mod install;
 pub mod installer;
 pub mod network;
+pub mod os;
 pub mod plan;
 pub mod probe;
 pub mod readback;

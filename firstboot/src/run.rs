@@ -70,6 +70,7 @@ pub fn observe(host: &Host, cfg: &NodeConfig, data_ready: bool) -> Result<Facts>
         data_fs_uuid,
         data_ready,
         image_version: image_version(host),
+        os: host.live().then(crate::os::status),
     })
 }
 
@@ -531,6 +532,7 @@ mod tests {
             data_fs_uuid: None,
             data_ready: true,
             image_version: None,
+            os: None,
         };
         let old = render_all(before, key.0, &facts).unwrap();
         for f in old.early_files.iter().chain(&old.files) {

@@ -286,10 +286,13 @@ pub fn render_mount_unit(uuid: &str) -> anyhow::Result<RenderedFile> {
     Ok(RenderedFile::new(MOUNT_UNIT, 0o644, text))
 }
 
-/// node_exporter's textfile naming the image this node runs (the fleet's alert compares it).
-pub fn render_image_metric(image_version: &str) -> anyhow::Result<RenderedFile> {
+/// node_exporter's textfile naming the image this node runs, its slot and the last rollback
+/// (the fleet's alerts compare and watch them).
+pub fn render_image_metric(image_version: &str, os: Option<&mmconfig::os::OsStatus>) -> anyhow::Result<RenderedFile> {
+    let rollback = os.and_then(|o| o.rollbacks.first()).map(|r| json!({ "version": r.version, "at": r.at.unwrap_or(0) }));
+    let slot = os.and_then(|o| o.slot).map(|s| s.to_string()).unwrap_or_default();
     let text = registry()
-        .render("image-metric", &json!({ "image_version": image_version }))
+        .render("image-metric", &json!({ "image_version": image_version, "slot": slot, "rollback": rollback }))
         .map_err(|e| anyhow::anyhow!("rendering mm_image.prom: {e}"))?;
     Ok(RenderedFile::new(format!("{}/mm_image.prom", mmconfig::METRICS_DIR), 0o644, text))
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use mm_firstboot::apply::Host;
-use mm_firstboot::cli::{Cli, Cmd};
+use mm_firstboot::cli::{Cli, Cmd, OsCmd};
 use mm_firstboot::{config, console, run};
 
 use mm_firstboot::Exit;
@@ -21,6 +21,11 @@ fn main() -> ExitCode {
             return Exit::Failed.into();
         }
         None => {}
+    }
+    if let Cmd::Os(os) = &cli.command {
+        if let Some(code) = os_command(os) {
+            return code.into();
+        }
     }
     if matches!(cli.command, Cmd::Run) {
         // A reboot inside a network change's confirmation window loses the transient timer.
@@ -96,7 +101,19 @@ fn main() -> ExitCode {
             };
             res.context("writing /etc/issue").map(|_| if st.ok() { Exit::Ok } else { Exit::NeedsHands })
         }
-        Cmd::InstallConfig { .. } | Cmd::Confirm | Cmd::Rollback | Cmd::Prune { .. } => unreachable!("handled by day2()"),
+        Cmd::Os(OsCmd::Gate { timeout }) => mm_firstboot::os::gate::run(cfg, std::time::Duration::from_secs(timeout)).map(|record| {
+            if record.passed {
+                println!("mm-firstboot: image {} in slot {} passed its health gate", record.version, record.slot);
+                Exit::Ok
+            } else {
+                for p in &record.problems {
+                    println!("mm-firstboot: gate: PROBLEM: {p}");
+                }
+                println!("mm-firstboot: image {} in slot {} failed its health gate: rebooting uses up a try", record.version, record.slot);
+                Exit::NeedsHands
+            }
+        }),
+        Cmd::InstallConfig { .. } | Cmd::Confirm | Cmd::Rollback | Cmd::Prune { .. } | Cmd::Os(_) => unreachable!("handled before"),
     };
     match result {
         Ok(code) => code.into(),
@@ -209,4 +226,31 @@ fn resume_pending(host: &Host) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The `os` verbs that need no node configuration; None for `gate`, which does.
+fn os_command(cmd: &OsCmd) -> Option<Exit> {
+    let result = match cmd {
+        OsCmd::Status { json } => {
+            let st = mm_firstboot::os::status();
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+            } else {
+                print!("{}", mm_firstboot::os::render(&st));
+            }
+            Ok(Exit::Ok)
+        }
+        OsCmd::Install { image_version, sha256, bytes, uki, uki_sha256, tries } => {
+            let req = mm_firstboot::os::install::Request { image_version, sha256, bytes: *bytes, uki, uki_sha256, tries: *tries };
+            mm_firstboot::os::install::install(&req, std::io::stdin()).map(|done| {
+                println!("{}", serde_json::to_string(&done).unwrap_or_default());
+                Exit::Ok
+            })
+        }
+        OsCmd::Gate { .. } => return None,
+    };
+    Some(result.unwrap_or_else(|e| {
+        eprintln!("mm-firstboot: error: {e:#}");
+        Exit::Failed
+    }))
 }
