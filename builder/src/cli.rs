@@ -360,6 +360,26 @@ pub struct Day2Args {
     /// Seconds before an ssh connection attempt gives up.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub connect_timeout: u64,
+    /// apply: nodes whose OS image may reboot at the same time.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub max_reboots: usize,
+    /// apply: roll the OS out to this node first, alone; the others follow only if it comes back
+    /// on the new image.
+    #[arg(long, value_name = "NODE")]
+    pub canary: Option<String>,
+    /// apply: go on rolling the OS out after a node rolled back (default: no node starts an OS
+    /// update after the first rollback).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// apply: offer an image again to nodes on which it rolled back.
+    #[arg(long)]
+    pub retry_os: bool,
+    /// apply: boots a new image gets on a node before it falls back to the running one.
+    #[arg(long, default_value_t = mmconfig::os::DEFAULT_TRIES, value_name = "N")]
+    pub trial_boots: u32,
+    /// apply: seconds a node has to come back on its new image (or on the old one, rolled back).
+    #[arg(long, default_value_t = 1200, value_name = "SECONDS")]
+    pub os_timeout: u64,
     /// The per-node results as JSON (versioned).
     #[arg(long)]
     pub json: bool,

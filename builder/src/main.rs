@@ -137,6 +137,14 @@ fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<Ex
         prune: args.prune,
         confirm_timeout: args.confirm_timeout,
         connect_timeout: args.connect_timeout,
+        rollout: day2::Rollout {
+            max_reboots: args.max_reboots,
+            canary: args.canary,
+            keep_going: args.keep_going,
+            retry_os: args.retry_os,
+            trial_boots: args.trial_boots,
+            timeout: args.os_timeout,
+        },
     };
     let report = day2::run(&fleet, &opts, apply)?;
     if args.json {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mmconfig::{NodeConfig, ADMIN_USER};
 
 /// Where and how to reach one node.
@@ -90,6 +90,52 @@ impl Ssh {
             None => hostkit::cmd::run_codes(&mut c, ok),
         };
         out.map_err(|e| e.context(format!("{} ({}:{})", self.fqdn, self.host, self.port)))
+    }
+
+    /// Run `remote` with `file` compressed by zstd on its stdin, streamed (nothing is held in
+    /// memory or on disk); the node's output and the compressed bytes sent.
+    pub fn run_streaming_zstd(&self, remote: &str, file: &Path) -> Result<(Output, u64)> {
+        use std::io::{Read, Write};
+        use std::process::Stdio;
+        let mut zstd = Command::new("zstd")
+            .args(["-q", "-c", "-T0", "-3"])
+            .arg(file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting zstd")?;
+        let mut c = self.command();
+        c.arg(remote).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let shown = format!("ssh {}@{} {remote}", ADMIN_USER, self.host);
+        let mut child = c.spawn().with_context(|| format!("starting `{shown}`"))?;
+        let mut to_node = child.stdin.take().context("ssh's stdin")?;
+        let mut from_zstd = zstd.stdout.take().context("zstd's stdout")?;
+        let pump = std::thread::spawn(move || -> std::io::Result<u64> {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut sent = 0u64;
+            loop {
+                let n = from_zstd.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(sent);
+                }
+                to_node.write_all(&buf[..n])?;
+                sent += n as u64;
+            }
+        });
+        let out = child.wait_with_output().with_context(|| format!("waiting for `{shown}`"))?;
+        let sent = pump.join().map_err(|_| anyhow::anyhow!("the sending thread panicked"))?;
+        // The node's refusal first: it may stop reading before zstd is done, which breaks zstd's pipe.
+        if !out.status.success() {
+            return Err(anyhow::Error::new(hostkit::cmd::Failed { shown, status: out.status, why: hostkit::cmd::tail(&out.stderr, 15) })
+                .context(format!("{} ({}:{})", self.fqdn, self.host, self.port)));
+        }
+        let z = zstd.wait_with_output().context("waiting for zstd")?;
+        if !z.status.success() {
+            anyhow::bail!("zstd -c {} failed: {}", file.display(), hostkit::cmd::tail(&z.stderr, 5));
+        }
+        let sent = sent.with_context(|| format!("sending {} to {}", file.display(), self.fqdn))?;
+        Ok((out, sent))
     }
 
     /// Close the shared connection (ignored when none is open).
