@@ -61,8 +61,11 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
     let arts = manifest["artifacts"].as_array().unwrap();
     // Per node: the disk image (built from the base) plus the kickstart and OEMDRV stick (no base);
-    // known_hosts and the base's packages.lock for the fleet.
-    assert_eq!(arts.len(), 8, "{manifest}");
+    // known_hosts, the base's packages.lock and its OS payload (slot content, both UKIs) for the fleet.
+    assert_eq!(arts.len(), 11, "{manifest}");
+    for kind in ["os-root", "os-uki-a", "os-uki-b"] {
+        assert!(arts.iter().any(|x| x["kind"] == kind && x["node"] == "" && x["base_id"].is_string()), "{kind}: {manifest}");
+    }
     assert!(arts.iter().any(|x| x["path"] == "packages.lock" && x["kind"] == "package-lock"), "{manifest}");
     let disks: Vec<&serde_json::Value> = arts.iter().filter(|x| x["kind"] == "disk-image").collect();
     assert_eq!(disks.len(), 2);
@@ -78,6 +81,27 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     sh(&format!("e2fsck -fn {}", root.0));
     assert_eq!(sh(&format!("blkid -o value -s LABEL {}", config.0)).trim(), "MMCONFIG");
     assert_eq!(sh(&format!("blkid -o value -s LABEL {}", root.0)).trim(), "mmroot");
+    // Two root slots by GPT name; slot B ships empty and costs no allocated bytes.
+    let names = sh(&format!("sgdisk -p {}", img.display()));
+    let named: Vec<&str> = names.lines().filter_map(|l| l.split_whitespace().nth(6)).collect();
+    assert_eq!(named, ["ESP", "MMCONFIG", "mmroot-a", "mmroot-b"], "{names}");
+    let slot_b = sh(&format!("sgdisk -i 4 {}", img.display()));
+    let lba = |key: &str| -> u64 {
+        slot_b.lines().find_map(|l| l.strip_prefix(key)).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (first, last) = (lba("First sector: "), lba("Last sector: "));
+    let f = std::fs::File::open(&img).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let data = nix::unistd::lseek(fd, (first * 512) as i64, nix::unistd::Whence::SeekData);
+    assert!(!matches!(data, Ok(at) if (at as u64) <= last * 512), "slot B holds data at {data:?} ({first}..={last})");
+    // The ESP: systemd-boot as the removable-media loader, its configuration, slot A's UKI.
+    let esp_files = sh(&format!("mdir -/ -b -i {} ::/", esp.0));
+    let version = manifest["image_version"].as_str().unwrap();
+    for want in ["::/EFI/BOOT/BOOTX64.EFI", "::/loader/loader.conf", &format!("::/EFI/Linux/micromirror-{version}-a.efi")] {
+        assert!(esp_files.lines().any(|l| l.trim() == want), "{want} not on the ESP:\n{esp_files}");
+    }
+    let loader = sh(&format!("mtype -i {} ::/EFI/BOOT/BOOTX64.EFI | head -c 1000000 | grep -c systemd-boot || true", esp.0));
+    assert_ne!(loader.trim(), "0", "the ESP's loader is not systemd-boot");
 
     // MMCONFIG holds exactly the node's configuration and, beside it, its own host key.
     let listing = sh(&format!("mdir -b -i {} ::/", config.0));

@@ -103,7 +103,7 @@ fn the_image_alert_fires_for_a_node_on_another_image_for_a_week() {
     let o = export();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rules = run(Command::new("promtool").arg("check").arg("rules").arg(out.join("rules.yml")));
-    assert!(rules.contains("SUCCESS: 28 rules found"), "{rules}");
+    assert!(rules.contains("SUCCESS: 29 rules found"), "{rules}");
     std::fs::copy(repo().join("builder/tests/fixtures/prometheus-image-rules-test.yml"), out.join("image-test.yml")).unwrap();
     let t = run(Command::new("promtool").arg("test").arg("rules").arg(out.join("image-test.yml")));
     assert!(t.contains("SUCCESS"), "{t}");
@@ -123,6 +123,7 @@ const FLEET_WIDE_ALERTS: &[&str] = &[
     "MirrorDiskFullIn7Days",
     "MirrorProbeFailing",
     "MirrorCertExpiringSoon",
+    "MirrorNodeRolledBack",
 ];
 
 /// One alerting rule as a YAML parser reads it.
@@ -192,10 +193,24 @@ fn the_rules_read_the_series_mm_sync_writes() {
     let out = dir.path();
     export(&repo().join("examples/fleet.toml"), out);
     let st = mm_sync::outcome::SyncStatus { project: "epel".into(), ..Default::default() };
-    let emitted: BTreeSet<String> = mm_sync::records::render_metrics(&st, Some(1))
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next().map(String::from))
-        .collect();
+    // What mm-firstboot writes beside it: the image, its slot and the last rollback.
+    let os = mmconfig::os::OsStatus {
+        version: 1,
+        image_version: Some("20261104.024542-3f2a9c1e0b7d".into()),
+        slot: Some(mmconfig::os::Slot::A),
+        trial: false,
+        entries: vec![],
+        rollbacks: vec![mmconfig::os::Rollback {
+            version: "20261201.000000-bbbbbbbbbbbb".into(),
+            slot: mmconfig::os::Slot::B,
+            reason: String::new(),
+            at: Some(1),
+        }],
+    };
+    let image = mm_firstboot::services::render_image_metric("20261104.024542-3f2a9c1e0b7d", Some(&os)).unwrap();
+    let text = mm_sync::records::render_metrics(&st, Some(1)) + &String::from_utf8(image.contents).unwrap();
+    let emitted: BTreeSet<String> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next().map(String::from)).collect();
     assert!(emitted.contains("mm_sync_check_errors"), "{emitted:?}");
     let rules = rules_of(&out.join("rules.yml"));
     let read: BTreeSet<String> = rules.iter().flat_map(|r| metric_names(&r.expr)).filter(|n| n.starts_with("mm_")).collect();
@@ -208,7 +223,10 @@ fn the_rules_read_the_series_mm_sync_writes() {
         series.iter().map(|f| f[0].split('{').next().unwrap().to_string()).filter(|n| n.starts_with("mm_")).collect();
     assert!(!fed.is_empty());
     for name in read.iter().chain(&fed) {
-        assert!(emitted.contains(name), "{name} is read by the alert rules or their tests, but mm-sync writes only {emitted:?}");
+        assert!(
+            emitted.contains(name),
+            "{name} is read by the alert rules or their tests, but mm-sync and mm-firstboot write only {emitted:?}"
+        );
     }
 
     // The file label the staleness rule matches: the path mm-sync writes, for each project.

@@ -152,7 +152,7 @@ fn a_cold_build_is_byte_identical_to_the_cached_base_or_a_second_cold_build() {
         base_b.display(),
         std::fs::read_dir(cache_b.join("base"))
     );
-    for f in ["root.ext4", "initrd.cpio.zst", "BOOTX64.EFI", "esp.img"] {
+    for f in ["root.ext4", "initrd.cpio.zst", "uki-a.efi", "uki-b.efi", "esp.img"] {
         pairs.push((base_a.join(f), base_b.join(f)));
     }
     let differ: Vec<&(PathBuf, PathBuf)> = pairs.iter().filter(|(a, b)| !same(a, b)).collect();
@@ -165,7 +165,7 @@ fn a_cold_build_is_byte_identical_to_the_cached_base_or_a_second_cold_build() {
     }
     // diffoscope without libguestfs sees an ext4 image as bytes: compare the trees it came from.
     report.push_str(&diffoscope(&os_a.join("root"), &os_b.join("root")));
-    for (a, b) in differ.iter().filter(|(a, _)| a.ends_with("BOOTX64.EFI") || a.ends_with("initrd.cpio.zst")) {
+    for (a, b) in differ.iter().filter(|(a, _)| a.ends_with("uki-a.efi") || a.ends_with("initrd.cpio.zst")) {
         report.push_str(&diffoscope(a, b));
     }
     if differ.iter().any(|(a, _)| a.ends_with("root.ext4")) {
