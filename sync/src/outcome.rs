@@ -46,7 +46,7 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// Exit status of `mm-sync`; `--help` and README list [`Exit::ALL`] through [`Exit::help`].
+/// Exit status of `mm-sync`; `--help` and docs/sync.md list [`Exit::ALL`] through [`Exit::help`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,
@@ -84,7 +84,7 @@ impl Exit {
         }
     }
 
-    /// The EXIT STATUS paragraph of --help and README.
+    /// The EXIT STATUS paragraph of --help and docs/sync.md.
     pub fn help() -> String {
         hostkit::exit_help(Exit::ALL.iter().map(|e| (e.code(), e.meaning())))
     }
