@@ -14,6 +14,9 @@ pub mod disk;
 pub mod image;
 pub mod install;
 pub mod marker;
+pub mod public;
+pub mod report;
+pub mod sync;
 pub use disk::{glob_match, Bus, DiskFacts, DiskRule};
 
 /// Version of the [`NodeConfig`] layout. Bump when a field changes meaning.

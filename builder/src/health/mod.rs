@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mmconfig::public::{self, PublicStatus, PATH as PUBLIC_STATUS_PATH};
+use mmconfig::sync::SyncOutcome;
 use mmconfig::NodeConfig;
 use serde::Serialize;
 
@@ -172,37 +174,13 @@ pub struct NodeProbe {
     pub public: Option<Seen<String>>,
 }
 
-/// Where every node serves mm-sync's public status document.
-pub const PUBLIC_STATUS_PATH: &str = "/.mm/status.json";
-
-/// The fields of the public document `mmbuild status` reads (the node may be older or newer).
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct PublicDoc {
-    pub version: u32,
-    /// Absent from nodes built before images had versions.
-    #[serde(default)]
-    pub image_version: Option<String>,
-    #[serde(default)]
-    pub projects: Vec<PublicProject>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct PublicProject {
-    pub project: String,
-    pub result: String,
-    #[serde(default)]
-    pub check_errors: u64,
-    #[serde(default)]
-    pub last_success_unix: Option<u64>,
-}
-
 /// The node's own word, from its public document, that `project` has never synced yet: its
 /// first sync is running or not started. Then a missing trace is turn-up, not a failure.
-fn first_sync_pending(doc: Option<&PublicDoc>, project: &str) -> Option<&'static str> {
+fn first_sync_pending(doc: Option<&PublicStatus>, project: &str) -> Option<&'static str> {
     let p = doc?.projects.iter().find(|p| p.project == project && p.last_success_unix.is_none())?;
-    match p.result.as_str() {
-        "running" => Some("first sync running"),
-        "never-run" => Some("first sync not started yet"),
+    match p.result {
+        SyncOutcome::Running => Some("first sync running"),
+        SyncOutcome::NeverRun => Some("first sync not started yet"),
         _ => None,
     }
 }
@@ -478,7 +456,7 @@ pub fn judge(
         findings.push(Finding { severity: Severity::Fail, text: "no address to probe (the inventory gives none)".into() });
     }
     // Parsed once per node; public_findings reports it when it does not parse.
-    let public_doc: Option<PublicDoc> = match &probe.public {
+    let public_doc: Option<PublicStatus> = match &probe.public {
         Some(Seen::Ok { value }) => serde_json::from_str(value).ok(),
         _ => None,
     };
@@ -646,15 +624,15 @@ fn public_findings(cfg: &NodeConfig, seen: &Seen<String>, findings: &mut Vec<Fin
         }
         Seen::Skipped => return,
     };
-    let doc: PublicDoc = match serde_json::from_str(body) {
+    let doc: PublicStatus = match serde_json::from_str(body) {
         Ok(d) => d,
         Err(e) => {
             push(Severity::Warn, format!("{PUBLIC_STATUS_PATH} does not parse: {}", shown(&e.to_string())));
             return;
         }
     };
-    if doc.version != 1 {
-        push(Severity::Warn, format!("{PUBLIC_STATUS_PATH} has version {}, this mmbuild reads 1", doc.version));
+    if doc.version != public::VERSION {
+        push(Severity::Warn, format!("{PUBLIC_STATUS_PATH} has version {}, this mmbuild reads {}", doc.version, public::VERSION));
         return;
     }
     for p in &doc.projects {
@@ -663,9 +641,8 @@ fn public_findings(cfg: &NodeConfig, seen: &Seen<String>, findings: &mut Vec<Fin
             push(Severity::Warn, format!("{name}: served by the node but no longer in the inventory (rebuild the node's configuration)"));
             continue;
         }
-        match p.result.as_str() {
-            "success" | "running" | "never-run" => {}
-            r => push(Severity::Fail, format!("{name}: the last sync ended {}", shown(r))),
+        if !p.result.is_healthy() {
+            push(Severity::Fail, format!("{name}: the last sync ended {}", p.result));
         }
         if p.check_errors > 0 {
             push(Severity::Fail, format!("{name}: {} consistency problem(s) in the served tree", p.check_errors));
