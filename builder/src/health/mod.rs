@@ -4,9 +4,7 @@
 //! [`probe_fleet`] gathers raw observations, [`judge`] turns them into findings.
 
 pub mod marker;
-pub mod probe;
 pub mod table;
-pub mod tls;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -21,8 +19,8 @@ use mmconfig::sync::SyncOutcome;
 use mmconfig::NodeConfig;
 use serde::Serialize;
 
+use hostkit::net::{self, tls, NetError, RsyncListing};
 use marker::{Lag, Marker};
-use probe::{ProbeError, RsyncListing};
 
 /// Version of the `--json` document; bump when a field changes meaning.
 pub const JSON_VERSION: u32 = 1;
@@ -121,7 +119,7 @@ pub enum Seen<T> {
 }
 
 impl<T> Seen<T> {
-    fn from(r: Result<T, ProbeError>) -> Self {
+    fn from(r: Result<T, NetError>) -> Self {
         match r {
             Ok(value) => Seen::Ok { value },
             Err(e) => Seen::Failed { silent: e.is_silent(), error: e.to_string() },
@@ -278,14 +276,14 @@ fn probe_family(cfg: &NodeConfig, family: Family, addrs: FamilyAddrs, timeout: D
     let (http, rsync, https) = addrs;
     let fqdn = cfg.node.fqdn.as_str();
     let (http_res, rsync_res, tls_res) = std::thread::scope(|s| {
-        let r = s.spawn(move || rsync.map(|a| Seen::from(probe::rsync_list(a, timeout).map(RsyncSeen::from))));
+        let r = s.spawn(move || rsync.map(|a| Seen::from(net::rsync_list(a, timeout).map(RsyncSeen::from))));
         let t = s.spawn(move || https.map(|a| Seen::from_text(tls::probe(a, fqdn, timeout))));
         let mut out = Vec::new();
         let mut silent = false;
         for p in &cfg.projects {
             let Some(addr) = http else { break };
             let seen =
-                if silent { Seen::Skipped } else { Seen::from(probe::http(addr, fqdn, "HEAD", &p.http_path, timeout).map(|r| r.status)) };
+                if silent { Seen::Skipped } else { Seen::from(net::http(addr, fqdn, "HEAD", &p.http_path, timeout).map(|r| r.status)) };
             silent |= seen.silent();
             out.push((p.name.clone(), seen));
         }
@@ -322,11 +320,11 @@ pub fn probe_node(cfg: &NodeConfig, markers: &BTreeMap<String, Marker>, opts: &O
         let s = match answering {
             None => Seen::Skipped,
             Some(_) if silent => Seen::Skipped,
-            Some(addr) => Seen::from(probe::http(addr, &cfg.node.fqdn, "GET", &path, opts.timeout).and_then(|r| {
+            Some(addr) => Seen::from(net::http(addr, &cfg.node.fqdn, "GET", &path, opts.timeout).and_then(|r| {
                 if r.status == 200 {
                     Ok(String::from_utf8_lossy(&r.body).into_owned())
                 } else {
-                    Err(ProbeError::Protocol("200", format!("HTTP {} for {path}", r.status)))
+                    Err(NetError::Protocol("200", format!("HTTP {} for {path}", r.status)))
                 }
             })),
         };
@@ -334,11 +332,11 @@ pub fn probe_node(cfg: &NodeConfig, markers: &BTreeMap<String, Marker>, opts: &O
         seen.insert(p.name.clone(), s);
     }
     let public = answering.filter(|_| !silent).map(|addr| {
-        Seen::from(probe::http(addr, &cfg.node.fqdn, "GET", PUBLIC_STATUS_PATH, opts.timeout).and_then(|r| {
+        Seen::from(net::http(addr, &cfg.node.fqdn, "GET", PUBLIC_STATUS_PATH, opts.timeout).and_then(|r| {
             if r.status == 200 {
                 Ok(String::from_utf8_lossy(&r.body).into_owned())
             } else {
-                Err(ProbeError::Protocol("200", format!("HTTP {}", r.status)))
+                Err(NetError::Protocol("200", format!("HTTP {}", r.status)))
             }
         }))
     });
