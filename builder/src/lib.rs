@@ -32,7 +32,7 @@ pub mod stick;
 pub mod uki;
 pub mod write;
 
-/// Exit status of `mmbuild`: one enum, listed by `--help` and README through [`exit::Exit::help`]
+/// Exit status of `mmbuild`: one enum, listed by `--help` and README.md through [`exit::Exit::help`]
 /// (a test holds the three to the same text); the constants name the codes at their call sites.
 pub mod exit {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -127,8 +127,12 @@ impl Ssh {
         let sent = pump.join().map_err(|_| anyhow::anyhow!("the sending thread panicked"))?;
         // The node's refusal first: it may stop reading before zstd is done, which breaks zstd's pipe.
         if !out.status.success() {
-            return Err(anyhow::Error::new(hostkit::cmd::Failed { shown, status: out.status, why: hostkit::cmd::tail(&out.stderr, 15) })
-                .context(format!("{} ({}:{})", self.fqdn, self.host, self.port)));
+            return Err(anyhow::Error::new(hostkit::cmd::Failed {
+                command: shown,
+                status: out.status,
+                why: hostkit::cmd::tail(&out.stderr, 15),
+            })
+            .context(format!("{} ({}:{})", self.fqdn, self.host, self.port)));
         }
         let z = zstd.wait_with_output().context("waiting for zstd")?;
         if !z.status.success() {

@@ -51,7 +51,13 @@ pub enum Cmd {
         json: bool,
     },
     /// Converge the node now.
-    Run,
+    Run {
+        /// Print the run's report as JSON instead of progress lines (what `mmbuild apply`
+        /// reads over ssh): version, outcome (nothing-to-change, converged, needs-attention),
+        /// changes, problems, notes, seconds.
+        #[arg(long)]
+        json: bool,
+    },
     /// Adopt a new node configuration from the operator (`mmbuild apply` sends it): checked to
     /// be for this very node, installed as /etc/micromirror/node.toml (the previous one kept as
     /// node.toml.prev), and from then on preferred over MMCONFIG at boot. Does not converge: run

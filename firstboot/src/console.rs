@@ -241,6 +241,7 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
 /// Each hosted project's upstream, reachable from this network over each family, and its sync.
 fn upstreams(host: &Host, cfg: &NodeConfig, lines: &mut Vec<String>, problems: &mut Vec<String>) {
     use crate::upstream::{self, SyncState};
+    use mmconfig::sync::{SyncOutcome, SyncRecord};
     let units: Vec<String> = cfg.projects.iter().map(|p| format!("mm-sync-{}.service", p.name)).collect();
     let refs: Vec<&str> = units.iter().map(String::as_str).collect();
     let states = host.unit_states(&refs);
@@ -251,14 +252,14 @@ fn upstreams(host: &Host, cfg: &NodeConfig, lines: &mut Vec<String>, problems: &
             return SyncState::Running;
         }
         let file = host.path(Path::new(&mmconfig::sync_status_file(project)));
-        let Some(st) = std::fs::read_to_string(file).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
+        let Some(st) = std::fs::read_to_string(file).ok().and_then(|t| serde_json::from_str::<SyncRecord>(&t).ok()) else {
             return SyncState::NeverRun;
         };
-        if st["result"] == "success" {
-            SyncState::Succeeded { age_seconds: now.saturating_sub(st["finished_unix"].as_u64().unwrap_or(0)) }
+        if st.result == SyncOutcome::Success {
+            SyncState::Succeeded { age_seconds: now.saturating_sub(st.finished_unix) }
         } else {
-            let msg: String = st["message"].as_str().unwrap_or("").chars().filter(|c| !c.is_control()).take(160).collect();
-            SyncState::Failed(format!("{}: {msg}", st["result"].as_str().unwrap_or("failed")))
+            let msg: String = st.message.chars().filter(|c| !c.is_control()).take(160).collect();
+            SyncState::Failed(format!("{}: {msg}", st.result))
         }
     };
     for u in upstream::observe(cfg, sync_state, std::time::Duration::from_secs(4)) {

@@ -26,7 +26,7 @@ pub mod upstream;
 #[cfg(test)]
 mod testdata;
 
-/// Exit status of `mm-firstboot`; `--help` and README list [`Exit::ALL`] through [`Exit::help`].
+/// Exit status of `mm-firstboot`; `--help` and docs/firstboot.md list [`Exit::ALL`] through [`Exit::help`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,

@@ -2,8 +2,7 @@
 //! it (the listing's sponsor, each hosted path, the rsync module list), so that `run` reports
 //! converged only once the services really run it.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -107,18 +106,10 @@ pub fn wait(want: &Expect, http: SocketAddr, rsync: SocketAddr, within: Duration
     }
 }
 
-/// A plain HTTP/1.0 GET with short timeouts: the status and at most 1 MiB of the body (the
-/// console's status check uses it too).
+/// A plain HTTP/1.0 GET of the local daemon, bounded by 5 s: the status and at most 1 MiB of
+/// the body (the console's status check uses it too).
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
-    let mut answer = Vec::new();
-    s.take(1 << 20).read_to_end(&mut answer)?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
-    let code = answer.get(9..12).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.parse().ok()).ok_or_else(bad)?;
-    let body = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(Vec::new(), |i| answer[i + 4..].to_vec());
-    Ok((code, body))
+    hostkit::net::http(addr, "localhost", "GET", path, Duration::from_secs(5)).map(|r| (r.status, r.body)).map_err(std::io::Error::other)
 }
 
 /// The module names `rsync rsync://ADDR/` lists (rsync prints `name<spaces>\tcomment` per
@@ -135,7 +126,7 @@ fn modules(addr: SocketAddr) -> Result<Vec<String>, String> {
 }
 
 fn parse_modules(listing: &str) -> Vec<String> {
-    listing.lines().filter_map(|l| l.split_once('\t')).map(|(name, _)| name.trim().to_string()).filter(|n| !n.is_empty()).collect()
+    hostkit::net::parse_module_lines(listing.lines())
 }
 
 /// The character references an HTML serializer writes for text (libxslt's html output method).

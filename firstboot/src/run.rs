@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use mmconfig::report::{self, RunReport};
 use mmconfig::{NodeConfig, ADMIN_USER, DATA_MOUNT, PUSH_USER, STATE_DIR};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,39 @@ pub struct RunState {
     pub problems: Vec<String>,
     pub notes: Vec<String>,
     pub data_disk: Option<String>,
+}
+
+impl RunState {
+    /// The run as `mm-firstboot run --json` reports it.
+    pub fn report(&self) -> RunReport {
+        RunReport {
+            version: report::VERSION,
+            fqdn: self.fqdn.clone(),
+            outcome: RunReport::outcome_of(&self.changed, &self.problems),
+            changes: self.changed.clone(),
+            problems: self.problems.clone(),
+            notes: self.notes.clone(),
+            seconds: self.seconds,
+        }
+    }
+}
+
+/// The report as `mm-firstboot run` prints it: a summary line, then one line per problem.
+pub fn render_report(report: &RunReport, storage_seconds: f64) -> String {
+    let fqdn = &report.fqdn;
+    let mut out = if report.changes.is_empty() {
+        format!("mm-firstboot: {fqdn}: nothing to change, storage unchanged ({:.2} s)\n", report.seconds)
+    } else {
+        format!(
+            "mm-firstboot: {fqdn}: {} change(s) in {:.2} s ({storage_seconds:.2} s of it storage steps)\n",
+            report.changes.len(),
+            report.seconds
+        )
+    };
+    for p in &report.problems {
+        let _ = writeln!(out, "mm-firstboot: {fqdn}: PROBLEM: {p}");
+    }
+    out
 }
 
 pub fn state_path(host: &Host) -> std::path::PathBuf {

@@ -3,9 +3,10 @@
 //! A sponsor network that blocks outbound rsync is what the on-site engineer must hear about
 //! before leaving: the console verdict includes these problems.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use hostkit::net::{Authority, Conn, NetError};
 
 use serde::Serialize;
 
@@ -32,20 +33,8 @@ pub fn parse_url(url: &str) -> Option<Target> {
         "https" => 443,
         _ => return None,
     };
-    let hostport = rest.split('/').next()?;
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']')?;
-        (h, after.strip_prefix(':').map(str::parse).transpose().ok()?)
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p.parse().ok()?)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return None;
-    }
-    Some(Target { scheme: scheme.to_string(), host: host.to_string(), port: port.unwrap_or(default) })
+    let authority = Authority::parse(rest.split('/').next()?).ok()?;
+    Some(Target { scheme: scheme.to_string(), host: authority.host_bare(), port: authority.port.unwrap_or(default) })
 }
 
 /// How the upstream answered over one family.
@@ -105,40 +94,25 @@ pub fn probe(url: &str, family: Family, timeout: Duration) -> Reach {
 }
 
 fn speak(t: &Target, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
-        std::io::ErrorKind::TimedOut => format!("no answer within {timeout:?}"),
-        _ => e.to_string(),
-    })?;
+    let mut c = Conn::open(addr, timeout).map_err(|e| e.to_string())?;
+    let no_greeting = |e: NetError| match e {
+        NetError::Timeout(_) => format!("connected, but no greeting within {timeout:?}"),
+        e => e.to_string(),
+    };
     let want: &[u8] = match t.scheme.as_str() {
         "rsync" => b"@RSYNCD:",
         "http" => {
-            let host: String = t.host.chars().filter(|c| c.is_ascii_graphic()).collect();
-            s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-            s.write_all(format!("HEAD / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: mm-firstboot\r\n\r\n").as_bytes())
-                .map_err(|e| e.to_string())?;
+            // The Host header is the URL's authority: an IPv6 literal in brackets, a port unless 80.
+            let host = Authority::parse(&t.host).map_err(|e| e.to_string())?.host_text();
+            let host = if t.port == 80 { host } else { format!("{host}:{}", t.port) };
+            c.write(format!("HEAD / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: mm-firstboot\r\n\r\n").as_bytes()).map_err(no_greeting)?;
             b"HTTP/"
         }
         // No TLS client on the node: an accepted connection on 443 is what the network decides.
         _ => return Ok(()),
     };
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 256];
-    while buf.len() < want.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("connected, but no greeting within {timeout:?}"));
-        }
-        s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return Err(format!("connected, but no greeting within {timeout:?}"))
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+    c.read_until(&mut buf, |b| b.len() >= want.len()).map_err(no_greeting)?;
     if buf.starts_with(want) {
         Ok(())
     } else {
@@ -262,6 +236,53 @@ mod tests {
 
     fn up(families: Vec<(Family, Reach)>, sync: SyncState) -> Upstream {
         Upstream { project: "epel".into(), url: "rsync://mirror.example.org/epel/".into(), families, sync }
+    }
+
+    /// A one-shot server on `bind` that sends `answer` after reading a request (when `read`),
+    /// and hands back what it was sent.
+    fn server(bind: &str, read: bool, answer: &'static [u8]) -> Option<(u16, std::thread::JoinHandle<String>)> {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind(bind).ok()?;
+        let port = listener.local_addr().unwrap().port();
+        Some((
+            port,
+            std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while read && !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    request.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(answer).unwrap();
+                std::thread::sleep(Duration::from_millis(600));
+                String::from_utf8(request).unwrap()
+            }),
+        ))
+    }
+
+    #[test]
+    fn greetings_answers_and_silence_over_a_real_socket() {
+        let t = Duration::from_millis(400);
+        let (port, s) = server("127.0.0.1:0", false, b"@RSYNCD: 31.0\n").unwrap();
+        assert_eq!(probe(&format!("rsync://127.0.0.1:{port}/epel/"), Family::IPv4, t), Reach::Answers);
+        s.join().unwrap();
+        let (port, s) = server("127.0.0.1:0", false, b"").unwrap();
+        let silent = probe(&format!("rsync://127.0.0.1:{port}/epel/"), Family::IPv4, t);
+        assert_eq!(silent, Reach::Fails(format!("127.0.0.1:{port}: connected, but no greeting within {t:?}")));
+        s.join().unwrap();
+        let (port, s) = server("127.0.0.1:0", false, b"<html>login</html>").unwrap();
+        let portal = probe(&format!("rsync://127.0.0.1:{port}/epel/"), Family::IPv4, t);
+        assert!(matches!(&portal, Reach::Fails(m) if m.contains("unexpected answer \"<html>login</html>\"")), "{portal:?}");
+        s.join().unwrap();
+        // An IPv6 literal: the Host header keeps its brackets and names the port.
+        let Some((port, s)) = server("[::1]:0", true, b"HTTP/1.0 200 OK\r\n\r\n") else {
+            eprintln!("SKIPPED: no IPv6 loopback");
+            return;
+        };
+        assert_eq!(probe(&format!("http://[::1]:{port}/epel/"), Family::IPv6, t), Reach::Answers);
+        let request = s.join().unwrap();
+        assert!(request.contains(&format!("\r\nHost: [::1]:{port}\r\n")), "{request}");
     }
 
     #[test]

@@ -483,6 +483,36 @@ fn plan_and_status_speak_json_with_the_documented_exit_codes() {
 /// The single-disk models (wasp, honeybee): the image's GPT holds ESP, MMCONFIG and the root;
 /// firstboot adds MMDATA in the free space behind them, and grows it when the disk grows, never
 /// touching the OS partitions.
+/// `run --json` prints the typed report alone on stdout (progress goes to stderr): what changed,
+/// what needs hands, and the outcome `mmbuild apply` reads instead of the human lines.
+#[test]
+fn run_json_reports_changes_problems_and_outcome() {
+    use mmconfig::report::{RunOutcome, RunReport};
+    let report = |out: &Output| -> RunReport {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not a run report ({e}):\n{}", text(out)))
+    };
+    let Some(mut f) = Fixture::new(&[]) else { return };
+    let dev = f.disk("blank", "");
+    let disks = [(dev.as_str(), "D1")];
+    let out = f.cli(&disks, &["run", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let first = report(&out);
+    assert_eq!((first.version, first.outcome, first.fqdn.as_str()), (1, RunOutcome::Converged, "ci.mm.example.net"), "{first:?}");
+    assert!(first.problems.is_empty(), "{first:?}");
+    assert!(first.changes.iter().any(|c| c.contains("/etc/nginx/nginx.conf")), "{first:?}");
+    assert_eq!(first.changes.len(), first.changes.iter().collect::<std::collections::BTreeSet<_>>().len(), "{first:?}");
+    let again = report(&f.cli(&disks, &["run", "--json"]));
+    assert_eq!((again.outcome, again.changes.len()), (RunOutcome::NothingToChange, 0), "{again:?}");
+
+    let Some(mut g) = Fixture::new(&[]) else { return };
+    let foreign = g.disk("foreign", "mkfs.ext4 -q -F $IMG");
+    let out = g.cli(&[(foreign.as_str(), "F1")], &["run", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let hands = report(&out);
+    assert_eq!(hands.outcome, RunOutcome::NeedsAttention, "{hands:?}");
+    assert!(hands.problems.iter().any(|p| p.contains("wipe_disk_serials")), "{hands:?}");
+}
+
 #[test]
 fn single_disk_gets_a_data_partition_beside_the_os_and_grows_with_the_disk() {
     let Some(mut f) = Fixture::new(&[]) else { return };

@@ -5,9 +5,10 @@
 //! a CLI can map them to its "environment" exit code with [`is_environment`].
 
 use std::ffi::OsStr;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -78,17 +79,19 @@ fn check(shown: &str, out: Output) -> Result<Output> {
     check_codes(shown, out, &[0])
 }
 
-/// A command that exited with a status it should not have; callers that act on the status
-/// (ssh's 255: it could not log in) find it with [`exit_code`].
+/// A command ran and exited with a status its caller does not accept. Typed so a caller can
+/// match the exit code ([`exit_code`]) instead of the message (ssh's 255: the node was not reached).
 #[derive(Debug, thiserror::Error)]
-#[error("`{shown}` failed ({status}):\n{why}")]
+#[error("`{command}` failed ({status}):\n{why}")]
 pub struct Failed {
-    pub shown: String,
+    pub command: String,
     pub status: std::process::ExitStatus,
+    /// The tail of its stderr, or of its stdout when stderr was empty.
     pub why: String,
 }
 
-/// The exit code of the failed command anywhere in `err`'s chain.
+/// The exit code of the command whose failure `err` (or anything in its chain) is; None when
+/// the error is not a command's exit, or the command was killed by a signal.
 pub fn exit_code(err: &anyhow::Error) -> Option<i32> {
     err.chain().find_map(|e| e.downcast_ref::<Failed>()).and_then(|f| f.status.code())
 }
@@ -99,9 +102,26 @@ fn check_codes(shown: &str, out: Output, ok: &[i32]) -> Result<Output> {
         if why.trim().is_empty() {
             why = tail(&out.stdout, 15);
         }
-        return Err(Failed { shown: shown.to_string(), status: out.status, why }.into());
+        return Err(Failed { command: shown.to_string(), status: out.status, why }.into());
     }
     Ok(out)
+}
+
+/// Run `cmd` and read its stdout as the JSON document `T` (another binary's report: the types
+/// live in mmconfig); the exit codes in `ok` are answers, as with [`run_codes`].
+pub fn run_json<T: serde::de::DeserializeOwned>(cmd: &mut Command, ok: &[i32]) -> Result<T> {
+    let shown = describe(cmd);
+    let out = run_codes(cmd, ok)?;
+    json_output(&shown, &out.stdout)
+}
+
+/// `stdout` of the command `shown` read as the JSON document `T`, with the start of what it
+/// printed in the error when it is not that document.
+pub fn json_output<T: serde::de::DeserializeOwned>(shown: &str, stdout: &[u8]) -> Result<T> {
+    serde_json::from_slice(stdout).with_context(|| {
+        let start: String = String::from_utf8_lossy(stdout).chars().take(200).collect();
+        format!("`{shown}` did not print the expected JSON document; it printed: {start:?}")
+    })
 }
 
 /// Run to completion, capturing output; a non-zero exit is an error naming the command.
@@ -153,6 +173,44 @@ where
     run(Command::new(program).args(args))
 }
 
+/// Run `cmd` (stdin closed, output captured); killed and an error once `timeout` has passed.
+pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("running {program}: {e}"))?;
+    // Readers in threads: a chatty child must never block on a full pipe while we wait.
+    let mut so = child.stdout.take();
+    let mut se = child.stderr.take();
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(s) = so.as_mut() {
+            let _ = s.take(4 << 20).read_to_end(&mut b);
+        }
+        b
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(s) = se.as_mut() {
+            let _ = s.take(1 << 20).read_to_end(&mut b);
+        }
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no answer within {timeout:?}"));
+            }
+            Err(e) => return Err(format!("waiting for {program}: {e}")),
+        }
+    };
+    Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +227,31 @@ mod tests {
         let err = run(Command::new("sh").args(["-c", "seq 1 100 >&2; exit 1"])).unwrap_err().to_string();
         assert!(err.ends_with("86\n87\n88\n89\n90\n91\n92\n93\n94\n95\n96\n97\n98\n99\n100"), "{err}");
         assert!(!err.contains("\n85\n"), "{err}");
+    }
+
+    #[test]
+    fn a_failure_carries_its_exit_code() {
+        let err = run(Command::new("sh").args(["-c", "echo gone >&2; exit 255"])).unwrap_err().context("reaching the node");
+        assert_eq!(exit_code(&err), Some(255));
+        assert_eq!(exit_code(&anyhow::anyhow!("exit status: 255")), None);
+    }
+
+    #[test]
+    fn run_json_reads_the_document_and_names_what_is_not_one() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Doc {
+            version: u32,
+        }
+        let doc: Doc = run_json(Command::new("sh").args(["-c", "echo '{\"version\": 1}'; exit 3"]), &[0, 3]).unwrap();
+        assert_eq!(doc, Doc { version: 1 });
+        let err = run_json::<Doc>(Command::new("echo").arg("PROBLEM: no disk"), &[0]).unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .contains("`echo 'PROBLEM: no disk'` did not print the expected JSON document; it printed: \"PROBLEM: no disk\\n\""),
+            "{err:#}"
+        );
+        let err = run_json::<Doc>(Command::new("sh").args(["-c", "exit 4"]), &[0, 3]).unwrap_err();
+        assert_eq!(exit_code(&err), Some(4));
     }
 
     #[test]

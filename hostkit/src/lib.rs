@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod blkid;
 pub mod cmd;
 pub mod ids;
+pub mod net;
 pub mod netns;
 pub mod testenv;
 

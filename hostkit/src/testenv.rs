@@ -78,10 +78,11 @@ pub fn check_generated(repo: &Path, rel: &str, generated: &[u8], regenerate: &st
     assert!(committed == generated, "{rel} is stale: run MM_UPDATE_DOCS=1 {regenerate}");
 }
 
-/// README carries the binary's EXIT STATUS line exactly as its --help shows it.
-pub fn check_exit_codes_documented(repo: &Path, binary: &str, exe: &str, help: &str) {
-    let readme = std::fs::read_to_string(repo.join("README.md")).expect("reading README.md");
-    assert!(readme.contains(&format!("`{binary}` {help}")), "README.md must carry this line:\n`{binary}` {help}");
+/// The binary's page (`doc`, relative to the repository) carries its EXIT STATUS line exactly as
+/// its --help shows it.
+pub fn check_exit_codes_documented(repo: &Path, doc: &str, binary: &str, exe: &str, help: &str) {
+    let page = std::fs::read_to_string(repo.join(doc)).unwrap_or_else(|e| panic!("reading {doc}: {e}"));
+    assert!(page.contains(&format!("`{binary}` {help}")), "{doc} must carry this line:\n`{binary}` {help}");
     let out = Command::new(exe).arg("--help").output().expect("running --help");
     let shown = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(shown.contains(help), "{binary} --help lacks the exit codes:\n{shown}");

@@ -15,6 +15,9 @@ pub mod image;
 pub mod install;
 pub mod marker;
 pub mod os;
+pub mod public;
+pub mod report;
+pub mod sync;
 pub use disk::{glob_match, Bus, DiskFacts, DiskRule};
 
 /// Version of the [`NodeConfig`] layout. Bump when a field changes meaning.

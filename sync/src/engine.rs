@@ -190,7 +190,7 @@ pub fn sync_project(
     write_mode(&env.status_file(p), 0o644, (serde_json::to_string_pretty(&st)? + "\n").as_bytes())?;
     write_mode(&env.metrics_file(p), 0o644, render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes())?;
     publish(env, cfg, &mut log);
-    Ok((st.result.exit(), Some(st)))
+    Ok((Exit::of(st.result), Some(st)))
 }
 
 /// Refresh the public freshness document (`/.mm/status.json`); a failure there is logged, never

@@ -1,25 +1,17 @@
-//! The node's public freshness document, served as `/.mm/status.json`: per project what a fleet
-//! checker needs (last success, the upstream marker time the node serves, result, size), the
-//! data disk's free space and the image version the node runs. Nothing private: no upstream URLs (they may carry credentials), no
-//! messages, logs or admin addresses.
+//! Builds and writes the node's public freshness document (`mmconfig::public`, served as
+//! `/.mm/status.json`) from each project's record and the upstream markers it serves.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
 use mmconfig::marker::{self, Marker};
+use mmconfig::public::{PublicProject, PublicStatus, VERSION};
 use mmconfig::{NodeConfig, DATA_MOUNT};
-use serde::Serialize;
 
 use crate::engine::{fs_space, load_status, Env};
-use crate::outcome::SyncStatus;
+use crate::outcome::{Outcome, SyncStatus};
 use hostkit::atomic::write_mode as write_atomic;
-
-/// Version of the document's layout; bump when a field changes meaning.
-pub const VERSION: u32 = 1;
-/// Under the data mount (nginx's root): `http://<node>/.mm/status.json`. nginx's listings skip
-/// dot entries and rsync exports project directories only, so it shows up nowhere else.
-pub const REL_PATH: &str = ".mm/status.json";
 
 /// The upstream markers, from the same table `mmbuild status` reads.
 const MARKERS: &str = include_str!("../../overlays/monitoring/markers.toml");
@@ -27,32 +19,6 @@ const MARKERS: &str = include_str!("../../overlays/monitoring/markers.toml");
 pub fn markers() -> BTreeMap<String, Marker> {
     // The table is part of this binary and checked by a unit test.
     marker::parse_table(MARKERS).unwrap_or_default()
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PublicProject {
-    pub project: String,
-    /// success, failed, inconsistent, no-space, running, never-run
-    pub result: String,
-    pub last_success_unix: Option<u64>,
-    pub last_run_unix: Option<u64>,
-    /// The upstream-written marker this node serves (relative to the project), and its time.
-    pub upstream_marker: Option<String>,
-    pub upstream_marker_unix: Option<u64>,
-    pub tree_bytes: u64,
-    pub check_errors: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PublicStatus {
-    pub version: u32,
-    pub node: String,
-    /// `IMAGE_VERSION` of the running root's os-release; `None` on a host that is not our image.
-    pub image_version: Option<String>,
-    pub generated_unix: u64,
-    pub data_free_bytes: Option<u64>,
-    pub data_total_bytes: Option<u64>,
-    pub projects: Vec<PublicProject>,
 }
 
 /// Pure: the document from each project's recorded status and the marker times read.
@@ -73,13 +39,13 @@ pub fn build(
             let m = markers.get(&p.name);
             PublicProject {
                 project: p.name.clone(),
-                result: st.as_ref().map_or("never-run".to_string(), |s| s.result.as_str().to_string()),
+                result: st.as_ref().map_or(Outcome::NeverRun, |s| s.result),
                 last_success_unix: st.as_ref().and_then(|s| s.last_success_unix),
                 last_run_unix: st.as_ref().map(|s| s.finished_unix).filter(|t| *t > 0),
                 upstream_marker: m.map(|m| m.path.clone()),
                 upstream_marker_unix: m.and_then(|m| marker_time(&p.name, m)),
                 tree_bytes: st.as_ref().map_or(0, |s| s.tree_bytes),
-                check_errors: st.as_ref().map_or(0, |s| s.check_errors),
+                check_errors: st.as_ref().map_or(0, |s| s.check_errors as u64),
             }
         })
         .collect();
@@ -108,7 +74,7 @@ pub fn write(env: &Env, cfg: &NodeConfig) -> Result<()> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let image_version = std::fs::read_to_string(env.root.join("etc/os-release")).ok().and_then(|t| mmconfig::image::from_os_release(&t));
     let doc = build(cfg, &status, &marker_time, fs_space(&data), image_version, now);
-    let dest = data.join(REL_PATH);
+    let dest = data.join(PublicStatus::rel_path());
     std::fs::create_dir_all(dest.parent().unwrap_or(Path::new("/")))?;
     write_atomic(&dest, 0o644, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes())?;
     Ok(())
@@ -148,7 +114,7 @@ mod tests {
             arch,
             &PublicProject {
                 project: "archlinux".into(),
-                result: "success".into(),
+                result: Outcome::Success,
                 last_success_unix: Some(200),
                 last_run_unix: Some(200),
                 upstream_marker: Some("lastsync".into()),

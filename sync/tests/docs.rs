@@ -1,5 +1,5 @@
 //! The generated documentation is current: mm-sync(8) and its bash completion (installed into every image)
-//! match the command line, and README lists the same exit codes as --help.
+//! match the command line, and docs/sync.md lists the same exit codes as --help.
 //! `MM_UPDATE_DOCS=1 cargo test -p mm-sync --test docs` rewrites the generated files.
 
 use std::path::{Path, PathBuf};
@@ -28,5 +28,5 @@ fn man_page_and_completion_are_current() {
 
 #[test]
 fn readme_and_help_list_the_same_exit_codes() {
-    check_exit_codes_documented(&repo(), "mm-sync", env!("CARGO_BIN_EXE_mm-sync"), &mm_sync::Exit::help());
+    check_exit_codes_documented(&repo(), "docs/sync.md", "mm-sync", env!("CARGO_BIN_EXE_mm-sync"), &mm_sync::Exit::help());
 }

@@ -16,9 +16,9 @@ use mmconfig::{DataPlacement, NodeConfig};
 use serde::Serialize;
 
 use crate::fleet::Fleet;
-use crate::health::probe;
 use crate::qemu::{GuestDisk, GuestNic, Vm, VmOptions};
 use crate::standin;
+use hostkit::net;
 use lab::Lab;
 use shape::Shape;
 
@@ -318,8 +318,7 @@ impl<'a> Node<'a> {
         let verdict_ok = loop {
             if r.seconds_to_http_200.is_none() {
                 if let Some(a) = addrs.first() {
-                    if probe::http(SocketAddr::new(*a, 80), fqdn, "GET", &first_path, Duration::from_secs(3)).is_ok_and(|h| h.status == 200)
-                    {
+                    if net::http(SocketAddr::new(*a, 80), fqdn, "GET", &first_path, Duration::from_secs(3)).is_ok_and(|h| h.status == 200) {
                         r.seconds_to_http_200 = Some(vm.started.elapsed().as_secs_f64());
                         eprintln!("boot-test: {}: HTTP 200 after {:.0} s", cfg.node.name, vm.started.elapsed().as_secs_f64());
                     }
@@ -388,7 +387,7 @@ impl<'a> Node<'a> {
             let family = if a.is_ipv6() { "IPv6" } else { "IPv4" };
             for p in &cfg.projects {
                 let t0 = Instant::now();
-                let got = probe::http(SocketAddr::new(*a, 80), fqdn, "GET", &p.http_path, timeout);
+                let got = net::http(SocketAddr::new(*a, 80), fqdn, "GET", &p.http_path, timeout);
                 let (ok, detail) = match got {
                     Ok(h) if h.status == 200 && String::from_utf8_lossy(&h.body).contains(&sponsor) => (true, String::new()),
                     Ok(h) if h.status == 200 => (false, format!("the page does not name the sponsor as {sponsor:?}")),
@@ -398,7 +397,7 @@ impl<'a> Node<'a> {
                 r.checks.push(Check { name: format!("http {family} {}", p.http_path), ok, detail, seconds: t0.elapsed().as_secs_f64() });
             }
             let t0 = Instant::now();
-            let (ok, detail) = match probe::rsync_list(SocketAddr::new(*a, 873), timeout) {
+            let (ok, detail) = match net::rsync_list(SocketAddr::new(*a, 873), timeout) {
                 Ok(l) => {
                     let missing: Vec<&str> =
                         cfg.projects.iter().map(|p| p.rsync_module.as_str()).filter(|m| !l.modules.iter().any(|x| x == m)).collect();
@@ -413,7 +412,7 @@ impl<'a> Node<'a> {
             let t0 = Instant::now();
             let path = format!("{}{}/{}", p.http_path, p.freshness.trace_dir.trim_matches('/'), fqdn);
             let (ok, detail) = loop {
-                match probe::http(SocketAddr::new(*a, 80), fqdn, "GET", &path, timeout) {
+                match net::http(SocketAddr::new(*a, 80), fqdn, "GET", &path, timeout) {
                     Ok(h) if h.status == 200 => break (true, String::new()),
                     other if Instant::now() > deadline => {
                         break (

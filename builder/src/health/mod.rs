@@ -4,9 +4,7 @@
 //! [`probe_fleet`] gathers raw observations, [`judge`] turns them into findings.
 
 pub mod marker;
-pub mod probe;
 pub mod table;
-pub mod tls;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -16,11 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mmconfig::public::{self, PublicStatus, PATH as PUBLIC_STATUS_PATH};
+use mmconfig::sync::SyncOutcome;
 use mmconfig::NodeConfig;
 use serde::Serialize;
 
+use hostkit::net::{self, tls, NetError, RsyncListing};
 use marker::{Lag, Marker};
-use probe::{ProbeError, RsyncListing};
 
 /// Version of the `--json` document; bump when a field changes meaning.
 pub const JSON_VERSION: u32 = 1;
@@ -119,7 +119,7 @@ pub enum Seen<T> {
 }
 
 impl<T> Seen<T> {
-    fn from(r: Result<T, ProbeError>) -> Self {
+    fn from(r: Result<T, NetError>) -> Self {
         match r {
             Ok(value) => Seen::Ok { value },
             Err(e) => Seen::Failed { silent: e.is_silent(), error: e.to_string() },
@@ -172,37 +172,13 @@ pub struct NodeProbe {
     pub public: Option<Seen<String>>,
 }
 
-/// Where every node serves mm-sync's public status document.
-pub const PUBLIC_STATUS_PATH: &str = "/.mm/status.json";
-
-/// The fields of the public document `mmbuild status` reads (the node may be older or newer).
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct PublicDoc {
-    pub version: u32,
-    /// Absent from nodes built before images had versions.
-    #[serde(default)]
-    pub image_version: Option<String>,
-    #[serde(default)]
-    pub projects: Vec<PublicProject>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct PublicProject {
-    pub project: String,
-    pub result: String,
-    #[serde(default)]
-    pub check_errors: u64,
-    #[serde(default)]
-    pub last_success_unix: Option<u64>,
-}
-
 /// The node's own word, from its public document, that `project` has never synced yet: its
 /// first sync is running or not started. Then a missing trace is turn-up, not a failure.
-fn first_sync_pending(doc: Option<&PublicDoc>, project: &str) -> Option<&'static str> {
+fn first_sync_pending(doc: Option<&PublicStatus>, project: &str) -> Option<&'static str> {
     let p = doc?.projects.iter().find(|p| p.project == project && p.last_success_unix.is_none())?;
-    match p.result.as_str() {
-        "running" => Some("first sync running"),
-        "never-run" => Some("first sync not started yet"),
+    match p.result {
+        SyncOutcome::Running => Some("first sync running"),
+        SyncOutcome::NeverRun => Some("first sync not started yet"),
         _ => None,
     }
 }
@@ -300,14 +276,14 @@ fn probe_family(cfg: &NodeConfig, family: Family, addrs: FamilyAddrs, timeout: D
     let (http, rsync, https) = addrs;
     let fqdn = cfg.node.fqdn.as_str();
     let (http_res, rsync_res, tls_res) = std::thread::scope(|s| {
-        let r = s.spawn(move || rsync.map(|a| Seen::from(probe::rsync_list(a, timeout).map(RsyncSeen::from))));
+        let r = s.spawn(move || rsync.map(|a| Seen::from(net::rsync_list(a, timeout).map(RsyncSeen::from))));
         let t = s.spawn(move || https.map(|a| Seen::from_text(tls::probe(a, fqdn, timeout))));
         let mut out = Vec::new();
         let mut silent = false;
         for p in &cfg.projects {
             let Some(addr) = http else { break };
             let seen =
-                if silent { Seen::Skipped } else { Seen::from(probe::http(addr, fqdn, "HEAD", &p.http_path, timeout).map(|r| r.status)) };
+                if silent { Seen::Skipped } else { Seen::from(net::http(addr, fqdn, "HEAD", &p.http_path, timeout).map(|r| r.status)) };
             silent |= seen.silent();
             out.push((p.name.clone(), seen));
         }
@@ -344,11 +320,11 @@ pub fn probe_node(cfg: &NodeConfig, markers: &BTreeMap<String, Marker>, opts: &O
         let s = match answering {
             None => Seen::Skipped,
             Some(_) if silent => Seen::Skipped,
-            Some(addr) => Seen::from(probe::http(addr, &cfg.node.fqdn, "GET", &path, opts.timeout).and_then(|r| {
+            Some(addr) => Seen::from(net::http(addr, &cfg.node.fqdn, "GET", &path, opts.timeout).and_then(|r| {
                 if r.status == 200 {
                     Ok(String::from_utf8_lossy(&r.body).into_owned())
                 } else {
-                    Err(ProbeError::Protocol("200", format!("HTTP {} for {path}", r.status)))
+                    Err(NetError::Protocol("200", format!("HTTP {} for {path}", r.status)))
                 }
             })),
         };
@@ -356,11 +332,11 @@ pub fn probe_node(cfg: &NodeConfig, markers: &BTreeMap<String, Marker>, opts: &O
         seen.insert(p.name.clone(), s);
     }
     let public = answering.filter(|_| !silent).map(|addr| {
-        Seen::from(probe::http(addr, &cfg.node.fqdn, "GET", PUBLIC_STATUS_PATH, opts.timeout).and_then(|r| {
+        Seen::from(net::http(addr, &cfg.node.fqdn, "GET", PUBLIC_STATUS_PATH, opts.timeout).and_then(|r| {
             if r.status == 200 {
                 Ok(String::from_utf8_lossy(&r.body).into_owned())
             } else {
-                Err(ProbeError::Protocol("200", format!("HTTP {}", r.status)))
+                Err(NetError::Protocol("200", format!("HTTP {}", r.status)))
             }
         }))
     });
@@ -478,7 +454,7 @@ pub fn judge(
         findings.push(Finding { severity: Severity::Fail, text: "no address to probe (the inventory gives none)".into() });
     }
     // Parsed once per node; public_findings reports it when it does not parse.
-    let public_doc: Option<PublicDoc> = match &probe.public {
+    let public_doc: Option<PublicStatus> = match &probe.public {
         Some(Seen::Ok { value }) => serde_json::from_str(value).ok(),
         _ => None,
     };
@@ -646,15 +622,15 @@ fn public_findings(cfg: &NodeConfig, seen: &Seen<String>, findings: &mut Vec<Fin
         }
         Seen::Skipped => return,
     };
-    let doc: PublicDoc = match serde_json::from_str(body) {
+    let doc: PublicStatus = match serde_json::from_str(body) {
         Ok(d) => d,
         Err(e) => {
             push(Severity::Warn, format!("{PUBLIC_STATUS_PATH} does not parse: {}", shown(&e.to_string())));
             return;
         }
     };
-    if doc.version != 1 {
-        push(Severity::Warn, format!("{PUBLIC_STATUS_PATH} has version {}, this mmbuild reads 1", doc.version));
+    if doc.version != public::VERSION {
+        push(Severity::Warn, format!("{PUBLIC_STATUS_PATH} has version {}, this mmbuild reads {}", doc.version, public::VERSION));
         return;
     }
     for p in &doc.projects {
@@ -663,9 +639,8 @@ fn public_findings(cfg: &NodeConfig, seen: &Seen<String>, findings: &mut Vec<Fin
             push(Severity::Warn, format!("{name}: served by the node but no longer in the inventory (rebuild the node's configuration)"));
             continue;
         }
-        match p.result.as_str() {
-            "success" | "running" | "never-run" => {}
-            r => push(Severity::Fail, format!("{name}: the last sync ended {}", shown(r))),
+        if !p.result.is_healthy() {
+            push(Severity::Fail, format!("{name}: the last sync ended {}", p.result));
         }
         if p.check_errors > 0 {
             push(Severity::Fail, format!("{name}: {} consistency problem(s) in the served tree", p.check_errors));

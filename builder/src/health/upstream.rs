@@ -1,9 +1,10 @@
 //! Fetch one small file from an upstream (rsync:// through the real rsync client, http:// directly).
 
 use std::io::Read;
-use std::net::ToSocketAddrs;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use hostkit::net::{self, Authority};
 
 /// Body of `url` (at most 1 MiB), or why it could not be fetched within `timeout`.
 pub fn fetch(url: &str, timeout: Duration) -> Result<String, String> {
@@ -16,26 +17,17 @@ pub fn fetch(url: &str, timeout: Duration) -> Result<String, String> {
     }
 }
 
-/// The address to connect to (port 80 unless the authority names one) for a URL's authority.
-/// The Host header is the authority itself, port included (RFC 9110 7.2): cutting at the last
-/// `:` left `[2001:db8:` of an IPv6 literal without a port.
-fn connect_to(hostport: &str) -> String {
-    let has_port = hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !hostport.ends_with(']');
-    if has_port {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    }
-}
-
 fn fetch_http(rest: &str, timeout: Duration) -> Result<String, String> {
     let (hostport, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let addr = connect_to(hostport)
-        .to_socket_addrs()
+    let authority = Authority::parse(hostport).map_err(|e| e.to_string())?;
+    let addr = authority
+        .socket_addrs(80)
         .map_err(|e| format!("{hostport}: {e}"))?
+        .into_iter()
         .next()
         .ok_or_else(|| format!("{hostport}: no address"))?;
-    let r = super::probe::http(addr, hostport, "GET", &path, timeout).map_err(|e| e.to_string())?;
+    // The Host header is the authority itself, port included (RFC 9110 7.2).
+    let r = net::http(addr, &authority.host_header(), "GET", &path, timeout).map_err(|e| e.to_string())?;
     if r.status != 200 {
         return Err(format!("HTTP {}", r.status));
     }
@@ -49,7 +41,7 @@ fn fetch_rsync(url: &str, timeout: Duration) -> Result<String, String> {
     let mut cmd = Command::new("rsync");
     cmd.args(["--no-motd", "-q", "--max-size=1m", "--contimeout", &secs, "--timeout", &secs, "--"]).arg(url).arg(&dest);
     // rsync's own timeouts cover stalls after connecting; the deadline covers everything else.
-    let out = run_with_deadline(cmd, timeout + Duration::from_millis(500))?;
+    let out = hostkit::cmd::run_with_deadline(cmd, timeout + Duration::from_millis(500))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
@@ -60,44 +52,6 @@ fn fetch_rsync(url: &str, timeout: Duration) -> Result<String, String> {
         .and_then(|f| f.take(1 << 20).read_to_end(&mut body))
         .map_err(|e| format!("reading the fetched marker: {e}"))?;
     Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-/// Run `cmd` (stdin closed, output captured); killed and an error once `timeout` has passed.
-pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("running {program}: {e}"))?;
-    // Readers in threads: a chatty child must never block on a full pipe while we wait.
-    let mut so = child.stdout.take();
-    let mut se = child.stderr.take();
-    let out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(s) = so.as_mut() {
-            let _ = s.take(4 << 20).read_to_end(&mut b);
-        }
-        b
-    });
-    let err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(s) = se.as_mut() {
-            let _ = s.take(1 << 20).read_to_end(&mut b);
-        }
-        b
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("no answer within {timeout:?}"));
-            }
-            Err(e) => return Err(format!("waiting for {program}: {e}")),
-        }
-    };
-    Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
 }
 
 #[cfg(test)]
@@ -113,9 +67,10 @@ mod authority_tests {
             ("mirror.example:8080", "mirror.example:8080"),
             ("192.0.2.1", "192.0.2.1:80"),
         ] {
-            assert_eq!(connect_to(authority), connect, "{authority}");
+            let a = Authority::parse(authority).unwrap();
+            assert_eq!(format!("{}:{}", a.host_text(), a.port.unwrap_or(80)), connect, "{authority}");
         }
-        let addr = connect_to("[2001:db8::1]").to_socket_addrs().unwrap().next().unwrap();
+        let addr = Authority::parse("[2001:db8::1]").unwrap().socket_addrs(80).unwrap()[0];
         assert_eq!(addr.to_string(), "[2001:db8::1]:80");
     }
 

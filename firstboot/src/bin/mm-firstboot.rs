@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             return code.into();
         }
     }
-    if matches!(cli.command, Cmd::Run) {
+    if matches!(cli.command, Cmd::Run { .. }) {
         // A reboot inside a network change's confirmation window loses the transient timer.
         if let Err(e) = resume_pending(&host) {
             eprintln!("mm-firstboot: warning: {e:#}");
@@ -50,29 +50,24 @@ fn main() -> ExitCode {
             }
             Ok(if plan.storage.problems.is_empty() { Exit::Ok } else { Exit::NeedsHands })
         }),
-        Cmd::Run => {
+        Cmd::Run { json } => {
             let fqdn = cfg.node.fqdn.clone();
-            let mut say = |m: &str| println!("mm-firstboot: {fqdn}: {m}");
-            run::run(&host, cfg, &loaded.source, &loaded.host_key, &cli.disks, &mut say).map(|st| {
-                if st.changed.is_empty() {
-                    println!("mm-firstboot: {}: nothing to change, storage unchanged ({:.2} s)", cfg.node.fqdn, st.seconds);
+            // With --json stdout carries the report alone: progress goes to stderr.
+            let mut say = |m: &str| {
+                if json {
+                    eprintln!("mm-firstboot: {fqdn}: {m}");
                 } else {
-                    println!(
-                        "mm-firstboot: {}: {} change(s) in {:.2} s ({:.2} s of it storage steps)",
-                        cfg.node.fqdn,
-                        st.changed.len(),
-                        st.seconds,
-                        st.storage_seconds
-                    );
+                    println!("mm-firstboot: {fqdn}: {m}");
                 }
-                for p in &st.problems {
-                    println!("mm-firstboot: {}: PROBLEM: {p}", cfg.node.fqdn);
-                }
-                if st.problems.is_empty() {
-                    Exit::Ok
+            };
+            run::run(&host, cfg, &loaded.source, &loaded.host_key, &cli.disks, &mut say).and_then(|st| {
+                let report = st.report();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
-                    Exit::NeedsHands
+                    print!("{}", run::render_report(&report, st.storage_seconds));
                 }
+                Ok(if report.problems.is_empty() { Exit::Ok } else { Exit::NeedsHands })
             })
         }
         Cmd::Status { json, console: to_console } => {

@@ -1,5 +1,5 @@
 //! `mm-install`: the install stick's installer, started by its initramfs (`mm.install` on the
-//! kernel command line). See README, "Installing a node".
+//! kernel command line). See docs/install-stick.md.
 
 use std::process::ExitCode;
 

@@ -1,15 +1,10 @@
-//! TLS certificate of a node: expiry and verification, through the real `openssl s_client`.
+//! A TLS server's leaf certificate for a name: its expiry and whether it verifies, through the real `openssl s_client`.
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use serde::Serialize;
-
-use super::marker;
-use super::upstream::run_with_deadline;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TlsSeen {
     /// The leaf certificate's notAfter, UNIX seconds.
     pub not_after_unix: u64,
@@ -17,11 +12,11 @@ pub struct TlsSeen {
     pub verify: String,
 }
 
-/// Handshake with `addr` for `name` and read the leaf certificate.
+/// Handshake with `addr` for `name` and read the leaf certificate, within `timeout`.
 pub fn probe(addr: SocketAddr, name: &str, timeout: Duration) -> Result<TlsSeen, String> {
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &addr.to_string(), "-servername", name, "-verify_hostname", name]);
-    let out = run_with_deadline(cmd, timeout)?;
+    let out = crate::cmd::run_with_deadline(cmd, timeout)?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse(&text).ok_or_else(|| {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -47,7 +42,7 @@ pub fn parse(text: &str) -> Option<TlsSeen> {
 fn parse_asn1_time(s: &str) -> Option<u64> {
     let w: Vec<&str> = s.split_whitespace().collect();
     let [mon, day, time, year, "GMT"] = w.as_slice() else { return None };
-    marker::parse_date(&format!("{day} {mon} {year} {time} +0000"))
+    mmconfig::marker::parse_date(&format!("{day} {mon} {year} {time} +0000"))
 }
 
 #[cfg(test)]
