@@ -14,6 +14,7 @@ pub mod disk;
 pub mod image;
 pub mod install;
 pub mod marker;
+pub mod traffic;
 pub use disk::{glob_match, Bus, DiskFacts, DiskRule};
 
 /// Version of the [`NodeConfig`] layout. Bump when a field changes meaning.
@@ -53,6 +54,8 @@ pub const INSTALLED_HOST_KEY: &str = "/etc/micromirror/ssh_host_ed25519_key";
 pub const SSH_HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
 /// mm-sync's per-project state directory (`<project>/status.json`, the lock, the run logs).
 pub const SYNC_STATE_DIR: &str = "/var/lib/micromirror/sync";
+/// Where `mm-sync --traffic` keeps its offsets and counts (systemd's `StateDirectory=` of its unit).
+pub const TRAFFIC_STATE_DIR: &str = "/var/lib/micromirror/traffic";
 /// node_exporter's textfile collector directory, where mm-sync writes its metrics.
 pub const METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
 
