@@ -397,3 +397,73 @@ fn counts_are_exact_across_rotations_and_runs_and_keep_no_address() {
         .unwrap();
     assert!(out.status.success(), "promtool check metrics:\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `scripts/bench`: CPU time of one collector run over a million new nginx lines (one day of a
+/// busy node: 100,000 IPv4 /24s and 50,000 IPv6 /48s, two projects), the peak resident size of
+/// the run, and the state it leaves. Ignored by default.
+#[test]
+#[ignore]
+fn bench_collector_million_lines() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let logs = root.join("var/log/nginx");
+    std::fs::create_dir_all(&logs).unwrap();
+    let nodes: Vec<NodeConfig> = serde_json::from_str(include_str!("../../tests/fixtures/example-nodes.json")).unwrap();
+    let cfg = nodes.into_iter().find(|n| n.node.name == "ci").unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, cfg.to_toml()).unwrap();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(logs.join("micromirror-access.log")).unwrap());
+    const LINES: u64 = 1_000_000;
+    for i in 0..LINES {
+        let addr = if i % 3 == 2 {
+            format!("2001:db8:{:x}:{:x}::{:x}", i % 50_000, i % 7, i % 251)
+        } else {
+            let n = i % 100_000;
+            format!("{}.{}.{}.{}", 10 + n / 65_536, n / 256 % 256, n % 256, i % 250 + 1)
+        };
+        let project = if i % 5 == 0 { "debian" } else { "epel" };
+        writeln!(
+            w,
+            "{addr} - - [07/Dec/2026:{:02}:{:02}:{:02} +0000] \"GET /{project}/9/Everything/x86_64/Packages/p/pkg-{i}.rpm HTTP/1.1\" 200 123456 123789 \"-\" \"libdnf (AlmaLinux 9.5; generic; Linux.x86_64)\" project={project} rt=0.012",
+            i * 86_400 / LINES / 3600,
+            i * 86_400 / LINES / 60 % 60,
+            i * 86_400 / LINES % 60
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    // Python's resource module reads the child's rusage (CPU time and peak resident size).
+    let started = std::time::Instant::now();
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); \
+             r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime, r.ru_maxrss)",
+            env!("CARGO_BIN_EXE_mm-sync"),
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--root")
+        .arg(&root)
+        .arg("--traffic")
+        .output()
+        .unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let figures = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (cpu, rss_kib) = figures.trim().split_once(' ').unwrap();
+    let cpu: f64 = cpu.parse().unwrap();
+    let rss_kib: u64 = rss_kib.parse().unwrap();
+    let state = std::fs::metadata(root.join("var/lib/micromirror/traffic/state.json")).unwrap().len();
+    let doc: TrafficDoc = serde_json::from_str(&std::fs::read_to_string(root.join("srv/mirror/.mm/traffic.json")).unwrap()).unwrap();
+    let epel = &doc.days[0].projects["epel"];
+    assert_eq!(doc.days[0].projects.values().map(|p| p.ipv4.requests() + p.ipv6.requests()).sum::<u64>(), LINES);
+    // 100,000 /24s of which those with n % 5 != 0 carry epel; 50,000 /48s likewise.
+    assert_eq!((epel.ipv4.http_networks, epel.ipv6.http_networks), (80_000, 40_000));
+    println!("BENCH traffic-cpu-per-million-lines {cpu:.2} {wall:.2}");
+    println!("BENCH traffic-peak-rss-mib {}", rss_kib / 1024);
+    println!("BENCH traffic-state-kib {}", state / 1024);
+    println!("BENCH traffic-networks {} {}", epel.ipv4.http_networks, epel.ipv6.http_networks);
+}

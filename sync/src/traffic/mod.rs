@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use hostkit::atomic::write_mode;
 use mmconfig::{NodeConfig, DATA_MOUNT, METRICS_DIR, PUBLIC_DIR, TRAFFIC_STATE_DIR};
+use sha2::{Digest, Sha256};
 
 use crate::engine::Env;
 use tally::State;
@@ -69,12 +70,12 @@ fn load(path: &std::path::Path) -> Result<State> {
     Ok(st)
 }
 
-/// 16 bytes from the kernel's generator: a new day's salt.
-fn random_salt() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    // Without the generator the salt would be guessable: better to stop than to hash weakly.
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).expect("reading /dev/urandom");
-    b
+/// A run's 32 bytes from the kernel's generator; a day opened in the run gets SHA-256(them, day)
+/// as its salt: as unguessable, and one read a run.
+fn run_secret() -> Result<[u8; 32]> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).context("reading /dev/urandom for the day's salt")?;
+    Ok(b)
 }
 
 /// One run: read both logs from where the last run stopped, then replace the state, the
@@ -82,7 +83,13 @@ fn random_salt() -> [u8; 16] {
 pub fn collect(cfg: &NodeConfig, files: &Files, now: u64) -> Result<Summary> {
     let mut st = load(&files.state)?;
     let mut sum = Summary::default();
-    let mut salt = random_salt;
+    let secret = run_secret()?;
+    let mut salt = |day: i64| {
+        let d = Sha256::new().chain_update(secret).chain_update(day.to_le_bytes()).finalize();
+        let mut s = [0u8; 16];
+        s.copy_from_slice(&d[..16]);
+        s
+    };
     let at = st.nginx.clone();
     let r = cursor::read(&files.nginx_log, &at, &mut |line| {
         st.lines += 1;

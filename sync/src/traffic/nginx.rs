@@ -36,8 +36,10 @@ pub fn parse(line: &[u8]) -> Result<Hit<'_>, Skip> {
     let (_, project) = rest.rsplit_once(" project=").ok_or(Skip::Malformed)?;
     let (addr, rest) = line.split_once(' ').ok_or(Skip::Malformed)?;
     let addr: IpAddr = addr.parse().map_err(|_| Skip::Malformed)?;
-    let open = rest.find(" [").ok_or(Skip::Malformed)?;
-    let close = rest[open..].find("] \"").ok_or(Skip::Malformed)? + open;
+    // `$remote_user` comes from the client and may hold " [", never a quote: the time is the
+    // bracket right before the first `] "`.
+    let close = rest.find("] \"").ok_or(Skip::Malformed)?;
+    let open = rest[..close].rfind(" [").ok_or(Skip::Malformed)?;
     let day = day_of_time_local(&rest[open + 2..close]).ok_or(Skip::Malformed)?;
     let after_request = &rest[close + 3..];
     let end = after_request.find("\" ").ok_or(Skip::Malformed)?;
@@ -62,7 +64,7 @@ fn valid_project(p: &str) -> bool {
 /// `$time_local`: `07/Dec/2026:06:16:42 +0000`, as the UTC day.
 pub fn day_of_time_local(t: &str) -> Option<i64> {
     let b = t.as_bytes();
-    if b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[20] != b' ' {
+    if !t.is_ascii() || b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[20] != b' ' {
         return None;
     }
     let num = |s: &str| s.parse::<i64>().ok();
@@ -107,6 +109,11 @@ mod tests {
         let l = br#"198.51.100.1 - - [07/Dec/2026:06:00:00 +0000] "GET /a\x22 200 9 9 HTTP/1.1" 404 10 153 "x] \x22" "ev\x22il project=epel rt=1" project=archlinux rt=0.001"#;
         let h = parse(l).unwrap();
         assert_eq!((h.status, h.bytes, h.project), (404, 153, "archlinux"));
+        // A user name (from the client's Authorization header) that looks like a time.
+        let l = br#"198.51.100.1 - a [01/Jan/2020:00:00:00 +0000 [07/Dec/2026:06:00:00 +0000] "GET / HTTP/1.1" 200 1 2 "-" "-" project=epel rt=0"#;
+        assert_eq!(parse(l).map(|h| h.day), Ok(DAY));
+        let l = "198.51.100.1 - - [07/D\u{e9}c/2026:06:00:0 +0000] \"GET / HTTP/1.1\" 200 1 2 \"-\" \"-\" project=epel rt=0";
+        assert_eq!(parse(l.as_bytes()), Err(Skip::Malformed));
     }
 
     #[test]

@@ -100,8 +100,8 @@ impl State {
         f(self.totals.entry(project.to_string()).or_default());
     }
 
-    /// Count one HTTP request; `salt` makes a new day's salt when the day opens.
-    pub fn http(&mut self, hit: &Hit, salt: &mut dyn FnMut() -> [u8; 16]) {
+    /// Count one HTTP request; `salt(day)` makes a day's salt when the day opens.
+    pub fn http(&mut self, hit: &Hit, salt: &mut dyn FnMut(i64) -> [u8; 16]) {
         let v6 = is_v6(&hit.addr);
         let (status, bytes) = (hit.status, hit.bytes);
         self.both(hit.day, hit.project, |p| {
@@ -127,13 +127,13 @@ impl State {
 
     /// Open `day` if it is not too old, closing (forgetting the salt and hashes of) days that
     /// fall out of the window. False: the day is closed, its networks are no longer counted.
-    fn open_day(&mut self, day: i64, salt: &mut dyn FnMut() -> [u8; 16]) -> bool {
+    fn open_day(&mut self, day: i64, salt: &mut dyn FnMut(i64) -> [u8; 16]) -> bool {
         let newest = self.open.keys().next_back().copied().unwrap_or(day).max(day);
         self.open.retain(|d, _| *d > newest - OPEN_DAYS);
         if day <= newest - OPEN_DAYS {
             return false;
         }
-        self.open.entry(day).or_insert_with(|| OpenDay { salt: salt(), networks: BTreeMap::new() });
+        self.open.entry(day).or_insert_with(|| OpenDay { salt: salt(day), networks: BTreeMap::new() });
         true
     }
 
@@ -226,12 +226,8 @@ mod tests {
         Hit { addr: addr.parse().unwrap(), day, status, bytes, project }
     }
 
-    fn salts() -> impl FnMut() -> [u8; 16] {
-        let mut n = 0u8;
-        move || {
-            n += 1;
-            [n; 16]
-        }
+    fn salts() -> impl FnMut(i64) -> [u8; 16] {
+        |day| [day as u8; 16]
     }
 
     #[test]
