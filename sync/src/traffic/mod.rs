@@ -82,6 +82,7 @@ fn run_secret() -> Result<[u8; 32]> {
 /// public document and the metrics.
 pub fn collect(cfg: &NodeConfig, files: &Files, now: u64) -> Result<Summary> {
     let mut st = load(&files.state)?;
+    let today = i64::try_from(now / 86_400).unwrap_or(i64::MAX - 1);
     let mut sum = Summary::default();
     let secret = run_secret()?;
     let mut salt = |day: i64| {
@@ -95,6 +96,9 @@ pub fn collect(cfg: &NodeConfig, files: &Files, now: u64) -> Result<Summary> {
         st.lines += 1;
         sum.nginx_lines += 1;
         match line.map(nginx::parse) {
+            // A clock gone wrong must not make a far day the newest: 400 days before it would
+            // be pruned.
+            Some(Ok(hit)) if hit.day > today + 1 => st.skip("future-time"),
             Some(Ok(hit)) => st.http(&hit, &mut salt),
             Some(Err(nginx::Skip::NoProject)) => st.skip("no-project"),
             Some(Err(nginx::Skip::Malformed)) => st.skip("malformed"),
@@ -110,6 +114,7 @@ pub fn collect(cfg: &NodeConfig, files: &Files, now: u64) -> Result<Summary> {
         st.lines += 1;
         sum.rsyncd_lines += 1;
         match line.map(rsyncd::parse) {
+            Some(rsyncd::Event::Start { day, .. } | rsyncd::Event::End { day, .. }) if day > today + 1 => st.skip("future-time"),
             Some(rsyncd::Event::Start { pid, day, module: m, addr }) => {
                 if let Some(project) = module(m) {
                     st.rsync_start(pid, &project, &addr, day);
@@ -143,4 +148,31 @@ pub fn collect(cfg: &NodeConfig, files: &Files, now: u64) -> Result<Summary> {
     write(&files.document, 0o644, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes())?;
     write(&files.metrics, 0o644, st.metrics(now).as_bytes())?;
     Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_from_a_wrong_clock_is_skipped_and_history_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let env = Env { root: d.path().into(), rsync: String::new(), keep_log_days: 0 };
+        let files = Files::new(&env);
+        std::fs::create_dir_all(files.nginx_log.parent().unwrap()).unwrap();
+        let line =
+            |date: &str| format!("192.0.2.1 - - [{date}:06:00:00 +0000] \"GET /epel/x HTTP/1.1\" 200 1 2 \"-\" \"-\" project=epel rt=0\n");
+        std::fs::write(&files.nginx_log, line("07/Dec/2026") + &line("07/Dec/2099")).unwrap();
+        let cfg = crate::testdata::node("ci");
+        let now = 20_794 * 86_400 + 7 * 3600;
+        let sum = collect(&cfg, &files, now).unwrap();
+        assert_eq!(sum.nginx_lines, 2);
+        let doc: mmconfig::traffic::TrafficDoc = serde_json::from_str(&std::fs::read_to_string(&files.document).unwrap()).unwrap();
+        assert_eq!(doc.days.iter().map(|d| d.date.as_str()).collect::<Vec<_>>(), ["2026-12-07"]);
+        assert!(std::fs::read_to_string(&files.metrics).unwrap().contains("mm_traffic_lines_skipped_total{reason=\"future-time\"} 1\n"));
+        // The state is the collector's alone, and a second run reads nothing twice.
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&files.state).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(collect(&cfg, &files, now).unwrap().nginx_lines, 0);
+    }
 }
