@@ -18,6 +18,7 @@ pub const ADMIN_USER: &str = mmconfig::ADMIN_USER;
 const TEMPLATES: &[(&str, &str)] = &[
     ("nginx-main", include_str!("../../overlays/services/nginx.conf.hbs")),
     ("nginx-site", include_str!("../../overlays/services/nginx-site.conf.hbs")),
+    ("log-format", include_str!("../../overlays/services/nginx-log-format.conf")),
     ("listing", include_str!("../../overlays/services/listing.xslt.hbs")),
     ("rsyncd", include_str!("../../overlays/services/rsyncd.conf.hbs")),
     ("motd", include_str!("../../overlays/services/rsyncd.motd.hbs")),
@@ -25,6 +26,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("sshd", include_str!("../../overlays/services/sshd.conf.hbs")),
     ("sync-service", include_str!("../../overlays/services/mm-sync.service.hbs")),
     ("sync-timer", include_str!("../../overlays/services/mm-sync.timer.hbs")),
+    ("traffic-service", include_str!("../../overlays/services/mm-traffic.service.hbs")),
+    ("traffic-timer", include_str!("../../overlays/services/mm-traffic.timer.hbs")),
     ("certbot-service", include_str!("../../overlays/services/mm-certbot.service.hbs")),
     ("certbot-timer", include_str!("../../overlays/services/mm-certbot.timer.hbs")),
     ("push-keys", include_str!("../../overlays/services/push-authorized-keys.hbs")),
@@ -425,6 +428,19 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         let timer = format!("mm-sync-{}.timer", p.name);
         files.push(RenderedFile::new(format!("/etc/systemd/system/{timer}"), 0o644, unit("sync-timer")?).read_by(&timer, Verb::Restart));
         enable.push((format!("mm-sync-{}.timer", p.name), "timers.target".into()));
+    }
+    if !cfg.projects.is_empty() {
+        let tctx = json!({
+            "data_root": paths.data_root, "public_dir": mmconfig::PUBLIC_DIR, "sync_user": mmconfig::SYNC_USER,
+            "metrics_dir": mmconfig::METRICS_DIR,
+        });
+        let unit = |t: &str| h.render(t, &tctx).map_err(|e| anyhow::anyhow!("rendering {t}: {e}"));
+        files.push(RenderedFile::new("/etc/systemd/system/mm-traffic.service", 0o644, unit("traffic-service")?));
+        files.push(
+            RenderedFile::new("/etc/systemd/system/mm-traffic.timer", 0o644, unit("traffic-timer")?)
+                .read_by("mm-traffic.timer", Verb::Restart),
+        );
+        enable.push(("mm-traffic.timer".into(), "timers.target".into()));
     }
     if cfg.fleet.https {
         enable.push(("mm-certbot.timer".into(), "timers.target".into()));

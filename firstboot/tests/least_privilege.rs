@@ -76,6 +76,37 @@ fn sync_units_run_as_the_sync_account_at_exposure_ok_or_better() {
     assert!(figure > 9.0, "{figure}");
 }
 
+/// The traffic collector reads the logs through the adm group of its unit alone, writes only
+/// the public and metrics directories and its own state directory, and has no network.
+#[test]
+fn traffic_unit_reads_logs_by_group_and_writes_only_its_outputs() {
+    let t = Tree::new(&node("ziply"));
+    let bin = t.root.join("usr/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/true", bin.join("mm-sync")).unwrap();
+    let name = "mm-traffic.service";
+    let f = t.services.files.iter().find(|f| f.path == Path::new("/etc/systemd/system").join(name)).expect("a traffic unit");
+    let text = String::from_utf8(f.contents.clone()).unwrap();
+    let (figure, report) = exposure(&t.root, name);
+    println!("{name}: exposure {figure:.1}");
+    assert!(figure <= MAX_EXPOSURE, "{name}: exposure {figure} > {MAX_EXPOSURE}:\n{report}");
+    let data = &t.paths.data_root;
+    let rw: Vec<&str> = text.lines().find_map(|l| l.strip_prefix("ReadWritePaths=")).unwrap().split_whitespace().collect();
+    assert_eq!(rw, [format!("-{data}/{PUBLIC_DIR}"), format!("-{METRICS_DIR}")]);
+    let state = mmconfig::TRAFFIC_STATE_DIR.strip_prefix("/var/lib/").unwrap();
+    for line in [
+        format!("User={SYNC_USER}"),
+        "SupplementaryGroups=adm".into(),
+        format!("StateDirectory={state}"),
+        "StateDirectoryMode=0700".into(),
+        "PrivateNetwork=yes".into(),
+        "ExecStart=/usr/bin/mm-sync --traffic".into(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{name}: no {line}");
+    }
+    assert!(t.services.enable.contains(&("mm-traffic.timer".into(), "timers.target".into())));
+}
+
 /// firstboot keeps root, the devices and the host's mount namespace (it mounts the data disk);
 /// what it can give up it does, and the figure is printed for the README.
 #[test]

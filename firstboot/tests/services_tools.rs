@@ -240,7 +240,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
         .filter(|f| f.path.parent() == Some(Path::new("/etc/systemd/system")))
         .map(|f| t.root.join(f.path.strip_prefix("/").unwrap()))
         .collect();
-    assert_eq!(units.len(), 8, "3 projects x service + timer, certbot service + timer");
+    assert_eq!(units.len(), 10, "3 projects x service + timer, traffic service + timer, certbot service + timer");
     // nginx's own unit (Debian's, as installed) with our drop-in beside it: verify reads both.
     assert!(t.root.join("etc/systemd/system/nginx.service.d/micromirror.conf").exists());
     std::fs::copy("/lib/systemd/system/nginx.service", t.root.join("etc/systemd/system/nginx.service")).unwrap();

@@ -56,6 +56,11 @@ impl Netns {
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
     }
 
+    /// The namespace's file, for a thread to `setns` into.
+    pub fn holder_path(&self) -> std::path::PathBuf {
+        format!("/proc/{}/ns/net", self.holder.id()).into()
+    }
+
     /// Waits until something listens on TCP `port` inside the namespace (IPv4 or IPv6).
     pub fn wait_port(&self, port: u16) {
         let want = format!(":{port:04X} ");

@@ -18,6 +18,7 @@ pub mod os;
 pub mod public;
 pub mod report;
 pub mod sync;
+pub mod traffic;
 pub use disk::{glob_match, Bus, DiskFacts, DiskRule};
 
 /// Version of the [`NodeConfig`] layout. Bump when a field changes meaning.
@@ -57,6 +58,8 @@ pub const INSTALLED_HOST_KEY: &str = "/etc/micromirror/ssh_host_ed25519_key";
 pub const SSH_HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
 /// mm-sync's per-project state directory (`<project>/status.json`, the lock, the run logs).
 pub const SYNC_STATE_DIR: &str = "/var/lib/micromirror/sync";
+/// Where `mm-sync --traffic` keeps its offsets and counts (systemd's `StateDirectory=` of its unit).
+pub const TRAFFIC_STATE_DIR: &str = "/var/lib/micromirror/traffic";
 /// node_exporter's textfile collector directory, where mm-sync writes its metrics.
 pub const METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
 

@@ -33,6 +33,11 @@ pub struct Cli {
     /// Show every project: last success, age, result, size, free space.
     #[arg(long, conflicts_with_all = ["project", "check"])]
     pub status: bool,
+    /// Count what the node served since the last run, per project, from nginx's and rsyncd's
+    /// logs: the public /.mm/traffic.json (daily totals, no addresses) and the mm_traffic_*
+    /// metrics. Run every 5 minutes by mm-traffic.timer.
+    #[arg(long, conflicts_with_all = ["project", "check", "status"])]
+    pub traffic: bool,
     /// Machine-readable output for --check and --status.
     #[arg(long)]
     pub json: bool,

@@ -13,6 +13,7 @@ pub mod records;
 pub mod repocheck;
 pub mod stages;
 pub mod tracefacts;
+pub mod traffic;
 
 pub use engine::{check_project, gather_overview, load_status, sync_project, Env, Overrides};
 pub use outcome::{Exit, Outcome, SyncStatus};

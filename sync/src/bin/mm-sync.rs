@@ -26,8 +26,30 @@ fn main() -> ExitCode {
         }
         return if o.warnings.is_empty() { Exit::Ok } else { Exit::NoSpace }.into();
     }
+    if cli.traffic {
+        let files = mm_sync::traffic::Files::new(&env);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        return match mm_sync::traffic::collect(&cfg, &files, now) {
+            Ok(s) => {
+                for lost in &s.lost {
+                    eprintln!(
+                        "mm-sync: warning: {} was rotated away before its last lines were read (keep delaycompress in logrotate)",
+                        lost.display()
+                    );
+                }
+                eprintln!("mm-sync: traffic: {} nginx and {} rsyncd line(s) read", s.nginx_lines, s.rsyncd_lines);
+                Exit::Ok.into()
+            }
+            Err(e) => {
+                eprintln!("mm-sync: error: traffic: {e:#}");
+                let denied =
+                    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied));
+                if denied { Exit::NotPermitted } else { Exit::SyncFailed }.into()
+            }
+        };
+    }
     let Some(name) = cli.project.as_deref() else {
-        eprintln!("mm-sync: error: name a project (hosted here: {}), or use --status", names(&cfg));
+        eprintln!("mm-sync: error: name a project (hosted here: {}), or use --status or --traffic", names(&cfg));
         return Exit::Usage.into();
     };
     let Some(p) = cfg.project(name) else {
