@@ -180,3 +180,33 @@ fn check_hardware(hw: &Hardware, dirs: &DataDirs, diags: &mut Diagnostics) {
         diags.push(Diagnostic::at_file(&path, "network.nic.count > 1 needs a [network.bond] section".to_string()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README: power loss in the middle of a sync loses nothing served, because every new file
+    /// waits in `.~tmp~` until the transfer ends. That holds for each shipped profile only if
+    /// every rsync stage mm-sync runs for it carries `--delay-updates`.
+    #[test]
+    fn every_shipped_profile_syncs_with_delay_updates_in_every_stage() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dirs = DataDirs::for_fleet(&repo.join("examples/fleet.toml"), Some(&repo));
+        let names = dirs.known("profiles");
+        assert!(names.len() >= 10, "{names:?}");
+        let mut cache = DataCache::new(dirs);
+        for name in names {
+            let mut diags = Diagnostics::default();
+            let Lookup::Found(p) = cache.profile(&name, &mut diags) else { panic!("profiles/{name}.toml: {diags}") };
+            let stages = mm_sync::stages::rsync_stages(&p, &p.sync.upstream, Path::new("/srv/mirror/x"), "n.example", 0, 600);
+            for (i, stage) in stages.iter().enumerate() {
+                assert!(
+                    stage.iter().any(|a| a == "--delay-updates"),
+                    "profiles/{name}.toml: stage {} of {}: {stage:?}",
+                    i + 1,
+                    stages.len()
+                );
+            }
+        }
+    }
+}

@@ -243,7 +243,7 @@ fn boot_test(
     } else {
         print!("{}", report::table(&results));
     }
-    Ok(if results.iter().all(|r| r.passed()) { ExitCode::SUCCESS } else { ExitCode::from(exit::NODES_FAILED) })
+    Ok(ExitCode::from(boottest::exit_status(&results)))
 }
 
 fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memory: u32, snapshot: bool) -> anyhow::Result<ExitCode> {

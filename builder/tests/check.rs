@@ -277,6 +277,31 @@ fn broken_profile_file_is_reported_with_its_own_position() {
     assert_eq!(out.stderr.matches("unknown field `speed`").count(), 1, "{}", out.stderr);
 }
 
+/// `--data DIR` is the one place searched: not the fleet's own directory, not the built-in data.
+#[test]
+fn data_dir_replaces_the_lookup_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("profiles")).unwrap();
+    let epel = std::fs::read_to_string(repo().join("profiles/epel.toml")).unwrap();
+    std::fs::write(dir.path().join("profiles/epel.toml"), epel.replace("[sync]", "[sync]\nspeed = 3")).unwrap();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(&path, valid_fleet()).unwrap();
+    // Without --data the broken copy beside the fleet wins over the built-in one.
+    let beside = check_path(&path, &[]);
+    assert!(beside.code == 1 && beside.stderr.contains("unknown field `speed`"), "{}", beside.stderr);
+    // --data the repository: the copy beside the fleet is not read.
+    let out = check_path(&path, &["--data", repo().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // --data an empty directory: the built-in data ($MMBUILD_DATA here) is not searched either.
+    let empty = tempfile::tempdir().unwrap();
+    let out = check_path(&path, &["--data", empty.path().to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for want in ["unknown project \"epel\"", "unknown hardware \"wasp\"", "unknown hardware \"qemu\""] {
+        assert!(out.stderr.contains(want), "{want}: {}", out.stderr);
+    }
+    assert!(!out.stderr.contains("speed"), "{}", out.stderr);
+}
+
 #[test]
 fn garbage_input_never_panics() {
     for text in ["", "\u{0}\u{1}", "[[node]]\n[[node]]\n", "fleet = 3\nnode = 4", "[fleet]\nname = [1, {a = 2}]\n", "node = [1, \"x\"]"] {

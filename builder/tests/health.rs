@@ -446,6 +446,19 @@ fn bad_resolve_and_unknown_nodes_are_usage_errors() {
         .unwrap();
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no node \"nosuch\""), "{}", String::from_utf8_lossy(&unknown.stderr));
+    // An unknown --node is refused before anything is probed, even beside a known one.
+    let started = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_mmbuild"))
+        .args(["status"])
+        .arg(&f.fleet)
+        .args(["--node", "down0", "--node", "nosuch"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("mmbuild: error: --node nosuch: no such node in {}", f.fleet.display())), "{err}");
+    assert!(o.stdout.is_empty(), "a table was printed: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "probed first: {:?}", started.elapsed());
     let _ = &f.dir;
 }
 

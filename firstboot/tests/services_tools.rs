@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -176,6 +177,76 @@ fn nftables_ruleset_passes_nft_check() {
             format!("mount --bind /dev/null /etc/protocols && mount --bind /dev/null /etc/services && nft -c -f {}", conf.display());
         run(Command::new("unshare").args(["-m", "sh", "-c", &script]));
     }
+}
+
+/// The ruleset on packets, not only `nft -c`: the node's namespace and a peer's on a veth pair.
+/// Mirror ports answer anyone; ssh and metrics answer the admin prefixes only, and others'
+/// packets to them are dropped unanswered; everything the node sends carries DSCP CS1. The same
+/// probes before the ruleset is loaded show that the ruleset is what closes and marks.
+#[test]
+fn nftables_closes_admin_ports_to_others_and_marks_egress_cs1_on_packets() {
+    let cfg = node("ziply");
+    assert!(!cfg.projects.iter().any(|p| p.sync.push), "ziply takes no upstream push: its ssh is admin-only");
+    assert_eq!(cfg.fleet.admin_prefixes, ["192.0.2.0/24", "2001:db8:ffff::/48"]);
+    let t = Tree::new(&cfg);
+    let conf = t.root.join("etc/nftables.conf");
+    let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nft-probe.py");
+    let (host, peer) = (Netns::new(), Netns::new());
+    // The peer's UDP receiver, which also names the peer's namespace (by its pid) for the veth.
+    let mut recv = peer.cmd("python3").arg(&probe).args(["recv", "5000"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut received = BufReader::new(recv.stdout.take().unwrap()).lines().map(Result::unwrap);
+    assert_eq!(received.next().as_deref(), Some("listening"));
+    let recv = Daemon(recv);
+    let ip = |ns: &Netns, args: &str| run(ns.cmd("ip").args(args.split(' ')));
+    ip(&host, "link add n0 type veth peer name p0");
+    ip(&host, &format!("link set p0 netns {}", recv.0.id()));
+    for (ns, dev, last) in [(&host, "n0", 1), (&peer, "p0", 2)] {
+        ip(ns, &format!("addr add 198.51.100.{last}/24 dev {dev}"));
+        ip(ns, &format!("addr add 192.0.2.{last}/24 dev {dev}"));
+        ip(ns, &format!("addr add 2001:db8:1::{last}/64 dev {dev} nodad"));
+        ip(ns, &format!("addr add 2001:db8:ffff::{last}/64 dev {dev} nodad"));
+        ip(ns, &format!("link set {dev} up"));
+    }
+    let mut listen =
+        host.cmd("python3").arg(&probe).args(["listen", "22", "80", "873", "9100", "8080"]).stdout(Stdio::piped()).spawn().unwrap();
+    assert_eq!(BufReader::new(listen.stdout.take().unwrap()).lines().next().unwrap().unwrap(), "listening");
+    let _listen = Daemon(listen);
+    // From, to, port, and what the ruleset makes of it.
+    let cases = [
+        ("198.51.100.2", "198.51.100.1", "80", "open"),
+        ("198.51.100.2", "198.51.100.1", "22", "dropped"),
+        ("198.51.100.2", "198.51.100.1", "9100", "dropped"),
+        ("192.0.2.2", "192.0.2.1", "22", "open"),
+        ("192.0.2.2", "192.0.2.1", "9100", "open"),
+        ("192.0.2.2", "192.0.2.1", "8080", "dropped"),
+        ("2001:db8:1::2", "2001:db8:1::1", "873", "open"),
+        ("2001:db8:1::2", "2001:db8:1::1", "22", "dropped"),
+        ("2001:db8:1::2", "2001:db8:1::1", "9100", "dropped"),
+        ("2001:db8:ffff::2", "2001:db8:ffff::1", "22", "open"),
+        ("2001:db8:ffff::2", "2001:db8:ffff::1", "9100", "open"),
+    ];
+    let reach =
+        |from: &str, to: &str, port: &str| run(peer.cmd("python3").arg(&probe).args(["connect", from, to, port])).trim().to_string();
+    let mut marks = |ns: &Netns| -> Vec<String> {
+        for to in ["198.51.100.2", "2001:db8:1::2"] {
+            run(ns.cmd("python3").arg(&probe).args(["send", to, "5000"]));
+        }
+        let mut got: Vec<String> = received.by_ref().take(2).collect();
+        got.sort();
+        got
+    };
+
+    for (from, to, port, _) in cases {
+        assert_eq!(reach(from, to, port), "open", "without the ruleset, {from} -> {to}:{port}");
+    }
+    assert_eq!(marks(&host), ["IPv4 0", "IPv6 0"], "unmarked without the ruleset");
+    run(host.cmd("nft").arg("-f").arg(&conf));
+    for (from, to, port, want) in cases {
+        assert_eq!(reach(from, to, port), want, "{from} -> {to}:{port}");
+    }
+    // CS1 is DSCP 8: the TOS byte / traffic class 8 << 2.
+    assert_eq!(marks(&host), ["IPv4 32", "IPv6 32"], "egress not marked CS1");
+    drop(recv);
 }
 
 /// Units the node's distribution ships and ours only order against or want: absent from the

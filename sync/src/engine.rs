@@ -219,7 +219,7 @@ fn sync_locked(
         say(&format!("{}: the previous run was interrupted; removed {removed} temporary file(s) it left", p.name));
         writeln!(log, "previous run interrupted: removed {removed} stale temporary file(s)")?;
     }
-    let bwlimit = ov.bwlimit_kbps.or(cfg.node.sync_bwlimit_kbps).unwrap_or(p.sync.bwlimit_kbps);
+    let bwlimit = bwlimit_kbps(ov, cfg, p);
     let timeout = ov.timeout_seconds.unwrap_or(p.sync.timeout_seconds);
     let stages = rsync_stages(p, &p.sync.upstream, &tree, &cfg.node.fqdn, bwlimit, timeout);
 
@@ -301,16 +301,18 @@ fn run_stages(
 
 /// Why this run must not start for lack of space, if so. The growth estimate is the last run's
 /// transferred bytes; before the first success, an `rsync --dry-run` of the last stage measures it.
+/// The run's bandwidth limit in KB/s (0: none): this run's `--bwlimit`, else the node's
+/// `sync_bwlimit_kbps`, else the profile's.
+fn bwlimit_kbps(ov: &Overrides, cfg: &NodeConfig, p: &Profile) -> u64 {
+    ov.bwlimit_kbps.or(cfg.node.sync_bwlimit_kbps).unwrap_or(p.sync.bwlimit_kbps)
+}
+
 fn space_problem(env: &Env, p: &Profile, previous: Option<&SyncStatus>, stages: &[Vec<String>], log: &mut File) -> Result<Option<String>> {
     let Some((free, total)) = fs_space(&env.tree(p)) else {
         return Ok(None);
     };
-    // A failed or refused run's figure says nothing about what the next one needs.
-    let need = match previous.filter(|s| s.result == Outcome::Success) {
-        Some(s) => s.bytes_transferred,
-        // Before the first success: the profile's size is the estimate when it clearly fits;
-        // only a tight disk pays for an `rsync --dry-run` (a second file list) to measure.
-        None if p.size_gb.saturating_mul(1_000_000_000).saturating_add(total / 100) <= free => 0,
+    let need = match space_estimate(previous, p.size_gb, free, total) {
+        Some(need) => need,
         None => {
             let mut args = stages.last().cloned().unwrap_or_default();
             args.insert(0, "--dry-run".into());
@@ -321,17 +323,33 @@ fn space_problem(env: &Env, p: &Profile, previous: Option<&SyncStatus>, stages: 
             stats.transferred_bytes
         }
     };
+    Ok(short_of_space(need, free, total))
+}
+
+/// Bytes this run will need: the last successful run's transfer; before the first success,
+/// nothing when the profile's whole size (`size_gb`) clearly fits, else `None`: measure it with
+/// an `rsync --dry-run` (a second file list, paid only on a tight disk).
+fn space_estimate(previous: Option<&SyncStatus>, size_gb: u64, free: u64, total: u64) -> Option<u64> {
+    // A failed or refused run's figure says nothing about what the next one needs.
+    match previous.filter(|s| s.result == Outcome::Success) {
+        Some(s) => Some(s.bytes_transferred),
+        None if size_gb.saturating_mul(1_000_000_000).saturating_add(total / 100) <= free => Some(0),
+        None => None,
+    }
+}
+
+/// Why a run needing `need` bytes must not start on a disk of `total` bytes with `free` left.
+fn short_of_space(need: u64, free: u64, total: u64) -> Option<String> {
     // Keep 1% free: XFS and the logs need room, and a full disk stops nginx logging.
     let reserve = total / 100;
-    if need.saturating_add(reserve) > free {
-        return Ok(Some(format!(
+    (need.saturating_add(reserve) > free).then(|| {
+        format!(
             "not enough space on the data disk: this sync needs about {:.2} GB, {:.2} GB free (keeping {:.2} GB in reserve)",
             need as f64 / 1e9,
             free as f64 / 1e9,
             reserve as f64 / 1e9
-        )));
-    }
-    Ok(None)
+        )
+    })
 }
 
 fn prune_logs(dir: &Path, keep_days: u64) {
@@ -356,4 +374,43 @@ pub fn check_project(env: &Env, p: &Profile, deep: bool) -> Result<repocheck::Re
 pub fn gather_overview(env: &Env, cfg: &NodeConfig) -> Overview {
     let statuses: Vec<_> = cfg.projects.iter().map(|p| (p, load_status(env, p))).collect();
     overview::build(&statuses, now_unix(), fs_space(&env.under(DATA_MOUNT)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::node;
+
+    #[test]
+    fn bandwidth_limit_run_over_node_over_profile() {
+        // hurricane's node sets sync_bwlimit_kbps; ziply's does not.
+        let (capped, free) = (node("hurricane"), node("ziply"));
+        let node_cap = capped.node.sync_bwlimit_kbps.expect("hurricane caps its syncs");
+        let mut p = capped.projects[0].clone();
+        p.sync.bwlimit_kbps = 7;
+        let run = Overrides { bwlimit_kbps: Some(3), ..Overrides::default() };
+        assert_eq!(bwlimit_kbps(&run, &capped, &p), 3, "the run's --bwlimit wins");
+        assert_eq!(bwlimit_kbps(&Overrides::default(), &capped, &p), node_cap, "then the node's");
+        assert_eq!(bwlimit_kbps(&Overrides::default(), &free, &p), 7, "then the profile's");
+        // An explicit 0 on the command line lifts every limit.
+        assert_eq!(bwlimit_kbps(&Overrides { bwlimit_kbps: Some(0), ..Overrides::default() }, &capped, &p), 0);
+    }
+
+    #[test]
+    fn space_estimate_from_the_last_success_the_profile_size_or_a_measurement() {
+        const GB: u64 = 1_000_000_000;
+        let run = |result: Outcome, bytes: u64| SyncStatus { result, bytes_transferred: bytes, ..SyncStatus::default() };
+        let total = 100 * GB; // 1 GB of it is the reserve
+                              // After a success its transfer is the estimate, whatever the profile's size.
+        assert_eq!(space_estimate(Some(&run(Outcome::Success, 5 * GB)), 2000, 10 * GB, total), Some(5 * GB));
+        // A failed or refused run says nothing: the profile's size decides, when it clearly fits.
+        for previous in [None, Some(run(Outcome::Failed, 90 * GB)), Some(run(Outcome::NoSpace, 90 * GB))] {
+            assert_eq!(space_estimate(previous.as_ref(), 8, 9 * GB, total), Some(0), "{previous:?}");
+            assert_eq!(space_estimate(previous.as_ref(), 9, 9 * GB, total), None, "{previous:?}: measure");
+        }
+        // 1 % of the disk stays free: refused one byte past that, not at it.
+        assert_eq!(short_of_space(9 * GB, 10 * GB, total), None);
+        let no = short_of_space(9 * GB + 1, 10 * GB, total).expect("refused");
+        assert_eq!(no, "not enough space on the data disk: this sync needs about 9.00 GB, 10.00 GB free (keeping 1.00 GB in reserve)");
+    }
 }

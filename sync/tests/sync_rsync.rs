@@ -329,6 +329,36 @@ fn two_stage_never_exposes_an_index_pointing_at_a_missing_file() {
 }
 
 #[test]
+fn keep_logs_prunes_run_logs_older_than_its_days() {
+    let w = World::new();
+    let up = w.up("rpm");
+    rpm(&up.join("Packages"), "alpha", "1.0");
+    createrepo(&up);
+    let logs = w.root().join("var/lib/micromirror/sync/epel/logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for (name, age) in [("1.log", "20 days ago"), ("2.log", "5 days ago")] {
+        std::fs::write(logs.join(name), "an earlier run").unwrap();
+        sh(&format!("touch -d '{age}' {}", logs.join(name).display()));
+    }
+    let names = || {
+        let mut v: Vec<String> = std::fs::read_dir(&logs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    // The default keeps 14 days: only the 20-day-old log goes, beside this run's own.
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let after = names();
+    assert!(!after.contains(&"1.log".to_string()) && after.contains(&"2.log".to_string()) && after.len() == 2, "{after:?}");
+    // --keep-logs 1: the 5-day-old one goes too; the run's own log (written now) stays.
+    next_second();
+    let out = w.mm_sync(&["--keep-logs", "1", "epel"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let last = names();
+    assert!(!last.contains(&"2.log".to_string()) && last.len() == 2 && last.iter().all(|n| n.len() > 6), "{last:?}");
+}
+
+#[test]
 fn a_second_run_is_refused_while_the_lock_is_held() {
     let w = World::new();
     rpm(&w.up("rpm").join("Packages"), "alpha", "1.0");

@@ -1,6 +1,7 @@
 //! `mmbuild boot-test`: boot each built node image in its hardware model's shape, against
 //! stand-in upstreams on its own addresses, and judge it the way remote hands and the fleet would.
 
+pub mod judge;
 pub mod lab;
 pub mod report;
 pub mod shape;
@@ -12,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mmconfig::{DataPlacement, NodeConfig};
+use mmconfig::NodeConfig;
 use serde::Serialize;
 
 use crate::fleet::Fleet;
@@ -21,22 +22,6 @@ use crate::standin;
 use hostkit::net;
 use lab::Lab;
 use shape::Shape;
-
-/// From the console of a stick-installed node: the stick wrote and verified the image exactly
-/// once; after its reboot, with the stick still in, the firmware either booted the disk or booted
-/// the stick again, which then handed over instead of installing again.
-fn stick_check(console: &str, node: &str) -> Check {
-    let writes = console.matches(&format!("mm-install: writing node {node} to ")).count();
-    let verified = console.contains("mm-install: verified: ");
-    let handed_over = console.contains(&format!("mm-install: handing over to node {node} on "));
-    let ok = writes == 1 && verified;
-    let lines: Vec<&str> =
-        console.lines().filter(|l| l.contains("mm-install:") && !l.contains(": writing: ") && !l.contains(": verifying: ")).collect();
-    let path =
-        if handed_over { "the firmware booted the stick again and it handed over" } else { "the firmware booted the installed disk" };
-    let detail = format!("{writes} install(s), verified: {verified}; after the reboot {path}\ninstaller lines:\n{}", lines.join("\n"));
-    Check { name: "install from the stick".into(), ok, detail, seconds: 0.0 }
-}
 
 /// How long a guest may print nothing before boot-test blames the host and starts it again.
 const SILENT_START: Duration = Duration::from_secs(120);
@@ -87,6 +72,15 @@ pub struct NodeResult {
 impl NodeResult {
     pub fn passed(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
+    }
+}
+
+/// The run's exit status: success only when every node passed every check.
+pub fn exit_status(results: &[NodeResult]) -> u8 {
+    if results.iter().all(NodeResult::passed) {
+        0
+    } else {
+        crate::exit::NODES_FAILED
     }
 }
 
@@ -362,10 +356,10 @@ impl<'a> Node<'a> {
         let detail = if verdict_ok { String::new() } else { format!("{}\nconsole tail:\n{}", r.verdict, vm.tail(30)) };
         r.checks.push(Check { name: "console verdict ALL GOOD".into(), ok: verdict_ok, detail, seconds: t });
         if let Some(bond) = &cfg.hardware.network.bond {
-            r.checks.push(bond_check(&vm.serial(), bond, self.vm.nics.len()));
+            r.checks.push(judge::bond(&vm.serial(), bond, self.vm.nics.len()));
         }
         if self.opts.from_stick {
-            r.checks.push(stick_check(&vm.serial(), &cfg.node.name));
+            r.checks.push(judge::stick(&vm.serial(), &cfg.node.name, &good));
         }
         if verdict_ok {
             self.serve_checks(&mut r, &addrs, deadline);
@@ -381,52 +375,31 @@ impl<'a> Node<'a> {
     fn serve_checks(&self, r: &mut NodeResult, addrs: &[IpAddr], deadline: Instant) {
         let cfg = self.cfg;
         let fqdn = &cfg.node.fqdn;
-        let sponsor = html_text(&cfg.node.sponsor.name);
         let timeout = Duration::from_secs(10);
+        let timed = |t0: Instant, c: Check| Check { seconds: t0.elapsed().as_secs_f64(), ..c };
         for a in addrs {
             let family = if a.is_ipv6() { "IPv6" } else { "IPv4" };
             for p in &cfg.projects {
                 let t0 = Instant::now();
                 let got = net::http(SocketAddr::new(*a, 80), fqdn, "GET", &p.http_path, timeout);
-                let (ok, detail) = match got {
-                    Ok(h) if h.status == 200 && String::from_utf8_lossy(&h.body).contains(&sponsor) => (true, String::new()),
-                    Ok(h) if h.status == 200 => (false, format!("the page does not name the sponsor as {sponsor:?}")),
-                    Ok(h) => (false, format!("HTTP {}", h.status)),
-                    Err(e) => (false, e.to_string()),
-                };
-                r.checks.push(Check { name: format!("http {family} {}", p.http_path), ok, detail, seconds: t0.elapsed().as_secs_f64() });
+                r.checks.push(timed(t0, judge::http(family, &p.http_path, &cfg.node.sponsor.name, &got)));
             }
             let t0 = Instant::now();
-            let (ok, detail) = match net::rsync_list(SocketAddr::new(*a, 873), timeout) {
-                Ok(l) => {
-                    let missing: Vec<&str> =
-                        cfg.projects.iter().map(|p| p.rsync_module.as_str()).filter(|m| !l.modules.iter().any(|x| x == m)).collect();
-                    (missing.is_empty(), if missing.is_empty() { String::new() } else { format!("modules missing: {}", missing.join(" ")) })
-                }
-                Err(e) => (false, e.to_string()),
-            };
-            r.checks.push(Check { name: format!("rsync {family} modules"), ok, detail, seconds: t0.elapsed().as_secs_f64() });
+            let got = net::rsync_list(SocketAddr::new(*a, 873), timeout);
+            r.checks.push(timed(t0, judge::rsync_modules(family, cfg, &got)));
         }
         let Some(a) = addrs.first() else { return };
         for p in &cfg.projects {
             let t0 = Instant::now();
             let path = format!("{}{}/{}", p.http_path, p.freshness.trace_dir.trim_matches('/'), fqdn);
-            let (ok, detail) = loop {
-                match net::http(SocketAddr::new(*a, 80), fqdn, "GET", &path, timeout) {
-                    Ok(h) if h.status == 200 => break (true, String::new()),
-                    other if Instant::now() > deadline => {
-                        break (
-                            false,
-                            format!(
-                                "{path}: {} (the first sync did not finish in time)",
-                                other.map_or_else(|e| e.to_string(), |h| format!("HTTP {}", h.status))
-                            ),
-                        )
-                    }
-                    _ => std::thread::sleep(Duration::from_secs(2)),
+            let last = loop {
+                let got = net::http(SocketAddr::new(*a, 80), fqdn, "GET", &path, timeout);
+                if got.as_ref().is_ok_and(|h| h.status == 200) || Instant::now() > deadline {
+                    break got;
                 }
+                std::thread::sleep(Duration::from_secs(2));
             };
-            r.checks.push(Check { name: format!("first sync {}", p.name), ok, detail, seconds: t0.elapsed().as_secs_f64() });
+            r.checks.push(timed(t0, judge::first_sync(&p.name, &path, &last)));
         }
     }
 
@@ -434,102 +407,23 @@ impl<'a> Node<'a> {
     fn host_key_check(&self) -> Check {
         let t0 = Instant::now();
         let fqdn = &self.cfg.node.fqdn;
-        let want = std::fs::read_to_string(&self.known_hosts).ok().and_then(|text| {
-            text.lines()
-                .find(|l| l.split_whitespace().next().is_some_and(|names| names.split(',').any(|n| n == fqdn)))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        });
-        let Some(want) = want else {
-            return Check {
-                name: "ssh host key".into(),
-                ok: false,
-                detail: format!("{}: no line for {fqdn}", self.known_hosts.display()),
-                seconds: 0.0,
-            };
+        let failed = |detail: String| Check { name: "ssh host key".into(), ok: false, detail, seconds: 0.0 };
+        let Some(want) = std::fs::read_to_string(&self.known_hosts).ok().and_then(|text| judge::recorded_key(&text, fqdn)) else {
+            return failed(format!("{}: no line for {fqdn}", self.known_hosts.display()));
         };
         let Some(addr) = lab::node_addrs(self.cfg).into_iter().next() else {
-            return Check { name: "ssh host key".into(), ok: false, detail: "the node has no address".into(), seconds: 0.0 };
+            return failed("the node has no address".into());
         };
-        let out = Command::new("ssh-keyscan").args(["-T", "15", "-t", "ed25519"]).arg(addr.to_string()).output();
-        let (ok, detail) = match out {
-            Ok(o) => {
-                let text = String::from_utf8_lossy(&o.stdout);
-                let got: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
-                match got.first() {
-                    Some(k) if *k == want => (true, String::new()),
-                    Some(k) => (false, format!("the node presents {k}, the build recorded {want}")),
-                    None => (false, format!("no ed25519 key from {addr}:22: {}", hostkit::cmd::tail(&o.stderr, 3))),
-                }
-            }
-            Err(e) => (false, format!("running ssh-keyscan: {e}")),
-        };
-        Check { name: "ssh host key".into(), ok, detail, seconds: t0.elapsed().as_secs_f64() }
+        let scan = Command::new("ssh-keyscan").args(["-T", "15", "-t", "ed25519"]).arg(addr.to_string()).output();
+        Check { seconds: t0.elapsed().as_secs_f64(), ..judge::host_key(&want, addr, &scan) }
     }
 
     /// After power-off: MMDATA where the hardware model puts it, and a foreign disk untouched.
     fn layout_check(&self) -> Check {
         let t0 = Instant::now();
-        let mut problems = Vec::new();
-        let boot = self.work.join("boot.img");
-        let data = self.work.join("data.img");
-        let (with, without): (Vec<&Path>, Vec<&Path>) = match self.cfg.hardware.storage.data {
-            DataPlacement::BootDisk => (vec![&boot], vec![]),
-            DataPlacement::Disk { .. } => (vec![&data], vec![&boot]),
-        };
-        for disk in with {
-            match partition_names(disk) {
-                Ok(names) if names.iter().any(|n| n == mmconfig::DATA_LABEL) => {}
-                Ok(names) => {
-                    problems.push(format!("{}: no {} partition (partitions: {})", file_name(disk), mmconfig::DATA_LABEL, names.join(", ")))
-                }
-                Err(e) => problems.push(format!("{}: {e:#}", file_name(disk))),
-            }
-        }
-        for disk in without {
-            if partition_names(disk).is_ok_and(|names| names.iter().any(|n| n == mmconfig::DATA_LABEL)) {
-                problems.push(format!("{}: holds {} although the model puts data on its own disk", file_name(disk), mmconfig::DATA_LABEL));
-            }
-        }
-        if let Some((path, before)) = &self.foreign {
-            match hash_ends(path) {
-                Ok(after) if &after == before => {}
-                Ok(_) => problems.push("the foreign disk was written to".into()),
-                Err(e) => problems.push(format!("{e:#}")),
-            }
-        }
-        Check { name: "data disk layout".into(), ok: problems.is_empty(), detail: problems.join("; "), seconds: t0.elapsed().as_secs_f64() }
+        let foreign = self.foreign.as_ref().map(|(path, before)| (path.as_path(), before.as_str(), hash_ends(path)));
+        Check { seconds: t0.elapsed().as_secs_f64(), ..judge::layout(&self.cfg.hardware.storage.data, &self.work, foreign) }
     }
-}
-
-/// The console's bond line must show the bond in its configured mode: with 802.3ad, every
-/// cabled port's LACP partner state, and each uncabled port as such.
-fn bond_check(console: &str, bond: &mmconfig::Bond, ports: usize) -> Check {
-    let prefix = format!("{}: ", bond.name);
-    let line = console.lines().filter_map(|l| l.find(&prefix).map(|i| l[i..].trim())).find(|l| l.contains(" up") || l.contains(" down"));
-    let (ok, detail) = match line {
-        None => (false, format!("the console has no line about {}'s ports", bond.name)),
-        Some(l) => {
-            let down = l.matches("down (no carrier)").count();
-            let lacp_shown = bond.mode != "802.3ad" || l.contains("LACP partner");
-            if down != ports.saturating_sub(1) {
-                (false, format!("{ports} port(s) of which one cabled, but the console says: {l}"))
-            } else if !lacp_shown {
-                (false, format!("the bond is not in {} mode (no LACP partner state shown): {l}", bond.mode))
-            } else {
-                (true, l.to_string())
-            }
-        }
-    };
-    Check { name: format!("{} ports on the console", bond.name), ok, detail, seconds: 0.0 }
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
-}
-
-/// Text as the listing page carries it (XSLT output escapes these three).
-fn html_text(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn sparse_disk(path: &Path, len: u64) -> Result<()> {
@@ -556,11 +450,6 @@ fn hash_ends(path: &Path) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-fn partition_names(disk: &Path) -> Result<Vec<String>> {
-    let gpt = gpt::GptConfig::new().writable(false).open(disk).with_context(|| format!("reading the GPT of {}", disk.display()))?;
-    Ok(gpt.partitions().values().map(|p| p.name.clone()).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,38 +470,5 @@ mod tests {
         assert_ne!(backup, blank, "a write at the end went unseen");
         f.write_all_at(b"\x55\xaa", 510).unwrap();
         assert_ne!(hash_ends(&disk).unwrap(), backup, "a write at the start went unseen");
-    }
-
-    #[test]
-    fn stick_check_wants_one_verified_install_then_a_hand_over() {
-        let install = "mm-install: writing node sonic to /dev/nvme0n1: blank\nmm-install: verified: /dev/nvme0n1 holds the image\n";
-        let hand_over =
-            "mm-install: /dev/nvme0n1 already holds node sonic: booting it\nmm-install: handing over to node sonic on /dev/nvme0n1\n";
-        assert!(stick_check(&format!("{install}{hand_over}"), "sonic").detail.contains("it handed over"));
-        assert!(stick_check(install, "sonic").detail.contains("booted the installed disk"));
-        let twice = stick_check(&format!("{install}{install}{hand_over}"), "sonic");
-        assert!(!twice.ok && twice.detail.starts_with("2 install(s)"), "{}", twice.detail);
-        assert!(!stick_check(hand_over, "sonic").ok, "nothing was installed");
-    }
-
-    #[test]
-    fn bond_check_wants_the_uncabled_port_and_the_lacp_state() {
-        let bond = mmconfig::Bond {
-            name: "bond0".into(),
-            mode: "802.3ad".into(),
-            xmit_hash_policy: "layer3+4".into(),
-            lacp_rate: "fast".into(),
-            miimon_ms: 100,
-        };
-        let good = "[ 74.0] mm-firstboot[443]:   bond0: enp1s0 up, no LACP partner; enp2s0 down (no carrier)\n";
-        let c = bond_check(good, &bond, 2);
-        assert!(c.ok && c.detail.starts_with("bond0: enp1s0 up, no LACP partner"), "{}", c.detail);
-        // What a bond the bonding module made itself at load (balance-rr, no MII monitor) shows.
-        let round_robin = "[ 74.0] mm-firstboot[443]:   bond0: enp2s0 up; enp1s0 up\n";
-        let c = bond_check(round_robin, &bond, 2);
-        assert!(!c.ok && c.detail.contains("one cabled"), "{}", c.detail);
-        let c = bond_check("bond0: enp1s0 up; enp2s0 down (no carrier)\n", &bond, 2);
-        assert!(!c.ok && c.detail.contains("not in 802.3ad mode"), "{}", c.detail);
-        assert!(!bond_check("nothing here\n", &bond, 2).ok);
     }
 }
