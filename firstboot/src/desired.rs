@@ -107,6 +107,9 @@ pub fn render_all(cfg: &NodeConfig, key: &Delivered, facts: &Facts) -> Result<De
     if let Some(v) = &facts.image_version {
         files.push(services::render_image_metric(v, facts.os.as_ref())?);
     }
+    if let Some(os) = &facts.os {
+        files.push(RenderedFile::new(mmconfig::os::SEEN_PATH, 0o644, serde_json::to_string_pretty(&os.seen())? + "\n"));
+    }
     let mut accounts = vec![ACCOUNTS[0].clone()];
     if svc.push_user {
         accounts.push(ACCOUNTS[1].clone());

@@ -273,6 +273,28 @@ impl OsStatus {
     }
 }
 
+/// What mm-firstboot leaves for the node's other programs about its OS, at [`SEEN_PATH`]
+/// (mm-sync's public document reads it). Only what changes with an update or a rollback, so
+/// that rendering it on every run changes nothing between them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsSeen {
+    pub version: u32,
+    pub image_version: Option<String>,
+    pub slot: Option<Slot>,
+    /// The newest slot that failed its tries.
+    #[serde(default)]
+    pub last_rollback: Option<Rollback>,
+}
+
+/// Where [`OsSeen`] lives on the node (world-readable: nothing in it is secret).
+pub const SEEN_PATH: &str = "/var/lib/micromirror/os.json";
+
+impl OsStatus {
+    pub fn seen(&self) -> OsSeen {
+        OsSeen { version: 1, image_version: self.image_version.clone(), slot: self.slot, last_rollback: self.rollbacks.first().cloned() }
+    }
+}
+
 /// `mm-firstboot os install --json`: a slot written, checked and armed for the next boot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Installed {

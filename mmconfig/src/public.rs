@@ -32,6 +32,20 @@ pub struct PublicProject {
     pub check_errors: u64,
 }
 
+/// An image that rolled back: its version and time only (the gate's reasons stay on the node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicRollback {
+    pub image_version: String,
+    #[serde(default)]
+    pub at_unix: Option<u64>,
+}
+
+impl From<&crate::os::Rollback> for PublicRollback {
+    fn from(r: &crate::os::Rollback) -> Self {
+        PublicRollback { image_version: r.version.clone(), at_unix: r.at }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PublicStatus {
     pub version: u32,
@@ -41,6 +55,10 @@ pub struct PublicStatus {
     /// (and absent from nodes built before images had versions).
     #[serde(default)]
     pub image_version: Option<String>,
+    /// The newest image that failed its trial boots on this node, and when its gate last judged
+    /// it; absent when none did (or on nodes before A/B slots).
+    #[serde(default)]
+    pub last_rollback: Option<PublicRollback>,
     #[serde(default)]
     pub generated_unix: u64,
     #[serde(default)]

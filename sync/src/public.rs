@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use mmconfig::marker::{self, Marker};
-use mmconfig::public::{PublicProject, PublicStatus, VERSION};
+use mmconfig::public::{PublicProject, PublicRollback, PublicStatus, VERSION};
 use mmconfig::{NodeConfig, DATA_MOUNT};
 
 use crate::engine::{fs_space, load_status, Env};
@@ -28,6 +28,7 @@ pub fn build(
     marker_time: &dyn Fn(&str, &Marker) -> Option<u64>,
     space: Option<(u64, u64)>,
     image_version: Option<String>,
+    last_rollback: Option<PublicRollback>,
     now: u64,
 ) -> PublicStatus {
     let markers = markers();
@@ -53,6 +54,7 @@ pub fn build(
         version: VERSION,
         node: cfg.node.fqdn.clone(),
         image_version,
+        last_rollback,
         generated_unix: now,
         data_free_bytes: space.map(|s| s.0),
         data_total_bytes: space.map(|s| s.1),
@@ -73,11 +75,19 @@ pub fn write(env: &Env, cfg: &NodeConfig) -> Result<()> {
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let image_version = std::fs::read_to_string(env.root.join("etc/os-release")).ok().and_then(|t| mmconfig::image::from_os_release(&t));
-    let doc = build(cfg, &status, &marker_time, fs_space(&data), image_version, now);
+    let doc = build(cfg, &status, &marker_time, fs_space(&data), image_version, last_rollback(&env.root), now);
     let dest = data.join(PublicStatus::rel_path());
     std::fs::create_dir_all(dest.parent().unwrap_or(Path::new("/")))?;
     write_atomic(&dest, 0o644, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes())?;
     Ok(())
+}
+
+/// The newest rollback in mm-firstboot's word on the OS ([`mmconfig::os::SEEN_PATH`] under
+/// `root`), without the gate's reasons; None on a node without slots or without one.
+fn last_rollback(root: &Path) -> Option<PublicRollback> {
+    let bytes = std::fs::read(root.join(mmconfig::os::SEEN_PATH.trim_start_matches('/'))).ok()?;
+    let seen: mmconfig::os::OsSeen = serde_json::from_slice(&bytes).ok()?;
+    seen.last_rollback.as_ref().map(PublicRollback::from)
 }
 
 #[cfg(test)]
@@ -88,6 +98,35 @@ mod tests {
     fn the_built_in_marker_table_parses() {
         assert_eq!(marker::parse_table(MARKERS).unwrap(), markers());
         assert!(markers().contains_key("archlinux"));
+    }
+
+    #[test]
+    fn the_last_rollback_is_published_without_the_gates_reasons() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(last_rollback(root.path()), None);
+        let seen = mmconfig::os::OsSeen {
+            version: 1,
+            image_version: Some("20261104.024542-3f2a9c1e0b7d".into()),
+            slot: Some(mmconfig::os::Slot::A),
+            last_rollback: Some(mmconfig::os::Rollback {
+                version: "20261201.000000-bbbbbbbbbbbb".into(),
+                slot: mmconfig::os::Slot::B,
+                reason: "rsync.service is masked at 10.1.2.3".into(),
+                at: Some(1_796_000_000),
+            }),
+        };
+        let path = root.path().join(mmconfig::os::SEEN_PATH.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&seen).unwrap()).unwrap();
+        let r = last_rollback(root.path());
+        assert_eq!(r, Some(PublicRollback { image_version: "20261201.000000-bbbbbbbbbbbb".into(), at_unix: Some(1_796_000_000) }));
+        let cfg = crate::testdata::node("ziply");
+        let doc = build(&cfg, &|_| None, &|_, _| None, None, None, r, 1);
+        let text = serde_json::to_string(&doc).unwrap();
+        assert!(text.contains(r#""last_rollback":{"image_version":"20261201.000000-bbbbbbbbbbbb","at_unix":1796000000}"#), "{text}");
+        assert!(!text.contains("masked") && !text.contains("10.1.2.3"), "{text}");
+        std::fs::write(&path, b"{not json").unwrap();
+        assert_eq!(last_rollback(root.path()), None);
     }
 
     #[test]
@@ -108,7 +147,7 @@ mod tests {
             })
         };
         let marker_time = |name: &str, m: &Marker| (name == "archlinux" && m.path == "lastsync").then_some(150);
-        let doc = build(&cfg, &status, &marker_time, Some((7, 9)), Some("20261104.024542-3f2a9c1e0b7d".into()), 300);
+        let doc = build(&cfg, &status, &marker_time, Some((7, 9)), Some("20261104.024542-3f2a9c1e0b7d".into()), None, 300);
         let arch = doc.projects.iter().find(|p| p.project == "archlinux").unwrap();
         assert_eq!(
             arch,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mmconfig::public::{self, PublicStatus, PATH as PUBLIC_STATUS_PATH};
+use mmconfig::public::{self, PublicRollback, PublicStatus, PATH as PUBLIC_STATUS_PATH};
 use mmconfig::sync::SyncOutcome;
 use mmconfig::NodeConfig;
 use serde::Serialize;
@@ -228,12 +228,14 @@ pub struct ImageState {
     pub fleet: Option<String>,
     /// The node runs another image than the fleet's build; None when either is unknown.
     pub behind: Option<bool>,
+    /// The newest image that failed its trial boots on the node (its public document's word).
+    pub last_rollback: Option<PublicRollback>,
 }
 
 impl ImageState {
     fn new(running: Option<String>, fleet: Option<&str>) -> ImageState {
         let behind = running.as_deref().zip(fleet).map(|(r, f)| r != f);
-        ImageState { running, fleet: fleet.map(String::from), behind }
+        ImageState { running, fleet: fleet.map(String::from), behind, last_rollback: None }
     }
 }
 
@@ -527,7 +529,8 @@ pub fn judge(
     if let Some(seen) = &probe.public {
         public_findings(cfg, seen, &mut findings);
     }
-    let image = ImageState::new(public_doc.as_ref().and_then(|d| d.image_version.as_deref()).map(shown), fleet_image);
+    let mut image = ImageState::new(public_doc.as_ref().and_then(|d| d.image_version.as_deref()).map(shown), fleet_image);
+    image.last_rollback = public_doc.as_ref().and_then(|d| d.last_rollback.clone());
     if let (Some(true), Some(running), Some(fleet)) = (image.behind, &image.running, fleet_image) {
         findings.push(Finding {
             severity: Severity::Warn,

@@ -28,14 +28,18 @@ fn clean(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
-/// The image the node runs, `(behind)` when it is not the fleet's build.
+/// The image the node runs, `(behind)` when it is not the fleet's build, and the last image that
+/// rolled back on it.
 fn image(n: &NodeReport) -> String {
-    let running = n.image.running.as_deref().map_or("-".to_string(), clean);
+    let mut s = n.image.running.as_deref().map_or("-".to_string(), clean);
     if n.image.behind == Some(true) {
-        format!("{running} (behind)")
-    } else {
-        running
+        s.push_str(" (behind)");
     }
+    if let Some(r) = &n.image.last_rollback {
+        let when = r.at_unix.map(|t| format!(" {}", mmconfig::traffic::date_of((t / 86_400) as i64))).unwrap_or_default();
+        s.push_str(&format!(", {} rolled back{when}", clean(&r.image_version)));
+    }
+    s
 }
 
 pub fn render(r: &FleetReport, colour: bool) -> String {
@@ -109,6 +113,8 @@ mod tests {
         }
     }
 
+    use mmconfig::public::PublicRollback;
+
     #[test]
     fn one_line_per_node_worst_lag_relative_to_its_allowance_and_no_colour_off_a_tty() {
         let r = FleetReport {
@@ -127,16 +133,23 @@ mod tests {
                 ),
                 node("fresh", Severity::Ok, vec![], vec![("epel", "node-trace", Some(420), 90_000)], Some("20261104.024542-3f2a9c1e0b7d")),
                 node("old", Severity::Ok, vec![], vec![], None),
+                {
+                    let mut n = node("held", Severity::Ok, vec![], vec![], Some("20261104.024542-3f2a9c1e0b7d"));
+                    n.image.last_rollback =
+                        Some(PublicRollback { image_version: "20261201.000000-bbbbbbbbbbbb".into(), at_unix: Some(1_796_000_000) });
+                    n
+                },
             ],
             upstreams: Default::default(),
         };
         let t = render(&r, false);
         let want = "\
-NODE     STATE IPv4  IPv6  WORST LAG         IMAGE                                  PROBLEM
-lagging  FAIL  ok    fail  archlinux 26h10m  20261001.000000-aaaaaaaaaaaa (behind)  archlinux: 26h10m behind its upstream (allowed 25h00m) (+1 more)
-fresh    OK    ok    none  epel 7m ago       20261104.024542-3f2a9c1e0b7d           -
-old      OK    ok    none  -                 -                                      -
-3 node(s): 2 ok, 0 warn, 1 fail; fleet NOT healthy
+NODE     STATE IPv4  IPv6  WORST LAG         IMAGE                                                                                PROBLEM
+lagging  FAIL  ok    fail  archlinux 26h10m  20261001.000000-aaaaaaaaaaaa (behind)                                                archlinux: 26h10m behind its upstream (allowed 25h00m) (+1 more)
+fresh    OK    ok    none  epel 7m ago       20261104.024542-3f2a9c1e0b7d                                                         -
+old      OK    ok    none  -                 -                                                                                    -
+held     OK    ok    none  -                 20261104.024542-3f2a9c1e0b7d, 20261201.000000-bbbbbbbbbbbb rolled back 2026-11-30  -
+4 node(s): 3 ok, 0 warn, 1 fail; fleet NOT healthy
 ";
         assert_eq!(t, want);
         assert!(!t.contains('\x1b'));
