@@ -134,7 +134,7 @@ _mmbuild() {
             return 0
             ;;
         mmbuild__subcmd__apply)
-            opts="-o -j -i -h --out --node --jobs --node-bin --connect --connect-new --identity --prune --confirm-timeout --connect-timeout --json --data --help"
+            opts="-o -j -i -h --out --node --jobs --node-bin --connect --connect-new --identity --prune --confirm-timeout --connect-timeout --max-reboots --canary --keep-going --retry-os --trial-boots --os-timeout --json --data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -189,6 +189,22 @@ _mmbuild() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-reboots)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --canary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trial-boots)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --os-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -748,7 +764,7 @@ _mmbuild() {
             return 0
             ;;
         mmbuild__subcmd__plan)
-            opts="-o -j -i -h --out --node --jobs --node-bin --connect --connect-new --identity --prune --confirm-timeout --connect-timeout --json --data --help"
+            opts="-o -j -i -h --out --node --jobs --node-bin --connect --connect-new --identity --prune --confirm-timeout --connect-timeout --max-reboots --canary --keep-going --retry-os --trial-boots --os-timeout --json --data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -803,6 +819,22 @@ _mmbuild() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-reboots)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --canary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trial-boots)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --os-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
