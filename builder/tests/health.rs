@@ -173,9 +173,12 @@ ipv4 = {{ address = \"192.0.2.{a}/31\", gateway = \"192.0.2.{b}\" }}\nipv6 = {{ 
         let projects: Vec<Value> = doc.iter().map(|(p, r)| serde_json::json!({"project": p, "result": r, "check_errors": 0})).collect();
         // The drifted node also runs an older image than the fleet's build (FLEET_IMAGE).
         let image = if *kind == Kind::Drifted { OLD_IMAGE } else { FLEET_IMAGE };
+        // The drifted node tried the fleet's build and fell back (what mm-sync publishes then).
+        let rollback = (*kind == Kind::Drifted).then(|| serde_json::json!({"image_version": FLEET_IMAGE, "at_unix": 1_796_000_000}));
         write(
             &root.join(".mm/status.json"),
-            &serde_json::json!({"version": 1, "node": fqdn, "image_version": image, "projects": projects}).to_string(),
+            &serde_json::json!({"version": 1, "node": fqdn, "image_version": image, "projects": projects, "last_rollback": rollback})
+                .to_string(),
         );
         let (h4, h6, r4, r6) = match kind {
             Kind::Fresh | Kind::Lagging | Kind::WrongModule | Kind::Drifted | Kind::FirstSync => {
@@ -374,16 +377,25 @@ fn nodes_not_on_the_fleets_build_are_behind_in_the_table_and_the_json() {
     let run = status(&f, &["--json", "--out", build.to_str().unwrap()]);
     let r: Value = serde_json::from_str(&run.stdout).unwrap();
     let (fresh, drifted) = (node(&r, "fresh0"), node(&r, "drifted1"));
-    assert_eq!(fresh["image"], serde_json::json!({"running": FLEET_IMAGE, "fleet": FLEET_IMAGE, "behind": false}));
-    assert_eq!(drifted["image"], serde_json::json!({"running": OLD_IMAGE, "fleet": FLEET_IMAGE, "behind": true}));
+    assert_eq!(fresh["image"], serde_json::json!({"running": FLEET_IMAGE, "fleet": FLEET_IMAGE, "behind": false, "last_rollback": null}));
+    let rolled = serde_json::json!({"image_version": FLEET_IMAGE, "at_unix": 1_796_000_000});
+    assert_eq!(drifted["image"], serde_json::json!({"running": OLD_IMAGE, "fleet": FLEET_IMAGE, "behind": true, "last_rollback": rolled}));
     let want = format!("warn runs image {OLD_IMAGE}, not the fleet's build {FLEET_IMAGE}: roll the build out to it");
     assert!(findings(drifted).contains(&want), "{:?}", findings(drifted));
     assert!(findings(fresh).is_empty(), "{:?}", findings(fresh));
     let table = status(&f, &["--out", build.to_str().unwrap()]).stdout;
-    assert!(table.lines().any(|l| l.starts_with("drifted1") && l.contains(&format!("{OLD_IMAGE} (behind)"))), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("drifted1") && l.contains(&format!("{OLD_IMAGE} (behind), {FLEET_IMAGE} rolled back 2026-11-30"))),
+        "{table}"
+    );
     // Without the build, the version is shown and nothing is judged.
     let r: Value = serde_json::from_str(&status(&f, &["--json"]).stdout).unwrap();
-    assert_eq!(node(&r, "drifted1")["image"], serde_json::json!({"running": OLD_IMAGE, "fleet": null, "behind": null}));
+    assert_eq!(
+        node(&r, "drifted1")["image"],
+        serde_json::json!({"running": OLD_IMAGE, "fleet": null, "behind": null, "last_rollback": rolled})
+    );
     // A build directory without an image version is invalid input, and the message says why.
     write(&build.join("manifest.json"), r#"{"fleet": "x", "artifacts": []}"#);
     let bad = status(&f, &["--out", build.to_str().unwrap()]);

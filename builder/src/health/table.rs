@@ -144,10 +144,10 @@ mod tests {
         };
         let t = render(&r, false);
         let want = "\
-NODE     STATE IPv4  IPv6  WORST LAG         IMAGE                                                                                PROBLEM
-lagging  FAIL  ok    fail  archlinux 26h10m  20261001.000000-aaaaaaaaaaaa (behind)                                                archlinux: 26h10m behind its upstream (allowed 25h00m) (+1 more)
-fresh    OK    ok    none  epel 7m ago       20261104.024542-3f2a9c1e0b7d                                                         -
-old      OK    ok    none  -                 -                                                                                    -
+NODE     STATE IPv4  IPv6  WORST LAG         IMAGE                                                                              PROBLEM
+lagging  FAIL  ok    fail  archlinux 26h10m  20261001.000000-aaaaaaaaaaaa (behind)                                              archlinux: 26h10m behind its upstream (allowed 25h00m) (+1 more)
+fresh    OK    ok    none  epel 7m ago       20261104.024542-3f2a9c1e0b7d                                                       -
+old      OK    ok    none  -                 -                                                                                  -
 held     OK    ok    none  -                 20261104.024542-3f2a9c1e0b7d, 20261201.000000-bbbbbbbbbbbb rolled back 2026-11-30  -
 4 node(s): 3 ok, 0 warn, 1 fail; fleet NOT healthy
 ";
