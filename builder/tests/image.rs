@@ -83,7 +83,13 @@ fn images_are_clean_reproducible_and_independent_per_node() {
     assert_eq!(sh(&format!("blkid -o value -s LABEL {}", root.0)).trim(), "mmroot");
     // Two root slots by GPT name; slot B ships empty and costs no allocated bytes.
     let names = sh(&format!("sgdisk -p {}", img.display()));
-    let named: Vec<&str> = names.lines().filter_map(|l| l.split_whitespace().nth(6)).collect();
+    // Partition rows only: the number, start, end, size (two words), code, name.
+    let named: Vec<&str> = names
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 7 && w[0].parse::<u32>().is_ok())
+        .map(|w| w[6])
+        .collect();
     assert_eq!(named, ["ESP", "MMCONFIG", "mmroot-a", "mmroot-b"], "{names}");
     let slot_b = sh(&format!("sgdisk -i 4 {}", img.display()));
     let lba = |key: &str| -> u64 {
