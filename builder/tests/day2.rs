@@ -5,6 +5,9 @@
 //! changes nothing; the change survives a reboot; a dropped project is no longer served (404)
 //! but keeps its data until --prune.
 
+mod common;
+use common::Reaped;
+
 use hostkit::testenv::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,14 +36,6 @@ fn text(o: &Output) -> String {
 
 fn curl(url: &str) -> String {
     String::from_utf8_lossy(&Command::new("curl").args(["-s", "--max-time", "10", url]).output().unwrap().stdout).into_owned()
-}
-
-struct Reaped(std::process::Child);
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The example `ci` node's upstreams are rsync://10.0.2.2:10873/<module>/ (QEMU's user network

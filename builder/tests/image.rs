@@ -1,6 +1,9 @@
 //! Slow tier: real base OS, real images, real QEMU + OVMF boots (TCG here).
 //! Needs root, the host tools from scripts/install-deps and the musl on-node binaries.
 
+mod common;
+use common::Reaped;
+
 use hostkit::testenv::free_port;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -641,13 +644,4 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
 
     drop(vm);
     drop(daemon);
-}
-
-/// A child process killed when the test ends, also when it fails.
-struct Reaped(std::process::Child);
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

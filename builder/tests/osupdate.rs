@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{repo, text};
+use common::{repo, text, Reaped};
 use hostkit::testenv::{free_port, Need};
 use mmbuild::qemu::{Vm, VmOptions};
 
@@ -31,14 +31,6 @@ fn sh(cmd: &str) -> String {
     let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
     assert!(out.status.success(), "{cmd}:\n{}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Reaped(std::process::Child);
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Lab {
