@@ -66,9 +66,14 @@ pub fn partition_text() -> Result<Option<String>> {
 
 /// node.toml and the host key beside it on the MMCONFIG partition, if there is one.
 fn read_config_partition() -> Result<Option<(String, Delivered)>> {
-    let dev = PathBuf::from(format!("/dev/disk/by-label/{CONFIG_LABEL}"));
-    let dev = if dev.exists() {
+    let by_label = PathBuf::from(format!("/dev/disk/by-label/{CONFIG_LABEL}"));
+    // The image's own partition by its GPT name on the root's disk, from sysfs: at boot we run
+    // before udev has made /dev/disk/by-label, and `blkid -t` probes every device for it
+    // (seconds under emulation). The name also leaves an install stick's MMCONFIG aside.
+    let dev = if let Ok(dev) = crate::os::partition_named(CONFIG_LABEL) {
         dev.to_string_lossy().into_owned()
+    } else if by_label.exists() {
+        by_label.to_string_lossy().into_owned()
     } else {
         match cmd("blkid", &["-l", "-o", "device", "-t", &format!("LABEL={CONFIG_LABEL}")]) {
             Ok(out) if !out.trim().is_empty() => out.trim().to_string(),
