@@ -314,7 +314,7 @@ fn trim(root: &Path, keep: &[String]) -> Result<()> {
     let kernel_dir = moddir.join("kernel");
     let deps = fs::read_to_string(moddir.join("modules.dep")).context("reading modules.dep")?;
     let kept = modules_to_keep(&deps, keep);
-    trim_modules(&kernel_dir, &kernel_dir, &|rel| kept.contains(rel) || module_kept(rel, keep))?;
+    trim_modules(&kernel_dir, &kernel_dir, &|rel| kept.contains(rel))?;
     run(Command::new("chroot").arg(root).args(["depmod", "-a", &kver])).context("regenerating modules.dep")?;
     // An empty machine-id makes systemd treat the first boot as first boot on every node.
     fs::write(root.join("etc/machine-id"), b"")?;
@@ -324,6 +324,9 @@ fn trim(root: &Path, keep: &[String]) -> Result<()> {
 /// The modules (paths under `kernel/`) the keep list selects, plus every module they need
 /// (transitively, from the untrimmed `modules.dep`), as mkosi resolves its module includes: a kept
 /// module must load, and usbcore without usb-common once left every USB stick unreadable.
+/// A module the list refuses (its last matching line is a `!` line) is never kept, and neither is
+/// any module that needs it: `net/*` kept batman-adv, which brought back cfg80211, which
+/// systemd-networkd's nl80211 query then loaded on every boot to print regulatory.db failures.
 fn modules_to_keep(deps: &str, keep: &[String]) -> BTreeSet<String> {
     let under_kernel = |m: &str| m.strip_prefix("kernel/").map(String::from);
     let needs: BTreeMap<String, Vec<String>> = deps
@@ -331,8 +334,19 @@ fn modules_to_keep(deps: &str, keep: &[String]) -> BTreeSet<String> {
         .filter_map(|l| l.split_once(':'))
         .filter_map(|(m, ds)| Some((under_kernel(m)?, ds.split_whitespace().filter_map(under_kernel).collect())))
         .collect();
+    let mut loads: BTreeMap<&str, bool> = BTreeMap::new();
+    fn loadable<'a>(m: &'a str, needs: &'a BTreeMap<String, Vec<String>>, keep: &[String], memo: &mut BTreeMap<&'a str, bool>) -> bool {
+        if let Some(&known) = memo.get(m) {
+            return known;
+        }
+        // Cycles do not occur in modules.dep; the provisional entry keeps a broken file finite.
+        memo.insert(m, true);
+        let ok = module_rule(m, keep) != Some(false) && needs.get(m).into_iter().flatten().all(|d| loadable(d, needs, keep, memo));
+        memo.insert(m, ok);
+        ok
+    }
     let mut kept: BTreeSet<String> = BTreeSet::new();
-    let mut todo: Vec<String> = needs.keys().filter(|m| module_kept(m, keep)).cloned().collect();
+    let mut todo: Vec<String> = needs.keys().filter(|m| module_kept(m, keep) && loadable(m, &needs, keep, &mut loads)).cloned().collect();
     while let Some(m) = todo.pop() {
         if kept.insert(m.clone()) {
             todo.extend(needs.get(&m).into_iter().flatten().filter(|d| !kept.contains(*d)).cloned());
@@ -407,14 +421,20 @@ fn trim_modules(top: &Path, dir: &Path, kept: &dyn Fn(&str) -> bool) -> Result<(
 
 /// Keep-list semantics: the last matching line wins; `!glob` removes.
 fn module_kept(rel: &str, keep: &[String]) -> bool {
-    let mut kept = false;
+    module_rule(rel, keep) == Some(true)
+}
+
+/// What the keep list says of a module: the last matching line wins; `Some(false)` when it is
+/// a `!` line, `None` when no line matches.
+fn module_rule(rel: &str, keep: &[String]) -> Option<bool> {
+    let mut rule = None;
     for line in keep {
         let (negate, glob) = line.strip_prefix('!').map_or((false, line.as_str()), |g| (true, g));
         if mmconfig::disk::glob_match(glob, rel) {
-            kept = !negate;
+            rule = Some(!negate);
         }
     }
-    kept
+    rule
 }
 
 pub fn kernel_version(root: &Path) -> Result<String> {
@@ -672,6 +692,25 @@ mod tests {
                 "drivers/usb/storage/usb-storage.ko",
                 "virt/lib/irqbypass.ko"
             ]
+        );
+    }
+
+    #[test]
+    fn a_refused_module_takes_every_module_that_needs_it_along() {
+        let deps = "kernel/net/batman-adv/batman-adv.ko: kernel/net/wireless/cfg80211.ko kernel/lib/crc16.ko\n\
+                    kernel/net/wireless/cfg80211.ko: kernel/net/rfkill/rfkill.ko\n\
+                    kernel/net/rfkill/rfkill.ko:\n\
+                    kernel/lib/crc16.ko:\n\
+                    kernel/drivers/platform/x86/thinkpad_acpi.ko: kernel/net/rfkill/rfkill.ko\n\
+                    kernel/drivers/platform/x86/wmi.ko:\n\
+                    kernel/net/bonding/bonding.ko: kernel/net/tls/tls.ko\n\
+                    kernel/net/tls/tls.ko:\n";
+        let keep: Vec<String> =
+            ["net/*", "drivers/platform/x86/*", "!net/wireless/*", "!net/rfkill/*"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            modules_to_keep(deps, &keep).into_iter().collect::<Vec<_>>(),
+            ["drivers/platform/x86/wmi.ko", "net/bonding/bonding.ko", "net/tls/tls.ko"],
+            "batman-adv needs cfg80211 and thinkpad_acpi rfkill: both go; crc16 was only batman-adv's"
         );
     }
 
