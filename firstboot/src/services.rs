@@ -37,7 +37,9 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 const ROBOTS: &str = include_str!("../../overlays/services/robots.txt");
 const SYSCTL: &str = include_str!("../../overlays/services/sysctl.conf");
-const NGINX_LIMITS: &str = include_str!("../../overlays/services/nginx-limits.conf");
+// In the image from the start, so a first boot finds it unchanged and reloads no unit files for
+// it; written here for installs that start from a distribution's own root (AlmaLinux).
+const NGINX_LIMITS: &str = include_str!("../../overlays/rootfs/etc/systemd/system/nginx.service.d/micromirror.conf");
 const AUTO_UPGRADES: &str = include_str!("../../overlays/services/auto-upgrades.conf");
 const NODE_EXPORTER: &str = include_str!("../../overlays/services/node-exporter.default");
 
