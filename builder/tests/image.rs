@@ -285,6 +285,12 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     assert!(console.contains("vdb (4 GB, serial MMDISK0) is blank: creating the data filesystem"), "{console}");
     assert!(console.contains("address enp0s3 UP 10.0.2.15/24 fec0::15/64"), "{}", vm.tail(30));
     assert!(console.contains("data disk: /dev/vdb1 mounted at /srv/mirror"), "{}", vm.tail(30));
+    // Remote hands read this screen: no firmware noise from modules no server needs (cfg80211's
+    // regulatory.db came in with batman-adv and the laptop drivers, now refused by the build).
+    assert!(!console.contains("firmware: failed to load"), "firmware failures on the console:\n{console}");
+    // The units the first boot writes are new to systemd (or shipped unchanged in the image):
+    // no daemon-reload, which costs seconds under emulation.
+    assert!(!console.contains("reloading systemd"), "the first boot reloaded systemd:\n{console}");
 
     // The node presents exactly the key the build published: ssh checks it strictly against
     // OUT/known_hosts, and the node has no other host key.
@@ -583,6 +589,8 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
     eprintln!("serve: QEMU start -> first HTTP 200 of the sponsor page in {:.1} s ({:?})", first_200.as_secs_f64(), vm.accel);
     vm.wait_for("mm-firstboot: ci.mm.example.net ready - ALL GOOD", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(40)));
     let console = vm.serial();
+    assert!(!console.contains("FAILED"), "a unit failed on a node that is ALL GOOD:\n{console}");
+    assert!(!console.contains("firmware: failed to load"), "firmware failures on the console:\n{console}");
     // The verdict covers the upstream: reachable over IPv4 (the node's IPv6 has no route to an IPv4 literal).
     assert!(console.contains("upstream of epel: rsync://10.0.2.2:10873/epel/ - IPv4 answers, IPv6 no address"), "{}", vm.tail(40));
     if let Some(secs) = console.lines().find_map(|l| l.split(" change(s) in ").nth(1)) {
