@@ -76,6 +76,10 @@ pub struct SyncRecord {
     pub check_errors: usize,
     pub last_success_unix: Option<u64>,
     pub log: String,
+    /// The exit status of the rsync stage that failed the run, when one did: it tells an upstream
+    /// that did not answer from one that answered wrongly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsync_exit: Option<i32>,
 }
 
 #[cfg(test)]

@@ -190,7 +190,7 @@ pub fn sync_project(
     write_mode(&env.status_file(p), 0o644, (serde_json::to_string_pretty(&st)? + "\n").as_bytes())?;
     write_mode(&env.metrics_file(p), 0o644, render_metrics(&st, fs_space(&tree).map(|s| s.0)).as_bytes())?;
     publish(env, cfg, &mut log);
-    Ok((Exit::of(st.result), Some(st)))
+    Ok((Exit::of(&st), Some(st)))
 }
 
 /// Refresh the public freshness document (`/.mm/status.json`); a failure there is logged, never
@@ -291,6 +291,7 @@ fn run_stages(
         st.bytes_received += stats.received_bytes;
         st.tree_bytes = stats.total_bytes;
         if !rsync_ok(code) {
+            st.rsync_exit = Some(code);
             let log_text = fs::read(&st.log).unwrap_or_default();
             let msg = format!("rsync stage {} exited {code}: {}", i + 1, hostkit::cmd::tail(&log_text, 3).replace('\n', " | "));
             return Ok((Outcome::Failed, msg));

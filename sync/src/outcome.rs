@@ -17,11 +17,23 @@ pub enum Exit {
     NotPermitted = 7,
     /// Another run of the same project holds the lock.
     Busy = 10,
+    /// The upstream could not be reached or went silent: a failed run, recorded
+    /// as one, that the unit does not count as failed (the timer retries; staleness alerts).
+    UpstreamUnreachable = 11,
 }
 
 impl Exit {
-    pub const ALL: [Exit; 8] =
-        [Exit::Ok, Exit::BadConfig, Exit::Usage, Exit::SyncFailed, Exit::Inconsistent, Exit::NoSpace, Exit::NotPermitted, Exit::Busy];
+    pub const ALL: [Exit; 9] = [
+        Exit::Ok,
+        Exit::BadConfig,
+        Exit::Usage,
+        Exit::SyncFailed,
+        Exit::Inconsistent,
+        Exit::NoSpace,
+        Exit::NotPermitted,
+        Exit::Busy,
+        Exit::UpstreamUnreachable,
+    ];
 
     pub fn code(self) -> u8 {
         self as u8
@@ -39,13 +51,17 @@ impl Exit {
                 "the account running it does not own the project's tree or may not write where a sync writes (each path is named)"
             }
             Exit::Busy => "another run of this project is in progress",
+            Exit::UpstreamUnreachable => {
+                "the upstream could not be reached or went silent (rsync exit 10, 30 or 35): the run failed and is recorded so, the previous tree is still served, the next scheduled run retries"
+            }
         }
     }
 
     /// The exit status of a run that ended this way.
-    pub fn of(outcome: Outcome) -> Exit {
-        match outcome {
+    pub fn of(run: &SyncStatus) -> Exit {
+        match run.result {
             Outcome::Success => Exit::Ok,
+            Outcome::Failed if run.rsync_exit.is_some_and(crate::stages::upstream_unreachable) => Exit::UpstreamUnreachable,
             // A run never records NeverRun; Running is what a killed run leaves.
             Outcome::NeverRun | Outcome::Running | Outcome::Failed => Exit::SyncFailed,
             Outcome::Inconsistent => Exit::Inconsistent,
@@ -76,7 +92,19 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", o.as_str()));
             assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), o);
         }
-        assert_eq!(Exit::of(Outcome::NoSpace).code(), 6);
+        let run = |result: Outcome, rsync_exit: Option<i32>| SyncStatus { result, rsync_exit, ..Default::default() };
+        assert_eq!(Exit::of(&run(Outcome::NoSpace, None)).code(), 6);
+        // An upstream that did not answer is no unit failure; one that answered wrongly is.
+        for (code, exit) in [
+            (10, Exit::UpstreamUnreachable),
+            (35, Exit::UpstreamUnreachable),
+            (5, Exit::SyncFailed),
+            (23, Exit::SyncFailed),
+            (12, Exit::SyncFailed),
+        ] {
+            assert_eq!(Exit::of(&run(Outcome::Failed, Some(code))), exit, "rsync exit {code}");
+        }
+        assert_eq!(Exit::of(&run(Outcome::Failed, None)), Exit::SyncFailed, "a failure after rsync (the trace, the index)");
         assert!(Exit::help().starts_with("EXIT STATUS: 0 success; 1 no or invalid configuration"), "{}", Exit::help());
     }
 }

@@ -78,6 +78,15 @@ pub fn rsync_ok(code: i32) -> bool {
     code == 0 || code == 24
 }
 
+/// Whether rsync's exit status says the upstream could not be reached or went silent (rsync(1),
+/// EXIT VALUES): 10 a socket error (refused, reset, unreachable), 30 a timeout in the transfer,
+/// 35 a timeout waiting for the daemon. The timer's next run is the remedy, not a person. Not 5:
+/// the daemon answered and refused the session, for a full house or for a module it does not
+/// have, and only the second needs a person, which the status alone cannot tell.
+pub fn upstream_unreachable(code: i32) -> bool {
+    matches!(code, 10 | 30 | 35)
+}
+
 /// rsync's temporary name for `name`: `.name.XXXXXX`.
 pub fn is_rsync_temp(name: &str) -> bool {
     let Some(rest) = name.strip_prefix('.') else {

@@ -434,6 +434,27 @@ fn upstream_dying_mid_run_leaves_the_previous_tree_and_trace() {
     assert_eq!(w.mm_sync(&["--check", "epel"], &[]).status.code(), Some(0));
 }
 
+/// A closed port at the upstream (a sponsor's firewall at turn-up) fails the run as a run, with
+/// rsync's own status kept, but exits 11, which the unit counts as no failure of its own; an
+/// upstream that answers with an unknown module is a failure of the unit (4).
+#[test]
+fn an_upstream_that_does_not_answer_fails_the_run_but_not_the_unit() {
+    let mut w = World::new();
+    w.daemon = None;
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(11), "{}", text(&out));
+    let st = w.status("epel");
+    assert_eq!((st["result"].as_str(), st["rsync_exit"].as_i64()), (Some("failed"), Some(10)), "{st}");
+    let metrics = std::fs::read_to_string(w.root().join("var/lib/prometheus/node-exporter/mm_sync_epel.prom")).unwrap();
+    assert!(metrics.contains("mm_sync_last_run_success{project=\"epel\"} 0"), "{metrics}");
+
+    w.start_daemon();
+    w.write_config(|cfg| cfg.projects[0].sync.upstream = format!("rsync://127.0.0.1:{}/nosuch/", w.port));
+    let out = w.mm_sync(&["epel"], &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert_eq!(w.status("epel")["rsync_exit"].as_i64(), Some(5), "{}", w.status("epel"));
+}
+
 #[test]
 fn a_killed_run_is_found_and_its_temporaries_cleaned() {
     let w = World::new();
