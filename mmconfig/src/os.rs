@@ -43,7 +43,7 @@ impl Slot {
     }
 
     /// The GPT partition name of the slot (the UKI's `root=PARTLABEL=`).
-    pub fn partlabel(self) -> &'static str {
+    pub const fn partlabel(self) -> &'static str {
         match self {
             Slot::A => "mmroot-a",
             Slot::B => "mmroot-b",
