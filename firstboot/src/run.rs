@@ -91,21 +91,30 @@ pub fn image_version(host: &Host) -> Option<String> {
 /// Observe what the renderers need. `data_ready`: the data filesystem is (or will be) mounted.
 pub fn observe(host: &Host, cfg: &NodeConfig, data_ready: bool) -> Result<Facts> {
     let cert = Path::new(&Paths::default().tls_dir).join(&cfg.node.fqdn).join("fullchain.pem");
-    let data_fs_uuid = match probe::mount_source(&host.path(Path::new(DATA_MOUNT))) {
-        Some(dev) if dev.starts_with("/dev/") => probe::blkid(&dev)?.get("UUID").cloned(),
-        _ => None,
-    };
-    Ok(Facts {
+    let mut facts = Facts {
         family: family(host),
         nics: probe::nics(),
         // An unusable value is reported by `run` and `status`; here it is simply not used.
         nic_stand_in: crate::standin::read(host).ok().flatten(),
         tls_ready: host.path(&cert).is_file(),
-        data_fs_uuid,
+        data_fs_uuid: None,
         data_ready,
         image_version: image_version(host),
         os: host.live().then(crate::os::status),
-    })
+    };
+    observe_data(host, &mut facts, data_ready)?;
+    Ok(facts)
+}
+
+/// The facts storage steps change (the data filesystem), observed again after them: the rest
+/// stays as observed before, each look costing processes (blkid, systemctl, a mount).
+fn observe_data(host: &Host, facts: &mut Facts, data_ready: bool) -> Result<()> {
+    facts.data_fs_uuid = match probe::mount_source(&host.path(Path::new(DATA_MOUNT))) {
+        Some(dev) if dev.starts_with("/dev/") => probe::blkid(&dev)?.get("UUID").cloned(),
+        _ => None,
+    };
+    facts.data_ready = data_ready;
+    Ok(())
 }
 
 /// Observe disks and mounts and plan storage.
@@ -183,7 +192,8 @@ pub fn run(
         }
     }
     let mounted = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
-    let early = render_all(cfg, key, &observe(host, cfg, mounted)?)?.early_files;
+    let mut facts = observe(host, cfg, mounted)?;
+    let early = render_all(cfg, key, &facts)?.early_files;
     let early_changes = plan::file_changes(host, &early);
     for change in &early_changes {
         apply_change(host, change, &early, &mut st)?;
@@ -231,7 +241,8 @@ pub fn run(
 
     let data_ready = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
     let now = Moment { data_ready, booting: host.booting() };
-    if let Err(e) = converge_services(host, cfg, key, now, &early_changes, &mut st, say) {
+    observe_data(host, &mut facts, data_ready)?;
+    if let Err(e) = converge_services(host, cfg, key, &facts, now, &early_changes, &mut st, say) {
         st.problems.push(format!("mirror services: {e:#}"));
     }
     if host.live() && !now.booting && st.problems.is_empty() {
@@ -352,13 +363,13 @@ fn converge_services(
     host: &Host,
     cfg: &NodeConfig,
     key: &Delivered,
+    facts: &Facts,
     now: Moment,
     early: &[Change],
     st: &mut RunState,
     say: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let Moment { data_ready, booting } = now;
-    let facts = observe(host, cfg, data_ready)?;
     let family = facts.family;
     if cfg.fleet.https {
         std::fs::create_dir_all(host.path(Path::new(&Paths::default().acme_dir))).context("creating the ACME webroot")?;

@@ -36,9 +36,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("mount", include_str!("../../overlays/services/srv-mirror.mount.hbs")),
 ];
 const ROBOTS: &str = include_str!("../../overlays/services/robots.txt");
-const SYSCTL: &str = include_str!("../../overlays/services/sysctl.conf");
-// In the image from the start, so a first boot finds it unchanged and reloads no unit files for
-// it; written here for installs that start from a distribution's own root (AlmaLinux).
+// These three are the same on every node: in the image from the start, so a first boot finds
+// them unchanged and restarts or reloads no unit for them; written here for installs that start
+// from a distribution's own root (AlmaLinux).
+const SYSCTL: &str = include_str!("../../overlays/rootfs/etc/sysctl.d/90-micromirror.conf");
+const MODULES: &str = include_str!("../../overlays/rootfs/etc/modules-load.d/micromirror.conf");
 const NGINX_LIMITS: &str = include_str!("../../overlays/rootfs/etc/systemd/system/nginx.service.d/micromirror.conf");
 const AUTO_UPGRADES: &str = include_str!("../../overlays/services/auto-upgrades.conf");
 const NODE_EXPORTER: &str = include_str!("../../overlays/services/node-exporter.default");
@@ -389,8 +391,7 @@ pub fn render_services(cfg: &NodeConfig, paths: &Paths) -> anyhow::Result<Servic
         // Both oneshots ran at boot; run again, they apply the file (modules before sysctl, by
         // systemd-sysctl's own ordering).
         RenderedFile::new("/etc/sysctl.d/90-micromirror.conf", 0o644, SYSCTL).read_by("systemd-sysctl.service", Verb::Restart),
-        RenderedFile::new("/etc/modules-load.d/micromirror.conf", 0o644, "tcp_bbr\n")
-            .read_by("systemd-modules-load.service", Verb::Restart),
+        RenderedFile::new("/etc/modules-load.d/micromirror.conf", 0o644, MODULES).read_by("systemd-modules-load.service", Verb::Restart),
         RenderedFile::new("/etc/ssh/sshd_config.d/50-micromirror.conf", 0o644, r("sshd")?).read_by(ssh, Verb::Reload),
         RenderedFile::new(format!("/home/{ADMIN_USER}/.ssh/authorized_keys"), 0o600, cfg.fleet.admin_ssh_keys.join("\n") + "\n"),
         RenderedFile::new(format!("/etc/sudoers.d/{ADMIN_USER}"), 0o440, format!("{ADMIN_USER} ALL=(ALL) NOPASSWD: ALL\n")),
