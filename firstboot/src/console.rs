@@ -369,6 +369,9 @@ mod tests {
         RunState { problems: problems.iter().map(|p| p.to_string()).collect(), data_disk: Some("/dev/vdb".into()), ..RunState::default() }
     }
 
+    /// (case, node, facts, the last run, the problems wanted in order).
+    type Case = (&'static str, &'static str, Facts, Option<RunState>, Vec<&'static str>);
+
     /// Each problem the console can report, fired by one broken fact: (case, node, facts, last
     /// run's problems, the problems wanted in order).
     #[test]
@@ -393,7 +396,7 @@ mod tests {
             edit(&mut f);
             f
         };
-        let cases: Vec<(&str, &str, Facts, Option<RunState>, Vec<&str>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "no NIC of the model's driver",
                 "ci",

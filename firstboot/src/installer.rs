@@ -264,7 +264,7 @@ pub fn write_image(say: &mut dyn FnMut(&str), m: &InstallManifest, part: &Path, 
         .read(true)
         .write(true)
         .custom_flags(nix::libc::O_EXCL)
-        .open(&dev)
+        .open(dev)
         .with_context(|| format!("opening {dev} for writing"))?;
     let (from, to) = m.write_range();
     let total = to - from;
@@ -323,7 +323,7 @@ pub fn write_image(say: &mut dyn FnMut(&str), m: &InstallManifest, part: &Path, 
         m.image_sha256,
         total as f64 / t.elapsed().as_secs_f64().max(0.001) / 1e6
     ));
-    write_gpt(&dev, m, keep)?;
+    write_gpt(dev, m, keep)?;
     say(&format!(
         "partition table written{}",
         keep.map(|k| format!("; {} kept ({} GB)", k.name, (k.last_lba + 1 - k.first_lba) * 512 / 1_000_000_000)).unwrap_or_default()
