@@ -384,6 +384,16 @@ fn parse_survey(out: &[u8]) -> Result<Survey> {
     Ok(Survey { installed, versions, os, plan: serde_json::from_slice(rest).ok() })
 }
 
+/// The shell (no single quotes: it runs inside `sh -c '...'`) that installs stdin as
+/// `DIR/NAME`: atomic (a temporary beside the binary, renamed over it, so the node never runs a
+/// half-written binary), the old one kept as `NAME.prev` for a rollback.
+fn install_binary_script(dir: &str, name: &str) -> String {
+    format!(
+        "set -e; t=$(mktemp {dir}/.{name}.XXXXXX); cat > \"$t\"; chmod 0755 \"$t\"; \
+         if [ -e {dir}/{name} ]; then cp -p {dir}/{name} {dir}/{name}.prev; fi; mv -f \"$t\" {dir}/{name}"
+    )
+}
+
 fn one_node(cfg: &NodeConfig, ctx: &Ctx, ssh: &Ssh, r: &mut NodeResult) -> Result<()> {
     let (opts, local, apply) = (ctx.opts, ctx.local, ctx.apply);
     let new_toml = cfg.to_toml();
@@ -412,11 +422,7 @@ fn one_node(cfg: &NodeConfig, ctx: &Ctx, ssh: &Ssh, r: &mut NodeResult) -> Resul
     if apply && !r.binaries.is_empty() {
         for (name, path, _) in local.iter().filter(|(n, _, _)| r.binaries.iter().any(|b| &b.0 == n)) {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            // Atomic on the node: a temporary beside the binary, the old one kept for rollback.
-            let script = format!(
-                "set -e; t=$(mktemp /usr/bin/.{name}.XXXXXX); cat > \"$t\"; chmod 0755 \"$t\"; \
-                 if [ -e /usr/bin/{name} ]; then cp -p /usr/bin/{name} /usr/bin/{name}.prev; fi; mv -f \"$t\" /usr/bin/{name}"
-            );
+            let script = install_binary_script("/usr/bin", name);
             ssh.run(&format!("sudo sh -c '{script}'"), Some(&bytes)).with_context(|| format!("installing {name}"))?;
         }
         // The new binary's own plan: it may render what the old one did not.
@@ -733,6 +739,70 @@ mod tests {
             assert!(parse_survey(&out.as_bytes()[..cut]).is_err(), "{cut}");
         }
         assert!(parse_survey(b"999\nshort").is_err());
+    }
+
+    /// The roll-out's install script, run by the real `sh` on a directory standing in for
+    /// /usr/bin: the target is never written in place, the old binary is kept as `.prev`.
+    #[test]
+    fn a_binary_is_installed_by_rename_and_the_old_one_kept_as_prev() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (bin, prev) = (d.join("mm-sync"), d.join("mm-sync.prev"));
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let temporaries = || -> Vec<std::fs::DirEntry> {
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap()).filter(|e| e.file_name().to_string_lossy().starts_with(".mm-sync.")).collect()
+        };
+        std::fs::write(&bin, b"old binary").unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut running = std::fs::File::open(&bin).unwrap();
+        let new: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
+        let install = |dir: &std::path::Path| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(install_binary_script(&dir.display().to_string(), "mm-sync"))
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut child = install(d);
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&new[..1 << 20]).unwrap();
+        stdin.flush().unwrap();
+        // Half sent: it lands in a temporary beside the binary; the binary is still the old one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !temporaries().iter().any(|e| e.metadata().unwrap().len() == 1 << 20) {
+            assert!(std::time::Instant::now() < deadline, "no temporary holding the first half");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(std::fs::read(&bin).unwrap(), b"old binary");
+        assert!(!prev.exists());
+        stdin.write_all(&new[1 << 20..]).unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        assert!(std::fs::read(&bin).unwrap() == new, "the new binary differs from what was sent");
+        assert_eq!(mode(&bin), 0o755);
+        assert_eq!((std::fs::read(&prev).unwrap(), mode(&prev)), (b"old binary".to_vec(), 0o700));
+        assert!(temporaries().is_empty());
+        // Renamed over, not rewritten: a process holding the old binary still reads it whole.
+        let mut held = Vec::new();
+        std::io::Read::read_to_end(&mut running, &mut held).unwrap();
+        assert_eq!(held, b"old binary");
+
+        // The next roll-out keeps the binary it replaces, not the first one.
+        let mut child = install(d);
+        child.stdin.take().unwrap().write_all(b"third").unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!((std::fs::read(&bin).unwrap(), std::fs::read(&prev).unwrap() == new), (b"third".to_vec(), true));
+
+        // A first install has nothing to keep.
+        let fresh = tempfile::tempdir().unwrap();
+        let mut child = install(fresh.path());
+        child.stdin.take().unwrap().write_all(b"first").unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(std::fs::read(fresh.path().join("mm-sync")).unwrap(), b"first");
+        assert!(!fresh.path().join("mm-sync.prev").exists());
     }
 
     #[test]

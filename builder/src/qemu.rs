@@ -113,17 +113,24 @@ pub struct Vm {
 /// `MM_QEMU_ACCEL=kvm|tcg` forces the choice; otherwise probe once per process.
 pub fn accel() -> Accel {
     static CHOICE: OnceLock<Accel> = OnceLock::new();
-    *CHOICE.get_or_init(|| match std::env::var("MM_QEMU_ACCEL").as_deref() {
-        Ok("kvm") => Accel::Kvm,
-        Ok("tcg") => Accel::Tcg,
-        _ => {
-            if kvm_works() {
-                Accel::Kvm
-            } else {
-                Accel::Tcg
-            }
-        }
-    })
+    *CHOICE.get_or_init(|| choose_accel(std::env::var("MM_QEMU_ACCEL").ok().as_deref(), kvm_works))
+}
+
+/// The choice from its facts: a forced `kvm` or `tcg` wins without probing; otherwise KVM only
+/// when `kvm_works` (the probe) says a guest really ran under it, else TCG.
+fn choose_accel(forced: Option<&str>, kvm_works: impl FnOnce() -> bool) -> Accel {
+    match forced {
+        Some("kvm") => Accel::Kvm,
+        Some("tcg") => Accel::Tcg,
+        _ if kvm_works() => Accel::Kvm,
+        _ => Accel::Tcg,
+    }
+}
+
+/// Whether the probe's serial output shows OVMF's boot manager running: a `/dev/kvm` that fails
+/// every guest prints nothing there (its "KVM internal error" goes to stderr).
+fn firmware_ran(serial: &str) -> bool {
+    serial.contains("BdsDxe") || serial.contains("Shell>")
 }
 
 fn kvm_works() -> bool {
@@ -154,9 +161,7 @@ fn kvm_works() -> bool {
     let deadline = Instant::now() + Duration::from_secs(8);
     let mut ok = false;
     while Instant::now() < deadline {
-        let text = fs::read_to_string(&serial).unwrap_or_default();
-        // OVMF's boot manager prints these once the firmware really runs.
-        if text.contains("BdsDxe") || text.contains("Shell>") {
+        if firmware_ran(&fs::read_to_string(&serial).unwrap_or_default()) {
             ok = true;
             break;
         }
@@ -418,6 +423,47 @@ pub fn data_disk(spec: &str, dir: &Path, index: usize) -> Result<PathBuf> {
                 bail!("--data-disk {spec}: neither a size (8G, 512M) nor an existing file");
             }
             Ok(p)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_only_when_forced_or_a_guest_ran_under_it_else_tcg() {
+        let never = || -> bool { panic!("probed although MM_QEMU_ACCEL chose") };
+        assert_eq!(choose_accel(Some("kvm"), never), Accel::Kvm);
+        assert_eq!(choose_accel(Some("tcg"), never), Accel::Tcg);
+        // (MM_QEMU_ACCEL, what the probe says) -> the choice.
+        for (forced, works, want) in [
+            (None, true, Accel::Kvm),
+            (None, false, Accel::Tcg),
+            (Some(""), false, Accel::Tcg),
+            (Some("KVM"), false, Accel::Tcg),
+            (Some("hvf"), true, Accel::Kvm),
+        ] {
+            let mut probed = false;
+            let got = choose_accel(forced, || {
+                probed = true;
+                works
+            });
+            assert_eq!((got, probed), (want, true), "{forced:?} with a probe saying {works}");
+        }
+    }
+
+    #[test]
+    fn the_probe_believes_only_the_firmware_s_boot_manager() {
+        for (serial, ran) in [
+            ("BdsDxe: loading Boot0001 \"UEFI QEMU DVD-ROM\"", true),
+            ("\x1b[2J\x1b[01;01HUEFI Interactive Shell v2.2\nShell> ", true),
+            ("", false),
+            // What a broken /dev/kvm leaves: nothing from the firmware.
+            ("KVM internal error. Suberror: 1\nemulation failure", false),
+            ("BdsDx", false),
+        ] {
+            assert_eq!(firmware_ran(serial), ran, "{serial:?}");
         }
     }
 }

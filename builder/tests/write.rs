@@ -507,3 +507,187 @@ fn conflicting_signatures_are_foreign_never_blank() {
     assert!(doc["refused"]["message"].as_str().unwrap().contains("conflicting signatures"), "{doc}");
     assert_eq!(f.device_sha(&dev), before, "a refusal wrote");
 }
+
+/// A device node, in the test's own directory, for partition `n` of loop device `dev` as the
+/// kernel lists it (no udev here; a node in /dev may be stale from an earlier loop).
+fn part_dev(f: &Fixture, dev: &str, n: u32) -> String {
+    let k = dev.trim_start_matches("/dev/");
+    let node = f.dir.path().join(format!("{k}p{n}"));
+    sh(&format!("partx -a {dev} 2>/dev/null || true; rm -f {0}; mknod {0} b $(tr : ' ' < /sys/block/{k}/{k}p{n}/dev)", node.display()));
+    node.display().to_string()
+}
+
+/// A new, empty file open for reading and writing (what the build's image writers take).
+fn rw_file(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).unwrap()
+}
+
+/// The SHA-256 of `bytes` bytes of `path` from `skip`, by the real sha256sum.
+fn sha_range(path: &str, skip: u64, bytes: u64) -> String {
+    sh(&format!("tail -c +{} {path} | head -c {bytes} | sha256sum", skip + 1)).split_whitespace().next().unwrap().to_string()
+}
+
+/// The other two artifacts, built by the build's own code (the OEMDRV volume by `oemdrv::write`,
+/// the install stick by `stick::write_stick` around the fixture's disk image) and written for
+/// real: the bytes land, blkid sees this node's volume id and stick GUID, the stick's header
+/// names the node and its payload is the disk image; a rewrite needs no --force, another
+/// node's OEMDRV stick does.
+#[test]
+fn oemdrv_and_install_sticks_are_written_and_recognised() {
+    let Some(mut f) = Fixture::new() else { return };
+    if hostkit::testenv::need(&[hostkit::testenv::Need::Tool("fsck.vfat")]).is_err() {
+        return;
+    }
+    let fleet = mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
+    let ci = fleet.nodes.iter().find(|n| n.node.name == "ci").unwrap();
+    let other = fleet.nodes.iter().find(|n| n.node.name != "ci").unwrap();
+    let ours = Ours::of(&fleet.name, "ci");
+    let oemdrv = |node: &str, path: &Path| {
+        let mut file = rw_file(path);
+        let files: [(&str, &[u8]); 2] = [("ks.cfg", b"# kickstart of the test\n"), ("node.toml", node.as_bytes())];
+        mmbuild::oemdrv::write(&mut file, &fleet.name, node, &files).unwrap();
+    };
+    oemdrv("ci", &f.out.join("ci/oemdrv.img"));
+    install_img(&f, ci);
+    let mut sums = std::fs::read_to_string(f.out.join("SHA256SUMS")).unwrap();
+    for a in ["oemdrv.img", "install.img"] {
+        sums +=
+            &format!("{}  ci/{a}\n", sh(&format!("sha256sum < {}", f.out.join("ci").join(a).display())).split_whitespace().next().unwrap());
+    }
+    std::fs::write(f.out.join("SHA256SUMS"), sums).unwrap();
+    let built = f.out.join("ci");
+    let len = |a: &str| std::fs::metadata(built.join(a)).unwrap().len();
+    let want = |a: &str| sha_range(&built.join(a).display().to_string(), 0, len(a));
+    let probe = |dev: &str, tag: &str| sh(&format!("blkid -p -s {tag} -o value {dev}"));
+
+    // OEMDRV: onto a blank stick, read back by blkid and fsck.vfat as this node's volume.
+    let dev = f.disk("oemdrv", "");
+    let o = f.write(&dev, &["--artifact", "oemdrv", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((doc["plan"]["target_state"].as_str(), doc["plan"]["bytes"].as_u64()), (Some("blank"), Some(len("oemdrv.img"))));
+    assert_eq!(sha_range(&dev, 0, len("oemdrv.img")), want("oemdrv.img"));
+    assert_eq!((probe(&dev, "LABEL"), probe(&dev, "UUID")), ("OEMDRV".to_string(), ours.fat_uuid.clone()));
+    sh(&format!("fsck.vfat -n {dev}"));
+    let read = mmbuild::fat::read_file(&mut std::fs::File::open(&dev).unwrap(), "node.toml").unwrap();
+    assert_eq!(read, b"ci");
+    let o = f.write(&dev, &["--artifact", "oemdrv"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("this node's earlier write"), "{}", text(&o));
+    // Another node's OEMDRV stick is not ours: refused, untouched, until --force.
+    let theirs = f.dir.path().join("theirs-oemdrv.img");
+    oemdrv(&other.node.name, &theirs);
+    sh(&format!("dd if={} of={dev} bs=1M conv=fsync status=none", theirs.display()));
+    let before = sha_range(&dev, 0, len("oemdrv.img"));
+    let o = f.write(&dev, &["--artifact", "oemdrv", "--json"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["refused"]["kind"], "foreign", "{doc}");
+    assert_eq!(sha_range(&dev, 0, len("oemdrv.img")), before, "a refusal wrote");
+    let o = f.write(&dev, &["--artifact", "oemdrv", "--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(sha_range(&dev, 0, len("oemdrv.img")), want("oemdrv.img"));
+
+    // The install stick: its GPT carries the stick GUID, MMINSTALL holds the header naming the
+    // node and image, then the disk image itself.
+    let dev = f.disk("install", "");
+    let o = f.write(&dev, &["--artifact", "install", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(sha_range(&dev, 0, len("install.img")), want("install.img"));
+    assert_eq!(probe(&dev, "PTUUID"), ours.stick_ptuuid);
+    let payload = part_dev(&f, &dev, 2);
+    assert_eq!(probe(&payload, "PART_ENTRY_NAME"), mmconfig::install::INSTALL_LABEL);
+    let mut raw = vec![0u8; mmconfig::install::HEADER_BYTES];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&payload).unwrap(), &mut raw, 0).unwrap();
+    let m = mmconfig::install::InstallManifest::from_header(&raw).unwrap();
+    assert_eq!((m.node.as_str(), m.image_sha256.as_str(), m.image_bytes), ("ci", f.image_sha.as_str(), f.image_len));
+    assert_eq!(sha_range(&payload, mmconfig::install::PAYLOAD_OFFSET, f.image_len), f.image_sha);
+    let o = f.write(&dev, &["--artifact", "install"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("this node's earlier write"), "{}", text(&o));
+}
+
+/// Builds DIR/ci/install.img by the build's own `stick::write_stick` around the fixture's disk
+/// image (an ESP and a root as long as the fixture image's, a patterned installer ESP).
+fn install_img(f: &Fixture, ci: &mmconfig::NodeConfig) -> PathBuf {
+    let base_dir = f.dir.path().join("base");
+    std::fs::create_dir_all(&base_dir).unwrap();
+    let sized = |name: &str, len: u64| {
+        let p = base_dir.join(name);
+        std::fs::File::create(&p).unwrap().set_len(len).unwrap();
+        p
+    };
+    let install_esp = base_dir.join("install-esp.img");
+    sh(&format!("head -c {} /dev/urandom > {}", 3 << 20, install_esp.display()));
+    let base = mmbuild::base::Base {
+        id: "test".into(),
+        dir: base_dir.clone(),
+        root_img: sized("root.img", (IMAGE_MIB - 8 - 8 - 2) << 20),
+        ukis: [base_dir.join("uki-a.efi"), base_dir.join("uki-b.efi")],
+        esp_img: sized("esp.img", 8 << 20),
+        install_esp_img: install_esp,
+        built: false,
+        packages: Vec::new(),
+        image_version: "20261201.000000-aaaaaaaaaaaa".into(),
+    };
+    let path = f.out.join("ci/install.img");
+    let mut stick = rw_file(&path);
+    mmbuild::stick::write_stick(&mut stick, &base, ci, &f.out.join("ci/disk.img"), &f.image_sha).unwrap();
+    path
+}
+
+/// The installer's own write (`installer::write_image`, what mm-install runs) from a real
+/// stick's MMINSTALL partition to a loop disk: verified and partitioned when the stick is good;
+/// a stick whose payload no longer matches its header's SHA-256 (one byte inverted inside the
+/// root partition) fails verification, says so, and leaves the disk without a partition table.
+#[test]
+fn the_installer_refuses_to_partition_a_disk_whose_read_back_differs() {
+    let Some(mut f) = Fixture::new() else { return };
+    let fleet = mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
+    let ci = fleet.nodes.iter().find(|n| n.node.name == "ci").unwrap();
+    let img = install_img(&f, ci);
+    let stick = sh(&format!("losetup --show -f -P {}", img.display()));
+    f.loops.push(stick.clone());
+    let part = PathBuf::from(part_dev(&f, &stick, 2));
+    let mut raw = vec![0u8; mmconfig::install::HEADER_BYTES];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&part).unwrap(), &mut raw, 0).unwrap();
+    let m = mmconfig::install::InstallManifest::from_header(&raw).unwrap();
+    let tag = |dev: &str, tag: &str| {
+        let o = Command::new("blkid").args(["-p", "-s", tag, "-o", "value", dev]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let pttype = |dev: &str| format!("{} {}", tag(dev, "PTTYPE"), tag(dev, "PTUUID")).trim().to_string();
+    let install = |disk: &str| {
+        let mut said = Vec::new();
+        let r = mm_firstboot::installer::write_image(&mut |s| said.push(s.to_string()), &m, &part, disk, None);
+        (r, said.join("\n"))
+    };
+
+    let good = f.disk("installed", "");
+    let (r, said) = install(&good);
+    r.unwrap_or_else(|e| panic!("{e:#}\n{said}"));
+    assert!(said.contains(&format!("verified: {good} holds the image (sha256 {})", f.image_sha)), "{said}");
+    assert_eq!(pttype(&good), format!("gpt {}", m.disk_guid));
+
+    // The stick goes bad under the header: one byte of the root partition's pattern inverted.
+    let at = mmconfig::install::PAYLOAD_OFFSET + f.root_offset + (3 << 20) + 321;
+    {
+        use std::os::unix::fs::FileExt;
+        let dev = std::fs::OpenOptions::new().read(true).write(true).open(&part).unwrap();
+        let mut b = [0u8];
+        dev.read_exact_at(&mut b, at).unwrap();
+        dev.write_all_at(&[!b[0]], at).unwrap();
+        dev.sync_all().unwrap();
+    }
+    let bad = f.disk("faulty", "");
+    let (r, said) = install(&bad);
+    let err = format!("{:#}", r.expect_err("a read-back that differs was accepted"));
+    assert!(
+        err.starts_with(&format!("verification failed: {bad} read back as sha256 "))
+            && err.contains(&format!("the image is {}", f.image_sha))
+            && err.contains("the partition table was not written"),
+        "{err}"
+    );
+    assert!(!said.contains("verified") && !said.contains("partition table written"), "{said}");
+    assert_eq!(pttype(&bad), "", "a disk that failed verification got a partition table");
+}

@@ -84,19 +84,109 @@ pub fn http_status(addr: &str, path: &str) -> std::io::Result<u16> {
 
 /// Look at the machine now and judge it against the configuration and the last run.
 pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status {
+    judge(cfg, &gather(host, cfg), last)
+}
+
+/// What the report is judged from: read from the running machine by [`gather`], or given by a
+/// test. `live` facts (services, HTTP, upstreams, gateways) are gathered only on the live host.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub live: bool,
+    pub image_version: Option<String>,
+    /// `os:` lines, the A/B slots' report.
+    pub os_lines: Vec<String>,
+    /// The boot test's stand-in NIC driver, or why its marker could not be read.
+    pub stand_in: Result<Option<String>, String>,
+    pub nics: Vec<Nic>,
+    /// The bond's report from /proc/net/bonding (None: the model has no bond).
+    pub bond: Option<Result<BondStatus, String>>,
+    /// `ip -brief address`.
+    pub addresses: Option<String>,
+    /// Each gateway and whether (how) it answers; asked only when live with a port.
+    pub gateways: Vec<(String, Result<&'static str, String>)>,
+    /// What is mounted at the data mount point, and `df`'s bytes (available, size).
+    pub data_disk: Option<(String, Vec<u64>)>,
+    /// `unit state` of each installed unit (live only).
+    pub units: Option<Vec<String>>,
+    /// The mirror's answer on port 80 (live only).
+    pub http: Option<Result<u16, String>>,
+    pub upstreams: Vec<crate::upstream::Upstream>,
+    /// Projects no longer hosted: (name, directory, bytes).
+    pub leftovers: Vec<(String, std::path::PathBuf, u64)>,
+}
+
+/// Read the facts of the running machine (or of `host`'s root).
+pub fn gather(host: &Host, cfg: &NodeConfig) -> Facts {
+    let live = host.live();
+    let stand_in = crate::standin::read(host);
+    let nics = probe::nics();
+    let ports = network::select_ports(cfg, &nics, stand_in.as_ref().ok().and_then(|d| d.as_deref()));
+    let bond = cfg.hardware.network.bond.as_ref().map(|b| {
+        let file = host.path(Path::new("/proc/net/bonding")).join(&b.name);
+        let read = || std::fs::read_to_string(&file).map(|t| bonding::parse(&t)).map_err(|e| e.to_string());
+        let mut report = read();
+        // Right after link-up a partner needs a few LACP frames (1 s apart at the fast rate).
+        for _ in 0..5 {
+            if !(live && report.as_ref().is_ok_and(BondStatus::settling)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            report = read();
+        }
+        report
+    });
+    let mut gateways = Vec::new();
+    if live && !ports.is_empty() {
+        for gw in [cfg.node.ipv4.as_ref().map(|a| &a.gateway), cfg.node.ipv6.as_ref().map(|a| &a.gateway)].into_iter().flatten() {
+            gateways.push((gw.to_string(), gateway_answers(gw)));
+        }
+    }
+    let mp = host.path(Path::new(DATA_MOUNT));
+    let data_disk = probe::mount_source(&mp).map(|src| {
+        let df = output("df", &["-B1", "--output=avail,size", &mp.to_string_lossy()]).unwrap_or_default();
+        (src, df.lines().nth(1).unwrap_or("").split_whitespace().filter_map(|n| n.parse().ok()).collect())
+    });
+    let (mut units, mut http, mut ups) = (None, None, Vec::new());
+    if live {
+        let mut names = vec!["mm-firstboot", "systemd-networkd"];
+        names.extend(crate::run::family(host).units());
+        let services: Vec<String> = names.iter().map(|u| format!("{u}.service")).collect();
+        let refs: Vec<&str> = services.iter().map(String::as_str).collect();
+        // Units that are not installed are left out (the family lists what may be there).
+        units = Some(names.iter().zip(host.unit_states(&refs)).filter_map(|(u, state)| state.map(|s| format!("{u} {s}"))).collect());
+        http = Some(http_status("127.0.0.1:80", "/").map_err(|e| e.to_string()));
+        ups = upstreams(host, cfg);
+    }
+    Facts {
+        live,
+        image_version: crate::run::image_version(host),
+        os_lines: if live { crate::os::render(&crate::os::status()).lines().map(|l| format!("os: {l}")).collect() } else { Vec::new() },
+        stand_in,
+        nics,
+        bond,
+        addresses: output("ip", &["-brief", "address"]),
+        gateways,
+        data_disk,
+        units,
+        http,
+        upstreams: ups,
+        leftovers: crate::adopt::leftovers(host, cfg),
+    }
+}
+
+/// The report from its facts: lines for remote hands, and each problem with what to check.
+pub fn judge(cfg: &NodeConfig, f: &Facts, last: Option<&RunState>) -> Status {
     let mut lines = Vec::new();
     let mut problems = Vec::new();
     lines.push(format!("sponsor: {}", cfg.node.sponsor.name.chars().filter(|c| !c.is_control()).collect::<String>()));
-    let image_version = crate::run::image_version(host);
+    let image_version = f.image_version.clone();
     lines.push(format!("image: {}", image_version.as_deref().unwrap_or("unknown (no IMAGE_VERSION in /etc/os-release)")));
-    if host.live() {
-        lines.extend(crate::os::render(&crate::os::status()).lines().map(|l| format!("os: {l}")));
-    }
+    lines.extend(f.os_lines.iter().cloned());
 
-    let stand_in = match crate::standin::read(host) {
+    let stand_in = match &f.stand_in {
         Ok(Some(driver)) => {
-            lines.push(network::stand_in_note(cfg, &driver));
-            Some(driver)
+            lines.push(network::stand_in_note(cfg, driver));
+            Some(driver.clone())
         }
         Ok(None) => None,
         Err(warning) => {
@@ -104,9 +194,9 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
             None
         }
     };
-    let nics = probe::nics();
-    let ports: Vec<&Nic> = network::select_ports(cfg, &nics, stand_in.as_deref());
-    for n in &nics {
+    let nics = &f.nics;
+    let ports: Vec<&Nic> = network::select_ports(cfg, nics, stand_in.as_deref());
+    for n in nics {
         let used = ports.iter().any(|p| p.name == n.name);
         lines.push(format!(
             "port {} ({}, {}): link {}{}",
@@ -141,51 +231,35 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
         }
     }
     let mut bond = None;
-    if let Some(b) = bond_cfg {
-        let file = host.path(Path::new("/proc/net/bonding")).join(&b.name);
-        let read = || std::fs::read_to_string(&file).map(|t| bonding::parse(&t));
-        let mut report = read();
-        // Right after link-up a partner needs a few LACP frames (1 s apart at the fast rate).
-        for _ in 0..5 {
-            if !(host.live() && report.as_ref().is_ok_and(BondStatus::settling)) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            report = read();
-        }
+    if let (Some(b), Some(report)) = (bond_cfg, &f.bond) {
         match report {
             Ok(st) => {
-                let (l, p) = bonding::verdict(&b.name, &st, stand_in.is_some());
+                let (l, p) = bonding::verdict(&b.name, st, stand_in.is_some());
                 lines.extend(l);
                 problems.extend(p);
-                bond = Some(st);
+                bond = Some(st.clone());
             }
-            Err(e) if host.live() => lines.push(format!("{}: no bonding status ({e}): the bond is not set up", b.name)),
+            Err(e) if f.live => lines.push(format!("{}: no bonding status ({e}): the bond is not set up", b.name)),
             Err(_) => {}
         }
     }
-    if let Some(addrs) = output("ip", &["-brief", "address"]) {
+    if let Some(addrs) = &f.addresses {
         // Only interfaces that carry addresses (not lo, not an idle bond0 the driver created).
         for l in addrs.lines().filter(|l| !l.starts_with("lo ") && l.split_whitespace().count() > 2) {
             lines.push(format!("address {}", l.split_whitespace().collect::<Vec<_>>().join(" ")));
         }
     }
-    for gw in [cfg.node.ipv4.as_ref().map(|a| &a.gateway), cfg.node.ipv6.as_ref().map(|a| &a.gateway)].into_iter().flatten() {
-        if host.live() && !ports.is_empty() {
-            match gateway_answers(gw) {
-                Ok(how) => lines.push(format!("gateway {gw}: {how}")),
-                Err(details) => {
-                    problems.push(format!("gateway {gw} does not answer: check the cable and the sponsor's switch port/VLAN ({details})"))
-                }
+    for (gw, answer) in &f.gateways {
+        match answer {
+            Ok(how) => lines.push(format!("gateway {gw}: {how}")),
+            Err(details) => {
+                problems.push(format!("gateway {gw} does not answer: check the cable and the sponsor's switch port/VLAN ({details})"))
             }
         }
     }
 
-    let mp = host.path(Path::new(DATA_MOUNT));
-    match probe::mount_source(&mp) {
-        Some(src) => {
-            let df = output("df", &["-B1", "--output=avail,size", &mp.to_string_lossy()]).unwrap_or_default();
-            let nums: Vec<u64> = df.lines().nth(1).unwrap_or("").split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    match &f.data_disk {
+        Some((src, nums)) => {
             let free = nums
                 .first()
                 .map(|b| format!(", {:.1} GB free of {:.1} GB", *b as f64 / 1e9, nums.get(1).copied().unwrap_or(0) as f64 / 1e9))
@@ -206,32 +280,30 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
     } else {
         problems.push("mm-firstboot has not run yet".into());
     }
-    if host.live() {
-        let mut units = vec!["mm-firstboot", "systemd-networkd"];
-        units.extend(crate::run::family(host).units());
-        let names: Vec<String> = units.iter().map(|u| format!("{u}.service")).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        // Units that are not installed are left out (the family lists what may be there).
-        let states: Vec<String> =
-            units.iter().zip(host.unit_states(&refs)).filter_map(|(u, state)| state.map(|s| format!("{u} {s}"))).collect();
+    if let Some(states) = &f.units {
         lines.push(format!("services: {}", states.join(", ")));
-        for s in &states {
+        for s in states {
             let (unit, state) = s.split_once(' ').unwrap_or((s, ""));
             if state != "active" && state != "activating" {
                 problems.push(format!("service {unit} is {state}: the mirror team can see why with journalctl; nothing to do on site"));
             }
         }
-        match http_status("127.0.0.1:80", "/") {
-            Ok(200) => lines.push("http: the mirror answers 200 on port 80".into()),
-            Ok(code) => problems.push(format!("http: the mirror answers {code} on port 80: the mirror team must look at nginx")),
-            Err(e) => problems.push(format!("http: nothing answers on port 80 ({e}): the mirror team must look at nginx")),
-        }
-        upstreams(host, cfg, &mut lines, &mut problems);
     }
-    for (name, dir, bytes) in crate::adopt::leftovers(host, cfg) {
+    match &f.http {
+        Some(Ok(200)) => lines.push("http: the mirror answers 200 on port 80".into()),
+        Some(Ok(code)) => problems.push(format!("http: the mirror answers {code} on port 80: the mirror team must look at nginx")),
+        Some(Err(e)) => problems.push(format!("http: nothing answers on port 80 ({e}): the mirror team must look at nginx")),
+        None => {}
+    }
+    for u in &f.upstreams {
+        let (l, p) = crate::upstream::verdict(u);
+        lines.extend(l);
+        problems.extend(p);
+    }
+    for (name, dir, bytes) in &f.leftovers {
         lines.push(format!(
             "no longer hosted: {name} keeps {:.1} GB in {}; free it with `mmbuild apply --prune {name}`",
-            bytes as f64 / 1e9,
+            *bytes as f64 / 1e9,
             dir.display()
         ));
     }
@@ -239,7 +311,7 @@ pub fn status(host: &Host, cfg: &NodeConfig, last: Option<&RunState>) -> Status 
 }
 
 /// Each hosted project's upstream, reachable from this network over each family, and its sync.
-fn upstreams(host: &Host, cfg: &NodeConfig, lines: &mut Vec<String>, problems: &mut Vec<String>) {
+fn upstreams(host: &Host, cfg: &NodeConfig) -> Vec<crate::upstream::Upstream> {
     use crate::upstream::{self, SyncState};
     use mmconfig::sync::{SyncOutcome, SyncRecord};
     let units: Vec<String> = cfg.projects.iter().map(|p| format!("mm-sync-{}.service", p.name)).collect();
@@ -262,9 +334,158 @@ fn upstreams(host: &Host, cfg: &NodeConfig, lines: &mut Vec<String>, problems: &
             SyncState::Failed(format!("{}: {msg}", st.result))
         }
     };
-    for u in upstream::observe(cfg, sync_state, std::time::Duration::from_secs(4)) {
-        let (l, p) = upstream::verdict(&u);
-        lines.extend(l);
-        problems.extend(p);
+    upstream::observe(cfg, sync_state, std::time::Duration::from_secs(4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::node;
+
+    fn nic(name: &str, mac: &str, driver: &str, carrier: bool) -> Nic {
+        Nic { name: name.into(), mac: mac.into(), driver: driver.into(), carrier }
+    }
+
+    /// Node ci (QEMU model, virtio_net) as a healthy live node sees itself.
+    fn healthy() -> Facts {
+        Facts {
+            live: true,
+            image_version: Some("20261201.000000-aaaaaaaaaaaa".into()),
+            os_lines: vec!["os: slot a (blessed)".into()],
+            stand_in: Ok(None),
+            nics: vec![nic("ens3", "52:54:00:12:34:56", "virtio_net", true)],
+            bond: None,
+            addresses: Some("lo UNKNOWN 127.0.0.1/8\nens3 UP 10.0.2.15/24 fec0::15/64\n".into()),
+            gateways: vec![("10.0.2.2".into(), Ok("answers ARP")), ("fec0::2".into(), Ok("answers NDP"))],
+            data_disk: Some(("/dev/vdb1".into(), vec![90_000_000_000, 100_000_000_000])),
+            units: Some(vec!["mm-firstboot active".into(), "nginx active".into(), "rsync activating".into()]),
+            http: Some(Ok(200)),
+            upstreams: Vec::new(),
+            leftovers: Vec::new(),
+        }
+    }
+
+    fn ran(problems: &[&str]) -> RunState {
+        RunState { problems: problems.iter().map(|p| p.to_string()).collect(), data_disk: Some("/dev/vdb".into()), ..RunState::default() }
+    }
+
+    /// (case, node, facts, the last run, the problems wanted in order).
+    type Case = (&'static str, &'static str, Facts, Option<RunState>, Vec<&'static str>);
+
+    /// Each problem the console can report, fired by one broken fact: (case, node, facts, last
+    /// run's problems, the problems wanted in order).
+    #[test]
+    fn each_problem_fires_from_its_fact_and_only_then() {
+        let ok = healthy();
+        let st = judge(&node("ci"), &ok, Some(&ran(&[])));
+        assert!(st.ok() && st.verdict() == format!("mm-firstboot: {} ready - ALL GOOD, you can leave", st.fqdn), "{}", st.render());
+        for want in [
+            "image: 20261201.000000-aaaaaaaaaaaa",
+            "port ens3 (52:54:00:12:34:56, virtio_net): link UP [uplink]",
+            "address ens3 UP 10.0.2.15/24 fec0::15/64",
+            "gateway 10.0.2.2: answers ARP",
+            "data disk: /dev/vdb1 mounted at /srv/mirror, 90.0 GB free of 100.0 GB",
+            "data disk chosen: /dev/vdb",
+            "services: mm-firstboot active, nginx active, rsync activating",
+            "http: the mirror answers 200 on port 80",
+        ] {
+            assert!(st.lines.iter().any(|l| l == want), "missing {want:?}:\n{}", st.render());
+        }
+        let with = |edit: fn(&mut Facts)| {
+            let mut f = healthy();
+            edit(&mut f);
+            f
+        };
+        let cases: Vec<Case> = vec![
+            (
+                "no NIC of the model's driver",
+                "ci",
+                with(|f| f.nics = vec![nic("eth0", "52:54:00:00:00:09", "e1000", true)]),
+                Some(ran(&[])),
+                vec!["no network port matches drivers [\"virtio_net\"]: is the network card seated?"],
+            ),
+            (
+                "the boot test's stand-in, no port",
+                "ci",
+                with(|f| {
+                    f.stand_in = Ok(Some("e1000e".into()));
+                    f.nics.clear();
+                }),
+                Some(ran(&[])),
+                vec!["no network port matches drivers [\"virtio_net\"] or the test stand-in e1000e: check the boot test's NIC"],
+            ),
+            (
+                "pinned MAC missing",
+                "sonic",
+                with(|f| f.nics = vec![nic("ens1", "24:8a:07:aa:bb:02", "mlx4_en", true)]),
+                Some(ran(&[])),
+                vec!["no network port with MAC 24:8a:07:aa:bb:01: check the fleet's interface.mac or the NIC"],
+            ),
+            (
+                "no carrier",
+                "ci",
+                with(|f| f.nics[0].carrier = false),
+                Some(ran(&[])),
+                vec!["no link on port ens3 (MAC 52:54:00:12:34:56): plug the uplink cable into this port and check the switch port"],
+            ),
+            (
+                "gateway silent",
+                "ci",
+                with(|f| f.gateways[1].1 = Err("no NDP answer in 3 s".into())),
+                Some(ran(&[])),
+                vec!["gateway fec0::2 does not answer: check the cable and the sponsor's switch port/VLAN (no NDP answer in 3 s)"],
+            ),
+            (
+                "no data disk",
+                "ci",
+                with(|f| f.data_disk = None),
+                Some(ran(&[])),
+                vec!["the data disk is not mounted at /srv/mirror: see the storage lines above"],
+            ),
+            ("never ran", "ci", healthy(), None, vec!["mm-firstboot has not run yet"]),
+            (
+                "the run's own problems come first",
+                "ci",
+                with(|f| f.http = Some(Ok(502))),
+                Some(ran(&["/dev/vdb holds foreign data: nothing was formatted"])),
+                vec![
+                    "/dev/vdb holds foreign data: nothing was formatted",
+                    "http: the mirror answers 502 on port 80: the mirror team must look at nginx",
+                ],
+            ),
+            (
+                "a unit failed",
+                "ci",
+                with(|f| f.units.as_mut().unwrap()[1] = "nginx failed".into()),
+                Some(ran(&[])),
+                vec!["service nginx is failed: the mirror team can see why with journalctl; nothing to do on site"],
+            ),
+            (
+                "nothing on port 80",
+                "ci",
+                with(|f| f.http = Some(Err("Connection refused (os error 111)".into()))),
+                Some(ran(&[])),
+                vec!["http: nothing answers on port 80 (Connection refused (os error 111)): the mirror team must look at nginx"],
+            ),
+        ];
+        for (case, name, facts, last, want) in cases {
+            let st = judge(&node(name), &facts, last.as_ref());
+            assert_eq!(st.problems, want, "{case}:\n{}", st.render());
+            assert_eq!(st.verdict(), format!("mm-firstboot: {} NEEDS ATTENTION: {}", st.fqdn, want[0]), "{case}");
+        }
+    }
+
+    /// Not live (an image tree, `--root`): what was not gathered is no problem; an unreadable
+    /// stand-in marker is a note, not a problem.
+    #[test]
+    fn facts_not_gathered_are_not_problems() {
+        let mut f = healthy();
+        f.live = false;
+        (f.units, f.http, f.gateways, f.os_lines) = (None, None, Vec::new(), Vec::new());
+        f.stand_in = Err("/run/micromirror/nic-stand-in: not a driver name".into());
+        let st = judge(&node("ci"), &f, Some(&ran(&[])));
+        assert!(st.ok(), "{}", st.render());
+        assert!(st.lines.contains(&"network: /run/micromirror/nic-stand-in: not a driver name".to_string()), "{}", st.render());
+        assert!(!st.lines.iter().any(|l| l.starts_with("services:") || l.starts_with("http:") || l.starts_with("os:")), "{}", st.render());
     }
 }

@@ -215,7 +215,7 @@ pub fn run(con: &mut Console) -> Result<()> {
         },
         Decision::Write { disk, why, keep } => {
             con.say(&format!("writing node {} to /dev/{disk}: {why}", m.node));
-            write(con, &m, &part, &disk, keep.as_ref())?;
+            write_image(&mut |s| con.say(s), &m, &part, &format!("/dev/{disk}"), keep.as_ref())?;
             boot_entry(con, &m, true);
             finish(con, &format!("node {} installed on /dev/{disk}; rebooting into it", m.node));
         }
@@ -228,7 +228,7 @@ pub fn run(con: &mut Console) -> Result<()> {
             ));
             if con.typed("reinstall", PROMPT) {
                 con.say(&format!("reinstalling node {} on /dev/{disk}", m.node));
-                write(con, &m, &part, &disk, keep.as_ref())?;
+                write_image(&mut |s| con.say(s), &m, &part, &format!("/dev/{disk}"), keep.as_ref())?;
                 boot_entry(con, &m, true);
                 finish(con, &format!("node {} reinstalled on /dev/{disk}; rebooting into it", m.node));
             }
@@ -249,10 +249,11 @@ fn finish(con: &mut Console, msg: &str) -> ! {
     }
 }
 
-/// Write the image's partitions to `disk`, verify them against the image's SHA-256, then write
-/// the GPT (image partitions plus `keep`) with its backup at the disk's real end.
-fn write(con: &mut Console, m: &InstallManifest, part: &Path, disk: &str, keep: Option<&InstallPartition>) -> Result<()> {
-    let dev = format!("/dev/{disk}");
+/// Write the image's partitions from the stick's payload partition `part` to the disk `dev`,
+/// verify them against the image's SHA-256, then write the GPT (image partitions plus `keep`)
+/// with its backup at the disk's real end; `say` shows progress. A failed verification leaves
+/// no partition table, so the firmware never boots a faulty copy.
+pub fn write_image(say: &mut dyn FnMut(&str), m: &InstallManifest, part: &Path, dev: &str, keep: Option<&InstallPartition>) -> Result<()> {
     let src = File::open(part).with_context(|| format!("opening {}", part.display()))?;
     let src_len = (&src).seek(SeekFrom::End(0)).context("sizing the stick's payload")?;
     if src_len < PAYLOAD_OFFSET + m.image_bytes {
@@ -263,7 +264,7 @@ fn write(con: &mut Console, m: &InstallManifest, part: &Path, disk: &str, keep: 
         .read(true)
         .write(true)
         .custom_flags(nix::libc::O_EXCL)
-        .open(&dev)
+        .open(dev)
         .with_context(|| format!("opening {dev} for writing"))?;
     let (from, to) = m.write_range();
     let total = to - from;
@@ -282,12 +283,12 @@ fn write(con: &mut Console, m: &InstallManifest, part: &Path, disk: &str, keep: 
         }
         at += n as u64;
         if last.elapsed() > Duration::from_secs(2) {
-            con.say(&format!("writing: {}", install::progress(at - from, total, t.elapsed().as_secs_f64())));
+            say(&format!("writing: {}", install::progress(at - from, total, t.elapsed().as_secs_f64())));
             last = Instant::now();
         }
     }
     dst.sync_data().with_context(|| format!("flushing {dev}"))?;
-    con.say(&format!("written: {}", install::progress(total, total, t.elapsed().as_secs_f64())));
+    say(&format!("written: {}", install::progress(total, total, t.elapsed().as_secs_f64())));
 
     // Read back from the disk, not the page cache, and hash it between the stick's GPT areas:
     // the result is the SHA-256 of the whole image exactly when the disk holds its partitions.
@@ -304,7 +305,7 @@ fn write(con: &mut Console, m: &InstallManifest, part: &Path, disk: &str, keep: 
             h.update(&buf[..n]);
             at += n as u64;
             if progress && last.elapsed() > Duration::from_secs(2) {
-                con.say(&format!("verifying: {}", install::progress(at - from, to - from, t.elapsed().as_secs_f64())));
+                say(&format!("verifying: {}", install::progress(at - from, to - from, t.elapsed().as_secs_f64())));
                 last = Instant::now();
             }
         }
@@ -317,13 +318,13 @@ fn write(con: &mut Console, m: &InstallManifest, part: &Path, disk: &str, keep: 
     if got != m.image_sha256 {
         bail!("verification failed: {dev} read back as sha256 {got}, the image is {}; the stick or the disk is faulty (the partition table was not written)", m.image_sha256);
     }
-    con.say(&format!(
+    say(&format!(
         "verified: {dev} holds the image (sha256 {}); read back at {:.0} MB/s",
         m.image_sha256,
         total as f64 / t.elapsed().as_secs_f64().max(0.001) / 1e6
     ));
-    write_gpt(&dev, m, keep)?;
-    con.say(&format!(
+    write_gpt(dev, m, keep)?;
+    say(&format!(
         "partition table written{}",
         keep.map(|k| format!("; {} kept ({} GB)", k.name, (k.last_lba + 1 - k.first_lba) * 512 / 1_000_000_000)).unwrap_or_default()
     ));

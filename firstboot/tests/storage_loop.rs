@@ -565,3 +565,65 @@ fn single_disk_gets_a_data_partition_beside_the_os_and_grows_with_the_disk() {
     let out = f.run(&[(&dev, "B1")], None);
     assert!(text(&out).contains("nothing to change"), "{}", text(&out));
 }
+
+/// A network change adopted with `--confirm-within` whose deadline passed while the node was
+/// down (its transient rollback timer died with it) is rolled back by the next boot's `run`,
+/// before the configuration is read; a change still inside its window stays adopted.
+#[test]
+fn an_unconfirmed_network_change_past_its_deadline_rolls_back_at_the_next_run() {
+    let Some(mut f) = Fixture::new(&[]) else { return };
+    let dev = f.disk("blank", "");
+    let disk = format!("{dev}:virtio:D1");
+    // The installed configuration (and its host key beside it), as on a running node.
+    let etc = f.root.join("etc/micromirror");
+    std::fs::create_dir_all(&etc).unwrap();
+    for k in [mmconfig::HOST_KEY_FILE.to_string(), format!("{}.pub", mmconfig::HOST_KEY_FILE)] {
+        std::fs::copy(f.dir.path().join(&k), etc.join(&k)).unwrap();
+    }
+    let original = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(etc.join("node.toml"), &original).unwrap();
+    let mut moved: mmconfig::NodeConfig = mmconfig::NodeConfig::from_toml(&original, "test").unwrap();
+    moved.node.dns = vec!["192.0.2.53".into()];
+    let moved_file = f.dir.path().join("moved.toml");
+    std::fs::write(&moved_file, moved.to_toml()).unwrap();
+    // Without --config: what a booting node runs.
+    let firstboot = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mm-firstboot"))
+            .arg("--root")
+            .arg(&f.root)
+            .args(["--disk", &disk])
+            .args(args)
+            .env_remove("MM_FIRSTBOOT_FAIL_AT")
+            .output()
+            .unwrap()
+    };
+    let adopt = |within: &str| {
+        let out = firstboot(&["install-config", moved_file.to_str().unwrap(), "--confirm-within", within]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("network change adopted: confirm before"), "{}", text(&out));
+        assert_eq!(std::fs::read_to_string(etc.join("node.toml")).unwrap(), moved.to_toml());
+    };
+    const EXPIRED: &str = "an unconfirmed network change expired: back to the previous configuration";
+
+    // Inside its window: the boot leaves it adopted (the operator may still confirm).
+    adopt("3600");
+    let out = firstboot(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains(EXPIRED), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(etc.join("node.toml")).unwrap(), moved.to_toml());
+    let out = firstboot(&["confirm"]);
+    assert!(text(&out).contains("network change confirmed"), "{}", text(&out));
+    std::fs::write(etc.join("node.toml"), &original).unwrap();
+
+    // Past its deadline (0 s: already passed at the next boot): rolled back, then converged on
+    // the previous configuration; the run after that has nothing pending.
+    adopt("0");
+    let out = firstboot(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains(EXPIRED), "{}", text(&out));
+    let now = std::fs::read_to_string(etc.join("node.toml")).unwrap();
+    assert!(!now.contains("192.0.2.53") && now == mmconfig::NodeConfig::from_toml(&original, "test").unwrap().to_toml(), "{now}");
+    let out = firstboot(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains(EXPIRED), "rolled back twice: {}", text(&out));
+}
