@@ -1,8 +1,11 @@
-//! The generated documentation is current: mm-sync(8) and its bash completion (installed into every image)
+//! The generated documentation is current: mm-sync(8) (and a page per verb, should it get any) and its bash completion (installed into every image)
 //! match the command line, and docs/sync.md lists the same exit codes as --help.
 //! `MM_UPDATE_DOCS=1 cargo test -p mm-sync --test docs` rewrites the generated files.
 
 use std::path::{Path, PathBuf};
+
+#[path = "../../tests/manpages.rs"]
+mod manpages;
 
 use clap::CommandFactory;
 use hostkit::testenv::{check_exit_codes_documented, check_generated};
@@ -18,9 +21,7 @@ const REGENERATE: &str = "cargo test -p mm-sync --test docs";
 fn man_page_and_completion_are_current() {
     // Without the commit in --version: the page must not change with every commit.
     let cmd = Cli::command().version(env!("CARGO_PKG_VERSION"));
-    let mut man = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).section("8").manual("micro mirror").render(&mut man).unwrap();
-    check_generated(&repo(), "overlays/rootfs/usr/share/man/man8/mm-sync.8", &man, REGENERATE);
+    manpages::check_man_pages(&repo(), "overlays/rootfs/usr/share/man/man8", cmd.clone(), "8", REGENERATE);
     let mut bash = Vec::new();
     clap_complete::generate(clap_complete::Shell::Bash, &mut cmd.clone(), "mm-sync", &mut bash);
     check_generated(&repo(), "overlays/rootfs/usr/share/bash-completion/completions/mm-sync", &bash, REGENERATE);
