@@ -30,19 +30,11 @@ pub fn node_address(cfg: &NodeConfig) -> Option<String> {
 /// `NODE=HOST[:PORT]` (an IPv6 host in brackets when a port follows).
 pub fn parse_connect(s: &str) -> Result<(String, String, Option<u16>), String> {
     let (node, target) = s.split_once('=').ok_or_else(|| format!("{s}: expected NODE=HOST[:PORT]"))?;
-    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
-        let (h, tail) = rest.split_once(']').ok_or_else(|| format!("{s}: unclosed [ in the address"))?;
-        (h.to_string(), tail.strip_prefix(':'))
-    } else if target.matches(':').count() == 1 {
-        let (h, p) = target.split_once(':').unwrap_or((target, ""));
-        (h.to_string(), Some(p))
-    } else {
-        (target.to_string(), None)
-    };
-    let port = port.map(|p| p.parse::<u16>().map_err(|_| format!("{s}: bad port {p:?}"))).transpose()?;
-    if node.is_empty() || host.is_empty() {
+    if node.is_empty() {
         return Err(format!("{s}: expected NODE=HOST[:PORT]"));
     }
+    let a = hostkit::net::Authority::parse(target).map_err(|e| format!("{s}: {e}"))?;
+    let (host, port) = (a.host_bare(), a.port);
     Ok((node.to_string(), host, port))
 }
 
