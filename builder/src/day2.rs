@@ -257,29 +257,19 @@ pub fn run(fleet: &Fleet, opts: &Options, apply: bool) -> Result<Report> {
     };
     let ctx =
         Ctx { opts, local: &local, apply, payload: payload.as_ref(), gate: &gate, known_hosts: &known_hosts, control: control.path() };
-    let results = Mutex::new(Vec::new());
+    let mut results: Vec<NodeResult> = Vec::new();
     let (canary, rest): (Vec<&NodeConfig>, Vec<&NodeConfig>) =
         selected.iter().partition(|n| opts.rollout.canary.as_deref() == Some(n.node.name.as_str()));
     for wave in [canary, rest] {
-        let queue = Mutex::new(wave.iter());
-        std::thread::scope(|s| {
-            for _ in 0..opts.jobs.max(1).min(wave.len().max(1)) {
-                s.spawn(|| loop {
-                    let Some(cfg) = queue.lock().expect("queue lock").next() else {
-                        break;
-                    };
-                    let r = node_result(cfg, &ctx);
-                    results.lock().expect("results lock").push(r);
-                });
-            }
-        });
+        let done = hostkit::pool::map(&wave, opts.jobs, |cfg| node_result(cfg, &ctx));
+        results.extend(done);
         // A canary that did not come back on the new image holds the others' OS update.
-        let held = results.lock().expect("results lock").iter().any(|r: &NodeResult| r.os.is_some() && r.result != Outcome::OsUpdated);
+        let held = results.iter().any(|r| r.os.is_some() && r.result != Outcome::OsUpdated);
         if apply && opts.rollout.canary.is_some() && held {
             gate.stop.store(true, Ordering::SeqCst);
         }
     }
-    let mut nodes = results.into_inner().expect("results lock");
+    let mut nodes = results;
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(Report { version: 1, nodes })
 }
