@@ -134,23 +134,28 @@ pub fn check(cfg: &NodeConfig, p: &Profile, markers: &[String], probe: &Probe, d
             }
         }
         if cfg.fleet.https {
-            // curl verifies the certificate for the node's name, as the upstreams' checkers do.
+            // The certificate verified for the node's name, as the upstreams' checkers do.
             let base = format!("https://{}:{}{}", cfg.node.fqdn, probe.https_port, p.http_path);
             let https = SocketAddr::new(ip, probe.https_port);
+            let ca = probe.cacert.as_deref();
             let first = match dead.get(&https) {
                 Some(e) => Err(e.clone()),
-                None => https_status(&cfg.node.fqdn, ip, &base, probe),
+                None => match net::tls::probe(https, &cfg.node.fqdn, ca, probe.timeout) {
+                    Ok(seen) if seen.verify.ok() => Ok(()),
+                    Ok(seen) => Err(format!("the certificate does not verify for {}: {}", cfg.node.fqdn, seen.verify)),
+                    Err(e) => Err(e.to_string()),
+                },
             };
             match first {
                 Err(e) => {
                     say(format!("HTTPS: {e}"));
                     dead.insert(https, e);
                 }
-                Ok(_) => {
+                Ok(()) => {
                     for m in markers {
-                        match https_status(&cfg.node.fqdn, ip, &format!("{base}{m}"), probe) {
-                            Ok(200) => {}
-                            Ok(code) => say(format!("{base}{m}: HTTP {code}")),
+                        match net::tls::https_get(https, &cfg.node.fqdn, &format!("{}{m}", p.http_path), ca, probe.timeout) {
+                            Ok(r) if r.status == 200 => {}
+                            Ok(r) => say(format!("{base}{m}: HTTP {}", r.status)),
                             Err(e) => say(format!("{base}{m}: {e}")),
                         }
                     }
@@ -193,23 +198,4 @@ fn minutes(m: i64) -> String {
 /// One HTTP/1.0 GET through hostkit's network layer: the status and at most 1 MiB of body.
 pub fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
     net::http(addr, host, "GET", path, timeout).map(|r| (r.status, r.body)).map_err(|e| e.to_string())
-}
-
-/// The status of an HTTPS GET of `url` (whose host is `fqdn`) at `ip`, certificate verified, by curl.
-pub fn https_status(fqdn: &str, ip: IpAddr, url: &str, probe: &Probe) -> Result<u16, String> {
-    let at = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--proto", "=https", "--max-time"])
-        .arg(probe.timeout.as_secs().max(1).to_string())
-        .arg("--resolve")
-        .arg(format!("{fqdn}:{}:{at}", probe.https_port));
-    if let Some(ca) = &probe.cacert {
-        cmd.arg("--cacert").arg(ca);
-    }
-    let out = cmd.arg("--").arg(url).output().map_err(|e| format!("cannot run curl: {e} (install curl)"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(err.trim().trim_start_matches("curl: ").to_string());
-    }
-    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| "no HTTP status".into())
 }
