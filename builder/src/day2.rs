@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mmconfig::os::{OsStatus, Slot};
+use mmconfig::report::{RunOutcome, RunReport};
 use mmconfig::NodeConfig;
 use serde::Serialize;
 
@@ -446,7 +447,8 @@ fn one_node(cfg: &NodeConfig, ctx: &Ctx, ssh: &Ssh, r: &mut NodeResult) -> Resul
             }
             return Ok(());
         }
-        let run = ssh.run_codes("sudo mm-firstboot run", None, &[0, 3]).context("converging")?;
+        let run = ssh.run_codes("sudo mm-firstboot run --json", None, &[0, 3]).context("converging")?;
+        let run: RunReport = hostkit::cmd::json_output("mm-firstboot run --json", &run.stdout).context("converging")?;
         for p in &opts.prune {
             let out = ssh.run(&format!("sudo mm-firstboot prune {}", shell_word(p)), None)?;
             r.message.push_str(String::from_utf8_lossy(&out.stdout).trim());
@@ -467,15 +469,21 @@ fn one_node(cfg: &NodeConfig, ctx: &Ctx, ssh: &Ssh, r: &mut NodeResult) -> Resul
     Ok(())
 }
 
-fn finish(run: std::process::Output, r: &mut NodeResult) {
-    let text = String::from_utf8_lossy(&run.stdout);
-    let problems: Vec<&str> = text.lines().filter(|l| l.contains("PROBLEM:")).collect();
-    if run.status.code() == Some(0) {
-        r.result = Outcome::Converged;
-        r.message.push_str(text.lines().last().unwrap_or("").trim());
-    } else {
-        r.result = Outcome::NeedsAttention;
-        r.message.push_str(&problems.join("; "));
+/// The node's own report of its converge (mmconfig's wire type), as the node's result.
+fn finish(run: RunReport, r: &mut NodeResult) {
+    match run.outcome {
+        RunOutcome::NeedsAttention => {
+            r.result = Outcome::NeedsAttention;
+            r.message.push_str(&run.problems.join("; "));
+        }
+        RunOutcome::NothingToChange => {
+            r.result = Outcome::Converged;
+            r.message.push_str(&format!("nothing to change ({:.2} s)", run.seconds));
+        }
+        RunOutcome::Converged => {
+            r.result = Outcome::Converged;
+            r.message.push_str(&format!("{} change(s) in {:.2} s", run.changes.len(), run.seconds));
+        }
     }
 }
 
@@ -723,6 +731,39 @@ mod tests {
             assert!(parse_survey(&out.as_bytes()[..cut]).is_err(), "{cut}");
         }
         assert!(parse_survey(b"999\nshort").is_err());
+    }
+
+    #[test]
+    fn the_run_report_decides_the_result_not_its_wording() {
+        let judged = |outcome, problems: &[&str]| {
+            let run = RunReport {
+                version: mmconfig::report::VERSION,
+                fqdn: "n.example".into(),
+                outcome,
+                changes: vec!["write-file /etc/x".into()],
+                problems: problems.iter().map(|p| p.to_string()).collect(),
+                notes: vec![],
+                seconds: 1.5,
+            };
+            let mut r = NodeResult {
+                node: "n".into(),
+                fqdn: "n.example".into(),
+                result: Outcome::Failed,
+                config_diff: None,
+                changes: vec![],
+                binaries: vec![],
+                os: None,
+                os_bytes_sent: None,
+                message: String::new(),
+                seconds: 0.0,
+            };
+            finish(run, &mut r);
+            (r.result, r.message)
+        };
+        // A problem worded without any marker still needs attention.
+        assert_eq!(judged(RunOutcome::NeedsAttention, &["no disk", "no key"]), (Outcome::NeedsAttention, "no disk; no key".into()));
+        assert_eq!(judged(RunOutcome::Converged, &[]), (Outcome::Converged, "1 change(s) in 1.50 s".into()));
+        assert_eq!(judged(RunOutcome::NothingToChange, &[]).0, Outcome::Converged);
     }
 
     #[test]
