@@ -85,6 +85,19 @@ pub const NODE_BINARIES: [&str; 2] = ["mm-firstboot", "mm-sync"];
 /// The install stick's installer: in the initramfs only (from the same --node-bin directory).
 pub const INSTALLER: &str = "mm-install";
 
+/// The on-node binary `bin` in the --node-bin directory `dir`, or how to build it; `carried` says
+/// what else carries it, for the message.
+pub fn node_binary(dir: &Path, bin: &str, carried: &str) -> Result<PathBuf> {
+    let p = dir.join(bin);
+    if !p.is_file() {
+        bail!(
+            "on-node binary {} is missing{carried}: build it with `cargo build --release -p mm-firstboot -p mm-sync --target x86_64-unknown-linux-musl` or point --node-bin at it",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
 pub fn source_date_epoch() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_EPOCH)
 }
@@ -103,13 +116,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     require_tool(uki::STUB, "systemd-boot-efi")?;
     require_tool(BOOT_MANAGER, "systemd-boot-efi")?;
     for bin in NODE_BINARIES.iter().chain([&INSTALLER]) {
-        let p = opts.node_bin_dir.join(bin);
-        if !p.is_file() {
-            bail!(
-                "on-node binary {} is missing: build it with `cargo build --release -p mm-firstboot -p mm-sync --target x86_64-unknown-linux-musl` or point --node-bin at it",
-                p.display()
-            );
-        }
+        node_binary(&opts.node_bin_dir, bin, "")?;
     }
     let overlays = opts.data_dir.join("overlays");
     let packages = read_list(&overlays.join("base/packages"))?;

@@ -2,10 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mmconfig::NodeConfig;
 
@@ -122,34 +121,24 @@ pub fn run_build(opts: &BuildOptions) -> Result<Outcome> {
 
     let started = Instant::now();
     let bar = progress(opts.quiet, selected.len());
-    let results: Mutex<Vec<Result<Vec<Artifact>>>> = Mutex::new(Vec::new());
-    let queue = Mutex::new(selected.iter());
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.max(1).min(selected.len().max(1)) {
-            s.spawn(|| loop {
-                let Some(cfg) = queue.lock().expect("queue lock").next() else {
-                    break;
-                };
-                let t = Instant::now();
-                let r =
-                    build_node(opts, base.as_ref(), &media, cfg, &keys[&cfg.node.name]).with_context(|| format!("node {}", cfg.node.name));
-                match &bar {
-                    Some(b) => {
-                        b.set_message(cfg.node.name.clone());
-                        b.inc(1);
-                    }
-                    None if !opts.quiet => eprintln!("mmbuild: node {} done in {:.2} s", cfg.node.name, t.elapsed().as_secs_f64()),
-                    None => {}
-                }
-                results.lock().expect("results lock").push(r);
-            });
+    let results = hostkit::pool::map(&selected, opts.jobs, |cfg| {
+        let t = Instant::now();
+        let r = build_node(opts, base.as_ref(), &media, cfg, &keys[&cfg.node.name]).with_context(|| format!("node {}", cfg.node.name));
+        match &bar {
+            Some(b) => {
+                b.set_message(cfg.node.name.clone());
+                b.inc(1);
+            }
+            None if !opts.quiet => eprintln!("mmbuild: node {} done in {:.2} s", cfg.node.name, t.elapsed().as_secs_f64()),
+            None => {}
         }
+        r
     });
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let mut artifacts = Vec::new();
-    for r in results.into_inner().expect("results lock") {
+    for r in results {
         artifacts.extend(r?);
     }
     let all: Vec<&NodeConfig> = fleet.nodes.iter().collect();
@@ -268,13 +257,7 @@ impl InstallMedia {
     fn load(opts: &BuildOptions, fleet: &Fleet) -> Result<InstallMedia> {
         let mut shared = Vec::new();
         for bin in base::NODE_BINARIES {
-            let p = opts.node_bin.join(bin);
-            if !p.is_file() {
-                bail!(
-                    "on-node binary {} is missing (the OEMDRV stick carries it): build it with `cargo build --release -p mm-firstboot -p mm-sync --target x86_64-unknown-linux-musl` or point --node-bin at it",
-                    p.display()
-                );
-            }
+            let p = base::node_binary(&opts.node_bin, bin, " (the OEMDRV stick carries it)")?;
             shared.push((bin.to_string(), std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?));
         }
         let units = fleet.data_dir.join("overlays/rootfs/etc/systemd/system");

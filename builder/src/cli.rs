@@ -342,11 +342,11 @@ pub struct Day2Args {
     /// (repeatable), e.g. a port forward or a jump host's tunnel. The host key is still checked
     /// under the node's FQDN.
     #[arg(long, value_name = "NODE=HOST[:PORT]")]
-    pub connect: Vec<String>,
+    pub connect: Vec<crate::remote::Connect>,
     /// apply: where NODE answers after a network change (default: its new inventory address,
     /// port 22), e.g. a second port forward.
     #[arg(long, value_name = "NODE=HOST[:PORT]")]
-    pub connect_new: Vec<String>,
+    pub connect_new: Vec<crate::remote::Connect>,
     /// The admin's ssh private key (default: ssh's own choice, e.g. the agent).
     #[arg(long, short = 'i', value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -484,9 +484,11 @@ pub struct RegistrationsArgs {
     /// Probe the nodes and mark applications whose node does not serve the project yet.
     #[arg(long)]
     pub check: bool,
-    /// Probe NODE at ADDR instead of its inventory addresses (repeatable), e.g. ci=127.0.0.1.
-    #[arg(long, value_name = "NODE=ADDR", requires = "check")]
-    pub connect: Vec<String>,
+    /// Probe NODE at HOST instead of its inventory addresses (repeatable; every address a name
+    /// resolves to), e.g. ci=127.0.0.1 or ci=[::1]. The same grammar as plan/apply's --connect;
+    /// a :PORT is refused here, the probe's ports are --http-port, --https-port and --rsync-port.
+    #[arg(long, value_name = "NODE=HOST[:PORT]", requires = "check")]
+    pub connect: Vec<crate::remote::Connect>,
     /// HTTP port the probe connects to.
     #[arg(long, default_value_t = 80, requires = "check")]
     pub http_port: u16,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mmconfig::os::{OsStatus, Slot};
+use mmconfig::report::{RunOutcome, RunReport};
 use mmconfig::NodeConfig;
 use serde::Serialize;
 
@@ -257,29 +258,19 @@ pub fn run(fleet: &Fleet, opts: &Options, apply: bool) -> Result<Report> {
     };
     let ctx =
         Ctx { opts, local: &local, apply, payload: payload.as_ref(), gate: &gate, known_hosts: &known_hosts, control: control.path() };
-    let results = Mutex::new(Vec::new());
+    let mut results: Vec<NodeResult> = Vec::new();
     let (canary, rest): (Vec<&NodeConfig>, Vec<&NodeConfig>) =
         selected.iter().partition(|n| opts.rollout.canary.as_deref() == Some(n.node.name.as_str()));
     for wave in [canary, rest] {
-        let queue = Mutex::new(wave.iter());
-        std::thread::scope(|s| {
-            for _ in 0..opts.jobs.max(1).min(wave.len().max(1)) {
-                s.spawn(|| loop {
-                    let Some(cfg) = queue.lock().expect("queue lock").next() else {
-                        break;
-                    };
-                    let r = node_result(cfg, &ctx);
-                    results.lock().expect("results lock").push(r);
-                });
-            }
-        });
+        let done = hostkit::pool::map(&wave, opts.jobs, |cfg| node_result(cfg, &ctx));
+        results.extend(done);
         // A canary that did not come back on the new image holds the others' OS update.
-        let held = results.lock().expect("results lock").iter().any(|r: &NodeResult| r.os.is_some() && r.result != Outcome::OsUpdated);
+        let held = results.iter().any(|r| r.os.is_some() && r.result != Outcome::OsUpdated);
         if apply && opts.rollout.canary.is_some() && held {
             gate.stop.store(true, Ordering::SeqCst);
         }
     }
-    let mut nodes = results.into_inner().expect("results lock");
+    let mut nodes = results;
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(Report { version: 1, nodes })
 }
@@ -462,7 +453,8 @@ fn one_node(cfg: &NodeConfig, ctx: &Ctx, ssh: &Ssh, r: &mut NodeResult) -> Resul
             }
             return Ok(());
         }
-        let run = ssh.run_codes("sudo mm-firstboot run", None, &[0, 3]).context("converging")?;
+        let run = ssh.run_codes("sudo mm-firstboot run --json", None, &[0, 3]).context("converging")?;
+        let run: RunReport = hostkit::cmd::json_output("mm-firstboot run --json", &run.stdout).context("converging")?;
         for p in &opts.prune {
             let out = ssh.run(&format!("sudo mm-firstboot prune {}", shell_word(p)), None)?;
             r.message.push_str(String::from_utf8_lossy(&out.stdout).trim());
@@ -483,15 +475,21 @@ fn one_node(cfg: &NodeConfig, ctx: &Ctx, ssh: &Ssh, r: &mut NodeResult) -> Resul
     Ok(())
 }
 
-fn finish(run: std::process::Output, r: &mut NodeResult) {
-    let text = String::from_utf8_lossy(&run.stdout);
-    let problems: Vec<&str> = text.lines().filter(|l| l.contains("PROBLEM:")).collect();
-    if run.status.code() == Some(0) {
-        r.result = Outcome::Converged;
-        r.message.push_str(text.lines().last().unwrap_or("").trim());
-    } else {
-        r.result = Outcome::NeedsAttention;
-        r.message.push_str(&problems.join("; "));
+/// The node's own report of its converge (mmconfig's wire type), as the node's result.
+fn finish(run: RunReport, r: &mut NodeResult) {
+    match run.outcome {
+        RunOutcome::NeedsAttention => {
+            r.result = Outcome::NeedsAttention;
+            r.message.push_str(&run.problems.join("; "));
+        }
+        RunOutcome::NothingToChange => {
+            r.result = Outcome::Converged;
+            r.message.push_str(&format!("nothing to change ({:.2} s)", run.seconds));
+        }
+        RunOutcome::Converged => {
+            r.result = Outcome::Converged;
+            r.message.push_str(&format!("{} change(s) in {:.2} s", run.changes.len(), run.seconds));
+        }
     }
 }
 
@@ -803,6 +801,39 @@ mod tests {
         assert!(child.wait().unwrap().success());
         assert_eq!(std::fs::read(fresh.path().join("mm-sync")).unwrap(), b"first");
         assert!(!fresh.path().join("mm-sync.prev").exists());
+    }
+
+    #[test]
+    fn the_run_report_decides_the_result_not_its_wording() {
+        let judged = |outcome, problems: &[&str]| {
+            let run = RunReport {
+                version: mmconfig::report::VERSION,
+                fqdn: "n.example".into(),
+                outcome,
+                changes: vec!["write-file /etc/x".into()],
+                problems: problems.iter().map(|p| p.to_string()).collect(),
+                notes: vec![],
+                seconds: 1.5,
+            };
+            let mut r = NodeResult {
+                node: "n".into(),
+                fqdn: "n.example".into(),
+                result: Outcome::Failed,
+                config_diff: None,
+                changes: vec![],
+                binaries: vec![],
+                os: None,
+                os_bytes_sent: None,
+                message: String::new(),
+                seconds: 0.0,
+            };
+            finish(run, &mut r);
+            (r.result, r.message)
+        };
+        // A problem worded without any marker still needs attention.
+        assert_eq!(judged(RunOutcome::NeedsAttention, &["no disk", "no key"]), (Outcome::NeedsAttention, "no disk; no key".into()));
+        assert_eq!(judged(RunOutcome::Converged, &[]), (Outcome::Converged, "1 change(s) in 1.50 s".into()));
+        assert_eq!(judged(RunOutcome::NothingToChange, &[]).0, Outcome::Converged);
     }
 
     #[test]

@@ -105,31 +105,81 @@ pub fn copy_sparse(src: &Path, dst: &File, offset: u64) -> Result<()> {
     copy_sparse_range(src, dst, offset, 0, len)
 }
 
+/// The data extents (`start..end`) of bytes `from..to` of `f`, by SEEK_DATA/SEEK_HOLE: the one
+/// walk over a sparse file, for copying (holes stay holes) and hashing (holes are not read).
+/// Where the file system cannot tell, the whole range is one extent.
+pub fn data_extents(f: &File, from: u64, to: u64) -> impl Iterator<Item = Result<std::ops::Range<u64>>> + '_ {
+    let mut pos = from;
+    std::iter::from_fn(move || {
+        if pos >= to {
+            return None;
+        }
+        let start = match lseek(f.as_raw_fd(), pos as i64, Whence::SeekData) {
+            Ok(s) if s as u64 >= to => return None,
+            Ok(s) => s as u64,
+            // Only a hole remains.
+            Err(nix::errno::Errno::ENXIO) => return None,
+            Err(e) => {
+                pos = to;
+                return Some(Err(anyhow::Error::new(e).context("seeking data")));
+            }
+        };
+        let end = match lseek(f.as_raw_fd(), start as i64, Whence::SeekHole) {
+            Ok(e) => (e as u64).min(to),
+            Err(e) => {
+                pos = to;
+                return Some(Err(anyhow::Error::new(e).context("seeking a hole")));
+            }
+        };
+        pos = end;
+        Some(Ok(start..end))
+    })
+}
+
 /// Copy the data extents of bytes `from..to` of `src` into `dst` at `offset + from`.
 pub fn copy_sparse_range(src: &Path, dst: &File, offset: u64, from: u64, to: u64) -> Result<()> {
     let f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    let fd = f.as_raw_fd();
-    let mut pos = from as i64;
-    let to = to as i64;
-    while pos < to {
-        let start = match lseek(fd, pos, Whence::SeekData) {
-            Ok(s) if s >= to => break,
-            Ok(s) => s,
-            Err(nix::errno::Errno::ENXIO) => break, // only a hole remains
-            Err(e) => return Err(e).with_context(|| format!("seeking data in {}", src.display())),
-        };
-        let end = lseek(fd, start, Whence::SeekHole).with_context(|| format!("seeking a hole in {}", src.display()))?.min(to);
-        let mut off_in = start;
-        let mut off_out = offset as i64 + start;
-        while off_in < end {
-            let want = (end - off_in) as usize;
+    for extent in data_extents(&f, from, to) {
+        let extent = extent.with_context(|| format!("reading {}", src.display()))?;
+        let mut off_in = extent.start as i64;
+        let mut off_out = (offset + extent.start) as i64;
+        while off_in < extent.end as i64 {
+            let want = (extent.end as i64 - off_in) as usize;
             let n = nix::fcntl::copy_file_range(&f, Some(&mut off_in), dst, Some(&mut off_out), want)
                 .with_context(|| format!("copying {} into the image", src.display()))?;
             if n == 0 {
                 anyhow::bail!("{} shrank while it was being copied", src.display());
             }
         }
-        pos = end;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    #[test]
+    fn a_sparse_copy_keeps_the_bytes_and_the_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        let f = File::create(&src).unwrap();
+        f.set_len(16 << 20).unwrap();
+        f.write_all_at(b"head", 4096).unwrap();
+        f.write_all_at(&[9u8; 100_000], 8 << 20).unwrap();
+        drop(f);
+        let extents: Vec<_> = data_extents(&File::open(&src).unwrap(), 0, 16 << 20).map(Result::unwrap).collect();
+        assert_eq!(extents.len(), 2, "{extents:?}");
+        assert!(extents[0].contains(&4096) && extents[1].contains(&(8 << 20)), "{extents:?}");
+        // A range cut inside the second extent, placed at an offset.
+        let out = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&dst).unwrap();
+        out.set_len(20 << 20).unwrap();
+        copy_sparse_range(&src, &out, 1 << 20, 0, (8 << 20) + 50_000).unwrap();
+        let (s, d) = (std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+        assert_eq!(&d[(1 << 20)..(1 << 20) + (8 << 20) + 50_000], &s[..(8 << 20) + 50_000]);
+        assert!(d[(1 << 20) + (8 << 20) + 50_000..].iter().all(|&b| b == 0), "nothing past the range");
+        // Two small extents' worth of blocks allocated, not 9 MiB.
+        assert!(out.metadata().unwrap().blocks() * 512 < 1 << 20, "{} blocks", out.metadata().unwrap().blocks());
+    }
 }

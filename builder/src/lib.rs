@@ -87,6 +87,7 @@ pub mod exit {
     }
 
     pub const INVALID_INPUT: u8 = Exit::InvalidInput as u8;
+    pub const USAGE: u8 = Exit::Usage as u8;
     pub const ENVIRONMENT: u8 = Exit::Environment as u8;
     pub const BUILD_FAILED: u8 = Exit::BuildFailed as u8;
     pub const NOT_READY: u8 = Exit::NotReady as u8;

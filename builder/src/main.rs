@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
 use hostkit::cmd as hostcmd;
@@ -114,18 +115,8 @@ fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<Ex
             return Ok(ExitCode::from(exit::INVALID_INPUT));
         }
     };
-    let (mut connect, mut connect_new) = (Vec::new(), Vec::new());
-    for (list, into, flag) in [(&args.connect, &mut connect, "--connect"), (&args.connect_new, &mut connect_new, "--connect-new")] {
-        for c in list {
-            match mmbuild::remote::parse_connect(c) {
-                Ok(t) => into.push(t),
-                Err(why) => {
-                    eprintln!("mmbuild: error: {flag} {why}");
-                    return Ok(ExitCode::from(2));
-                }
-            }
-        }
-    }
+    let parts = |list: Vec<mmbuild::remote::Connect>| list.into_iter().map(|c| (c.node, c.at.host_bare(), c.at.port)).collect();
+    let (connect, connect_new) = (parts(args.connect), parts(args.connect_new));
     let opts = day2::Options {
         out: args.out,
         nodes: args.nodes,
@@ -191,15 +182,15 @@ fn export_registrations(args: RegistrationsArgs, data: Option<PathBuf>) -> anyho
         ..Probe::default()
     };
     for c in &args.connect {
-        let parsed =
-            c.split_once('=').and_then(|(n, a)| Some((n.to_string(), a.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()?)));
-        match parsed {
-            Some((node, addr)) => probe.connect.entry(node).or_default().push(addr),
-            None => {
-                eprintln!("mmbuild: error: --connect {c}: expected NODE=ADDR with an IP address, e.g. ci=127.0.0.1");
-                return Ok(ExitCode::from(2));
-            }
+        if let Some(port) = c.at.port {
+            eprintln!(
+                "mmbuild: error: --connect {}={}: the probe's ports are --http-port, --https-port and --rsync-port, not :{port}: give NODE=HOST",
+                c.node, c.at
+            );
+            return Ok(ExitCode::from(exit::USAGE));
         }
+        let addrs = c.at.socket_addrs(0).with_context(|| format!("--connect {}={}: resolving {}", c.node, c.at, c.at.host_bare()))?;
+        probe.connect.entry(c.node.clone()).or_default().extend(addrs.into_iter().map(|a| a.ip()));
     }
     let opts = ExportOptions {
         fleet: args.fleet,

@@ -95,32 +95,24 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// reading them makes the kernel zero-fill page after page, which cost more than the hashing
 /// itself for our sparse images. Positional reads only: `f` may be shared with a writer.
 pub fn hash_range(f: &File, start: u64, end: u64, h: &mut Sha256) -> Result<()> {
-    use nix::unistd::{lseek, Whence};
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
     const CHUNK: usize = 4 << 20;
     static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
-    let mut buf = vec![0u8; CHUNK];
-    let mut pos = start;
-    while pos < end {
-        let data = match lseek(f.as_raw_fd(), pos as i64, Whence::SeekData) {
-            Ok(d) => (d as u64).min(end),
-            Err(nix::errno::Errno::ENXIO) => end,
-            Err(e) => return Err(e).context("seeking data"),
-        };
-        let mut hole = data - pos;
+    let zeros = |h: &mut Sha256, mut hole: u64| {
         while hole > 0 {
             let n = hole.min(ZEROS.len() as u64) as usize;
             h.update(&ZEROS[..n]);
             hole -= n as u64;
         }
-        if data >= end {
-            break;
-        }
-        let data_end = (lseek(f.as_raw_fd(), data as i64, Whence::SeekHole).context("seeking a hole")? as u64).min(end);
-        let mut at = data;
-        while at < data_end {
-            let want = ((data_end - at) as usize).min(CHUNK);
+    };
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = start;
+    for extent in crate::diskimage::data_extents(f, start, end) {
+        let extent = extent?;
+        zeros(h, extent.start - pos);
+        let mut at = extent.start;
+        while at < extent.end {
+            let want = ((extent.end - at) as usize).min(CHUNK);
             let n = f.read_at(&mut buf[..want], at).context("reading")?;
             if n == 0 {
                 anyhow::bail!("the file shrank while it was being hashed");
@@ -128,8 +120,9 @@ pub fn hash_range(f: &File, start: u64, end: u64, h: &mut Sha256) -> Result<()> 
             h.update(&buf[..n]);
             at += n as u64;
         }
-        pos = data_end;
+        pos = extent.end;
     }
+    zeros(h, end.saturating_sub(pos));
     Ok(())
 }
 

@@ -257,9 +257,7 @@ pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, blackbox: &str, b
             return Ok(ExitCode::from(exit::INVALID_INPUT));
         }
     };
-    if blackbox.parse::<std::net::SocketAddr>().is_err()
-        && !blackbox.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-    {
+    if !hostkit::net::Authority::parse(blackbox).is_ok_and(|a| a.port.is_some()) {
         eprintln!("mmbuild: error: --blackbox {blackbox:?}: expected HOST:PORT");
         return Ok(ExitCode::from(exit::INVALID_INPUT));
     }

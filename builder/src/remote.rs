@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use anyhow::{Context, Result};
+use hostkit::net::Authority;
 use mmconfig::{NodeConfig, ADMIN_USER};
 
 /// Where and how to reach one node.
@@ -27,23 +28,31 @@ pub fn node_address(cfg: &NodeConfig) -> Option<String> {
     cfg.node.ipv4.as_ref().map(|v4| strip(&v4.address)).or_else(|| cfg.node.ipv6.as_ref().map(|v6| strip(&v6.address)))
 }
 
-/// `NODE=HOST[:PORT]` (an IPv6 host in brackets when a port follows).
-pub fn parse_connect(s: &str) -> Result<(String, String, Option<u16>), String> {
-    let (node, target) = s.split_once('=').ok_or_else(|| format!("{s}: expected NODE=HOST[:PORT]"))?;
-    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
-        let (h, tail) = rest.split_once(']').ok_or_else(|| format!("{s}: unclosed [ in the address"))?;
-        (h.to_string(), tail.strip_prefix(':'))
-    } else if target.matches(':').count() == 1 {
-        let (h, p) = target.split_once(':').unwrap_or((target, ""));
-        (h.to_string(), Some(p))
-    } else {
-        (target.to_string(), None)
-    };
-    let port = port.map(|p| p.parse::<u16>().map_err(|_| format!("{s}: bad port {p:?}"))).transpose()?;
-    if node.is_empty() || host.is_empty() {
-        return Err(format!("{s}: expected NODE=HOST[:PORT]"));
+/// `--connect NODE=HOST[:PORT]`, the one grammar of every verb that reaches nodes: reach NODE at
+/// HOST (an IPv6 address in brackets when a port follows; a bare one is taken too) instead of
+/// its inventory address. hostkit's [`Authority`] parses the HOST[:PORT] part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    pub node: String,
+    pub at: Authority,
+}
+
+impl std::str::FromStr for Connect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Connect, String> {
+        let (node, target) = s.split_once('=').ok_or_else(|| format!("{s}: expected NODE=HOST[:PORT]"))?;
+        if node.is_empty() {
+            return Err(format!("{s}: expected NODE=HOST[:PORT]"));
+        }
+        let at = Authority::parse(target).map_err(|e| format!("{s}: {e}"))?;
+        Ok(Connect { node: node.to_string(), at })
     }
-    Ok((node.to_string(), host, port))
+}
+
+/// `NODE=HOST[:PORT]` as (node, host without brackets, port).
+pub fn parse_connect(s: &str) -> Result<(String, String, Option<u16>), String> {
+    let c: Connect = s.parse()?;
+    Ok((c.node, c.at.host_bare(), c.at.port))
 }
 
 impl Ssh {
@@ -105,13 +114,11 @@ impl Ssh {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting zstd")?;
-        let mut c = self.command();
-        c.arg(remote).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let shown = format!("ssh {}@{} {remote}", ADMIN_USER, self.host);
-        let mut child = c.spawn().with_context(|| format!("starting `{shown}`"))?;
-        let mut to_node = child.stdin.take().context("ssh's stdin")?;
         let mut from_zstd = zstd.stdout.take().context("zstd's stdout")?;
-        let pump = std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut c = self.command();
+        c.arg(remote);
+        // hostkit's runner judges ssh (the node's refusal first, its exit code kept for the caller).
+        let pumped = hostkit::cmd::run_feeding(&mut c, &[0], move |mut to_node| -> std::io::Result<u64> {
             let mut buf = vec![0u8; 1 << 20];
             let mut sent = 0u64;
             loop {
@@ -123,22 +130,18 @@ impl Ssh {
                 sent += n as u64;
             }
         });
-        let out = child.wait_with_output().with_context(|| format!("waiting for `{shown}`"))?;
-        let sent = pump.join().map_err(|_| anyhow::anyhow!("the sending thread panicked"))?;
-        // The node's refusal first: it may stop reading before zstd is done, which breaks zstd's pipe.
-        if !out.status.success() {
-            return Err(anyhow::Error::new(hostkit::cmd::Failed {
-                command: shown,
-                status: out.status,
-                why: hostkit::cmd::tail(&out.stderr, 15),
-            })
-            .context(format!("{} ({}:{})", self.fqdn, self.host, self.port)));
-        }
+        let (out, sent) = match pumped {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = zstd.kill();
+                let _ = zstd.wait();
+                return Err(e.context(format!("{} ({}:{})", self.fqdn, self.host, self.port)));
+            }
+        };
         let z = zstd.wait_with_output().context("waiting for zstd")?;
         if !z.status.success() {
             anyhow::bail!("zstd -c {} failed: {}", file.display(), hostkit::cmd::tail(&z.stderr, 5));
         }
-        let sent = sent.with_context(|| format!("sending {} to {}", file.display(), self.fqdn))?;
         Ok((out, sent))
     }
 

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use handlebars::Handlebars;
 use hostkit::atomic;
+use hostkit::net::{Authority, Host};
 use mmconfig::marker::Civil;
 use mmconfig::{CheckKind, NodeConfig, Profile};
 use serde_json::json;
@@ -106,30 +107,15 @@ pub fn parse_upstream(url: &str) -> Result<Upstream> {
     let why = |what: String| anyhow::anyhow!("upstream {url:?}: {what}");
     let rest = url.strip_prefix("rsync://").ok_or_else(|| why("not an rsync:// URL".into()))?;
     let (authority, path) = rest.split_once('/').ok_or_else(|| why("no module after the host".into()))?;
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (addr, after) = v6.split_once(']').ok_or_else(|| why("`[` without `]` around an IPv6 address".into()))?;
-        let ip: Ipv6Addr = addr.parse().map_err(|_| why(format!("{addr:?} is not an IPv6 address")))?;
-        if !after.is_empty() && !after.starts_with(':') {
-            return Err(why(format!("{after:?} after the IPv6 address is not `:PORT`")));
+    let authority = Authority::parse(authority).map_err(|e| why(e.to_string()))?;
+    let host = match &authority.host {
+        Host::Ip(ip) => ip.to_string(),
+        Host::Name(name) => {
+            check_dns_name(name).map_err(why)?;
+            name.clone()
         }
-        (ip.to_string(), after.strip_prefix(':'))
-    } else {
-        let (h, p) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        };
-        if h.parse::<Ipv4Addr>().is_err() {
-            check_dns_name(h).map_err(why)?;
-        }
-        (h.to_ascii_lowercase(), p)
     };
-    let port = match port {
-        None => RSYNC_PORT,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return Err(why(format!("port {p:?} is not a number from 1 to 65535"))),
-        },
-    };
+    let port = authority.port.unwrap_or(RSYNC_PORT);
     let mut segs = path.split('/').collect::<Vec<_>>();
     if segs.last() == Some(&"") {
         segs.pop();

@@ -448,29 +448,17 @@ fn probe(dev: &str) -> Result<Content> {
     Ok(c)
 }
 
+/// The bus by hostkit's one sysfs classifier (as the node's installer sees it), else what the
+/// device name says of a virtual device.
 fn transport(sys: &Path, name: &str) -> String {
-    let p = sys.to_string_lossy();
-    let t = if p.contains("/usb") {
-        "usb"
-    } else if name.starts_with("nvme") {
-        "nvme"
-    } else if p.contains("/virtio") {
-        "virtio"
-    } else if p.contains("/ata") {
-        "sata"
-    } else if name.starts_with("loop") {
-        "loop"
-    } else if name.starts_with("dm-") {
-        "dm"
-    } else if name.starts_with("md") {
-        "md"
-    } else if name.starts_with("mmcblk") {
-        "mmc"
-    } else if p.contains("/host") && p.contains("/target") {
-        "scsi"
-    } else {
-        "unknown"
-    };
+    if let Some(bus) = hostkit::sysfs::bus_of_path(sys) {
+        return bus.as_str().into();
+    }
+    let t = ["loop", "dm-", "md", "mmcblk"].into_iter().find(|p| name.starts_with(p)).map_or("unknown", |p| match p {
+        "dm-" => "dm",
+        "mmcblk" => "mmc",
+        p => p,
+    });
     t.into()
 }
 

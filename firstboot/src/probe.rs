@@ -61,22 +61,10 @@ pub fn blkid(dev: &str) -> Result<BTreeMap<String, String>> {
     Ok(map)
 }
 
-/// The bus a disk hangs on, from its sysfs device path.
+/// The bus a disk hangs on, from its sysfs device path (hostkit's one classifier, shared with
+/// `mmbuild write`).
 pub fn bus_of(sys_block: &Path) -> Option<Bus> {
-    let real = fs::canonicalize(sys_block).ok()?.to_string_lossy().into_owned();
-    Some(if real.contains("/virtio") {
-        Bus::Virtio
-    } else if real.contains("/nvme") {
-        Bus::Nvme
-    } else if real.contains("/usb") {
-        Bus::Usb
-    } else if real.contains("/ata") {
-        Bus::Sata
-    } else if real.contains("/host") || real.contains("/target") {
-        Bus::Scsi
-    } else {
-        return None;
-    })
+    hostkit::sysfs::bus_of(sys_block)
 }
 
 fn by_path(kname: &str) -> Option<String> {

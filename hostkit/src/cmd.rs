@@ -152,16 +152,30 @@ pub fn run_with_input(cmd: &mut Command, input: Vec<u8>) -> Result<Output> {
 
 /// [`run_with_input`] where the exit codes in `ok` are answers, not failures.
 pub fn run_with_input_codes(cmd: &mut Command, input: Vec<u8>, ok: &[i32]) -> Result<Output> {
+    run_feeding(cmd, ok, move |mut stdin| stdin.write_all(&input)).map(|(out, ())| out)
+}
+
+/// Run `cmd` with `feed` writing its stdin from a thread (a stream, another process's output),
+/// capturing its output; judged as [`run_codes`] judges, so a failure reads the same whatever
+/// fed it. The command's own failure comes first: a command that stops reading early breaks
+/// the feeder's pipe, and that broken pipe is not the news. What `feed` returned comes back
+/// with the output.
+pub fn run_feeding<T: Send + 'static>(
+    cmd: &mut Command,
+    ok: &[i32],
+    feed: impl FnOnce(std::process::ChildStdin) -> std::io::Result<T> + Send + 'static,
+) -> Result<(Output, T)> {
     let shown = describe(cmd);
     let mut child =
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting `{shown}`"))?;
-    let mut stdin = child.stdin.take().context("child stdin")?;
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let stdin = child.stdin.take().context("child stdin")?;
+    // The feeder owns stdin and drops it when done: the child sees end-of-file.
+    let feeder = std::thread::spawn(move || feed(stdin));
     let out = child.wait_with_output().with_context(|| format!("running `{shown}`"))?;
     let fed = feeder.join().map_err(|_| anyhow::anyhow!("the thread feeding `{shown}` panicked"))?;
     let out = check_codes(&shown, out, ok)?;
-    fed.with_context(|| format!("writing to the stdin of `{shown}`"))?;
-    Ok(out)
+    let fed = fed.with_context(|| format!("writing to the stdin of `{shown}`"))?;
+    Ok((out, fed))
 }
 
 /// Convenience: `run(Command::new(program).args(args))`.
@@ -173,11 +187,34 @@ where
     run(Command::new(program).args(args))
 }
 
+/// Why [`run_with_deadline`] has no output to show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeadlineError {
+    #[error("running {0}: {1}")]
+    Start(String, String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 /// Run `cmd` (stdin closed, output captured); killed and an error once `timeout` has passed.
-pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
+pub fn run_with_deadline(cmd: Command, timeout: Duration) -> Result<Output, DeadlineError> {
+    run_with_deadline_input(cmd, None, timeout)
+}
+
+/// [`run_with_deadline`] with `input` on stdin (then closed) when there is one.
+pub fn run_with_deadline_input(mut cmd: Command, input: Option<Vec<u8>>, timeout: Duration) -> Result<Output, DeadlineError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("running {program}: {e}"))?;
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = cmd
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| DeadlineError::Start(program.clone(), e.to_string()))?;
+    if let (Some(input), Some(mut w)) = (input, child.stdin.take()) {
+        // A child that never reads must not block us: the write is a thread's, ended by the kill.
+        std::thread::spawn(move || w.write_all(&input));
+    }
     // Readers in threads: a chatty child must never block on a full pipe while we wait.
     let mut so = child.stdout.take();
     let mut se = child.stderr.take();
@@ -203,9 +240,9 @@ pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Result<Output, 
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("no answer within {timeout:?}"));
+                return Err(DeadlineError::Timeout(timeout));
             }
-            Err(e) => return Err(format!("waiting for {program}: {e}")),
+            Err(e) => return Err(DeadlineError::Start(program, e.to_string())),
         }
     };
     Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
@@ -287,5 +324,29 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (4 << 20).to_string());
         let err = run_with_input(Command::new("sh").args(["-c", "cat >/dev/null; echo nope >&2; exit 2"]), b"abc".to_vec()).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn a_fed_command_fails_as_any_other_and_its_own_failure_comes_first() {
+        let (out, n) = run_feeding(Command::new("wc").arg("-c"), &[0], |mut w| w.write_all(b"12345").map(|()| 5)).unwrap();
+        assert_eq!((String::from_utf8_lossy(&out.stdout).trim(), n), ("5", 5));
+        // The command exits without reading: the feeder's broken pipe is not what is reported.
+        let big = vec![0u8; 8 << 20];
+        let err =
+            run_feeding(Command::new("sh").args(["-c", "echo refused >&2; exit 7"]), &[0], move |mut w| w.write_all(&big)).unwrap_err();
+        let f = err.downcast_ref::<Failed>().expect("a Failed");
+        assert_eq!((f.command.as_str(), f.status.code(), f.why.as_str()), ("sh -c 'echo refused >&2; exit 7'", Some(7), "refused"));
+        assert_eq!(exit_code(&err), Some(7));
+    }
+
+    #[test]
+    fn a_deadline_kills_and_input_is_fed() {
+        let out = run_with_deadline_input(Command::new("cat"), Some(b"hi".to_vec()), Duration::from_secs(5)).unwrap();
+        assert_eq!(out.stdout, b"hi");
+        let t = Duration::from_millis(200);
+        let mut sleep = Command::new("sleep");
+        sleep.arg("5");
+        assert_eq!(run_with_deadline(sleep, t).unwrap_err(), DeadlineError::Timeout(t));
+        assert!(matches!(run_with_deadline(Command::new("/nonexistent/x"), t), Err(DeadlineError::Start(..))));
     }
 }

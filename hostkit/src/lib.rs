@@ -10,6 +10,8 @@ pub mod cmd;
 pub mod ids;
 pub mod net;
 pub mod netns;
+pub mod pool;
+pub mod sysfs;
 pub mod testenv;
 
 /// The EXIT STATUS paragraph of a binary's --help (and README): `EXIT STATUS: 0 success; 1 ...`.

@@ -5,7 +5,7 @@
 //! the thread opens and every process it starts (QEMU, dnsmasq, rsync, ssh-keyscan) lives in it,
 //! and it vanishes with them, so a killed run leaves nothing behind on the host.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -125,7 +125,7 @@ impl Lab {
     pub fn wait_listening(&mut self, addr: SocketAddr, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
+            if hostkit::net::Conn::open(addr, Duration::from_millis(300)).is_ok() {
                 return Ok(());
             }
             for (what, child) in &mut self.daemons {

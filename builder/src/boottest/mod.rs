@@ -9,7 +9,6 @@ pub mod shape;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -100,23 +99,10 @@ pub fn run(fleet: &Fleet, opts: &Options) -> Result<Vec<NodeResult>> {
             anyhow::bail!("{}: no image for node {} (run `mmbuild build` with this --out first)", image.display(), cfg.node.name);
         }
     }
-    let queue = Mutex::new(nodes.iter().enumerate());
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.max(1).min(nodes.len().max(1)) {
-            s.spawn(|| loop {
-                let Some((i, cfg)) = queue.lock().unwrap_or_else(|e| e.into_inner()).next() else { break };
-                // A thread per node: the network namespace it enters dies with it.
-                let r = std::thread::scope(|s2| {
-                    s2.spawn(|| boot_one(cfg, opts)).join().unwrap_or_else(|_| failed(cfg, "boot-test itself panicked"))
-                });
-                results.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by_key(|(i, _)| *i);
-    Ok(results.into_iter().map(|(_, r)| r).collect())
+    Ok(hostkit::pool::map(&nodes, opts.jobs, |cfg| {
+        // A thread per node: the network namespace it enters dies with it.
+        std::thread::scope(|s2| s2.spawn(|| boot_one(cfg, opts)).join().unwrap_or_else(|_| failed(cfg, "boot-test itself panicked")))
+    }))
 }
 
 fn failed(cfg: &NodeConfig, why: &str) -> NodeResult {

@@ -10,8 +10,6 @@ pub mod upstream;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mmconfig::public::{self, PublicRollback, PublicStatus, PATH as PUBLIC_STATUS_PATH};
@@ -123,12 +121,6 @@ impl<T> Seen<T> {
         match r {
             Ok(value) => Seen::Ok { value },
             Err(e) => Seen::Failed { silent: e.is_silent(), error: e.to_string() },
-        }
-    }
-    fn from_text(r: Result<T, String>) -> Self {
-        match r {
-            Ok(value) => Seen::Ok { value },
-            Err(error) => Seen::Failed { silent: error.starts_with("no answer"), error },
         }
     }
     fn silent(&self) -> bool {
@@ -279,7 +271,7 @@ fn probe_family(cfg: &NodeConfig, family: Family, addrs: FamilyAddrs, timeout: D
     let fqdn = cfg.node.fqdn.as_str();
     let (http_res, rsync_res, tls_res) = std::thread::scope(|s| {
         let r = s.spawn(move || rsync.map(|a| Seen::from(net::rsync_list(a, timeout).map(RsyncSeen::from))));
-        let t = s.spawn(move || https.map(|a| Seen::from_text(tls::probe(a, fqdn, timeout))));
+        let t = s.spawn(move || https.map(|a| Seen::from(tls::probe(a, fqdn, None, timeout))));
         let mut out = Vec::new();
         let mut silent = false;
         for p in &cfg.projects {
@@ -410,7 +402,7 @@ fn family_health(f: &FamilyProbe, cfg: &NodeConfig, now: u64, findings: &mut Vec
                         text: format!("{fam} https {addr}: the certificate expires in {}", marker::human(left as u64)),
                     });
                 }
-                if value.verify != "0 (ok)" {
+                if !value.verify.ok() {
                     ok = false;
                     findings.push(Finding {
                         severity: Severity::Fail,
@@ -578,30 +570,15 @@ pub fn probe_fleet(
     urls.sort();
     urls.dedup();
     let now = now_unix();
-    let next = AtomicUsize::new(0);
-    let probes: Mutex<Vec<Option<NodeProbe>>> = Mutex::new(vec![None; nodes.len()]);
-    let upstream: UpstreamMarkers = std::thread::scope(|s| {
+    // The upstream markers are fetched while the nodes are probed, by hostkit's one pool.
+    let (upstream, probes): (UpstreamMarkers, Vec<NodeProbe>) = std::thread::scope(|s| {
         let fetches: Vec<_> = urls.iter().map(|u| (u.clone(), s.spawn(|| upstream::fetch(u, opts.upstream_timeout)))).collect();
-        for _ in 0..opts.jobs.clamp(1, nodes.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(cfg) = nodes.get(i) else { break };
-                let p = probe_node(cfg, markers, opts);
-                probes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(p);
-            });
-        }
-        fetches.into_iter().map(|(u, h)| (u, h.join().unwrap_or_else(|_| Err("fetch panicked".into())))).collect()
+        let probes = hostkit::pool::map(nodes, opts.jobs, |cfg| probe_node(cfg, markers, opts));
+        (fetches.into_iter().map(|(u, h)| (u, h.join().unwrap_or_else(|_| Err("fetch panicked".into())))).collect(), probes)
     });
-    let probes = probes.into_inner().unwrap_or_else(|e| e.into_inner());
     let margin = opts.lag_margin.as_secs();
-    let mut reports: Vec<NodeReport> = nodes
-        .iter()
-        .zip(probes)
-        .map(|(cfg, p)| {
-            let p = p.unwrap_or(NodeProbe { families: Vec::new(), markers: BTreeMap::new(), public: None });
-            judge(cfg, p, markers, &upstream, now, margin, fleet_image)
-        })
-        .collect();
+    let mut reports: Vec<NodeReport> =
+        nodes.iter().zip(probes).map(|(cfg, p)| judge(cfg, p, markers, &upstream, now, margin, fleet_image)).collect();
     reports.sort_by(|a, b| b.health.cmp(&a.health).then_with(|| a.node.cmp(&b.node)));
     let healthy = reports.iter().all(|r| r.health != Severity::Fail);
     let upstreams = upstream.into_iter().map(|(u, r)| (u, UpstreamSeen { ok: r.is_ok(), error: r.err() })).collect();

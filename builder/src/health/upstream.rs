@@ -41,7 +41,7 @@ fn fetch_rsync(url: &str, timeout: Duration) -> Result<String, String> {
     let mut cmd = Command::new("rsync");
     cmd.args(["--no-motd", "-q", "--max-size=1m", "--contimeout", &secs, "--timeout", &secs, "--"]).arg(url).arg(&dest);
     // rsync's own timeouts cover stalls after connecting; the deadline covers everything else.
-    let out = hostkit::cmd::run_with_deadline(cmd, timeout + Duration::from_millis(500))?;
+    let out = hostkit::cmd::run_with_deadline(cmd, timeout + Duration::from_millis(500)).map_err(|e| e.to_string())?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();

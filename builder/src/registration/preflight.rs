@@ -1,13 +1,13 @@
 //! `--check`: is a node ready to be registered? Plain HTTP GETs of the upstream checker's marker
 //! files and of the node's own trace, and the rsync daemon's module list, per address family.
 //!
-//! Kept small and self-contained so a fleet-wide status probe can replace it.
+//! The connections are hostkit's network layer, as `mmbuild status` uses.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hostkit::net::{self, NetError};
 use mmconfig::{NodeConfig, Profile};
 
 /// How to reach the nodes.
@@ -134,23 +134,28 @@ pub fn check(cfg: &NodeConfig, p: &Profile, markers: &[String], probe: &Probe, d
             }
         }
         if cfg.fleet.https {
-            // curl verifies the certificate for the node's name, as the upstreams' checkers do.
+            // The certificate verified for the node's name, as the upstreams' checkers do.
             let base = format!("https://{}:{}{}", cfg.node.fqdn, probe.https_port, p.http_path);
             let https = SocketAddr::new(ip, probe.https_port);
+            let ca = probe.cacert.as_deref();
             let first = match dead.get(&https) {
                 Some(e) => Err(e.clone()),
-                None => https_status(&cfg.node.fqdn, ip, &base, probe),
+                None => match net::tls::probe(https, &cfg.node.fqdn, ca, probe.timeout) {
+                    Ok(seen) if seen.verify.ok() => Ok(()),
+                    Ok(seen) => Err(format!("the certificate does not verify for {}: {}", cfg.node.fqdn, seen.verify)),
+                    Err(e) => Err(e.to_string()),
+                },
             };
             match first {
                 Err(e) => {
                     say(format!("HTTPS: {e}"));
                     dead.insert(https, e);
                 }
-                Ok(_) => {
+                Ok(()) => {
                     for m in markers {
-                        match https_status(&cfg.node.fqdn, ip, &format!("{base}{m}"), probe) {
-                            Ok(200) => {}
-                            Ok(code) => say(format!("{base}{m}: HTTP {code}")),
+                        match net::tls::https_get(https, &cfg.node.fqdn, &format!("{}{m}", p.http_path), ca, probe.timeout) {
+                            Ok(r) if r.status == 200 => {}
+                            Ok(r) => say(format!("{base}{m}: HTTP {}", r.status)),
                             Err(e) => say(format!("{base}{m}: {e}")),
                         }
                     }
@@ -159,13 +164,17 @@ pub fn check(cfg: &NodeConfig, p: &Profile, markers: &[String], probe: &Probe, d
         }
         let rsync = SocketAddr::new(ip, probe.rsync_port);
         let listed = match dead.get(&rsync) {
-            Some(e) => Err(e.clone()),
-            None => rsync_modules(rsync, probe.timeout),
+            Some(e) => Err((true, e.clone())),
+            None => net::rsync_list(rsync, probe.timeout).map(|l| l.modules).map_err(|e| match e {
+                // It answered, in another protocol: the address is alive for the other probes.
+                NetError::Protocol(..) => (false, e.to_string()),
+                e => (true, format!("unreachable ({e})")),
+            }),
         };
         match listed {
-            Err(e) => {
+            Err((dead_address, e)) => {
                 say(format!("rsync port {}: {e}", probe.rsync_port));
-                if e.starts_with("unreachable") {
+                if dead_address {
                     dead.insert(rsync, e);
                 }
             }
@@ -186,80 +195,7 @@ fn minutes(m: i64) -> String {
     }
 }
 
-/// An I/O error as a reason an operator reads: a read timeout is "no answer", not EAGAIN.
-fn io_err(e: std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "no answer before the timeout".into(),
-        _ => e.to_string(),
-    }
-}
-
-/// One HTTP/1.0 GET (no keep-alive, no chunking); the status and at most 4 MiB of body.
+/// One HTTP/1.0 GET through hostkit's network layer: the status and at most 1 MiB of body.
 pub fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(io_err)?;
-    s.set_read_timeout(Some(timeout)).ok();
-    s.set_write_timeout(Some(timeout)).ok();
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: mmbuild-preflight\r\nAccept: */*\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(io_err)?;
-    let mut buf = Vec::new();
-    s.take(4 << 20).read_to_end(&mut buf).map_err(io_err)?;
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP response")?;
-    let head = String::from_utf8_lossy(&buf[..head_end]);
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("no HTTP status line")?;
-    Ok((status, buf[head_end + 4..].to_vec()))
-}
-
-/// The status of an HTTPS GET of `url` (whose host is `fqdn`) at `ip`, certificate verified, by curl.
-pub fn https_status(fqdn: &str, ip: IpAddr, url: &str, probe: &Probe) -> Result<u16, String> {
-    let at = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--proto", "=https", "--max-time"])
-        .arg(probe.timeout.as_secs().max(1).to_string())
-        .arg("--resolve")
-        .arg(format!("{fqdn}:{}:{at}", probe.https_port));
-    if let Some(ca) = &probe.cacert {
-        cmd.arg("--cacert").arg(ca);
-    }
-    let out = cmd.arg("--").arg(url).output().map_err(|e| format!("cannot run curl: {e} (install curl)"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(err.trim().trim_start_matches("curl: ").to_string());
-    }
-    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| "no HTTP status".into())
-}
-
-/// The module names an rsync daemon lists.
-pub fn rsync_modules(addr: SocketAddr, timeout: Duration) -> Result<Vec<String>, String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("unreachable ({})", io_err(e)))?;
-    s.set_read_timeout(Some(timeout)).ok();
-    s.set_write_timeout(Some(timeout)).ok();
-    let mut r = BufReader::new(s.try_clone().map_err(io_err)?);
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(io_err)?;
-    if !line.starts_with("@RSYNCD: ") {
-        return Err(format!("no rsync greeting (got \"{}\")", line.trim().chars().take(60).collect::<String>()));
-    }
-    // Protocol 30 is understood by every rsync 3; an empty module name asks for the list.
-    s.write_all(b"@RSYNCD: 30.0\n\n").map_err(io_err)?;
-    let mut mods = Vec::new();
-    for _ in 0..10_000 {
-        line.clear();
-        if r.read_line(&mut line).map_err(io_err)? == 0 {
-            break;
-        }
-        let l = line.trim_end();
-        if l.starts_with("@RSYNCD: EXIT") {
-            return Ok(mods);
-        }
-        if let Some(e) = l.strip_prefix("@ERROR") {
-            return Err(format!("rsync daemon error{e}"));
-        }
-        if l.is_empty() || l.starts_with("@RSYNCD") {
-            continue;
-        }
-        if let Some(name) = l.split(['\t', ' ']).next() {
-            mods.push(name.to_string());
-        }
-    }
-    Err("the module list did not end with @RSYNCD: EXIT".into())
+    net::http(addr, host, "GET", path, timeout).map(|r| (r.status, r.body)).map_err(|e| e.to_string())
 }

@@ -2,8 +2,7 @@
 //! the slot. Only what an image can break counts: an unreachable upstream or a dead uplink
 //! would fail the previous slot as well, so they never roll an update back.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -83,11 +82,7 @@ fn observe(cfg: &NodeConfig) -> Facts {
 }
 
 fn greeting(addr: SocketAddr) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-    Ok(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string())
+    hostkit::net::greeting(addr, Duration::from_secs(3)).map_err(|e| e.to_string())
 }
 
 /// Judge the running slot until it is healthy or `within` has passed, and keep the verdict on

@@ -31,10 +31,10 @@ impl Authority {
             return Err(bad("it is empty"));
         }
         if s.chars().any(|c| c.is_whitespace() || c.is_control() || "/?#@".contains(c)) {
-            return Err(bad("white space, a control character or one of / ? # @ in it"));
+            return Err(bad("white space, a control character or one of / ? # @ in it: neither a DNS name nor an IP address"));
         }
         let port = |p: &str| match p.parse::<u16>() {
-            Ok(0) | Err(_) => Err(bad(&format!("port {p:?} is not a number from 1 to 65535"))),
+            Ok(0) | Err(_) => Err(bad(&format!("bad port {p:?}: not a number from 1 to 65535"))),
             Ok(n) => Ok(n),
         };
         if let Some(rest) = s.strip_prefix('[') {
@@ -139,12 +139,12 @@ mod tests {
             ("", "empty"),
             ("[2001:db8::1", "`[` without `]`"),
             ("[2001:db8::1]8080", "after `]` is not :PORT"),
-            ("[2001:db8::1]:", "port \"\" is not a number"),
+            ("[2001:db8::1]:", "bad port \"\""),
             ("[mirror.example]:80", "is not an IPv6 address"),
-            ("mirror.example:", "port \"\" is not a number"),
-            ("mirror.example:http", "port \"http\" is not a number"),
-            ("mirror.example:0", "port \"0\" is not a number"),
-            ("mirror.example:65536", "port \"65536\" is not a number"),
+            ("mirror.example:", "bad port \"\""),
+            ("mirror.example:http", "bad port \"http\""),
+            ("mirror.example:0", "bad port \"0\""),
+            ("mirror.example:65536", "bad port \"65536\""),
             (":80", "no host before the port"),
             ("2001:db8::1:8080:x", "more than one `:`"),
             ("a b", "white space"),

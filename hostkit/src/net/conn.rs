@@ -83,6 +83,16 @@ impl Conn {
     }
 }
 
+/// The first line a server says on its own once connected (sshd's `SSH-2.0-...`, rsyncd's
+/// `@RSYNCD: 31.0`), without its line end; the exchange ends within `timeout`.
+pub fn greeting(addr: SocketAddr, timeout: Duration) -> Result<String, NetError> {
+    let mut c = Conn::open(addr, timeout)?;
+    let mut buf = Vec::new();
+    c.read_until(&mut buf, |b| b.contains(&b'\n') || b.len() >= 255)?;
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    Ok(String::from_utf8_lossy(line).trim_end().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +114,21 @@ mod tests {
         bind(closed.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
         let port = getsockname::<SockaddrIn>(closed.as_raw_fd()).unwrap().port();
         assert_eq!(crate::net::rsync_list(SocketAddr::from(([127, 0, 0, 1], port)), t), Err(NetError::Refused));
+        assert_eq!(greeting(SocketAddr::from(([127, 0, 0, 1], port)), t), Err(NetError::Refused));
+        assert_eq!(greeting(addr, t), Err(NetError::Timeout(t)));
+    }
+
+    #[test]
+    fn a_greeting_is_the_first_line() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\nmore").unwrap();
+            // Held open: the greeting must not wait for the close.
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        assert_eq!(greeting(addr, Duration::from_secs(1)).unwrap(), "SSH-2.0-OpenSSH_9.2p1 Debian-2");
+        server.join().unwrap();
     }
 }

@@ -25,7 +25,7 @@ pub fn http(addr: SocketAddr, host: &str, method: &str, path: &str, timeout: Dur
     parse_response(&buf)
 }
 
-fn parse_response(buf: &[u8]) -> Result<HttpResponse, NetError> {
+pub(crate) fn parse_response(buf: &[u8]) -> Result<HttpResponse, NetError> {
     let first = buf.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(first).trim_end().to_string();
     let mut words = line.split(' ');

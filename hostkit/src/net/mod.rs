@@ -10,6 +10,6 @@ mod rsync;
 pub mod tls;
 
 pub use authority::{Authority, AuthorityError, Host};
-pub use conn::{Conn, NetError};
+pub use conn::{greeting, Conn, NetError};
 pub use http::{http, HttpResponse};
 pub use rsync::{parse_module_lines, rsync_list, RsyncListing};
