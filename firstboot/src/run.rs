@@ -240,9 +240,9 @@ pub fn run(
     st.problems.extend(plan.problems.iter().map(|p| p.message.clone()));
 
     let data_ready = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
-    let now = Moment { data_ready, booting: host.booting() };
     observe_data(host, &mut facts, data_ready)?;
-    if let Err(e) = converge_services(host, cfg, key, &facts, now, &early_changes, &mut st, say) {
+    let now = Moment { facts: &facts, booting: host.booting() };
+    if let Err(e) = converge_services(host, cfg, key, now, &early_changes, &mut st, say) {
         st.problems.push(format!("mirror services: {e:#}"));
     }
     if host.live() && !now.booting && st.problems.is_empty() {
@@ -350,9 +350,9 @@ fn check_host_key(host: &Host, key: &Delivered, st: &mut RunState) {
 
 /// Where the node stands when the services converge.
 #[derive(Debug, Clone, Copy)]
-struct Moment {
-    /// The data filesystem is mounted.
-    data_ready: bool,
+struct Moment<'a> {
+    /// What the renderers need, the data filesystem as it is after the storage steps.
+    facts: &'a Facts,
     /// systemd is still booting (see [`Host::booting`]).
     booting: bool,
 }
@@ -363,18 +363,18 @@ fn converge_services(
     host: &Host,
     cfg: &NodeConfig,
     key: &Delivered,
-    facts: &Facts,
     now: Moment,
     early: &[Change],
     st: &mut RunState,
     say: &mut dyn FnMut(&str),
 ) -> Result<()> {
-    let Moment { data_ready, booting } = now;
+    let Moment { facts, booting } = now;
+    let data_ready = facts.data_ready;
     let family = facts.family;
     if cfg.fleet.https {
         std::fs::create_dir_all(host.path(Path::new(&Paths::default().acme_dir))).context("creating the ACME webroot")?;
     }
-    let desired = render_all(cfg, key, &facts)?;
+    let desired = render_all(cfg, key, facts)?;
     let files = plan::file_changes(host, &desired.files);
     let (create, own) = plan::account_changes(host, &desired.accounts, &files);
     if !host.live() && !host.path(Path::new("/etc/passwd")).exists() {
