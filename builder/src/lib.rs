@@ -25,6 +25,7 @@ pub mod prometheus;
 pub mod qemu;
 pub mod registration;
 pub mod remote;
+pub mod report;
 pub mod reproducible;
 pub mod standin;
 pub mod status;

@@ -314,7 +314,7 @@ pub fn probe_node(cfg: &NodeConfig, markers: &BTreeMap<String, Marker>, opts: &O
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    let answering = families.iter().find(|f| f.http.iter().any(|(_, s)| matches!(s, Seen::Ok { .. }))).and_then(|f| f.http_address);
+    let answering = answering_http(&families);
     let mut seen = BTreeMap::new();
     let mut silent = false;
     for p in &cfg.projects {
@@ -564,6 +564,29 @@ pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// `work` on every item, at most `jobs` at once, answers in the items' order (None where a
+/// worker panicked): the pool `status` and `report` share to bound the connections they open.
+pub fn per_node<T: Sync, R: Send>(items: &[T], jobs: usize, work: impl Fn(&T) -> R + Sync) -> Vec<Option<R>> {
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<R>>> = Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = work(item);
+                out.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    out.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The HTTP address of the first family on which a project's path answered at all.
+pub fn answering_http(families: &[FamilyProbe]) -> Option<SocketAddr> {
+    families.iter().find(|f| f.http.iter().any(|(_, s)| matches!(s, Seen::Ok { .. }))).and_then(|f| f.http_address)
+}
+
 /// Probe every node (at most `opts.jobs` at once) while the upstream markers are fetched, then
 /// judge, against `fleet_image` (the fleet build's image version) when known.
 pub fn probe_fleet(
@@ -578,21 +601,12 @@ pub fn probe_fleet(
     urls.sort();
     urls.dedup();
     let now = now_unix();
-    let next = AtomicUsize::new(0);
-    let probes: Mutex<Vec<Option<NodeProbe>>> = Mutex::new(vec![None; nodes.len()]);
+    let mut probes = Vec::new();
     let upstream: UpstreamMarkers = std::thread::scope(|s| {
         let fetches: Vec<_> = urls.iter().map(|u| (u.clone(), s.spawn(|| upstream::fetch(u, opts.upstream_timeout)))).collect();
-        for _ in 0..opts.jobs.clamp(1, nodes.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(cfg) = nodes.get(i) else { break };
-                let p = probe_node(cfg, markers, opts);
-                probes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(p);
-            });
-        }
+        probes = per_node(nodes, opts.jobs, |cfg| probe_node(cfg, markers, opts));
         fetches.into_iter().map(|(u, h)| (u, h.join().unwrap_or_else(|_| Err("fetch panicked".into())))).collect()
     });
-    let probes = probes.into_inner().unwrap_or_else(|e| e.into_inner());
     let margin = opts.lag_margin.as_secs();
     let mut reports: Vec<NodeReport> = nodes
         .iter()
