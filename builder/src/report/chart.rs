@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(y_scale(1500 << 20), (2 << 30, 1 << 30), "1500 MiB reads in GiB");
         for max in [1u64, 17, 1023, 1024, 99_999, 5 << 40, u64::MAX / 4] {
             let (top, step) = y_scale(max);
-            assert!(top >= max && top / step <= 4 && top % step == 0, "{max}: {top} {step}");
+            assert!(top >= max && top / step <= 4 && top.is_multiple_of(step), "{max}: {top} {step}");
         }
     }
 
