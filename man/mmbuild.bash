@@ -40,6 +40,9 @@ _mmbuild() {
             mmbuild,qemu)
                 cmd="mmbuild__subcmd__qemu"
                 ;;
+            mmbuild,report)
+                cmd="mmbuild__subcmd__report"
+                ;;
             mmbuild,status)
                 cmd="mmbuild__subcmd__status"
                 ;;
@@ -94,6 +97,9 @@ _mmbuild() {
             mmbuild__subcmd__help,qemu)
                 cmd="mmbuild__subcmd__help__subcmd__qemu"
                 ;;
+            mmbuild__subcmd__help,report)
+                cmd="mmbuild__subcmd__help__subcmd__report"
+                ;;
             mmbuild__subcmd__help,status)
                 cmd="mmbuild__subcmd__help__subcmd__status"
                 ;;
@@ -116,7 +122,7 @@ _mmbuild() {
 
     case "${cmd}" in
         mmbuild)
-            opts="-h -V --data --help --version check build plan apply export boot-test write qemu status help"
+            opts="-h -V --data --help --version check build plan apply export boot-test write qemu status report help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -568,7 +574,7 @@ _mmbuild() {
             return 0
             ;;
         mmbuild__subcmd__help)
-            opts="check build plan apply export boot-test write qemu status help"
+            opts="check build plan apply export boot-test write qemu status report help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -735,6 +741,20 @@ _mmbuild() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mmbuild__subcmd__help__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mmbuild__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -869,6 +889,60 @@ _mmbuild() {
                     return 0
                     ;;
                 --memory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mmbuild__subcmd__report)
+            opts="-j -h --out --since --node --jobs --timeout --upstream-timeout --lag-margin --resolve --data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upstream-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lag-margin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resolve)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

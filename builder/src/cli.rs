@@ -296,30 +296,81 @@ pub enum Command {
         /// Print the report as JSON (versioned) instead of the table.
         #[arg(long)]
         json: bool,
-        /// Probe only this node (repeatable); default: every node.
-        #[arg(long = "node", value_name = "NAME")]
-        nodes: Vec<String>,
-        /// Nodes probed at once.
-        #[arg(long, short, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
-        jobs: u16,
-        /// Seconds one connection to a node may take (connect, ask, answer); a node that does not
-        /// answer costs this once per family.
-        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-        timeout: f64,
-        /// Seconds fetching one upstream marker may take.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-        upstream_timeout: f64,
-        /// Minutes of lag tolerated on top of a profile's maximum sync interval.
-        #[arg(long, value_name = "MINUTES", default_value_t = 60)]
-        lag_margin: u64,
-        /// Probe ADDR:PORT instead of NODE's inventory address for PORT (see ADDRESSES above).
-        #[arg(long, value_name = "NODE:PORT=ADDR:PORT")]
-        resolve: Vec<crate::health::Resolve>,
+        #[command(flatten)]
+        probe: ProbeArgs,
         /// The fleet's build (`mmbuild build --out DIR`): a node not running its image version
         /// is reported behind (a warning).
         #[arg(long, short, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Write the fleet's traffic report: one static HTML page for everyone, one per sponsor, and
+    /// report.json.
+    ///
+    /// Probes every node as `status` does (same judgement, same --node/--jobs/--timeout/--resolve),
+    /// then fetches each answering node's traffic document (/.mm/traffic.json, written by
+    /// `mm-sync --traffic`) and writes into DIR, each file atomically: index.html (per node its
+    /// sponsor, state, image version and lag per project; bytes served per project per day as
+    /// charts; the fleet's totals), sponsor-<slug>.html (what that sponsor's nodes served per
+    /// project and per month, and the share over IPv6) and report.json (the same numbers,
+    /// versioned: "version": 1). The pages are self-contained (inline CSS and SVG, nothing
+    /// loaded from elsewhere) and open from file://.
+    ///
+    /// A node that does not answer keeps the figures of DIR/report.json from the previous run,
+    /// shown with their age: run it into the same DIR each time.
+    ///
+    /// EXIT STATUS: 0 every node healthy, 5 at least one node failed a check (the report is still
+    /// written), 1 invalid fleet or a --resolve/--node naming no node of it, 2 wrong command line,
+    /// 4 DIR could not be written or its report.json could not be read.
+    Report {
+        /// The fleet inventory.
+        fleet: PathBuf,
+        /// Directory the pages and report.json are written to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Days of traffic shown, ending today (UTC).
+        #[arg(long, value_name = "DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=400))]
+        since: u32,
+        #[command(flatten)]
+        probe: ProbeArgs,
+    },
+}
+
+/// How `status` and `report` reach the nodes.
+#[derive(clap::Args)]
+pub struct ProbeArgs {
+    /// Probe only this node (repeatable); default: every node.
+    #[arg(long = "node", value_name = "NAME")]
+    pub nodes: Vec<String>,
+    /// Nodes probed at once.
+    #[arg(long, short, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Seconds one connection to a node may take (connect, ask, answer); a node that does not
+    /// answer costs this once per family.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub timeout: f64,
+    /// Seconds fetching one upstream marker may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub upstream_timeout: f64,
+    /// Minutes of lag tolerated on top of a profile's maximum sync interval.
+    #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+    pub lag_margin: u64,
+    /// Probe ADDR:PORT instead of NODE's inventory address for PORT (80 http, 873 rsync, 443
+    /// https; the family is ADDR's: give one per family to probe both).
+    #[arg(long, value_name = "NODE:PORT=ADDR:PORT")]
+    pub resolve: Vec<crate::health::Resolve>,
+}
+
+impl ProbeArgs {
+    pub fn options(&self) -> crate::health::Options {
+        let secs = |s: f64| std::time::Duration::from_secs_f64(if s.is_finite() { s.clamp(0.05, 3600.0) } else { 5.0 });
+        crate::health::Options {
+            timeout: secs(self.timeout),
+            upstream_timeout: secs(self.upstream_timeout),
+            jobs: usize::from(self.jobs),
+            resolve: self.resolve.clone(),
+            lag_margin: std::time::Duration::from_secs(self.lag_margin.saturating_mul(60)),
+        }
+    }
 }
 
 #[derive(clap::Args)]

@@ -25,6 +25,7 @@ pub mod prometheus;
 pub mod qemu;
 pub mod registration;
 pub mod remote;
+pub mod report;
 pub mod reproducible;
 pub mod standin;
 pub mod status;
@@ -70,8 +71,8 @@ pub mod exit {
                 }
                 Exit::BuildFailed => "a build step failed (`write`: writing or the read-back check failed)",
                 Exit::NotReady => {
-                    "`export registrations --check` wrote the applications but found one not ready, or `status`: at least one \
-                     node is not healthy"
+                    "`export registrations --check` wrote the applications but found one not ready, or `status`/`report`: at \
+                     least one node is not healthy (`report` still writes its pages)"
                 }
                 Exit::NodesFailed => {
                     "`plan`/`apply`: a node could not be reached, failed or needs attention (the others were still done); \

@@ -81,16 +81,11 @@ fn main() -> ExitCode {
             };
             boot_test(&fleet, cli.data.as_deref(), &opts, junit.as_deref(), json)
         }
-        Command::Status { fleet, json, nodes, jobs, timeout, upstream_timeout, lag_margin, resolve, out } => {
-            let secs = |s: f64| std::time::Duration::from_secs_f64(if s.is_finite() { s.clamp(0.05, 3600.0) } else { 5.0 });
-            let opts = mmbuild::health::Options {
-                timeout: secs(timeout),
-                upstream_timeout: secs(upstream_timeout),
-                jobs: usize::from(jobs),
-                resolve,
-                lag_margin: std::time::Duration::from_secs(lag_margin.saturating_mul(60)),
-            };
-            mmbuild::status::run(&fleet, cli.data.as_deref(), json, &nodes, &opts, out.as_deref())
+        Command::Status { fleet, json, probe, out } => {
+            mmbuild::status::run(&fleet, cli.data.as_deref(), json, &probe.nodes, &probe.options(), out.as_deref())
+        }
+        Command::Report { fleet, out, since, probe } => {
+            mmbuild::report::run(&fleet, cli.data.as_deref(), &out, since, &probe.nodes, &probe.options())
         }
         Command::Export { kind: ExportKind::Prometheus { fleet, out, blackbox, build } } => {
             mmbuild::prometheus::run(&fleet, cli.data.as_deref(), &out, &blackbox, build.as_deref())

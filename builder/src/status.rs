@@ -8,20 +8,29 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use crate::health::{self, marker, table, Options};
+use mmconfig::NodeConfig;
+
 use crate::{exit, fleet};
 
-pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String], opts: &Options, out: Option<&Path>) -> Result<ExitCode> {
+/// Load the fleet and pick the nodes `--node` names (every node without one), checking that
+/// each `--resolve` names a node of it. Err: the exit code, the problem already printed.
+pub fn select(
+    fleet_path: &Path,
+    data: Option<&Path>,
+    nodes: &[String],
+    opts: &Options,
+) -> Result<(fleet::Fleet, Vec<NodeConfig>), ExitCode> {
     let fleet = match fleet::load(fleet_path, data) {
         Ok(f) => f,
         Err(diags) => {
             eprint!("{diags}");
-            return Ok(ExitCode::from(exit::INVALID_INPUT));
+            return Err(ExitCode::from(exit::INVALID_INPUT));
         }
     };
     for r in &opts.resolve {
         if fleet.node(&r.node).is_none() {
             eprintln!("mmbuild: error: --resolve {}:{}: no node {:?} in {}", r.node, r.port, r.node, fleet_path.display());
-            return Ok(ExitCode::from(exit::INVALID_INPUT));
+            return Err(ExitCode::from(exit::INVALID_INPUT));
         }
     }
     let mut selected = Vec::new();
@@ -30,13 +39,21 @@ pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String],
             Some(n) => selected.push(n.clone()),
             None => {
                 eprintln!("mmbuild: error: --node {name}: no such node in {}", fleet_path.display());
-                return Ok(ExitCode::from(exit::INVALID_INPUT));
+                return Err(ExitCode::from(exit::INVALID_INPUT));
             }
         }
     }
     if selected.is_empty() {
         selected = fleet.nodes.clone();
     }
+    Ok((fleet, selected))
+}
+
+pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String], opts: &Options, out: Option<&Path>) -> Result<ExitCode> {
+    let (fleet, selected) = match select(fleet_path, data, nodes, opts) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
     let fleet_image = match out.map(crate::manifest::image_version).transpose() {
         Ok(v) => v,
         Err(e) => {

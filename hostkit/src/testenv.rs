@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
+pub mod png;
+
 /// `Ok(())` when the test can run; otherwise the reason (or a panic under MM_REQUIRE_PRIVILEGED).
 pub fn need(what: &[Need]) -> Result<(), String> {
     let unmet: Vec<(Need, String)> = what.iter().filter_map(|n| n.unmet().map(|why| (*n, why))).collect();

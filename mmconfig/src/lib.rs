@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod disk;
+pub mod fleet_report;
 pub mod image;
 pub mod install;
 pub mod marker;

@@ -306,7 +306,7 @@ pub fn probe_node(cfg: &NodeConfig, markers: &BTreeMap<String, Marker>, opts: &O
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    let answering = families.iter().find(|f| f.http.iter().any(|(_, s)| matches!(s, Seen::Ok { .. }))).and_then(|f| f.http_address);
+    let answering = answering_http(&families);
     let mut seen = BTreeMap::new();
     let mut silent = false;
     for p in &cfg.projects {
@@ -554,6 +554,11 @@ pub struct UpstreamSeen {
 
 pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The HTTP address of the first family on which a project's path answered at all.
+pub fn answering_http(families: &[FamilyProbe]) -> Option<SocketAddr> {
+    families.iter().find(|f| f.http.iter().any(|(_, s)| matches!(s, Seen::Ok { .. }))).and_then(|f| f.http_address)
 }
 
 /// Probe every node (at most `opts.jobs` at once) while the upstream markers are fetched, then

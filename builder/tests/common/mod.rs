@@ -1,6 +1,8 @@
 //! What the slow image tests share: the repository, running the built mmbuild, its output.
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod loopfleet;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
