@@ -67,9 +67,9 @@ pub fn partition_text() -> Result<Option<String>> {
 /// node.toml and the host key beside it on the MMCONFIG partition, if there is one.
 fn read_config_partition() -> Result<Option<(String, Delivered)>> {
     let by_label = PathBuf::from(format!("/dev/disk/by-label/{CONFIG_LABEL}"));
-    // The image's own partition by its GPT name on the root's disk, from sysfs: at boot we run
-    // before udev has made /dev/disk/by-label, and `blkid -t` probes every device for it
-    // (seconds under emulation). The name also leaves an install stick's MMCONFIG aside.
+    // The image's own partition by its GPT name on the root's disk, from sysfs: no probing, where
+    // `blkid -t` reads every device for it (seconds under emulation), and an install stick's
+    // MMCONFIG beside the node is left aside.
     let dev = if let Ok(dev) = crate::os::partition_named(CONFIG_LABEL) {
         dev.to_string_lossy().into_owned()
     } else if by_label.exists() {

@@ -329,44 +329,6 @@ pub fn nics() -> Vec<Nic> {
 }
 
 /// Create /dev/NAME from sysfs when udev is not running (containers, early boot, tests).
-/// Wait, at most `limit`, until udev has processed every disk and NIC the kernel knows (its
-/// database entry exists): disks for `by_path` and `udev_serial`, NICs for their predictable
-/// names (`eth0` becomes `enp1s0` in udev's rules), which NIC rules match. Returns those still
-/// waiting.
-///
-/// This replaces ordering after systemd-udev-settle, which waits for every event of the boot
-/// (modules for each PCI device, input, sound): seconds under emulation for nothing we read.
-/// The initramfs loaded the models' disk and NIC drivers, so these devices already exist, and
-/// udevd has no database before this boot (/run is new): an entry means "seen in this boot".
-pub fn await_udev(limit: std::time::Duration) -> Vec<String> {
-    // No udevd (a --root tree, a container): there is nothing to wait for.
-    if !Path::new("/run/udev/control").exists() {
-        return Vec::new();
-    }
-    let entries =
-        |class: &str| -> Vec<PathBuf> { fs::read_dir(class).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default() };
-    let start = std::time::Instant::now();
-    loop {
-        let mut waiting = Vec::new();
-        for sys in entries("/sys/block") {
-            let name = sys.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if is_disk(&name) && !Path::new(&format!("/run/udev/data/b{}", read_trim(&sys.join("dev")))).exists() {
-                waiting.push(name);
-            }
-        }
-        for sys in entries("/sys/class/net") {
-            let name = sys.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if sys.join("device").exists() && !Path::new(&format!("/run/udev/data/n{}", read_trim(&sys.join("ifindex")))).exists() {
-                waiting.push(name);
-            }
-        }
-        if waiting.is_empty() || start.elapsed() >= limit {
-            return waiting;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 pub fn ensure_node(name: &str) {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     let dev = format!("/dev/{name}");

@@ -120,16 +120,9 @@ fn observe_data(host: &Host, facts: &mut Facts, data_ready: bool) -> Result<()> 
 /// Observe disks and mounts and plan storage.
 pub fn plan_storage(host: &Host, cfg: &NodeConfig, overrides: &[DiskOverride]) -> Result<Plan> {
     let root_src = probe::mount_source(&host.root);
-    let late = if overrides.is_empty() && host.live() { probe::await_udev(std::time::Duration::from_secs(60)) } else { Vec::new() };
     let disks = probe::disks(overrides, root_src.as_deref()).context("observing the disks")?;
     let mounted = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
-    let mut plan = storage::plan(cfg, &disks, mounted);
-    if !late.is_empty() {
-        // A disk's serial or by-path, or a NIC's predictable name, may be missing: a rule naming
-        // one then fails to match, which is reported as a problem; nothing is formatted on a guess.
-        plan.notes.push(format!("udev had not processed {} after 60 s: their udev names are unknown", late.join(", ")));
-    }
-    Ok(plan)
+    Ok(storage::plan(cfg, &disks, mounted))
 }
 
 /// Everything `run` would change, in the order it would, and the storage plan behind it.
