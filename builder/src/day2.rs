@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mmconfig::os::{OsStatus, Slot};
+use mmconfig::plan::{Change, NodePlan};
 use mmconfig::report::{RunOutcome, RunReport};
 use mmconfig::NodeConfig;
 use serde::Serialize;
@@ -337,8 +338,9 @@ struct Survey {
     versions: Vec<String>,
     /// The node's OS slots (None: an mm-firstboot from before A/B slots).
     os: Option<OsStatus>,
-    /// None when the node's mm-firstboot gave no plan (missing, or too old to plan this).
-    plan: Option<serde_json::Value>,
+    /// The node's plan, or why there is none (mm-firstboot missing, too old to plan this, or
+    /// answering in a layout this mmbuild cannot read).
+    plan: Result<NodePlan, String>,
 }
 
 /// The survey as one remote command: every ssh round trip costs a key exchange's worth of
@@ -372,7 +374,12 @@ fn parse_survey(out: &[u8]) -> Result<Survey> {
     let nl = rest.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
     let os = serde_json::from_slice(&rest[..nl]).ok();
     rest = &rest[nl + 1..];
-    Ok(Survey { installed, versions, os, plan: serde_json::from_slice(rest).ok() })
+    let plan = if rest.iter().all(u8::is_ascii_whitespace) {
+        Err("it printed none".to_string())
+    } else {
+        serde_json::from_slice(rest).map_err(|e| format!("its JSON does not read as a plan: {e}"))
+    };
+    Ok(Survey { installed, versions, os, plan })
 }
 
 /// The shell (no single quotes: it runs inside `sh -c '...'`) that installs stdin as
@@ -418,10 +425,11 @@ fn one_node(cfg: &NodeConfig, ctx: &Ctx, ssh: &Ssh, r: &mut NodeResult) -> Resul
         }
         // The new binary's own plan: it may render what the old one did not.
         let out = ssh.run_codes("sudo mm-firstboot --config - plan --json", Some(new_toml.as_bytes()), &[0, 3])?;
-        plan = Some(serde_json::from_slice(&out.stdout).context("reading the node's plan")?);
+        plan = Ok(serde_json::from_slice(&out.stdout).context("reading the node's plan (mm-firstboot plan --json)")?);
     }
-    let plan = plan.with_context(|| format!("the node's mm-firstboot gave no plan: {}", hostkit::cmd::tail(&survey.stderr, 5)))?;
-    r.changes = plan_lines(&plan);
+    let plan =
+        plan.map_err(|why| anyhow::anyhow!("the node's mm-firstboot gave no plan ({why}): {}", hostkit::cmd::tail(&survey.stderr, 5)))?;
+    r.changes = plan.changes.iter().map(Change::summary).collect();
     for p in &opts.prune {
         r.changes.push(format!("prune {p} (delete its data)"));
     }
@@ -621,30 +629,6 @@ fn renumbered(cfg: &NodeConfig, opts: &Options, old: &Ssh, r: &mut NodeResult) -
     bail!("the node did not answer on its new address {} before the confirmation timeout: it rolls back to its previous address on its own ({why})", new.host)
 }
 
-/// The plan's changes in mm-firstboot's own words (its JSON carries the structure; the text is
-/// what an operator reads).
-fn plan_lines(plan: &serde_json::Value) -> Vec<String> {
-    plan["changes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            let kind = c["kind"].as_str().unwrap_or("change");
-            if kind == "service" {
-                let because: Vec<&str> = c["because"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
-                return format!(
-                    "{} {} ({} changed)",
-                    c["verb"].as_str().unwrap_or("?"),
-                    c["unit"].as_str().unwrap_or(""),
-                    because.join(", ")
-                );
-            }
-            let what = c["path"].as_str().or(c["unit"].as_str()).or(c["user"].as_str()).or(c["step"].as_str()).unwrap_or("");
-            format!("{kind} {what}")
-        })
-        .collect()
-}
-
 fn shell_word(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -720,18 +704,22 @@ mod tests {
         // A node.toml whose text looks like the parts after it changes nothing.
         let toml = "name = \"x\"\nmm-firstboot 9.9\n{\"changes\": []}\n";
         let os = r#"{"version":1,"image_version":"20261201.000000-bbbbbbbbbbbb","slot":"a","trial":false,"entries":[],"rollbacks":[]}"#;
-        let out = format!("{}\n{toml}mm-firstboot 0.1.0 (abc)\nnone\n{os}\n{{\"changes\": [1]}}\n", toml.len());
+        let plan = r#"{"fqdn":"x","config_source":"-","changes":[{"kind":"create-account","user":"mirror"}],"storage":{"steps":[],"problems":[],"notes":[],"data_disk":null}}"#;
+        let out = format!("{}\n{toml}mm-firstboot 0.1.0 (abc)\nnone\n{os}\n{plan}\n", toml.len());
         let s = parse_survey(out.as_bytes()).unwrap();
         assert_eq!(s.installed, toml);
         assert_eq!(s.versions, ["mm-firstboot 0.1.0 (abc)", "none"]);
-        assert_eq!(s.plan.unwrap()["changes"][0], 1);
+        assert_eq!(s.plan.unwrap().changes, [Change::CreateAccount { user: "mirror".into() }]);
         assert_eq!(s.os.unwrap().slot, Some(Slot::A));
         // A fresh node: no file; an mm-firstboot from before A/B slots: no OS status.
         let s = parse_survey(b"0\nnone\nnone\n\n{}").unwrap();
         assert!(s.os.is_none());
         assert_eq!((s.installed.as_str(), s.versions.len()), ("", 2));
         // No plan (an old or missing mm-firstboot): known, not an error yet.
-        assert!(parse_survey(b"0\nnone\nnone\n\n").unwrap().plan.is_none());
+        assert!(parse_survey(b"0\nnone\nnone\n\n").unwrap().plan.is_err());
+        // A plan in a layout this side cannot read says so.
+        let e = parse_survey(b"0\nnone\nnone\n\n{\"changes\": [1]}").unwrap().plan.unwrap_err();
+        assert!(e.contains("does not read as a plan"), "{e}");
         // Truncated answers are errors, never a panic.
         for cut in [0, 2, 10, toml.len() + 20] {
             assert!(parse_survey(&out.as_bytes()[..cut]).is_err(), "{cut}");
@@ -834,24 +822,5 @@ mod tests {
         assert_eq!(judged(RunOutcome::NeedsAttention, &["no disk", "no key"]), (Outcome::NeedsAttention, "no disk; no key".into()));
         assert_eq!(judged(RunOutcome::Converged, &[]), (Outcome::Converged, "1 change(s) in 1.50 s".into()));
         assert_eq!(judged(RunOutcome::NothingToChange, &[]).0, Outcome::Converged);
-    }
-
-    #[test]
-    fn plan_lines_name_what_changes() {
-        let plan = serde_json::json!({"changes": [
-            {"kind": "write-file", "path": "/etc/rsyncd.conf", "mode": 420, "new": false},
-            {"kind": "enable-unit", "unit": "mm-sync-epel.timer", "target": "timers.target"},
-            {"kind": "storage", "step": "mount", "disk": "/dev/vdb"},
-            {"kind": "service", "unit": "nginx.service", "verb": "reload", "because": ["/etc/nginx/nginx.conf", "/etc/nginx/micromirror/listing.xslt"]}
-        ]});
-        assert_eq!(
-            plan_lines(&plan),
-            [
-                "write-file /etc/rsyncd.conf",
-                "enable-unit mm-sync-epel.timer",
-                "storage mount",
-                "reload nginx.service (/etc/nginx/nginx.conf, /etc/nginx/micromirror/listing.xslt changed)"
-            ]
-        );
     }
 }

@@ -3,36 +3,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
-
-/// How a running unit takes a change to a file it reads, gentlest first. Both verbs leave a
-/// stopped unit stopped (`try-`): starting what is not running is a separate step of `run`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verb {
-    /// The daemon re-reads its configuration in place; connections in flight carry on
-    /// (`systemctl try-reload-or-restart`).
-    Reload,
-    /// Only a new process takes it: resource limits, command-line arguments, a oneshot's effect
-    /// (`systemctl try-restart`).
-    Restart,
-}
-
-impl Verb {
-    pub fn systemctl(self) -> &'static str {
-        match self {
-            Verb::Reload => "try-reload-or-restart",
-            Verb::Restart => "try-restart",
-        }
-    }
-
-    pub fn word(self) -> &'static str {
-        match self {
-            Verb::Reload => "reload",
-            Verb::Restart => "restart",
-        }
-    }
-}
+pub use mmconfig::plan::Verb;
 
 /// One file to install on the node. `path` is absolute on the node; appliers prefix `--root`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,98 +5,12 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::accounts;
 use crate::apply::Host;
 use crate::desired::{Account, Directory};
 use crate::files::{RenderedFile, Verb};
-use crate::storage::Step;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Change {
-    WriteFile {
-        path: PathBuf,
-        mode: u32,
-        /// Unified diff against the installed file; None for a new file or a private one (keys).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        diff: Option<String>,
-        new: bool,
-    },
-    CreateAccount {
-        user: String,
-    },
-    /// The account's home and `~/.ssh` (and its keys) handed to it, `.ssh` mode 0700.
-    OwnSshDir {
-        user: String,
-    },
-    /// Created mode 0755, owned by `owner` (root when absent).
-    CreateDirectory {
-        path: PathBuf,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        owner: Option<String>,
-    },
-    /// An existing directory handed to `user`; with `recursive` everything in it too (a project
-    /// tree synced as root before syncs ran as the sync account).
-    OwnDirectory {
-        path: PathBuf,
-        user: String,
-        recursive: bool,
-        /// The project's sync lock, held while its tree changes hands: a sync still running as
-        /// root would otherwise leave files the sync account cannot replace.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        lock: Option<PathBuf>,
-    },
-    EnableUnit {
-        unit: String,
-        target: String,
-    },
-    /// A unit of something no longer configured (a dropped project's sync): stopped, disabled.
-    DisableUnit {
-        unit: String,
-        target: String,
-    },
-    /// A unit file of something no longer configured.
-    RemoveFile {
-        path: PathBuf,
-    },
-    Storage {
-        #[serde(flatten)]
-        step: Step,
-    },
-    /// A running unit takes a change to files it reads, with the gentlest verb that works; a
-    /// stopped unit stays stopped. Units whose files did not change are not touched.
-    Service {
-        unit: String,
-        verb: Verb,
-        because: Vec<PathBuf>,
-    },
-}
-
-impl Change {
-    /// One line, as the plan prints it and the run log records it.
-    pub fn describe(&self) -> String {
-        match self {
-            Change::WriteFile { path, new: true, .. } => format!("create {}", path.display()),
-            Change::WriteFile { path, .. } => format!("update {}", path.display()),
-            Change::CreateAccount { user } => format!("create the account {user}"),
-            Change::OwnSshDir { user } => format!("give {user} its home and ssh keys"),
-            Change::CreateDirectory { path, owner: None } => format!("create the directory {}", path.display()),
-            Change::CreateDirectory { path, owner: Some(u) } => format!("create the directory {} owned by {u}", path.display()),
-            Change::OwnDirectory { path, user, recursive: true, .. } => format!("hand {} and everything in it to {user}", path.display()),
-            Change::OwnDirectory { path, user, recursive: false, .. } => format!("hand {} to {user}", path.display()),
-            Change::EnableUnit { unit, .. } => format!("enable {unit}"),
-            Change::DisableUnit { unit, .. } => format!("stop and disable {unit}"),
-            Change::RemoveFile { path } => format!("remove {}", path.display()),
-            Change::Storage { step } => crate::run::describe_step(step),
-            Change::Service { unit, verb, because } => {
-                let files: Vec<String> = because.iter().map(|p| p.display().to_string()).collect();
-                format!("{} {unit} if running ({} changed)", verb.word(), files.join(", "))
-            }
-        }
-    }
-}
+pub use mmconfig::plan::Change;
 
 /// Files whose contents differ from what is installed (or whose mode does).
 pub fn file_changes(host: &Host, files: &[RenderedFile]) -> Vec<Change> {

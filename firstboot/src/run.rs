@@ -125,21 +125,7 @@ pub fn plan_storage(host: &Host, cfg: &NodeConfig, overrides: &[DiskOverride]) -
     Ok(storage::plan(cfg, &disks, mounted))
 }
 
-/// Everything `run` would change, in the order it would, and the storage plan behind it.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodePlan {
-    pub fqdn: String,
-    pub config_source: String,
-    pub changes: Vec<Change>,
-    pub storage: Plan,
-}
-
-impl NodePlan {
-    /// Exactly when `run` would change nothing.
-    pub fn converged(&self) -> bool {
-        self.changes.is_empty()
-    }
-}
+pub use mmconfig::plan::NodePlan;
 
 pub fn plan(host: &Host, cfg: &NodeConfig, source: &str, key: &Delivered, overrides: &[DiskOverride]) -> Result<NodePlan> {
     let storage = plan_storage(host, cfg, overrides)?;
@@ -157,7 +143,7 @@ pub fn plan(host: &Host, cfg: &NodeConfig, source: &str, key: &Delivered, overri
     changes.extend(plan::unit_changes(host, &desired.units, &desired.files));
     changes.extend(plan::stale_changes(host, &desired.files, &desired.units));
     changes.extend(plan::service_changes(&changes, desired.early_files.iter().chain(&desired.files)));
-    Ok(NodePlan { fqdn: cfg.node.fqdn.clone(), config_source: source.to_string(), changes, storage })
+    Ok(NodePlan { version: mmconfig::plan::VERSION, fqdn: cfg.node.fqdn.clone(), config_source: source.to_string(), changes, storage })
 }
 
 /// Converge the node; returns the state that was recorded.
@@ -220,11 +206,11 @@ pub fn run(
     }
     let storage_started = Instant::now();
     for step in &plan.steps {
-        say(&format!("storage: {}", describe_step(step)));
+        say(&format!("storage: {}", step.describe()));
         match host.step(step) {
-            Ok(()) => st.changed.push(describe_step(step)),
+            Ok(()) => st.changed.push(step.describe()),
             Err(e) => {
-                st.problems.push(format!("storage step failed: {}: {e:#}", describe_step(step)));
+                st.problems.push(format!("storage step failed: {}: {e:#}", step.describe()));
                 break;
             }
         }
@@ -514,24 +500,6 @@ pub fn render_plan(plan: &NodePlan) -> String {
         out.push_str("  nothing to change\n");
     }
     out
-}
-
-pub fn describe_step(step: &storage::Step) -> String {
-    use storage::Step::*;
-    match step {
-        Wipe { device, serial } => {
-            format!("wiping {device} (serial {serial}, opted in by the fleet)")
-        }
-        PartitionWhole { device } => format!("creating a GPT with one {} partition on {device}", mmconfig::DATA_LABEL),
-        AddPartition { device } => format!("adding a {} partition in the free space of {device}", mmconfig::DATA_LABEL),
-        MakeFs { disk } => format!("creating the XFS filesystem {} on {disk}", mmconfig::DATA_LABEL),
-        Grow { device, .. } => {
-            format!("growing {device} and its filesystem to the end of the disk")
-        }
-        Mount { disk } => {
-            format!("mounting the data filesystem of {disk} at {DATA_MOUNT} (srv-mirror.mount)")
-        }
-    }
 }
 
 /// Write state.json and append this run to the log, atomically for the state.

@@ -36,39 +36,7 @@ pub struct Disk {
     pub free_tail_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "step", rename_all = "kebab-case")]
-pub enum Step {
-    /// Destroy every signature on the disk (only with the operator's opt-in).
-    Wipe { device: String, serial: String },
-    /// New GPT with one partition named MMDATA spanning the disk.
-    PartitionWhole { device: String },
-    /// Move the backup GPT to the real end of the disk and add an MMDATA partition in the free
-    /// space after the last partition; existing partitions are not touched.
-    AddPartition { device: String },
-    /// mkfs.xfs -L MMDATA on the MMDATA partition of `disk`.
-    MakeFs { disk: String },
-    /// Grow the MMDATA partition to the end of the disk and the filesystem with it.
-    Grow { disk: String, device: String },
-    /// Install and enable srv-mirror.mount and mount the data filesystem of `disk` now.
-    Mount { disk: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    /// One line for remote hands: what is wrong and what to check.
-    pub message: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
-pub struct Plan {
-    pub steps: Vec<Step>,
-    pub problems: Vec<Problem>,
-    /// Why: one line per decision, for `plan` output and the run log.
-    pub notes: Vec<String>,
-    /// The disk chosen for data, by kernel name, model and serial.
-    pub data_disk: Option<String>,
-}
+pub use mmconfig::plan::{Problem, Step, StoragePlan as Plan};
 
 fn describe(d: &Disk) -> String {
     let model = d.facts.model.trim();

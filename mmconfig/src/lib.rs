@@ -16,6 +16,7 @@ pub mod image;
 pub mod install;
 pub mod marker;
 pub mod os;
+pub mod plan;
 pub mod public;
 pub mod report;
 pub mod sync;
