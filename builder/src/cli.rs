@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::build::ImageFormat;
+use crate::image::build::ImageFormat;
 
 /// `--version`: the crate version and the git commit the binary was built from.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("MM_GIT_COMMIT"), ")");
@@ -230,7 +230,7 @@ pub enum Command {
         to: PathBuf,
         /// Which build output to write.
         #[arg(long, value_enum, default_value = "disk")]
-        artifact: crate::write::Artifact,
+        artifact: crate::ship::write::Artifact,
         /// Also write to a disk larger than 128 GB or holding someone else's data (never to the
         /// running system's disk or a disk in use).
         #[arg(long)]
@@ -357,13 +357,13 @@ pub struct ProbeArgs {
     /// Probe ADDR:PORT instead of NODE's inventory address for PORT (80 http, 873 rsync, 443
     /// https; the family is ADDR's: give one per family to probe both).
     #[arg(long, value_name = "NODE:PORT=ADDR:PORT")]
-    pub resolve: Vec<crate::health::Resolve>,
+    pub resolve: Vec<crate::monitor::health::Resolve>,
 }
 
 impl ProbeArgs {
-    pub fn options(&self) -> crate::health::Options {
+    pub fn options(&self) -> crate::monitor::health::Options {
         let secs = |s: f64| std::time::Duration::from_secs_f64(if s.is_finite() { s.clamp(0.05, 3600.0) } else { 5.0 });
-        crate::health::Options {
+        crate::monitor::health::Options {
             timeout: secs(self.timeout),
             upstream_timeout: secs(self.upstream_timeout),
             jobs: usize::from(self.jobs),
@@ -393,11 +393,11 @@ pub struct Day2Args {
     /// (repeatable), e.g. a port forward or a jump host's tunnel. The host key is still checked
     /// under the node's FQDN.
     #[arg(long, value_name = "NODE=HOST[:PORT]")]
-    pub connect: Vec<crate::remote::Connect>,
+    pub connect: Vec<crate::day2::remote::Connect>,
     /// apply: where NODE answers after a network change (default: its new inventory address,
     /// port 22), e.g. a second port forward.
     #[arg(long, value_name = "NODE=HOST[:PORT]")]
-    pub connect_new: Vec<crate::remote::Connect>,
+    pub connect_new: Vec<crate::day2::remote::Connect>,
     /// The admin's ssh private key (default: ssh's own choice, e.g. the agent).
     #[arg(long, short = 'i', value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -539,7 +539,7 @@ pub struct RegistrationsArgs {
     /// resolves to), e.g. ci=127.0.0.1 or ci=[::1]. The same grammar as plan/apply's --connect;
     /// a :PORT is refused here, the probe's ports are --http-port, --https-port and --rsync-port.
     #[arg(long, value_name = "NODE=HOST[:PORT]", requires = "check")]
-    pub connect: Vec<crate::remote::Connect>,
+    pub connect: Vec<crate::day2::remote::Connect>,
     /// HTTP port the probe connects to.
     #[arg(long, default_value_t = 80, requires = "check")]
     pub http_port: u16,

@@ -1,37 +1,15 @@
-//! mmbuild as a library: fleet loading and validation, base OS, disk images, install media.
+//! mmbuild as a library, one folder per stage of an operator's path: the inventory, the image,
+//! shipping it, boot-testing it, day 2, monitoring and registration.
 //! The `mmbuild` binary is a thin CLI over these modules; integration tests use them directly.
 
-pub mod ansible;
-pub mod base;
 pub mod boottest;
-pub mod build;
-pub mod check;
 pub mod cli;
-pub mod data;
 pub mod day2;
-pub mod diag;
-pub mod diskimage;
-pub mod esp;
-pub mod fat;
-pub mod fleet;
-pub mod gpt;
-pub mod health;
-pub mod hostkeys;
-pub mod initramfs;
-pub mod kickstart;
-pub mod manifest;
-pub mod oemdrv;
-pub mod prometheus;
-pub mod qemu;
+pub mod image;
+pub mod inventory;
+pub mod monitor;
 pub mod registration;
-pub mod remote;
-pub mod report;
-pub mod reproducible;
-pub mod standin;
-pub mod status;
-pub mod stick;
-pub mod uki;
-pub mod write;
+pub mod ship;
 
 /// Exit status of `mmbuild`: one enum, listed by `--help` and README.md through [`exit::Exit::help`]
 /// (a test holds the three to the same text); the constants name the codes at their call sites.

@@ -7,9 +7,9 @@ use anyhow::Context;
 use clap::Parser;
 
 use hostkit::cmd as hostcmd;
-use mmbuild::build::{self, BuildOptions, Outcome};
 use mmbuild::cli::{AnsibleArgs, Cli, Command, Day2Args, ExportKind, RegistrationsArgs};
-use mmbuild::{check, exit};
+use mmbuild::image::build::{self, BuildOptions, Outcome};
+use mmbuild::{exit, inventory::check};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => day2(args, cli.data.clone(), true),
         Command::Write { fleet, out, node, to, artifact, force, dry_run, json } => {
             let data = cli.data.clone();
-            mmbuild::write::run(&mmbuild::write::Options { fleet, data, out, node, to, artifact, force, dry_run, json })
+            mmbuild::ship::write::run(&mmbuild::ship::write::Options { fleet, data, out, node, to, artifact, force, dry_run, json })
         }
         Command::Qemu { image, data_disks, http_port, rsync_port, memory, snapshot } => {
             run_qemu(image, data_disks, http_port, rsync_port, memory, snapshot)
@@ -82,13 +82,13 @@ fn main() -> ExitCode {
             boot_test(&fleet, cli.data.as_deref(), &opts, junit.as_deref(), json)
         }
         Command::Status { fleet, json, probe, out } => {
-            mmbuild::status::run(&fleet, cli.data.as_deref(), json, &probe.nodes, &probe.options(), out.as_deref())
+            mmbuild::monitor::status::run(&fleet, cli.data.as_deref(), json, &probe.nodes, &probe.options(), out.as_deref())
         }
         Command::Report { fleet, out, since, probe } => {
-            mmbuild::report::run(&fleet, cli.data.as_deref(), &out, since, &probe.nodes, &probe.options())
+            mmbuild::monitor::report::run(&fleet, cli.data.as_deref(), &out, since, &probe.nodes, &probe.options())
         }
         Command::Export { kind: ExportKind::Prometheus { fleet, out, blackbox, build } } => {
-            mmbuild::prometheus::run(&fleet, cli.data.as_deref(), &out, &blackbox, build.as_deref())
+            mmbuild::monitor::prometheus::run(&fleet, cli.data.as_deref(), &out, &blackbox, build.as_deref())
         }
     };
     match result {
@@ -103,14 +103,14 @@ fn main() -> ExitCode {
 
 fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<ExitCode> {
     use mmbuild::day2;
-    let fleet = match mmbuild::fleet::load(&args.fleet, data.as_deref()) {
+    let fleet = match mmbuild::inventory::fleet::load(&args.fleet, data.as_deref()) {
         Ok(f) => f,
         Err(diags) => {
             eprint!("{diags}");
             return Ok(ExitCode::from(exit::INVALID_INPUT));
         }
     };
-    let parts = |list: Vec<mmbuild::remote::Connect>| list.into_iter().map(|c| (c.node, c.at.host_bare(), c.at.port)).collect();
+    let parts = |list: Vec<mmbuild::day2::remote::Connect>| list.into_iter().map(|c| (c.node, c.at.host_bare(), c.at.port)).collect();
     let (connect, connect_new) = (parts(args.connect), parts(args.connect_new));
     let opts = day2::Options {
         out: args.out,
@@ -142,8 +142,8 @@ fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<Ex
 }
 
 fn export_ansible(args: AnsibleArgs, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    use mmbuild::ansible;
-    let fleet = match mmbuild::fleet::load(&args.fleet, data.as_deref()) {
+    use mmbuild::day2::ansible;
+    let fleet = match mmbuild::inventory::fleet::load(&args.fleet, data.as_deref()) {
         Ok(f) => f,
         Err(diags) => {
             eprint!("{diags}");
@@ -207,7 +207,7 @@ fn boot_test(
 ) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     use mmbuild::boottest::{self, report};
-    let fleet = match mmbuild::fleet::load(fleet_path, data) {
+    let fleet = match mmbuild::inventory::fleet::load(fleet_path, data) {
         Ok(f) => f,
         Err(diags) => {
             eprint!("{diags}");
@@ -234,7 +234,7 @@ fn boot_test(
 
 fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memory: u32, snapshot: bool) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
-    use mmbuild::qemu::{self, Vm, VmOptions};
+    use mmbuild::boottest::qemu::{self, Vm, VmOptions};
     let scratch = std::env::temp_dir().join(format!("mmbuild-qemu-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let mut opts = VmOptions::new(image);

@@ -182,7 +182,7 @@ fn inventory_and_playbook_pass_the_real_ansible() {
 
     // Each node's host_vars hold exactly its resolved node.toml (what `apply` ships), and Ansible
     // does not take it for a variables file.
-    let fleet = mmbuild::fleet::load(&fleet_path, Some(&repo())).unwrap();
+    let fleet = mmbuild::inventory::fleet::load(&fleet_path, Some(&repo())).unwrap();
     for n in &fleet.nodes {
         let got = std::fs::read_to_string(out.join("host_vars").join(&n.node.name).join("node.toml")).unwrap();
         assert_eq!(got, n.to_toml(), "{}", n.node.name);

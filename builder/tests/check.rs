@@ -340,10 +340,10 @@ fn fleet_local_hardware_reaches_the_initramfs_module_list() {
     let fleet = dir.path().join("fleet.toml");
     std::fs::write(&fleet, valid_fleet().replace("hardware = \"qemu\"", "hardware = \"raidbox\"")).unwrap();
     std::env::set_var("MMBUILD_DATA", repo());
-    let loaded = mmbuild::fleet::load(&fleet, None).unwrap_or_else(|d| panic!("{d}"));
+    let loaded = mmbuild::inventory::fleet::load(&fleet, None).unwrap_or_else(|d| panic!("{d}"));
     let beta = loaded.nodes.iter().find(|n| n.node.name == "beta").unwrap();
     assert_eq!(beta.hardware.name, "raidbox");
-    let modules = mmbuild::build::fleet_kernel_modules(&loaded);
+    let modules = mmbuild::image::build::fleet_kernel_modules(&loaded);
     assert!(modules.contains("megaraid_sas"), "{modules:?}");
     assert!(modules.contains("ahci"), "the wasp's modules too: {modules:?}");
 }

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use hostkit::testenv::Need;
-use mmbuild::qemu::{Vm, VmOptions};
+use mmbuild::boottest::qemu::{Vm, VmOptions};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hostkit::testenv::{LoopPart, Need};
 
-use mmbuild::qemu::{Vm, VmOptions};
+use mmbuild::boottest::qemu::{Vm, VmOptions};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

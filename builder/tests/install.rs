@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{mmbuild, repo, text};
 use hostkit::testenv::{LoopPart, Need};
-use mmbuild::qemu::{GuestDisk, Vm, VmOptions};
+use mmbuild::boottest::qemu::{GuestDisk, Vm, VmOptions};
 use mmconfig::Bus;
 
 const NODE: &str = "sonic";

@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mmbuild::{fleet, kickstart};
+use mmbuild::{inventory::fleet, ship::kickstart};
 use mmconfig::NodeConfig;
 
 fn repo() -> PathBuf {
@@ -696,7 +696,7 @@ fn pre_writes_one_address_family_for_single_stack_nodes() {
 
 fn node_bin() -> PathBuf {
     let dir = std::env::var_os("MM_NODE_BIN").map(PathBuf::from).unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-musl/release"));
-    for bin in mmbuild::base::NODE_BINARIES {
+    for bin in mmbuild::image::base::NODE_BINARIES {
         assert!(
             dir.join(bin).is_file(),
             "{} is missing: build the on-node binaries first with `cargo build --release -p mm-firstboot -p mm-sync --target x86_64-unknown-linux-musl` (scripts/test does)",

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{repo, text, Reaped};
 use hostkit::testenv::{free_port, Need};
-use mmbuild::qemu::{Vm, VmOptions};
+use mmbuild::boottest::qemu::{Vm, VmOptions};
 
 const UPSTREAM_PORT: u16 = 10873;
 const READY: &str = "mm-firstboot: ci.mm.example.net ready - ALL GOOD";

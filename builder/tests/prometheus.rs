@@ -50,7 +50,7 @@ fn promtool_accepts_the_config_and_rules_and_the_rule_tests_pass() {
     assert!(cfg.contains("SUCCESS: 1 rule files found"), "{cfg}");
     // The rules the fleet calls for (two per project it mirrors, the fleet-wide ones once), read
     // back with a real YAML parser; promtool must count exactly as many.
-    let fleet = mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
+    let fleet = mmbuild::inventory::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
     let projects: BTreeSet<&str> = fleet.nodes.iter().flat_map(|n| n.projects.iter().map(|p| p.name.as_str())).collect();
     assert!(projects.len() > 1, "{projects:?}");
     let mut want: Vec<(String, String)> =
@@ -244,7 +244,7 @@ fn the_rules_read_the_series_mm_sync_writes() {
     }
 
     // The file label the staleness rule matches: the path mm-sync writes, for each project.
-    let fleet = mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
+    let fleet = mmbuild::inventory::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
     let env = mm_sync::engine::Env { root: "/".into(), rsync: String::new(), keep_log_days: 0 };
     let mut checked = 0;
     for p in fleet.nodes.iter().flat_map(|n| &n.projects) {

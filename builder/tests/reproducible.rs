@@ -116,7 +116,7 @@ fn a_cold_build_is_byte_identical_to_the_cached_base_or_a_second_cold_build() {
     build(&cache_a, &state, &out_a, &[]);
     let lock = out_a.join("packages.lock");
     let (base_a, os_a) = (only_entry(&cache_a.join("base")), only_entry(&cache_a.join("os")));
-    let shared = mmbuild::build::default_cache();
+    let shared = mmbuild::image::build::default_cache();
     // The OS layer is named after the inputs (not the packages the archive gave), the base after
     // the packages: the shared cache serves as the reference when both hold this build's set.
     let shared_os = shared.join("os").join(os_a.file_name().unwrap());

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hostkit::netns::Netns;
 use hostkit::testenv::{need, Need};
 use mm_sync::repocheck::{check_tree, Excludes};
-use mmbuild::standin::{self, StandIn};
+use mmbuild::boottest::standin::{self, StandIn};
 use mmconfig::{CheckKind, NodeConfig};
 
 /// 2025-01-01T00:00:00Z: fixed, so two writes can be compared byte for byte.
@@ -23,7 +23,7 @@ fn repo() -> PathBuf {
 }
 
 fn nodes() -> Vec<NodeConfig> {
-    mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).map_err(|d| format!("{d:?}")).unwrap().nodes
+    mmbuild::inventory::fleet::load(&repo().join("examples/fleet.toml"), None).map_err(|d| format!("{d:?}")).unwrap().nodes
 }
 
 fn node(name: &str) -> NodeConfig {

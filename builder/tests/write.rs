@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mmbuild::write::{plan, Content, Facts, Kind, Member, Ours, Refusal};
+use mmbuild::ship::write::{plan, Content, Facts, Kind, Member, Ours, Refusal};
 
 const GB: u64 = 1_000_000_000;
 
@@ -185,12 +185,12 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir_all(out.join("ci")).unwrap();
-        let fleet = mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
-        let layout = mmbuild::gpt::layout(8 << 20, (IMAGE_MIB - 8 - 8 - 2) << 20);
+        let fleet = mmbuild::inventory::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
+        let layout = mmbuild::image::gpt::layout(8 << 20, (IMAGE_MIB - 8 - 8 - 2) << 20);
         let path = out.join("ci/disk.img");
         let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
         f.set_len(layout.total).unwrap();
-        mmbuild::gpt::write(&mut f, &layout, &fleet.name, "ci").unwrap();
+        mmbuild::image::gpt::write(&mut f, &layout, &fleet.name, "ci").unwrap();
         drop(f);
         // A pattern (not zeros) in the root partition, so a short or misplaced write shows.
         sh(&format!(
@@ -538,14 +538,14 @@ fn oemdrv_and_install_sticks_are_written_and_recognised() {
     if hostkit::testenv::need(&[hostkit::testenv::Need::Tool("fsck.vfat")]).is_err() {
         return;
     }
-    let fleet = mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
+    let fleet = mmbuild::inventory::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
     let ci = fleet.nodes.iter().find(|n| n.node.name == "ci").unwrap();
     let other = fleet.nodes.iter().find(|n| n.node.name != "ci").unwrap();
     let ours = Ours::of(&fleet.name, "ci");
     let oemdrv = |node: &str, path: &Path| {
         let mut file = rw_file(path);
         let files: [(&str, &[u8]); 2] = [("ks.cfg", b"# kickstart of the test\n"), ("node.toml", node.as_bytes())];
-        mmbuild::oemdrv::write(&mut file, &fleet.name, node, &files).unwrap();
+        mmbuild::ship::oemdrv::write(&mut file, &fleet.name, node, &files).unwrap();
     };
     oemdrv("ci", &f.out.join("ci/oemdrv.img"));
     install_img(&f, ci);
@@ -569,7 +569,7 @@ fn oemdrv_and_install_sticks_are_written_and_recognised() {
     assert_eq!(sha_range(&dev, 0, len("oemdrv.img")), want("oemdrv.img"));
     assert_eq!((probe(&dev, "LABEL"), probe(&dev, "UUID")), ("OEMDRV".to_string(), ours.fat_uuid.clone()));
     sh(&format!("fsck.vfat -n {dev}"));
-    let read = mmbuild::fat::read_file(&mut std::fs::File::open(&dev).unwrap(), "node.toml").unwrap();
+    let read = mmbuild::image::fat::read_file(&mut std::fs::File::open(&dev).unwrap(), "node.toml").unwrap();
     assert_eq!(read, b"ci");
     let o = f.write(&dev, &["--artifact", "oemdrv"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -619,7 +619,7 @@ fn install_img(f: &Fixture, ci: &mmconfig::NodeConfig) -> PathBuf {
     };
     let install_esp = base_dir.join("install-esp.img");
     sh(&format!("head -c {} /dev/urandom > {}", 3 << 20, install_esp.display()));
-    let base = mmbuild::base::Base {
+    let base = mmbuild::image::base::Base {
         id: "test".into(),
         dir: base_dir.clone(),
         root_img: sized("root.img", (IMAGE_MIB - 8 - 8 - 2) << 20),
@@ -632,7 +632,7 @@ fn install_img(f: &Fixture, ci: &mmconfig::NodeConfig) -> PathBuf {
     };
     let path = f.out.join("ci/install.img");
     let mut stick = rw_file(&path);
-    mmbuild::stick::write_stick(&mut stick, &base, ci, &f.out.join("ci/disk.img"), &f.image_sha).unwrap();
+    mmbuild::ship::stick::write_stick(&mut stick, &base, ci, &f.out.join("ci/disk.img"), &f.image_sha).unwrap();
     path
 }
 
@@ -643,7 +643,7 @@ fn install_img(f: &Fixture, ci: &mmconfig::NodeConfig) -> PathBuf {
 #[test]
 fn the_installer_refuses_to_partition_a_disk_whose_read_back_differs() {
     let Some(mut f) = Fixture::new() else { return };
-    let fleet = mmbuild::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
+    let fleet = mmbuild::inventory::fleet::load(&repo().join("examples/fleet.toml"), None).unwrap();
     let ci = fleet.nodes.iter().find(|n| n.node.name == "ci").unwrap();
     let img = install_img(&f, ci);
     let stick = sh(&format!("losetup --show -f -P {}", img.display()));

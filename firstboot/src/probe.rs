@@ -112,7 +112,7 @@ pub fn sysfs_serial(sys_block: &Path) -> String {
     })
 }
 
-/// The GPT names of the image's own partitions besides MMDATA (builder/src/gpt.rs lays them out).
+/// The GPT names of the image's own partitions besides MMDATA (builder/src/image/gpt.rs lays them out).
 const IMAGE_PARTITIONS: [&str; 4] = ["ESP", CONFIG_LABEL, Slot::A.partlabel(), Slot::B.partlabel()];
 
 /// A partition's GPT name, from its sysfs uevent.

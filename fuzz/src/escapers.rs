@@ -2,9 +2,9 @@
 //! rules: the rendered value is one token of that language holding exactly the input (or the
 //! input with the characters the escaper documents as replaced), never more.
 use mm_firstboot::services::{nginx_prefix_regex, nginx_str, rsyncd_value, systemd_arg, xml_escape};
-use mmbuild::kickstart::{ks_quote, ks_word, sh_quote};
-use mmbuild::prometheus::{promql_str, regex_quote, yaml_str};
+use mmbuild::monitor::prometheus::{promql_str, regex_quote, yaml_str};
 use mmbuild::registration::escape::{deb822_value, yaml_quote};
+use mmbuild::ship::kickstart::{ks_quote, ks_word, sh_quote};
 
 fn breaks_line(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'

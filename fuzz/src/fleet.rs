@@ -2,14 +2,14 @@
 //! any text gives a fleet or diagnostics (with line:col inside the text), never a panic.
 use std::path::Path;
 
-use mmbuild::data::DataDirs;
-use mmbuild::diag::Diagnostic;
+use mmbuild::inventory::data::DataDirs;
+use mmbuild::inventory::diag::Diagnostic;
 
 /// The property, on one input: a panic is a finding.
 pub fn run(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/fleet.toml"));
-    let Err(diags) = mmbuild::fleet::parse(path, text, DataDirs::for_fleet(path, None)) else { return };
+    let Err(diags) = mmbuild::inventory::fleet::parse(path, text, DataDirs::for_fleet(path, None)) else { return };
     assert!(!diags.is_empty(), "a rejected fleet names at least one problem");
     for d in &diags.0 {
         assert!(!d.message.is_empty(), "{d}");

@@ -300,7 +300,7 @@ mod tests {
 
     fn example_node(name: &str) -> NodeConfig {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let fleet = crate::fleet::load(&repo.join("examples/fleet.toml"), Some(&repo)).expect("example fleet loads");
+        let fleet = crate::inventory::fleet::load(&repo.join("examples/fleet.toml"), Some(&repo)).expect("example fleet loads");
         fleet.node(name).expect("example node").clone()
     }
 

@@ -3,8 +3,10 @@
 
 pub mod judge;
 pub mod lab;
+pub mod qemu;
 pub mod report;
 pub mod shape;
+pub mod standin;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,9 +17,8 @@ use anyhow::{bail, Context, Result};
 use mmconfig::NodeConfig;
 use serde::Serialize;
 
-use crate::fleet::Fleet;
-use crate::qemu::{GuestDisk, GuestNic, Vm, VmOptions};
-use crate::standin;
+use crate::boottest::qemu::{GuestDisk, GuestNic, Vm, VmOptions};
+use crate::inventory::fleet::Fleet;
 use hostkit::net;
 use lab::Lab;
 use shape::Shape;

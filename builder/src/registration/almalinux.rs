@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::formats::{facts, update_frequency, urls, Rendered, Templates};
 use super::{Application, OutFile};
-use crate::fleet::Fleet;
+use crate::inventory::fleet::Fleet;
 
 /// The fields of an AlmaLinux `mirrors.d/<name>.yml`.
 #[derive(Debug, Clone, Serialize)]
@@ -35,7 +35,7 @@ pub fn almalinux_problems(m: &AlmaMirror) -> Vec<String> {
     if m.name.ends_with('/') || m.name.contains('/') {
         p.push(format!("name \"{}\" has a slash: give the host name only, no path or trailing slash", m.name));
     }
-    if m.name.is_empty() || crate::fleet::check_label(m.name.split('.').next().unwrap_or("")).is_err() || !m.name.contains('.') {
+    if m.name.is_empty() || crate::inventory::fleet::check_label(m.name.split('.').next().unwrap_or("")).is_err() || !m.name.contains('.') {
         p.push(format!("name \"{}\" is not a fully qualified host name", m.name));
     }
     if m.http.is_none() && m.https.is_none() {

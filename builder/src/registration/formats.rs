@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::escape::{deb822_value, md_code, md_text, yaml_quote};
 use super::{Application, Format, OutFile, Readiness, Specs};
-use crate::fleet::{Fleet, NodeFacts};
+use crate::inventory::fleet::{Fleet, NodeFacts};
 
 handlebars_helper!(code_h: |s: str| md_code(s));
 
@@ -300,9 +300,9 @@ admin_prefixes = [\"192.0.2.0/24\"]\norganisation = {{ name = \"T\", url = \"htt
 [defaults]\nhardware = \"termite\"\ndns = [\"9.9.9.9\"]\nport_mbps = 2500\n\
 location = {{ country = \"NL\", state_province = \"Utrecht\", city = \"Utrecht\" }}\n{nodes}"
     );
-    let data = crate::data::builtin_data_dir();
-    let dirs = crate::data::DataDirs { search: vec![data.clone()], primary: data.clone() };
-    let fleet = crate::fleet::parse(Path::new("fleet.toml"), &text, dirs).unwrap_or_else(|d| panic!("{d}"));
+    let data = crate::inventory::data::builtin_data_dir();
+    let dirs = crate::inventory::data::DataDirs { search: vec![data.clone()], primary: data.clone() };
+    let fleet = crate::inventory::fleet::parse(Path::new("fleet.toml"), &text, dirs).unwrap_or_else(|d| panic!("{d}"));
     (fleet, Specs::load(&data).unwrap())
 }
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::formats::{bandwidth, facts, json, urls, Rendered, Templates};
 use super::{Application, OutFile, Specs};
-use crate::fleet::Fleet;
+use crate::inventory::fleet::Fleet;
 
 /// The titles of Launchpad's `MirrorContent` (launchpad, lib/lp/registry/interfaces/distributionmirror.py).
 pub const CONTENTS: [&str; 2] = ["Archive", "CD Image"];

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::formats::{facts, json, urls, Rendered, Templates};
 use super::{Application, OutFile, Specs};
-use crate::fleet::Fleet;
+use crate::inventory::fleet::Fleet;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MmChecklist {
@@ -49,7 +49,11 @@ pub struct MmCategory {
 }
 
 pub fn checklist(fleet: &Fleet, specs: &Specs, app: &Application<'_>) -> MmChecklist {
-    let org = fleet.registration.organisation.clone().unwrap_or(crate::fleet::Organisation { name: String::new(), url: String::new() });
+    let org = fleet
+        .registration
+        .organisation
+        .clone()
+        .unwrap_or(crate::inventory::fleet::Organisation { name: String::new(), url: String::new() });
     let hosts = app
         .nodes
         .iter()

@@ -20,8 +20,8 @@ use anyhow::{Context, Result};
 use mmconfig::{NodeConfig, Profile};
 use serde::{Deserialize, Serialize};
 
-use crate::diag::{Diagnostic, Diagnostics};
-use crate::fleet::{Fleet, NodeFacts};
+use crate::inventory::diag::{Diagnostic, Diagnostics};
+use crate::inventory::fleet::{Fleet, NodeFacts};
 
 /// Where the registration data and templates live, relative to the data directory.
 pub const DATA_DIR: &str = "overlays/registration";
@@ -489,7 +489,7 @@ struct Summary<'a> {
 
 pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
     use std::process::ExitCode;
-    let fleet = match crate::fleet::load(&opts.fleet, opts.data.as_deref()) {
+    let fleet = match crate::inventory::fleet::load(&opts.fleet, opts.data.as_deref()) {
         Ok(f) => f,
         Err(diags) => {
             eprint!("{diags}");
@@ -643,7 +643,7 @@ ipv6 = { address = \"2001:db8::2/64\", gateway = \"2001:db8::1\" }\ndns = [\"262
     #[test]
     fn specs_refuse_vocabulary_and_family_mistakes() {
         let dir = tempfile::tempdir().unwrap();
-        let shipped = std::fs::read_to_string(crate::data::builtin_data_dir().join(DATA_DIR).join("projects.toml")).unwrap();
+        let shipped = std::fs::read_to_string(crate::inventory::data::builtin_data_dir().join(DATA_DIR).join("projects.toml")).unwrap();
         std::fs::create_dir_all(dir.path().join(DATA_DIR)).unwrap();
         for (from, to, want) in [
             ("content = \"CD Image\"", "content = \"Release\"", "content \"Release\" is not one of Launchpad's: Archive, CD Image"),
@@ -659,7 +659,7 @@ ipv6 = { address = \"2001:db8::2/64\", gateway = \"2001:db8::1\" }\ndns = [\"262
 
     #[test]
     fn the_shipped_specs_load_and_cover_every_format() {
-        let specs = Specs::load(&crate::data::builtin_data_dir()).unwrap();
+        let specs = Specs::load(&crate::inventory::data::builtin_data_dir()).unwrap();
         let formats: BTreeSet<Format> = specs.project.values().map(|s| s.format).collect();
         assert_eq!(formats.len(), 5, "{formats:?}");
         assert_eq!(specs.get("videolan").format, Format::Request);

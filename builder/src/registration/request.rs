@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::formats::{facts, json, node_view, urls, Rendered, Templates};
 use super::{Application, OutFile, Specs};
-use crate::fleet::Fleet;
+use crate::inventory::fleet::Fleet;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Field {

@@ -48,7 +48,7 @@ impl HostKey {
 
 /// `SHA256:<base64, no padding>` of a public key's blob (`type base64 [comment]`).
 pub fn fingerprint(public: &str) -> Option<String> {
-    let blob = crate::fleet::base64_decode(public.split_whitespace().nth(1)?)?;
+    let blob = crate::inventory::fleet::base64_decode(public.split_whitespace().nth(1)?)?;
     Some(format!("SHA256:{}", base64_nopad(&Sha256::digest(&blob))))
 }
 
@@ -119,7 +119,7 @@ impl Published {
             }
         }
         let mf = out.join("manifest.json");
-        if let Ok(m) = fs::read_to_string(&mf).map(|t| serde_json::from_str::<crate::manifest::Manifest>(&t)) {
+        if let Ok(m) = fs::read_to_string(&mf).map(|t| serde_json::from_str::<crate::image::manifest::Manifest>(&t)) {
             if let Ok(m) = m.map_err(|_| ()).and_then(|m| if m.fleet == fleet_name { Ok(m) } else { Err(()) }) {
                 for (node, fp) in m.host_keys {
                     p.add(&node, fp, mf.display().to_string());
@@ -307,7 +307,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str, v4: Option<&str>, v6: Option<&str>) -> NodeConfig {
-        let all: Vec<NodeConfig> = serde_json::from_str(include_str!("../../tests/fixtures/example-nodes.json")).unwrap();
+        let all: Vec<NodeConfig> = serde_json::from_str(include_str!("../../../tests/fixtures/example-nodes.json")).unwrap();
         let mut cfg = all.into_iter().find(|n| n.node.name == "ci").unwrap();
         cfg.fleet.name = "f".into();
         cfg.node.name = name.into();

@@ -14,7 +14,7 @@ use mmconfig::{NodeConfig, ADMIN_USER};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::fleet::Fleet;
+use crate::inventory::fleet::Fleet;
 use crate::registration::escape::{md_text, yaml_quote};
 
 /// Templates and the playbook, under the data directory.
@@ -215,7 +215,7 @@ pub fn export(fleet: &Fleet, opts: &Options) -> Result<Summary> {
     let nodes: Vec<&NodeConfig> = fleet.nodes.iter().filter(|n| opts.nodes.is_empty() || opts.nodes.contains(&n.node.name)).collect();
     let text = std::fs::read_to_string(&opts.known_hosts)
         .with_context(|| format!("reading {} (the known_hosts `mmbuild build` wrote into its --out)", opts.known_hosts.display()))?;
-    let keys = crate::hostkeys::parse_known_hosts(&text);
+    let keys = crate::image::hostkeys::parse_known_hosts(&text);
     let known_hosts = render_known_hosts(&nodes, &keys)
         .map_err(|missing| Invalid::NoHostKey { file: opts.known_hosts.display().to_string(), nodes: missing.join(", ") })?;
     let files = render_all(&fleet.data_dir.join(DATA_DIR), &fleet.name, &nodes, &known_hosts)?;
@@ -266,7 +266,7 @@ mod tests {
 
     fn example() -> Fleet {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        crate::fleet::load(&repo.join("examples/fleet.toml"), Some(&repo)).expect("example fleet loads")
+        crate::inventory::fleet::load(&repo.join("examples/fleet.toml"), Some(&repo)).expect("example fleet loads")
     }
 
     #[test]

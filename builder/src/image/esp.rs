@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::fat::{self, FatFile};
+use crate::image::fat::{self, FatFile};
 
 /// Size of the ESP: FAT32 (what firmware expects) with room for both slots' UKIs.
 pub const ESP_BYTES: u64 = 64 * 1024 * 1024;

@@ -107,7 +107,7 @@ pub fn hash_range(f: &File, start: u64, end: u64, h: &mut Sha256) -> Result<()> 
     };
     let mut buf = vec![0u8; CHUNK];
     let mut pos = start;
-    for extent in crate::diskimage::data_extents(f, start, end) {
+    for extent in crate::image::diskimage::data_extents(f, start, end) {
         let extent = extent?;
         zeros(h, extent.start - pos);
         let mut at = extent.start;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::{exit, fleet};
+use crate::{exit, inventory::fleet};
 
 /// Validate `fleet_path`; print every error on stderr (one per line) or a summary on stdout.
 /// With `node_toml`, print that node's `node.toml` (what MMCONFIG and OEMDRV carry) instead.

@@ -24,7 +24,7 @@ use mmconfig::{CheckKind, NodeConfig, Profile};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::health::marker::{self, MarkerKind};
+use crate::monitor::health::marker::{self, MarkerKind};
 
 /// Where the templates live, relative to the data directory.
 pub const TEMPLATES: &str = "overlays/boot-test";
@@ -289,7 +289,7 @@ pub fn release_date(t: u64) -> String {
 /// dnsmasq.conf answering every planned DNS name on the node's resolver addresses. The
 /// directories above `dir` must be searchable by `nobody` (rsyncd drops to it when run as root).
 pub fn write(cfg: &NodeConfig, plan: &StandIn, dir: &Path) -> Result<Written> {
-    write_with(cfg, plan, dir, &crate::data::builtin_data_dir(), stamp())
+    write_with(cfg, plan, dir, &crate::inventory::data::builtin_data_dir(), stamp())
 }
 
 /// [`write`] with the data directory and the time given (tests).

@@ -55,10 +55,10 @@ pub struct Ours {
 
 impl Ours {
     pub fn of(fleet: &str, node: &str) -> Ours {
-        let v = crate::oemdrv::volume_id(fleet, node);
+        let v = crate::ship::oemdrv::volume_id(fleet, node);
         Ours {
-            ptuuid: crate::gpt::guid(fleet, node, "disk").to_string(),
-            stick_ptuuid: crate::stick::stick_guid(fleet, node).to_string(),
+            ptuuid: crate::image::gpt::guid(fleet, node, "disk").to_string(),
+            stick_ptuuid: crate::ship::stick::stick_guid(fleet, node).to_string(),
             fat_uuid: format!("{:04X}-{:04X}", v >> 16, v & 0xffff),
         }
     }
@@ -160,7 +160,7 @@ impl Facts {
         self.members.first().is_some_and(|d| {
             let c = &d.content;
             (c.pttype == "gpt" && (c.ptuuid.eq_ignore_ascii_case(&ours.ptuuid) || c.ptuuid.eq_ignore_ascii_case(&ours.stick_ptuuid)))
-                || (c.fstype == "vfat" && c.label == crate::oemdrv::LABEL && c.uuid.eq_ignore_ascii_case(&ours.fat_uuid))
+                || (c.fstype == "vfat" && c.label == crate::ship::oemdrv::LABEL && c.uuid.eq_ignore_ascii_case(&ours.fat_uuid))
         })
     }
 }
@@ -838,7 +838,7 @@ pub fn render_plan(facts: &Facts, source: &Source, node: &str, artifact: Artifac
 pub fn run(opts: &Options) -> Result<std::process::ExitCode> {
     use crate::exit;
     use std::process::ExitCode;
-    let fleet = match crate::fleet::load(&opts.fleet, opts.data.as_deref()) {
+    let fleet = match crate::inventory::fleet::load(&opts.fleet, opts.data.as_deref()) {
         Ok(f) => f,
         Err(diags) => {
             eprint!("{diags}");
@@ -1013,8 +1013,8 @@ mod tests {
     #[test]
     fn ours_matches_what_the_build_writes() {
         let o = Ours::of("f", "n");
-        assert_eq!(o.ptuuid, crate::gpt::guid("f", "n", "disk").to_string());
-        let v = crate::oemdrv::volume_id("f", "n");
+        assert_eq!(o.ptuuid, crate::image::gpt::guid("f", "n", "disk").to_string());
+        let v = crate::ship::oemdrv::volume_id("f", "n");
         assert_eq!(u32::from_str_radix(&o.fat_uuid.replace('-', ""), 16).unwrap(), v);
         assert_ne!(Ours::of("f", "m"), o);
     }

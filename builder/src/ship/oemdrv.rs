@@ -8,7 +8,7 @@ use std::fs::File;
 use anyhow::{ensure, Result};
 use sha2::{Digest, Sha256};
 
-use crate::fat::{self, FatFile};
+use crate::image::fat::{self, FatFile};
 
 /// The volume label Anaconda looks for (exactly this, upper case).
 pub const LABEL: &str = "OEMDRV";

@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use mmconfig::install::{InstallManifest, InstallPartition, INSTALL_LABEL, INSTALL_SCHEMA, PAYLOAD_OFFSET};
 use mmconfig::NodeConfig;
 
-use crate::base::Base;
-use crate::diskimage::copy_sparse;
-use crate::gpt;
+use crate::image::base::Base;
+use crate::image::diskimage::copy_sparse;
+use crate::image::gpt;
 
 const MIB: u64 = 1 << 20;
 

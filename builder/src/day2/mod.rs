@@ -6,6 +6,9 @@
 //! health gate. Nodes run in parallel; one that fails or cannot be reached never stops the
 //! others, and OS reboots are bounded (`Rollout`).
 
+pub mod ansible;
+pub mod remote;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -18,8 +21,8 @@ use mmconfig::report::{RunOutcome, RunReport};
 use mmconfig::NodeConfig;
 use serde::Serialize;
 
-use crate::fleet::Fleet;
-use crate::remote::{self, Ssh};
+use crate::inventory::fleet::Fleet;
+use remote::Ssh;
 
 pub struct Options {
     pub out: PathBuf,
@@ -156,7 +159,7 @@ impl Payload {
     /// The OS payload of the build in `out`; None when it has none (kickstarts only, or a build
     /// from before A/B slots).
     fn load(out: &Path) -> Result<Option<Payload>> {
-        let m = crate::manifest::read(out)?;
+        let m = crate::image::manifest::read(out)?;
         let Some(version) = m.image_version.clone() else { return Ok(None) };
         let find = |kind: &str| m.artifacts.iter().find(|a| a.kind == kind);
         let (Some(root), Some(a), Some(b)) = (find("os-root"), find("os-uki-a"), find("os-uki-b")) else { return Ok(None) };
@@ -173,7 +176,7 @@ impl Payload {
     /// is refused here, not discovered on the node.
     fn verify(&self) -> Result<()> {
         for (path, want) in [(&self.root, &self.root_sha256), (&self.ukis[0].0, &self.ukis[0].1), (&self.ukis[1].0, &self.ukis[1].1)] {
-            let got = crate::manifest::sha256_file(path)?;
+            let got = crate::image::manifest::sha256_file(path)?;
             if &got != want {
                 bail!(
                     "{} has sha256 {got}, the build's manifest says {want}: refusing to send it (rebuild, or restore the file)",
@@ -225,7 +228,7 @@ fn local_version(bin: &Path) -> Result<String> {
 
 /// Plan (`apply == false`) or apply the fleet's configuration on the selected nodes.
 pub fn run(fleet: &Fleet, opts: &Options, apply: bool) -> Result<Report> {
-    let known_hosts = opts.out.join(crate::hostkeys::KNOWN_HOSTS);
+    let known_hosts = opts.out.join(crate::image::hostkeys::KNOWN_HOSTS);
     if !known_hosts.is_file() {
         bail!(
             "{} is missing: day-2 commands trust only the host keys a build published; run `mmbuild build` (or --kickstart-only) with this --out first",

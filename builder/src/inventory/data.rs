@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use mmconfig::{Hardware, Profile};
 use serde::de::DeserializeOwned;
 
-use crate::diag::{Diagnostic, Diagnostics, SourceFile};
+use crate::inventory::diag::{Diagnostic, Diagnostics, SourceFile};
 
 /// The ordered list of directories searched for data files.
 #[derive(Debug, Clone)]

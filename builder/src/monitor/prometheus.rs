@@ -12,8 +12,8 @@ use handlebars::{handlebars_helper, Handlebars};
 use mmconfig::{NodeConfig, DATA_MOUNT};
 use serde_json::{json, Value};
 
-use crate::health::marker;
-use crate::{exit, fleet};
+use crate::monitor::health::marker;
+use crate::{exit, inventory::fleet};
 use hostkit::atomic;
 
 /// node_exporter's port on every node.
@@ -261,7 +261,7 @@ pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, blackbox: &str, b
         eprintln!("mmbuild: error: --blackbox {blackbox:?}: expected HOST:PORT");
         return Ok(ExitCode::from(exit::INVALID_INPUT));
     }
-    let image_version = match build.map(crate::manifest::image_version).transpose() {
+    let image_version = match build.map(crate::image::manifest::image_version).transpose() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("mmbuild: error: --build: {e:#}");

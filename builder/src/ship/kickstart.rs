@@ -191,7 +191,7 @@ fn context(cfg: &NodeConfig) -> Result<Value> {
         "ipv4": ipv4,
         "ipv6": ipv6,
         "dns": node.dns.join(","),
-        "binaries": crate::base::NODE_BINARIES,
+        "binaries": crate::image::base::NODE_BINARIES,
         "units": UNITS,
         "node_config_file": mmconfig::NODE_CONFIG_FILE,
         "installed_config": mmconfig::INSTALLED_CONFIG,

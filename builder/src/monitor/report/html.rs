@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::chart::{self, Chart};
 use super::model::{self, grouped, human_bytes, ipv6_share, Window};
-use crate::health::marker::human;
+use crate::monitor::health::marker::human;
 
 /// The templates `render` needs, by name; each is `DIR/<name>.hbs`.
 const TEMPLATES: [&str; 2] = ["index.html", "sponsor.html"];

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::health::{self, marker, table, Options};
+use crate::monitor::health::{self, marker, table, Options};
 use mmconfig::NodeConfig;
 
-use crate::{exit, fleet};
+use crate::{exit, inventory::fleet};
 
 /// Load the fleet and pick the nodes `--node` names (every node without one), checking that
 /// each `--resolve` names a node of it. Err: the exit code, the problem already printed.
@@ -54,7 +54,7 @@ pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String],
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let fleet_image = match out.map(crate::manifest::image_version).transpose() {
+    let fleet_image = match out.map(crate::image::manifest::image_version).transpose() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("mmbuild: error: --out: {e:#}");

@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mmconfig::NodeConfig;
 
-use crate::base::{self, Base, BaseOptions};
-use crate::fleet::{self, Fleet};
-use crate::hostkeys::{self, HostKey};
-use crate::manifest::{self, Artifact};
-use crate::{diskimage, kickstart, oemdrv, reproducible, stick};
+use crate::image::base::{self, Base, BaseOptions};
+use crate::image::hostkeys::{self, HostKey};
+use crate::image::manifest::{self, Artifact};
+use crate::inventory::fleet::{self, Fleet};
+use crate::{image::diskimage, image::reproducible, ship::kickstart, ship::oemdrv, ship::stick};
 use hostkit::atomic;
 use hostkit::cmd::{require_tool, run};
 

@@ -19,7 +19,7 @@ use mmconfig::traffic::{self, TrafficDoc};
 use mmconfig::NodeConfig;
 
 use crate::exit;
-use crate::health::{self, marker, NodeReport, Options, Severity};
+use crate::monitor::health::{self, marker, NodeReport, Options, Severity};
 use model::Window;
 
 /// Where a node serves its traffic document.
@@ -110,7 +110,7 @@ pub fn entry(
 }
 
 pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, since: u32, nodes: &[String], opts: &Options) -> Result<ExitCode> {
-    let (fleet, selected) = match crate::status::select(fleet_path, data, nodes, opts) {
+    let (fleet, selected) = match crate::monitor::status::select(fleet_path, data, nodes, opts) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };

@@ -9,10 +9,10 @@ use mmconfig::NodeConfig;
 use nix::unistd::{lseek, Whence};
 use std::os::fd::AsRawFd;
 
-use crate::base::Base;
-use crate::fat::{self, FatFile};
-use crate::gpt;
-use crate::hostkeys::HostKey;
+use crate::image::base::Base;
+use crate::image::fat::{self, FatFile};
+use crate::image::gpt;
+use crate::image::hostkeys::HostKey;
 
 /// The MMCONFIG volume: `node.toml` and, beside it, the node's ssh host key pair.
 pub fn config_volume(cfg: &NodeConfig, key: &HostKey) -> Result<Vec<u8>> {
@@ -68,7 +68,7 @@ pub fn write_image(out: &mut File, base: &Base, cfg: &NodeConfig, key: &HostKey)
                 if upto == u64::MAX || failed.load(Ordering::SeqCst) != 0 {
                     anyhow::bail!("the image writer failed");
                 }
-                crate::manifest::hash_range(&reader, hashed, upto, &mut h)?;
+                crate::image::manifest::hash_range(&reader, hashed, upto, &mut h)?;
                 hashed = upto;
             }
             Ok(hostkit::ids::hex(&h.finalize()))

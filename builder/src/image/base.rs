@@ -20,8 +20,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::fat::FatFile;
-use crate::{esp, initramfs, reproducible, uki};
+use crate::image::fat::FatFile;
+use crate::{image::esp, image::initramfs, image::reproducible, image::uki};
 use hostkit::apt::Archives;
 use hostkit::cmd::{require_tool, run};
 use hostkit::ids::{hex, uuid_from};

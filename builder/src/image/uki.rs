@@ -34,7 +34,7 @@ pub fn build(kernel: &Path, initrd: &Path, os_release: &Path, cmdline: &str, des
     // objcopy 2.40 stamps the PE header with the current time (it ignores SOURCE_DATE_EPOCH):
     // the build's time instead, and the header checksum recomputed.
     let mut pe = std::fs::read(dest).with_context(|| format!("reading {}", dest.display()))?;
-    set_pe_timestamp(&mut pe, crate::base::source_date_epoch() as u32)?;
+    set_pe_timestamp(&mut pe, crate::image::base::source_date_epoch() as u32)?;
     std::fs::write(dest, &pe).with_context(|| format!("writing {}", dest.display()))?;
     Ok(())
 }

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use crate::data::{DataCache, DataDirs, Lookup};
-use crate::diag::{Diagnostics, SourceFile};
+use crate::inventory::data::{DataCache, DataDirs, Lookup};
+use crate::inventory::diag::{Diagnostics, SourceFile};
 
 /// A validated fleet, every node resolved against its profiles and hardware.
 #[derive(Debug, Clone)]
@@ -469,9 +469,10 @@ impl Countries {
 }
 
 /// `CODE<TAB>Name` lines; `#` comments.
-pub fn load_countries(path: &Path) -> Result<BTreeMap<String, String>, crate::diag::Diagnostic> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| crate::diag::Diagnostic::at_file(path, format!("cannot read the country table: {e} (reinstall mmbuild's data)")))?;
+pub fn load_countries(path: &Path) -> Result<BTreeMap<String, String>, crate::inventory::diag::Diagnostic> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::inventory::diag::Diagnostic::at_file(path, format!("cannot read the country table: {e} (reinstall mmbuild's data)"))
+    })?;
     let mut table = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -482,7 +483,7 @@ pub fn load_countries(path: &Path) -> Result<BTreeMap<String, String>, crate::di
                 table.insert(code.to_string(), name.trim().to_string());
             }
             _ => {
-                return Err(crate::diag::Diagnostic {
+                return Err(crate::inventory::diag::Diagnostic {
                     file: path.display().to_string(),
                     line: i + 1,
                     col: 1,

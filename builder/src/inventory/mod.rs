@@ -1,0 +1,6 @@
+//! The inventory: the fleet file and its data directories, read, checked and reported with file:line diagnostics.
+
+pub mod check;
+pub mod data;
+pub mod diag;
+pub mod fleet;
