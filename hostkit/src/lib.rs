@@ -9,9 +9,11 @@ pub mod blkid;
 pub mod cmd;
 pub mod ids;
 pub mod net;
+#[cfg(any(test, feature = "testing"))]
 pub mod netns;
 pub mod pool;
 pub mod sysfs;
+#[cfg(any(test, feature = "testing"))]
 pub mod testenv;
 
 /// The EXIT STATUS paragraph of a binary's --help (and README): `EXIT STATUS: 0 success; 1 ...`.
