@@ -2,10 +2,11 @@
 //! the final name, and the directory synced, so a killed run or a power cut leaves the old file
 //! or the new one, never a mix and never an empty file under the final name.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -47,6 +48,43 @@ pub fn write(dest: &Path, bytes: &[u8]) -> Result<()> {
     write_mode(dest, 0o644, bytes)
 }
 
+/// An export into a directory the operator owns: write each `(relative path, bytes)` under `out`
+/// atomically, record them in `out/list`, then remove what the previous export listed and this
+/// one did not write (a node or project since dropped), with the directories that emptied.
+/// Nothing else in `out` is touched. Names come from profiles and the inventory: a path that is
+/// not plain (empty, absolute, `..`) is refused before anything is written, and a listed one is
+/// never removed.
+pub fn write_listed(out: &Path, list: &str, files: &[(&str, &[u8])]) -> Result<Vec<PathBuf>> {
+    let plain = |p: &str| !p.is_empty() && Path::new(p).components().all(|c| matches!(c, Component::Normal(_)));
+    if let Some((bad, _)) = files.iter().find(|(p, _)| !plain(p)) {
+        anyhow::bail!("refusing to write {bad:?} into {}: not a plain relative path (check the profile and node names)", out.display());
+    }
+    let list = out.join(list);
+    let before = fs::read_to_string(&list).unwrap_or_default();
+    let mut written = Vec::new();
+    for (rel, bytes) in files {
+        let dest = out.join(rel);
+        write(&dest, bytes)?;
+        written.push(dest);
+    }
+    let now: BTreeSet<&str> = files.iter().map(|(p, _)| *p).collect();
+    let listed: String = now.iter().map(|p| format!("{p}\n")).collect();
+    write(&list, listed.as_bytes())?;
+    for old in before.lines().filter(|o| plain(o) && !now.contains(o)) {
+        let path = out.join(old);
+        if fs::remove_file(&path).is_ok() {
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| *d != out) {
+                if fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -70,5 +108,31 @@ mod tests {
         assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o600);
         super::write(&dest, b"public").unwrap();
         assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o644);
+    }
+
+    #[test]
+    fn an_export_removes_only_what_it_listed_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = &dir.path().join("export");
+        std::fs::create_dir(out).unwrap();
+        std::fs::write(out.join("mine.txt"), b"the operator's").unwrap();
+        std::fs::write(dir.path().join("beside"), b"").unwrap();
+        let first: [(&str, &[u8]); 2] = [("a/x.yml", b"x"), ("b/y.yml", b"y")];
+        super::write_listed(out, ".list", &first).unwrap();
+        // A hostile list entry (climbing out) is never acted on.
+        std::fs::write(out.join(".list"), "a/x.yml\nb/y.yml\n../beside\n").unwrap();
+        let second: [(&str, &[u8]); 1] = [("a/x.yml", b"x2")];
+        let written = super::write_listed(out, ".list", &second).unwrap();
+        assert_eq!(written, [out.join("a/x.yml")]);
+        assert_eq!(std::fs::read(out.join("a/x.yml")).unwrap(), b"x2");
+        assert!(!out.join("b").exists(), "the emptied directory stays");
+        assert!(dir.path().join("beside").exists(), "a listed path outside the export was removed");
+        assert_eq!(std::fs::read(out.join("mine.txt")).unwrap(), b"the operator's");
+        assert_eq!(std::fs::read_to_string(out.join(".list")).unwrap(), "a/x.yml\n");
+        for bad in ["", "../x", "/etc/x", "a/../../x"] {
+            let files: [(&str, &[u8]); 2] = [("ok.txt", b"1"), (bad, b"2")];
+            assert!(super::write_listed(out, ".list", &files).is_err(), "{bad:?}");
+            assert!(!out.join("ok.txt").exists(), "{bad:?}: nothing is written before the refusal");
+        }
     }
 }

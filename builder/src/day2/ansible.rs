@@ -6,9 +6,9 @@
 //! to Ansible's rules. The playbook (`converge.yml`) holds no fleet data and is copied as is.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use handlebars::{handlebars_helper, Handlebars};
 use mmconfig::{NodeConfig, ADMIN_USER};
 use serde_json::json;
@@ -226,34 +226,8 @@ pub fn export(fleet: &Fleet, opts: &Options) -> Result<Summary> {
 /// Write `files` under `out`, then remove what the previous export listed and this one did not
 /// write (a node since dropped); nothing else in `out` is touched.
 pub fn write(out: &Path, files: &[(String, Vec<u8>)]) -> Result<Vec<PathBuf>> {
-    let plain = |p: &str| !p.is_empty() && Path::new(p).components().all(|c| matches!(c, Component::Normal(_)));
-    let list = out.join(WRITTEN_LIST);
-    let before = std::fs::read_to_string(&list).unwrap_or_default();
-    let mut written = Vec::new();
-    for (rel, bytes) in files {
-        if !plain(rel) {
-            bail!("refusing to write {rel:?}: not a plain relative path");
-        }
-        let dest = out.join(rel);
-        hostkit::atomic::write(&dest, bytes)?;
-        written.push(dest);
-    }
-    let now: BTreeSet<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
-    let listed: String = now.iter().map(|p| format!("{p}\n")).collect();
-    hostkit::atomic::write(&list, listed.as_bytes())?;
-    for old in before.lines().filter(|o| plain(o) && !now.contains(o)) {
-        let path = out.join(old);
-        if std::fs::remove_file(&path).is_ok() {
-            let mut dir = path.parent();
-            while let Some(d) = dir.filter(|d| *d != out) {
-                if std::fs::remove_dir(d).is_err() {
-                    break;
-                }
-                dir = d.parent();
-            }
-        }
-    }
-    Ok(written)
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
+    hostkit::atomic::write_listed(out, WRITTEN_LIST, &files)
 }
 
 #[cfg(test)]

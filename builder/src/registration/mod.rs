@@ -415,49 +415,8 @@ pub const WRITTEN_LIST: &str = ".mmbuild-registrations";
 /// Write `files` under `out`, each atomically, then remove what the previous export into `out`
 /// wrote and this one did not (a node or project since dropped); nothing else is touched.
 pub fn write(out: &Path, files: &[OutFile]) -> Result<Vec<PathBuf>> {
-    let list = out.join(WRITTEN_LIST);
-    let before = std::fs::read_to_string(&list).unwrap_or_default();
-    let mut written = Vec::new();
-    for f in files {
-        // Names come from profiles and the inventory: never let one climb out of `out`.
-        let rel = Path::new(&f.path);
-        if f.path.is_empty() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            anyhow::bail!("refusing to write {:?}: not a plain relative path (check the profile and node names)", f.path);
-        }
-        let dest = out.join(rel);
-        hostkit::atomic::write(&dest, &f.contents)?;
-        written.push(dest);
-    }
-    let now: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
-    let mut text = String::new();
-    for p in &now {
-        text.push_str(p);
-        text.push('\n');
-    }
-    hostkit::atomic::write(&list, text.as_bytes())?;
-    for old in before.lines() {
-        // Only relative paths without `..` that we listed ourselves.
-        let rel = Path::new(old);
-        if old.is_empty()
-            || now.contains(old)
-            || rel.is_absolute()
-            || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            continue;
-        }
-        let path = out.join(rel);
-        if std::fs::remove_file(&path).is_ok() {
-            // Drop directories the removal emptied (mirrors.d/, the application's own).
-            let mut dir = path.parent();
-            while let Some(d) = dir.filter(|d| *d != out) {
-                if std::fs::remove_dir(d).is_err() {
-                    break;
-                }
-                dir = d.parent();
-            }
-        }
-    }
-    Ok(written)
+    let files: Vec<(&str, &[u8])> = files.iter().map(|f| (f.path.as_str(), f.contents.as_slice())).collect();
+    hostkit::atomic::write_listed(out, WRITTEN_LIST, &files)
 }
 
 /// `mmbuild export registrations`.
