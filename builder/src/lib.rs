@@ -12,7 +12,8 @@ pub mod registration;
 pub mod ship;
 
 /// Exit status of `mmbuild`: one enum, listed by `--help` and README.md through [`exit::Exit::help`]
-/// (a test holds the three to the same text); the constants name the codes at their call sites.
+/// (a test holds the three to the same text). Verbs return an [`exit::Exit`] or an error, and
+/// `main` turns either into the process's status in one place.
 pub mod exit {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Exit {
@@ -65,12 +66,40 @@ pub mod exit {
         }
     }
 
-    pub const INVALID_INPUT: u8 = Exit::InvalidInput as u8;
-    pub const USAGE: u8 = Exit::Usage as u8;
-    pub const ENVIRONMENT: u8 = Exit::Environment as u8;
-    pub const BUILD_FAILED: u8 = Exit::BuildFailed as u8;
-    pub const NOT_READY: u8 = Exit::NotReady as u8;
-    pub const UNHEALTHY: u8 = Exit::NotReady as u8;
-    pub const NODES_FAILED: u8 = Exit::NodesFailed as u8;
-    pub const REFUSED: u8 = Exit::Refused as u8;
+    impl From<Exit> for std::process::ExitCode {
+        fn from(e: Exit) -> Self {
+            std::process::ExitCode::from(e as u8)
+        }
+    }
+
+    /// The operator's input is wrong (exit 1). The text already says where and why (diagnostics
+    /// as FILE:LINE:COL, or one `mmbuild: error:` line); `main` prints it as it is. Callers match
+    /// the type, never the text.
+    #[derive(Debug)]
+    pub struct Invalid(String);
+
+    impl Invalid {
+        /// Diagnostics printed as they are (each line ends in a newline).
+        pub fn diagnostics(d: impl std::fmt::Display) -> Self {
+            Invalid(d.to_string())
+        }
+
+        /// One line, `mmbuild: error: MESSAGE`.
+        pub fn error(message: impl std::fmt::Display) -> Self {
+            Invalid(format!("mmbuild: error: {message}\n"))
+        }
+    }
+
+    impl std::fmt::Display for Invalid {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0.trim_end_matches('\n'))
+        }
+    }
+
+    impl std::error::Error for Invalid {}
+
+    /// Stop a verb with exit 1: `return invalid(format!(...))`.
+    pub fn invalid<T>(message: impl std::fmt::Display) -> anyhow::Result<T> {
+        Err(Invalid::error(message).into())
+    }
 }

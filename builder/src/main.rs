@@ -8,8 +8,9 @@ use clap::Parser;
 
 use hostkit::cmd as hostcmd;
 use mmbuild::cli::{AnsibleArgs, Cli, Command, Day2Args, ExportKind, RegistrationsArgs};
+use mmbuild::exit::{self, Exit, Invalid};
 use mmbuild::image::build::{self, BuildOptions, Outcome};
-use mmbuild::{exit, inventory::check};
+use mmbuild::inventory::{check, fleet};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -46,15 +47,9 @@ fn main() -> ExitCode {
                 pin_packages,
                 quiet,
             };
-            build::run_build(&opts).map(|outcome| match outcome {
-                Outcome::Built(_) => ExitCode::SUCCESS,
-                Outcome::InvalidInput(msg) => {
-                    eprint!("{msg}");
-                    if !msg.ends_with('\n') {
-                        eprintln!();
-                    }
-                    ExitCode::from(exit::INVALID_INPUT)
-                }
+            build::run_build(&opts).and_then(|outcome| match outcome {
+                Outcome::Built(_) => Ok(Exit::Ok),
+                Outcome::InvalidInput(msg) => Err(Invalid::diagnostics(msg).into()),
             })
         }
         Command::Export { kind: ExportKind::Registrations(args) } => export_registrations(args, cli.data.clone()),
@@ -91,25 +86,23 @@ fn main() -> ExitCode {
             mmbuild::monitor::prometheus::run(&fleet, cli.data.as_deref(), &out, &blackbox, build.as_deref())
         }
     };
+    // The one place outcomes become exit codes.
     match result {
-        Ok(code) => code,
+        Ok(exit) => exit.into(),
         Err(err) => {
+            if let Some(invalid) = err.downcast_ref::<Invalid>() {
+                eprintln!("{invalid}");
+                return Exit::InvalidInput.into();
+            }
             eprintln!("mmbuild: error: {err:#}");
-            let code = if hostcmd::is_environment(&err) { exit::ENVIRONMENT } else { exit::BUILD_FAILED };
-            ExitCode::from(code)
+            if hostcmd::is_environment(&err) { Exit::Environment } else { Exit::BuildFailed }.into()
         }
     }
 }
 
-fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<ExitCode> {
+fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<Exit> {
     use mmbuild::day2;
-    let fleet = match mmbuild::inventory::fleet::load(&args.fleet, data.as_deref()) {
-        Ok(f) => f,
-        Err(diags) => {
-            eprint!("{diags}");
-            return Ok(ExitCode::from(exit::INVALID_INPUT));
-        }
-    };
+    let fleet = fleet::open(&args.fleet, data.as_deref())?;
     let parts = |list: Vec<mmbuild::day2::remote::Connect>| list.into_iter().map(|c| (c.node, c.at.host_bare(), c.at.port)).collect();
     let (connect, connect_new) = (parts(args.connect), parts(args.connect_new));
     let opts = day2::Options {
@@ -138,35 +131,26 @@ fn day2(args: Day2Args, data: Option<PathBuf>, apply: bool) -> anyhow::Result<Ex
     } else {
         print!("{}", day2::render(&report, apply));
     }
-    Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(exit::NODES_FAILED) })
+    Ok(if report.all_ok() { Exit::Ok } else { Exit::NodesFailed })
 }
 
-fn export_ansible(args: AnsibleArgs, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn export_ansible(args: AnsibleArgs, data: Option<PathBuf>) -> anyhow::Result<Exit> {
     use mmbuild::day2::ansible;
-    let fleet = match mmbuild::inventory::fleet::load(&args.fleet, data.as_deref()) {
-        Ok(f) => f,
-        Err(diags) => {
-            eprint!("{diags}");
-            return Ok(ExitCode::from(exit::INVALID_INPUT));
-        }
-    };
+    let fleet = fleet::open(&args.fleet, data.as_deref())?;
     let opts = ansible::Options { out: args.out, nodes: args.nodes, known_hosts: args.known_hosts };
     match ansible::export(&fleet, &opts) {
         Ok(s) => {
             let dir = opts.out.display();
             println!("{dir}: {} node(s) in {} group(s), {} file(s) written", s.nodes, s.groups, s.files.len());
             println!("run: ansible-playbook -i {dir}/inventory.yml {dir}/converge.yml   (see {dir}/README.md)");
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok)
         }
-        Err(e) if e.downcast_ref::<ansible::Invalid>().is_some() => {
-            eprintln!("mmbuild: error: {e}");
-            Ok(ExitCode::from(exit::INVALID_INPUT))
-        }
+        Err(e) if e.downcast_ref::<ansible::Invalid>().is_some() => exit::invalid(e),
         Err(e) => Err(e),
     }
 }
 
-fn export_registrations(args: RegistrationsArgs, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn export_registrations(args: RegistrationsArgs, data: Option<PathBuf>) -> anyhow::Result<Exit> {
     use mmbuild::registration::{self, preflight::Probe, ExportOptions, Selection};
     let mut probe = Probe {
         http_port: args.http_port,
@@ -182,7 +166,7 @@ fn export_registrations(args: RegistrationsArgs, data: Option<PathBuf>) -> anyho
                 "mmbuild: error: --connect {}={}: the probe's ports are --http-port, --https-port and --rsync-port, not :{port}: give NODE=HOST",
                 c.node, c.at
             );
-            return Ok(ExitCode::from(exit::USAGE));
+            return Ok(Exit::Usage);
         }
         let addrs = c.at.socket_addrs(0).with_context(|| format!("--connect {}={}: resolving {}", c.node, c.at, c.at.host_bare()))?;
         probe.connect.entry(c.node.clone()).or_default().extend(addrs.into_iter().map(|a| a.ip()));
@@ -204,19 +188,12 @@ fn boot_test(
     opts: &mmbuild::boottest::Options,
     junit: Option<&std::path::Path>,
     json: bool,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Exit> {
     use anyhow::Context;
     use mmbuild::boottest::{self, report};
-    let fleet = match mmbuild::inventory::fleet::load(fleet_path, data) {
-        Ok(f) => f,
-        Err(diags) => {
-            eprint!("{diags}");
-            return Ok(ExitCode::from(exit::INVALID_INPUT));
-        }
-    };
+    let fleet = fleet::open(fleet_path, data)?;
     if let Some(name) = opts.nodes.iter().find(|n| fleet.node(n).is_none()) {
-        eprintln!("mmbuild: error: --node {name}: no such node in {}", fleet_path.display());
-        return Ok(ExitCode::from(exit::INVALID_INPUT));
+        return exit::invalid(format!("--node {name}: no such node in {}", fleet_path.display()));
     }
     let results = boottest::run(&fleet, opts)?;
     if let Some(path) = junit {
@@ -229,10 +206,10 @@ fn boot_test(
     } else {
         print!("{}", report::table(&results));
     }
-    Ok(ExitCode::from(boottest::exit_status(&results)))
+    Ok(boottest::exit_status(&results))
 }
 
-fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memory: u32, snapshot: bool) -> anyhow::Result<ExitCode> {
+fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memory: u32, snapshot: bool) -> anyhow::Result<Exit> {
     use anyhow::Context;
     use mmbuild::boottest::qemu::{self, Vm, VmOptions};
     let scratch = std::env::temp_dir().join(format!("mmbuild-qemu-{}", std::process::id()));
@@ -249,5 +226,5 @@ fn run_qemu(image: PathBuf, data_disks: Vec<String>, http: u16, rsync: u16, memo
     let vm = Vm::start(&opts)?;
     eprintln!("mmbuild: booting with {:?}; http://127.0.0.1:{http}/ and rsync://127.0.0.1:{rsync}/ once up; Ctrl-A X quits", vm.accel);
     let status = vm.wait()?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(exit::BUILD_FAILED) })
+    Ok(if status.success() { Exit::Ok } else { Exit::BuildFailed })
 }

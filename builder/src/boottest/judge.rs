@@ -402,9 +402,9 @@ mod tests {
         let passed = Check { name: "console verdict ALL GOOD".into(), ok: true, detail: String::new(), seconds: 1.0 };
         let node = |checks: Vec<Check>| NodeResult { node: "sonic".into(), checks, ..NodeResult::default() };
         let good = node(vec![passed.clone()]);
-        assert_eq!(exit_status(std::slice::from_ref(&good)), 0);
+        assert_eq!(exit_status(std::slice::from_ref(&good)) as u8, 0);
         // A node with no checks at all never ran: it did not pass.
-        assert_eq!(exit_status(&[good.clone(), node(vec![])]), 6);
+        assert_eq!(exit_status(&[good.clone(), node(vec![])]) as u8, 6);
         for broken in [
             layout(&DataPlacement::BootDisk, Path::new("/nonexistent"), None),
             host_key("AAAAsonic", "192.0.2.10".parse().unwrap(), &scanned("192.0.2.10 ssh-ed25519 AAAAother\n", "")),
@@ -412,7 +412,7 @@ mod tests {
             first_sync("debian", "/debian/project/trace/x", &Err(NetError::Refused)),
         ] {
             let results = [good.clone(), node(vec![passed.clone(), broken.clone()])];
-            assert_eq!(exit_status(&results), 6, "{broken:?}");
+            assert_eq!(exit_status(&results) as u8, 6, "{broken:?}");
             let table = report::table(&results);
             let line = format!("sonic: FAILED {}: {}", broken.name, broken.detail.lines().next().unwrap_or_default());
             assert!(table.contains(&line) && table.contains("1 of 2 node(s) passed"), "{line}\n{table}");

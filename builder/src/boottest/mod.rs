@@ -76,11 +76,11 @@ impl NodeResult {
 }
 
 /// The run's exit status: success only when every node passed every check.
-pub fn exit_status(results: &[NodeResult]) -> u8 {
+pub fn exit_status(results: &[NodeResult]) -> crate::exit::Exit {
     if results.iter().all(NodeResult::passed) {
-        0
+        crate::exit::Exit::Ok
     } else {
-        crate::exit::NODES_FAILED
+        crate::exit::Exit::NodesFailed
     }
 }
 

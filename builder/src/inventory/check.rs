@@ -1,40 +1,39 @@
 //! `mmbuild check`: validate a fleet inventory and print every error.
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::{exit, inventory::fleet};
+use crate::exit::{Exit, Invalid};
+use crate::inventory::fleet;
 
 /// Validate `fleet_path`; print every error on stderr (one per line) or a summary on stdout.
 /// With `node_toml`, print that node's `node.toml` (what MMCONFIG and OEMDRV carry) instead.
-pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, node_toml: Option<&str>) -> Result<ExitCode> {
+pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, node_toml: Option<&str>) -> Result<Exit> {
     match fleet::load(fleet_path, data) {
         Err(diags) => {
-            eprint!("{diags}");
             let n = diags.len();
-            eprintln!("{}: {n} error{} found", fleet_path.display(), if n == 1 { "" } else { "s" });
-            Ok(ExitCode::from(exit::INVALID_INPUT))
+            let text = format!("{diags}{}: {n} error{} found\n", fleet_path.display(), if n == 1 { "" } else { "s" });
+            Err(Invalid::diagnostics(text).into())
         }
         Ok(fleet) if node_toml.is_some() => {
             let name = node_toml.unwrap_or_default();
             match fleet.node(name) {
                 Some(cfg) => {
                     print!("{}", cfg.to_toml());
-                    Ok(ExitCode::SUCCESS)
+                    Ok(Exit::Ok)
                 }
                 None => {
                     let known: Vec<&str> = fleet.nodes.iter().map(|c| c.node.name.as_str()).collect();
-                    eprintln!("{}: error: --node-toml {name}: no such node (nodes: {})", fleet_path.display(), known.join(", "));
-                    Ok(ExitCode::from(exit::INVALID_INPUT))
+                    let text = format!("{}: error: --node-toml {name}: no such node (nodes: {})\n", fleet_path.display(), known.join(", "));
+                    Err(Invalid::diagnostics(text).into())
                 }
             }
         }
         Ok(fleet) if json => {
             let out = serde_json::to_string_pretty(&fleet.nodes).context("serializing the resolved nodes")?;
             println!("{out}");
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok)
         }
         Ok(fleet) => {
             println!("{}: fleet \"{}\" is valid: {} node(s)", fleet_path.display(), fleet.name, fleet.nodes.len());
@@ -55,7 +54,7 @@ pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, node_toml: Option
                     projects.join(",")
                 );
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok)
         }
     }
 }

@@ -255,6 +255,11 @@ impl Checker<'_> {
     }
 }
 
+/// [`load`] for a verb: every problem found becomes an [`crate::exit::Invalid`] error (exit 1).
+pub fn open(path: &Path, data_override: Option<&Path>) -> anyhow::Result<Fleet> {
+    load(path, data_override).map_err(|d| crate::exit::Invalid::diagnostics(d).into())
+}
+
 /// Load and validate `path`; on failure, every problem found.
 pub fn load(path: &Path, data_override: Option<&Path>) -> Result<Fleet, Diagnostics> {
     let text = std::fs::read_to_string(path)
@@ -671,9 +676,57 @@ fn check_node(
             ck.node_err(name, name_span.clone(), format!("FQDN {fqdn} is longer than 253 characters"));
         }
     }
+    let hardware = check_hardware(ck, defaults, raw, data, data_diags);
+    let mut profiles = check_projects(ck, defaults, raw, data, data_diags);
+    check_upstreams(ck, defaults, raw, &mut profiles);
+    if let Some(hw) = &hardware {
+        check_capacity(ck, raw, hw, &profiles);
+    }
+    check_sponsor(ck, raw);
+    let ipv4 = raw.ipv4.as_ref().and_then(|a| check_ipv4(ck, name, a.get_ref()));
+    let ipv6 = raw.ipv6.as_ref().and_then(|a| check_ipv6(ck, name, a.get_ref()));
+    if raw.ipv4.is_none() && raw.ipv6.is_none() {
+        ck.node_err(name, name_span.clone(), "has neither ipv4 nor ipv6: give it at least one static address");
+    }
+    let dns = check_dns(ck, defaults, raw);
+    let interface_mac = check_interface(ck, raw);
+    let wipe = check_wipe(ck, raw);
+    let bwlimit = raw.sync_bwlimit_kbps.as_ref().or(defaults.sync_bwlimit_kbps.as_ref()).map(|b| *b.get_ref());
 
-    // Hardware.
-    let hardware = match raw.hardware.as_ref().or(defaults.hardware.as_ref()) {
+    if ck.diags.len() > errors_before {
+        return None;
+    }
+    let (fleet, hardware, fqdn) = (fleet?, hardware?, fqdn?);
+    let sponsor = raw.sponsor.get_ref();
+    Some(NodeConfig {
+        schema: SCHEMA_VERSION,
+        fleet: fleet_info(fleet),
+        node: Node {
+            name: name.to_string(),
+            fqdn,
+            sponsor: Sponsor { name: sponsor.name.get_ref().clone(), url: sponsor.url.get_ref().clone() },
+            ipv4,
+            ipv6,
+            dns,
+            interface_mac,
+            wipe_disk_serials: wipe,
+            sync_bwlimit_kbps: bwlimit,
+        },
+        hardware,
+        projects: profiles,
+    })
+}
+
+/// The node's hardware model (its own or [defaults]'s), looked up in the data directories.
+fn check_hardware(
+    ck: &mut Checker<'_>,
+    defaults: &RawDefaults,
+    raw: &RawNode,
+    data: &mut DataCache,
+    data_diags: &mut Diagnostics,
+) -> Option<mmconfig::Hardware> {
+    let (name, name_span) = (raw.name.get_ref().as_str(), raw.name.span());
+    match raw.hardware.as_ref().or(defaults.hardware.as_ref()) {
         None => {
             ck.node_err(name, name_span.clone(), "no hardware: set hardware = \"...\" on the node or in [defaults]");
             None
@@ -691,9 +744,18 @@ fn check_node(
                 None
             }
         },
-    };
+    }
+}
 
-    // Projects.
+/// The node's projects (its own list or [defaults]'s), each profile looked up once.
+fn check_projects(
+    ck: &mut Checker<'_>,
+    defaults: &RawDefaults,
+    raw: &RawNode,
+    data: &mut DataCache,
+    data_diags: &mut Diagnostics,
+) -> Vec<Profile> {
+    let (name, name_span) = (raw.name.get_ref().as_str(), raw.name.span());
     let mut profiles: Vec<Profile> = Vec::new();
     match raw.projects.as_ref().or(defaults.projects.as_ref()) {
         None => ck.node_err(name, name_span.clone(), "no projects: set projects = [...] on the node or in [defaults]"),
@@ -721,8 +783,12 @@ fn check_node(
             }
         }
     }
+    profiles
+}
 
-    // Upstream overrides: node entries win over [defaults].
+/// Upstream overrides (node entries win over [defaults]'s), applied to the profiles they name.
+fn check_upstreams(ck: &mut Checker<'_>, defaults: &RawDefaults, raw: &RawNode, profiles: &mut [Profile]) {
+    let name = raw.name.get_ref().as_str();
     let mut upstreams: BTreeMap<String, S<String>> = BTreeMap::new();
     for table in [&defaults.upstreams, &raw.upstreams].into_iter().flatten() {
         for (project, url) in table {
@@ -739,32 +805,35 @@ fn check_node(
             ck.node_err(name, url.span(), format!("upstreams.{} overrides a project this node does not host", project.get_ref()));
         }
     }
-    for p in &mut profiles {
+    for p in profiles.iter_mut() {
         if let Some(url) = upstreams.get(&p.name) {
             p.sync.upstream = url.get_ref().clone();
         }
     }
+}
 
-    // Capacity.
-    if let Some(hw) = &hardware {
-        let need: u64 = profiles.iter().map(|p| p.size_gb).sum();
-        if need > hw.data_capacity_gb {
-            let span = raw.projects.as_ref().map_or(name_span.clone(), |p| p.span());
-            let sizes = profiles.iter().map(|p| format!("{} {} GB", p.name, p.size_gb)).collect::<Vec<_>>().join(", ");
-            ck.node_err(
-                name,
-                span,
-                format!(
-                    "projects need {need} GB ({sizes}) but hardware \"{}\" holds {} GB: {} GB too much; drop a project or use larger hardware",
-                    hw.name,
-                    hw.data_capacity_gb,
-                    need - hw.data_capacity_gb
-                ),
-            );
-        }
+/// The projects' sizes against what the hardware holds.
+fn check_capacity(ck: &mut Checker<'_>, raw: &RawNode, hw: &mmconfig::Hardware, profiles: &[Profile]) {
+    let (name, name_span) = (raw.name.get_ref().as_str(), raw.name.span());
+    let need: u64 = profiles.iter().map(|p| p.size_gb).sum();
+    if need > hw.data_capacity_gb {
+        let span = raw.projects.as_ref().map_or(name_span.clone(), |p| p.span());
+        let sizes = profiles.iter().map(|p| format!("{} {} GB", p.name, p.size_gb)).collect::<Vec<_>>().join(", ");
+        ck.node_err(
+            name,
+            span,
+            format!(
+                "projects need {need} GB ({sizes}) but hardware \"{}\" holds {} GB: {} GB too much; drop a project or use larger hardware",
+                hw.name,
+                hw.data_capacity_gb,
+                need - hw.data_capacity_gb
+            ),
+        );
     }
+}
 
-    // Sponsor.
+fn check_sponsor(ck: &mut Checker<'_>, raw: &RawNode) {
+    let name = raw.name.get_ref().as_str();
     let sponsor = raw.sponsor.get_ref();
     let sponsor_name = sponsor.name.get_ref();
     if sponsor_name.trim().is_empty() {
@@ -775,15 +844,11 @@ fn check_node(
     if let Err(why) = check_http_url(sponsor.url.get_ref()) {
         ck.node_err(name, sponsor.url.span(), format!("sponsor.url \"{}\" {why}", sponsor.url.get_ref()));
     }
+}
 
-    // Addresses.
-    let ipv4 = raw.ipv4.as_ref().and_then(|a| check_ipv4(ck, name, a.get_ref()));
-    let ipv6 = raw.ipv6.as_ref().and_then(|a| check_ipv6(ck, name, a.get_ref()));
-    if raw.ipv4.is_none() && raw.ipv6.is_none() {
-        ck.node_err(name, name_span.clone(), "has neither ipv4 nor ipv6: give it at least one static address");
-    }
-
-    // DNS.
+/// The resolvers (the node's own or [defaults]'s), each of a family the node has.
+fn check_dns(ck: &mut Checker<'_>, defaults: &RawDefaults, raw: &RawNode) -> Vec<String> {
+    let (name, name_span) = (raw.name.get_ref().as_str(), raw.name.span());
     let mut dns = Vec::new();
     match raw.dns.as_ref().or(defaults.dns.as_ref()) {
         None => ck.node_err(name, name_span.clone(), "no dns servers: set dns = [...] on the node or in [defaults]"),
@@ -807,9 +872,13 @@ fn check_node(
             }
         }
     }
+    dns
+}
 
-    // Interface pin.
-    let interface_mac = raw.interface.as_ref().and_then(|i| {
+/// The MAC address the node's port is pinned to, normalized.
+fn check_interface(ck: &mut Checker<'_>, raw: &RawNode) -> Option<String> {
+    let name = raw.name.get_ref().as_str();
+    raw.interface.as_ref().and_then(|i| {
         let mac = i.get_ref().mac.get_ref();
         match normalize_mac(mac) {
             Some(m) => Some(m),
@@ -822,8 +891,11 @@ fn check_node(
                 None
             }
         }
-    });
+    })
+}
 
+fn check_wipe(ck: &mut Checker<'_>, raw: &RawNode) -> Vec<String> {
+    let name = raw.name.get_ref().as_str();
     let mut wipe = Vec::new();
     for serial in &raw.wipe_disk_serials {
         if serial.get_ref().trim().is_empty() {
@@ -832,30 +904,7 @@ fn check_node(
             wipe.push(serial.get_ref().clone());
         }
     }
-
-    let bwlimit = raw.sync_bwlimit_kbps.as_ref().or(defaults.sync_bwlimit_kbps.as_ref()).map(|b| *b.get_ref());
-
-    if ck.diags.len() > errors_before {
-        return None;
-    }
-    let (fleet, hardware, fqdn) = (fleet?, hardware?, fqdn?);
-    Some(NodeConfig {
-        schema: SCHEMA_VERSION,
-        fleet: fleet_info(fleet),
-        node: Node {
-            name: name.to_string(),
-            fqdn,
-            sponsor: Sponsor { name: sponsor_name.clone(), url: sponsor.url.get_ref().clone() },
-            ipv4,
-            ipv6,
-            dns,
-            interface_mac,
-            wipe_disk_serials: wipe,
-            sync_bwlimit_kbps: bwlimit,
-        },
-        hardware,
-        projects: profiles,
-    })
+    wipe
 }
 
 fn fleet_info(f: &RawFleet) -> FleetInfo {

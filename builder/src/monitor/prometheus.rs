@@ -5,15 +5,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use handlebars::{handlebars_helper, Handlebars};
 use mmconfig::{NodeConfig, DATA_MOUNT};
 use serde_json::{json, Value};
 
+use crate::exit::{self, Exit};
+use crate::inventory::fleet;
 use crate::monitor::health::marker;
-use crate::{exit, inventory::fleet};
 use hostkit::atomic;
 
 /// node_exporter's port on every node.
@@ -249,31 +249,21 @@ pub fn render(
     Ok(out)
 }
 
-pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, blackbox: &str, build: Option<&Path>) -> Result<ExitCode> {
-    let fleet = match fleet::load(fleet_path, data) {
-        Ok(f) => f,
-        Err(diags) => {
-            eprint!("{diags}");
-            return Ok(ExitCode::from(exit::INVALID_INPUT));
-        }
-    };
+pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, blackbox: &str, build: Option<&Path>) -> Result<Exit> {
+    let fleet = fleet::open(fleet_path, data)?;
     if !hostkit::net::Authority::parse(blackbox).is_ok_and(|a| a.port.is_some()) {
-        eprintln!("mmbuild: error: --blackbox {blackbox:?}: expected HOST:PORT");
-        return Ok(ExitCode::from(exit::INVALID_INPUT));
+        return exit::invalid(format!("--blackbox {blackbox:?}: expected HOST:PORT"));
     }
     let image_version = match build.map(crate::image::manifest::image_version).transpose() {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("mmbuild: error: --build: {e:#}");
-            return Ok(ExitCode::from(exit::INVALID_INPUT));
-        }
+        Err(e) => return exit::invalid(format!("--build: {e:#}")),
     };
     let files = render(&fleet.name, &fleet.nodes, &fleet.data_dir.join("overlays/monitoring"), blackbox, image_version.as_deref())?;
     for (rel, text) in &files {
         atomic::write(&out.join(rel), text.as_bytes())?;
     }
     println!("{}: wrote {} files for {} node(s) to {}", fleet_path.display(), files.len(), fleet.nodes.len(), out.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 #[cfg(test)]

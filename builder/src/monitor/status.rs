@@ -3,44 +3,29 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
 use crate::monitor::health::{self, marker, table, Options};
 use mmconfig::NodeConfig;
 
-use crate::{exit, inventory::fleet};
+use crate::exit::{self, Exit};
+use crate::inventory::fleet;
 
 /// Load the fleet and pick the nodes `--node` names (every node without one), checking that
-/// each `--resolve` names a node of it. Err: the exit code, the problem already printed.
-pub fn select(
-    fleet_path: &Path,
-    data: Option<&Path>,
-    nodes: &[String],
-    opts: &Options,
-) -> Result<(fleet::Fleet, Vec<NodeConfig>), ExitCode> {
-    let fleet = match fleet::load(fleet_path, data) {
-        Ok(f) => f,
-        Err(diags) => {
-            eprint!("{diags}");
-            return Err(ExitCode::from(exit::INVALID_INPUT));
-        }
-    };
+/// each `--resolve` names a node of it.
+pub fn select(fleet_path: &Path, data: Option<&Path>, nodes: &[String], opts: &Options) -> Result<(fleet::Fleet, Vec<NodeConfig>)> {
+    let fleet = fleet::open(fleet_path, data)?;
     for r in &opts.resolve {
         if fleet.node(&r.node).is_none() {
-            eprintln!("mmbuild: error: --resolve {}:{}: no node {:?} in {}", r.node, r.port, r.node, fleet_path.display());
-            return Err(ExitCode::from(exit::INVALID_INPUT));
+            return exit::invalid(format!("--resolve {}:{}: no node {:?} in {}", r.node, r.port, r.node, fleet_path.display()));
         }
     }
     let mut selected = Vec::new();
     for name in nodes {
         match fleet.node(name) {
             Some(n) => selected.push(n.clone()),
-            None => {
-                eprintln!("mmbuild: error: --node {name}: no such node in {}", fleet_path.display());
-                return Err(ExitCode::from(exit::INVALID_INPUT));
-            }
+            None => return exit::invalid(format!("--node {name}: no such node in {}", fleet_path.display())),
         }
     }
     if selected.is_empty() {
@@ -49,17 +34,11 @@ pub fn select(
     Ok((fleet, selected))
 }
 
-pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String], opts: &Options, out: Option<&Path>) -> Result<ExitCode> {
-    let (fleet, selected) = match select(fleet_path, data, nodes, opts) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
+pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String], opts: &Options, out: Option<&Path>) -> Result<Exit> {
+    let (fleet, selected) = select(fleet_path, data, nodes, opts)?;
     let fleet_image = match out.map(crate::image::manifest::image_version).transpose() {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("mmbuild: error: --out: {e:#}");
-            return Ok(ExitCode::from(exit::INVALID_INPUT));
-        }
+        Err(e) => return exit::invalid(format!("--out: {e:#}")),
     };
     let markers = marker::load(&fleet.data_dir).context("loading the freshness markers")?;
     let report = health::probe_fleet(&fleet.name, &selected, &markers, opts, fleet_image.as_deref());
@@ -68,5 +47,5 @@ pub fn run(fleet_path: &Path, data: Option<&Path>, json: bool, nodes: &[String],
     } else {
         print!("{}", table::render(&report, std::io::stdout().is_terminal()));
     }
-    Ok(if report.healthy { ExitCode::SUCCESS } else { ExitCode::from(exit::UNHEALTHY) })
+    Ok(if report.healthy { Exit::Ok } else { Exit::NotReady })
 }

@@ -20,6 +20,7 @@ use anyhow::{Context, Result};
 use mmconfig::{NodeConfig, Profile};
 use serde::{Deserialize, Serialize};
 
+use crate::exit::{Exit, Invalid};
 use crate::inventory::diag::{Diagnostic, Diagnostics};
 use crate::inventory::fleet::{Fleet, NodeFacts};
 
@@ -446,29 +447,18 @@ struct Summary<'a> {
     warnings: &'a [Note],
 }
 
-pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
-    use std::process::ExitCode;
-    let fleet = match crate::inventory::fleet::load(&opts.fleet, opts.data.as_deref()) {
-        Ok(f) => f,
-        Err(diags) => {
-            eprint!("{diags}");
-            return Ok(ExitCode::from(crate::exit::INVALID_INPUT));
-        }
-    };
+pub fn run(opts: &ExportOptions) -> Result<Exit> {
+    let fleet = crate::inventory::fleet::open(&opts.fleet, opts.data.as_deref())?;
     let specs = Specs::load(&fleet.data_dir)?;
     let apps = match plan(&fleet, &specs, &opts.selection) {
         Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{}: error: {msg}", opts.fleet.display());
-            return Ok(ExitCode::from(crate::exit::INVALID_INPUT));
-        }
+        Err(msg) => return Err(Invalid::diagnostics(format!("{}: error: {msg}\n", opts.fleet.display())).into()),
     };
     let missing = missing_facts(&fleet, &specs, &apps);
     if !missing.is_empty() {
-        eprint!("{missing}");
         let n = missing.len();
-        eprintln!("{}: {n} registration field{} missing: nothing written", opts.fleet.display(), plural(n));
-        return Ok(ExitCode::from(crate::exit::INVALID_INPUT));
+        let text = format!("{missing}{}: {n} registration field{} missing: nothing written\n", opts.fleet.display(), plural(n));
+        return Err(Invalid::diagnostics(text).into());
     }
     let readiness = opts.check.as_ref().map(|probe| {
         let mut pairs = Vec::new();
@@ -545,7 +535,7 @@ pub fn run(opts: &ExportOptions) -> Result<std::process::ExitCode> {
         println!("{}: {} file(s) in {written} application(s)", opts.out.display(), files.len());
     }
     let not_ready = summaries.iter().any(|s| s.ready == Some(false));
-    Ok(if not_ready { ExitCode::from(crate::exit::NOT_READY) } else { ExitCode::SUCCESS })
+    Ok(if not_ready { Exit::NotReady } else { Exit::Ok })
 }
 
 #[cfg(test)]

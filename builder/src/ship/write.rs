@@ -13,6 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
+use crate::exit::{self, Exit};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -835,29 +837,20 @@ pub fn render_plan(facts: &Facts, source: &Source, node: &str, artifact: Artifac
 }
 
 /// `mmbuild write`: the exit code (0 written and verified, 7 refused).
-pub fn run(opts: &Options) -> Result<std::process::ExitCode> {
-    use crate::exit;
-    use std::process::ExitCode;
-    let fleet = match crate::inventory::fleet::load(&opts.fleet, opts.data.as_deref()) {
-        Ok(f) => f,
-        Err(diags) => {
-            eprint!("{diags}");
-            return Ok(ExitCode::from(exit::INVALID_INPUT));
-        }
-    };
+pub fn run(opts: &Options) -> Result<Exit> {
+    let fleet = crate::inventory::fleet::open(&opts.fleet, opts.data.as_deref())?;
     if fleet.node(&opts.node).is_none() {
-        eprintln!("mmbuild: error: --node {}: no such node in {}", opts.node, opts.fleet.display());
-        return Ok(ExitCode::from(exit::INVALID_INPUT));
+        return exit::invalid(format!("--node {}: no such node in {}", opts.node, opts.fleet.display()));
     }
     let ours = Ours::of(&fleet.name, &opts.node);
-    let refuse = |r: Refusal, facts: Option<&Facts>| -> Result<ExitCode> {
+    let refuse = |r: Refusal, facts: Option<&Facts>| -> Result<Exit> {
         if opts.json {
             let doc = serde_json::json!({"version": 1, "node": opts.node, "artifact": opts.artifact, "target": facts,
                 "refused": {"kind": r.kind(), "message": r.to_string()}});
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         eprintln!("mmbuild: refused, nothing was written: {r}");
-        Ok(ExitCode::from(exit::REFUSED))
+        Ok(Exit::Refused)
     };
     // The target first: a wrong --to is told before minutes of checksumming.
     let facts = gather(&opts.to)?;
@@ -885,13 +878,13 @@ pub fn run(opts: &Options) -> Result<std::process::ExitCode> {
         } else {
             println!("--dry-run: nothing written");
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Ok);
     }
     let written = match apply(&plan, &source, opts.json) {
         Ok(w) => w,
         Err(e) if e.downcast_ref::<ApplyError>().is_some_and(|a| matches!(a, ApplyError::Busy { .. })) => {
             eprintln!("mmbuild: refused, nothing was written: {e:#}");
-            return Ok(ExitCode::from(exit::REFUSED));
+            return Ok(Exit::Refused);
         }
         Err(e) => return Err(e),
     };
@@ -909,7 +902,7 @@ pub fn run(opts: &Options) -> Result<std::process::ExitCode> {
             human(written.verify_rate as u64)
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ pub mod html;
 pub mod model;
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use hostkit::atomic;
@@ -18,7 +17,7 @@ use mmconfig::fleet_report::{self, FleetReport, NodeEntry, ProjectLag};
 use mmconfig::traffic::{self, TrafficDoc};
 use mmconfig::NodeConfig;
 
-use crate::exit;
+use crate::exit::Exit;
 use crate::monitor::health::{self, marker, NodeReport, Options, Severity};
 use model::Window;
 
@@ -109,11 +108,8 @@ pub fn entry(
     e
 }
 
-pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, since: u32, nodes: &[String], opts: &Options) -> Result<ExitCode> {
-    let (fleet, selected) = match crate::monitor::status::select(fleet_path, data, nodes, opts) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
+pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, since: u32, nodes: &[String], opts: &Options) -> Result<Exit> {
+    let (fleet, selected) = crate::monitor::status::select(fleet_path, data, nodes, opts)?;
     // Templates and the previous report are read before any node is asked: a broken install
     // or a damaged report.json stops the run before it costs the fleet a probe.
     let templates = html::registry(&fleet.data_dir.join("overlays/report"))?;
@@ -170,5 +166,5 @@ pub fn run(fleet_path: &Path, data: Option<&Path>, out: &Path, since: u32, nodes
         fleet_report::FILE,
         out.display()
     );
-    Ok(if report.healthy { ExitCode::SUCCESS } else { ExitCode::from(exit::UNHEALTHY) })
+    Ok(if report.healthy { Exit::Ok } else { Exit::NotReady })
 }
