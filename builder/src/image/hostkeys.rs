@@ -48,7 +48,7 @@ impl HostKey {
 
 /// `SHA256:<base64, no padding>` of a public key's blob (`type base64 [comment]`).
 pub fn fingerprint(public: &str) -> Option<String> {
-    let blob = crate::inventory::fleet::base64_decode(public.split_whitespace().nth(1)?)?;
+    let blob = crate::inventory::syntax::base64_decode(public.split_whitespace().nth(1)?)?;
     Some(format!("SHA256:{}", base64_nopad(&Sha256::digest(&blob))))
 }
 

@@ -35,7 +35,8 @@ pub fn almalinux_problems(m: &AlmaMirror) -> Vec<String> {
     if m.name.ends_with('/') || m.name.contains('/') {
         p.push(format!("name \"{}\" has a slash: give the host name only, no path or trailing slash", m.name));
     }
-    if m.name.is_empty() || crate::inventory::fleet::check_label(m.name.split('.').next().unwrap_or("")).is_err() || !m.name.contains('.') {
+    if m.name.is_empty() || crate::inventory::syntax::check_label(m.name.split('.').next().unwrap_or("")).is_err() || !m.name.contains('.')
+    {
         p.push(format!("name \"{}\" is not a fully qualified host name", m.name));
     }
     if m.http.is_none() && m.https.is_none() {
