@@ -412,19 +412,8 @@ fn converge_services(
         host.systemctl(&["daemon-reload"])?;
     }
     if family == Family::Rhel {
-        // firewalld conflicts with nftables.service and would replace our ruleset.
-        if host.units_active(&["firewalld.service"])[0]
-            || host.path(Path::new("/etc/systemd/system/multi-user.target.wants/firewalld.service")).exists()
-        {
-            if let Err(e) = host.systemctl(&["disable", "--now", "--no-block", "firewalld.service"]) {
-                st.problems.push(format!("disabling firewalld: {e:#}"));
-            }
-        }
-        // SELinux: files we created under /home need sshd's labels.
-        let _ = hostkit::cmd::text("restorecon", &["-RF", &format!("/home/{ADMIN_USER}"), &format!("/home/{PUSH_USER}")]);
+        rhel_fixups(host, st);
     }
-    // One systemctl call per verb, not per unit: each call costs a D-Bus round trip, which
-    // adds up early in boot (and to seconds under emulation).
     let units: Vec<&str> = desired.units.iter().map(|(u, _)| u.as_str()).filter(|u| !missing.contains(u)).collect();
     let active = host.units_active(&units);
     // The firewall must hold before the network comes up (at boot we run before network-pre):
@@ -436,7 +425,25 @@ fn converge_services(
             st.problems.push(format!("loading the firewall: {e:#}"));
         }
     }
-    let start: Vec<String> = units.iter().zip(&active).filter(|(_, a)| !**a).map(|(u, _)| u.to_string()).collect();
+    for (verb, list) in systemctl_batches(&units, &active, &services, &missing) {
+        let mut args = vec![verb];
+        args.extend(queue);
+        args.extend(list.iter().map(String::as_str));
+        if let Err(e) = host.systemctl(&args) {
+            st.problems.push(format!("systemctl {verb} {}: {e:#}", list.join(" ")));
+        }
+    }
+    if data_ready {
+        start_first_syncs(host, cfg, st, say);
+    }
+    Ok(())
+}
+
+/// The systemctl calls that bring running units in line, one call per verb and not per unit (each
+/// call costs a D-Bus round trip, seconds under emulation): start what is not running, then the
+/// reloads, then the restarts that the written files call for. Units not installed are left out.
+fn systemctl_batches(units: &[&str], active: &[bool], services: &[Change], missing: &[&str]) -> Vec<(&'static str, Vec<String>)> {
+    let start: Vec<String> = units.iter().zip(active).filter(|(_, a)| !**a).map(|(u, _)| u.to_string()).collect();
     let mut batches: Vec<(&str, Vec<String>)> = vec![("start", start)];
     for verb in [Verb::Reload, Verb::Restart] {
         let list: Vec<String> = services
@@ -448,35 +455,41 @@ fn converge_services(
             .collect();
         batches.push((verb.systemctl(), list));
     }
-    for (verb, list) in batches {
-        if list.is_empty() {
-            continue;
-        }
-        let mut args = vec![verb];
-        args.extend(queue);
-        args.extend(list.iter().map(String::as_str));
-        if let Err(e) = host.systemctl(&args) {
-            st.problems.push(format!("systemctl {verb} {}: {e:#}", list.join(" ")));
-        }
-    }
-    if data_ready {
-        // A first sync runs for minutes: always queued, never waited for.
-        let first: Vec<String> = cfg
-            .projects
-            .iter()
-            .filter(|p| !host.path(Path::new(&mmconfig::sync_status_file(&p.name))).exists())
-            .map(|p| format!("mm-sync-{}.service", p.name))
-            .collect();
-        if !first.is_empty() {
-            say(&format!("services: starting the first sync of {}", first.join(" ")));
-            let mut args = vec!["start", "--no-block"];
-            args.extend(first.iter().map(String::as_str));
-            if let Err(e) = host.systemctl(&args) {
-                st.problems.push(format!("systemctl start {}: {e:#}", first.join(" ")));
-            }
+    batches.retain(|(_, list)| !list.is_empty());
+    batches
+}
+
+/// AlmaLinux: firewalld conflicts with nftables.service and would replace our ruleset; files we
+/// created under /home need sshd's SELinux labels.
+fn rhel_fixups(host: &Host, st: &mut RunState) {
+    if host.units_active(&["firewalld.service"])[0]
+        || host.path(Path::new("/etc/systemd/system/multi-user.target.wants/firewalld.service")).exists()
+    {
+        if let Err(e) = host.systemctl(&["disable", "--now", "--no-block", "firewalld.service"]) {
+            st.problems.push(format!("disabling firewalld: {e:#}"));
         }
     }
-    Ok(())
+    let _ = hostkit::cmd::text("restorecon", &["-RF", &format!("/home/{ADMIN_USER}"), &format!("/home/{PUSH_USER}")]);
+}
+
+/// Each project that has never synced gets its first sync, queued and never waited for: it runs
+/// for minutes.
+fn start_first_syncs(host: &Host, cfg: &NodeConfig, st: &mut RunState, say: &mut dyn FnMut(&str)) {
+    let first: Vec<String> = cfg
+        .projects
+        .iter()
+        .filter(|p| !host.path(Path::new(&mmconfig::sync_status_file(&p.name))).exists())
+        .map(|p| format!("mm-sync-{}.service", p.name))
+        .collect();
+    if first.is_empty() {
+        return;
+    }
+    say(&format!("services: starting the first sync of {}", first.join(" ")));
+    let mut args = vec!["start", "--no-block"];
+    args.extend(first.iter().map(String::as_str));
+    if let Err(e) = host.systemctl(&args) {
+        st.problems.push(format!("systemctl start {}: {e:#}", first.join(" ")));
+    }
 }
 
 /// The plan as a person reads it: one line per change, diffs indented under their file.
@@ -531,6 +544,30 @@ fn record(host: &Host, st: &RunState) -> Result<()> {
 mod tests {
     use super::*;
     use crate::testdata::{node, nodes};
+
+    #[test]
+    fn one_systemctl_call_per_verb_starting_what_is_stopped_and_never_a_missing_unit() {
+        let service = |unit: &str, verb| Change::Service { unit: unit.into(), verb, because: vec!["/etc/x".into()] };
+        let units = ["nginx.service", "rsyncd.service", "mm-sync-epel.timer"];
+        let changes = [
+            service("nginx.service", Verb::Reload),
+            service("rsyncd.service", Verb::Restart),
+            service("gone.service", Verb::Reload),
+            Change::RemoveFile { path: "/etc/y".into() },
+        ];
+        let batches = systemctl_batches(&units, &[true, true, false], &changes, &["gone.service"]);
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            batches,
+            [
+                ("start", owned(&["mm-sync-epel.timer"])),
+                ("try-reload-or-restart", owned(&["nginx.service"])),
+                ("try-restart", owned(&["rsyncd.service"]))
+            ]
+        );
+        // Nothing to do: no call at all.
+        assert!(systemctl_batches(&units, &[true, true, true], &[], &[]).is_empty());
+    }
 
     /// The unit actions a node converged on `before` takes when its configuration becomes
     /// `after`: (unit, verb), from the files each unit reads.
