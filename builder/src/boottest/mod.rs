@@ -1,11 +1,11 @@
 //! `mmbuild boot-test`: boot each built node image in its hardware model's shape, against
 //! stand-in upstreams on its own addresses, and judge it the way remote hands and the fleet would.
 
-pub mod judge;
-pub mod lab;
+pub(crate) mod judge;
+pub(crate) mod lab;
 pub mod qemu;
 pub mod report;
-pub mod shape;
+pub(crate) mod shape;
 pub mod standin;
 
 use std::net::{IpAddr, SocketAddr};

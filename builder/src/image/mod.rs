@@ -2,12 +2,12 @@
 
 pub mod base;
 pub mod build;
-pub mod diskimage;
-pub mod esp;
+pub(crate) mod diskimage;
+pub(crate) mod esp;
 pub mod fat;
 pub mod gpt;
-pub mod hostkeys;
-pub mod initramfs;
-pub mod manifest;
-pub mod reproducible;
-pub mod uki;
+pub(crate) mod hostkeys;
+pub(crate) mod initramfs;
+pub(crate) mod manifest;
+pub(crate) mod reproducible;
+pub(crate) mod uki;

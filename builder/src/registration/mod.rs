@@ -4,14 +4,14 @@
 //! which inventory facts it needs; the renderers (one module per upstream format, shared parts in [`formats`]) are pure (fleet in, files out);
 //! [`export`] writes them atomically, one directory per application.
 
-pub mod almalinux;
-pub mod debian;
+pub(crate) mod almalinux;
+pub(crate) mod debian;
 pub mod escape;
-pub mod formats;
-pub mod launchpad;
-pub mod mirrormanager;
+pub(crate) mod formats;
+pub(crate) mod launchpad;
+pub(crate) mod mirrormanager;
 pub mod preflight;
-pub mod request;
+pub(crate) mod request;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -3,9 +3,9 @@
 //! Probing (network, bounded threads, timeouts) and judging (pure, unit-tested) are separate:
 //! [`probe_fleet`] gathers raw observations, [`judge`] turns them into findings.
 
-pub mod marker;
-pub mod table;
-pub mod upstream;
+pub(crate) mod marker;
+pub(crate) mod table;
+pub(crate) mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -4,9 +4,9 @@
 //! Gathering (network, the pool `status` uses) is here; the numbers ([`model`]), the charts
 //! ([`chart`]) and the pages ([`html`]) are pure and unit-tested.
 
-pub mod chart;
-pub mod html;
-pub mod model;
+pub(crate) mod chart;
+pub(crate) mod html;
+pub(crate) mod model;
 
 use std::path::Path;
 
