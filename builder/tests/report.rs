@@ -222,34 +222,15 @@ fn xpath(file: &Path, expr: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim_end_matches('\n').to_string()
 }
 
-/// A page beside the report framing `index.html` at 390 px and writing the framed page's scroll
-/// width and viewport width into `<pre id="w">` (headless Chromium's window has a minimum width
-/// above a phone's, so the frame sets the width instead).
-const FIT_PROBE: &str = r#"<!DOCTYPE html>
-<html><body style="margin:0">
-<iframe id="f" src="index.html" style="width:390px;height:844px;border:0"></iframe>
-<pre id="w"></pre>
-<script>
-document.getElementById("f").onload = function () {
-  var d = this.contentDocument.documentElement;
-  document.getElementById("w").textContent = d.scrollWidth + " " + d.clientWidth;
-};
-</script>
-</body></html>
-"#;
-
 /// The report's scroll width and viewport width in a 390 px frame.
 fn phone_widths(dir: &Path) -> (u32, u32) {
     let probe = dir.join("fit-390.html");
-    std::fs::write(&probe, FIT_PROBE).unwrap();
+    std::fs::write(&probe, hostkit::testenv::fit::probe_page("index.html", 390)).unwrap();
     // File pages are each their own origin unless file access between them is allowed.
     let args = ["--dump-dom", "--virtual-time-budget=10000", "--allow-file-access-from-files"];
     let dom = String::from_utf8(chromium(&args, &format!("file://{}", probe.display()))).unwrap();
     std::fs::remove_file(&probe).unwrap();
-    let w = dom.rsplit("<pre id=\"w\">").next().and_then(|r| r.split("</pre>").next()).unwrap_or_else(|| panic!("{dom}"));
-    let v: Vec<u32> = w.split_whitespace().map(|n| n.parse().unwrap_or_else(|_| panic!("{w:?} in {dom}"))).collect();
-    assert_eq!(v.len(), 2, "{dom}");
-    (v[0], v[1])
+    hostkit::testenv::fit::widths(&dom).unwrap_or_else(|| panic!("no widths in the probe's DOM: {dom}"))
 }
 
 /// The URLs in a Chromium network log that a page asked for: requests Chromium makes for itself

@@ -17,21 +17,6 @@ const HOSTILE_FILE: &str = "<img src=x onerror=alert(1)>.txt";
 const ODD_FILE: &str = "odd #1?50%.txt";
 
 /// Where screenshots and DOM dumps are kept for people to look at.
-/// A same-origin page framing the listing at 390 px and writing the listing's scroll width and
-/// viewport width into `<pre id="w">`.
-const FIT_PROBE: &str = r#"<!DOCTYPE html>
-<html><body style="margin:0">
-<iframe id="f" src="iso/2026.11.01/" style="width:390px;height:844px;border:0"></iframe>
-<pre id="w"></pre>
-<script>
-document.getElementById("f").onload = function () {
-  var d = this.contentDocument.documentElement;
-  document.getElementById("w").textContent = d.scrollWidth + " " + d.clientWidth;
-};
-</script>
-</body></html>
-"#;
-
 fn out_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("listing");
     std::fs::create_dir_all(&d).unwrap();
@@ -202,16 +187,14 @@ fn a_visitor_sees_where_they_are_readable_sizes_and_who_hosts_the_node() {
     // cut to the window whatever the page's width). The frame's page reads the listing's width
     // from the same origin and writes it where --dump-dom shows it.
     let probe = t.data().join("archlinux/fit-390.html");
-    std::fs::write(&probe, FIT_PROBE).unwrap();
+    std::fs::write(&probe, hostkit::testenv::fit::probe_page("iso/2026.11.01/", 390)).unwrap();
     let dom =
         String::from_utf8(chromium(&ns, &["--dump-dom", "--virtual-time-budget=10000"], "http://127.0.0.1/archlinux/fit-390.html").stdout)
             .unwrap();
     std::fs::remove_file(&probe).unwrap();
-    let widths = dom.split("<pre id=\"w\">").nth(1).and_then(|r| r.split("</pre>").next()).unwrap_or_else(|| panic!("{dom}"));
-    let w: Vec<u32> = widths.split_whitespace().map(|n| n.parse().unwrap()).collect();
-    assert_eq!(w.len(), 2, "{dom}");
-    assert_eq!(w[1], 390, "the frame's viewport: {widths}");
-    assert!(w[0] <= 390, "the listing is {} px wide in a 390 px viewport: it scrolls sideways on a phone", w[0]);
+    let (scroll, viewport) = hostkit::testenv::fit::widths(&dom).unwrap_or_else(|| panic!("no widths in the probe's DOM: {dom}"));
+    assert_eq!(viewport, 390, "the frame's viewport");
+    assert!(scroll <= 390, "the listing is {scroll} px wide in a 390 px viewport: it scrolls sideways on a phone");
     screenshot(&ns, "listing-https-1000x600.png", "1000,600", &[], &format!("https://127.0.0.1{DIR}"));
     // The page's background, bottom right (below the table).
     assert!(light.luma(990, 590) > 230, "light background: {}", light.luma(990, 590));

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
+pub mod fit;
 pub mod png;
 
 /// `Ok(())` when the test can run; otherwise the reason (or a panic under MM_REQUIRE_PRIVILEGED).
