@@ -428,7 +428,7 @@ fn one_node(cfg: &NodeConfig, ctx: &Ctx, ssh: &Ssh, r: &mut NodeResult) -> Resul
         }
         // The new binary's own plan: it may render what the old one did not.
         let out = ssh.run_codes("sudo mm-firstboot --config - plan --json", Some(new_toml.as_bytes()), &[0, 3])?;
-        plan = Ok(serde_json::from_slice(&out.stdout).context("reading the node's plan (mm-firstboot plan --json)")?);
+        plan = Ok(hostkit::cmd::json_output("sudo mm-firstboot --config - plan --json", &out.stdout)?);
     }
     let plan =
         plan.map_err(|why| anyhow::anyhow!("the node's mm-firstboot gave no plan ({why}): {}", hostkit::cmd::tail(&survey.stderr, 5)))?;
