@@ -48,9 +48,13 @@ pub fn previous(dir: &Path) -> Result<Option<FleetReport>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} does not parse: move it aside (the nodes' last known figures start afresh)", path.display()))?;
-    let version = v.get("version").and_then(serde_json::Value::as_u64);
+    let unreadable = || format!("{} does not parse: move it aside (the nodes' last known figures start afresh)", path.display());
+    /// Only the version: a report of another layout is set aside, not misread.
+    #[derive(serde::Deserialize)]
+    struct Layout {
+        version: Option<u64>,
+    }
+    let version = serde_json::from_str::<Layout>(&text).with_context(unreadable)?.version;
     if version != Some(u64::from(fleet_report::VERSION)) {
         eprintln!(
             "mmbuild: warning: {} has version {version:?}, this mmbuild writes {}: its last known figures are not used",
@@ -59,8 +63,7 @@ pub fn previous(dir: &Path) -> Result<Option<FleetReport>> {
         );
         return Ok(None);
     }
-    let r = serde_json::from_value(v)
-        .with_context(|| format!("{} does not parse: move it aside (the nodes' last known figures start afresh)", path.display()))?;
+    let r = serde_json::from_str(&text).with_context(unreadable)?;
     Ok(Some(r))
 }
 
