@@ -138,16 +138,11 @@ fn export_ansible(args: AnsibleArgs, data: Option<PathBuf>) -> anyhow::Result<Ex
     use mmbuild::day2::ansible;
     let fleet = fleet::open(&args.fleet, data.as_deref())?;
     let opts = ansible::Options { out: args.out, nodes: args.nodes, known_hosts: args.known_hosts };
-    match ansible::export(&fleet, &opts) {
-        Ok(s) => {
-            let dir = opts.out.display();
-            println!("{dir}: {} node(s) in {} group(s), {} file(s) written", s.nodes, s.groups, s.files.len());
-            println!("run: ansible-playbook -i {dir}/inventory.yml {dir}/converge.yml   (see {dir}/README.md)");
-            Ok(Exit::Ok)
-        }
-        Err(e) if e.downcast_ref::<ansible::Invalid>().is_some() => exit::invalid(e),
-        Err(e) => Err(e),
-    }
+    let s = ansible::export(&fleet, &opts)?;
+    let dir = opts.out.display();
+    println!("{dir}: {} node(s) in {} group(s), {} file(s) written", s.nodes, s.groups, s.files.len());
+    println!("run: ansible-playbook -i {dir}/inventory.yml {dir}/converge.yml   (see {dir}/README.md)");
+    Ok(Exit::Ok)
 }
 
 fn export_registrations(args: RegistrationsArgs, data: Option<PathBuf>) -> anyhow::Result<Exit> {

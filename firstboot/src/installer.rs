@@ -87,8 +87,7 @@ impl Console {
 /// The partition named MMINSTALL: (its device, the disk it is on).
 fn find_stick() -> Option<(PathBuf, String)> {
     for e in fs::read_dir("/sys/class/block").ok()?.flatten() {
-        let uevent = read_trim(&e.path().join("uevent"));
-        if uevent.lines().any(|l| l == format!("PARTNAME={INSTALL_LABEL}")) {
+        if probe::partname(&e.path()).as_deref() == Some(INSTALL_LABEL) {
             let real = fs::canonicalize(e.path()).ok()?;
             let disk = real.parent()?.file_name()?.to_string_lossy().into_owned();
             let part = e.file_name().to_string_lossy().into_owned();
@@ -111,7 +110,7 @@ fn disks() -> Vec<DiskFacts> {
         let sys = e.path();
         probe::ensure_node(&kname);
         out.push(DiskFacts {
-            bus: probe::bus_of(&sys),
+            bus: hostkit::sysfs::bus_of(&sys),
             model: read_trim(&sys.join("device/model")),
             serial: probe::sysfs_serial(&sys),
             by_path: None,

@@ -61,12 +61,6 @@ pub fn blkid(dev: &str) -> Result<BTreeMap<String, String>> {
     Ok(map)
 }
 
-/// The bus a disk hangs on, from its sysfs device path (hostkit's one classifier, shared with
-/// `mmbuild write`).
-pub fn bus_of(sys_block: &Path) -> Option<Bus> {
-    hostkit::sysfs::bus_of(sys_block)
-}
-
 fn by_path(kname: &str) -> Option<String> {
     let mut names: Vec<String> = fs::read_dir("/dev/disk/by-path")
         .ok()?
@@ -116,7 +110,7 @@ pub fn sysfs_serial(sys_block: &Path) -> String {
 const IMAGE_PARTITIONS: [&str; 4] = ["ESP", CONFIG_LABEL, Slot::A.partlabel(), Slot::B.partlabel()];
 
 /// A partition's GPT name, from its sysfs uevent.
-fn partname(sys_part: &Path) -> Option<String> {
+pub(crate) fn partname(sys_part: &Path) -> Option<String> {
     fs::read_to_string(sys_part.join("uevent")).ok()?.lines().find_map(|l| l.strip_prefix("PARTNAME=")).map(String::from)
 }
 
@@ -158,7 +152,7 @@ pub fn disks(overrides: &[DiskOverride], root_source: Option<&str>) -> Result<Ve
         });
         let facts = DiskFacts {
             kname: kname.clone(),
-            bus: ov.and_then(|o| o.bus).or_else(|| bus_of(&sys)),
+            bus: ov.and_then(|o| o.bus).or_else(|| hostkit::sysfs::bus_of(&sys)),
             model: read_trim(&sys.join("device/model")),
             serial,
             by_path: by_path(&kname),

@@ -179,7 +179,7 @@ pub fn run(
     }
     check_host_key(host, key, &mut st);
     let key_changed = early_changes.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with(mmconfig::SSH_HOST_KEY)));
-    if key_changed && host.live() && family(host) == Family::Rhel {
+    if key_changed && host.live() && facts.family == Family::Rhel {
         // SELinux: sshd reads only keys labelled for it.
         let _ = hostkit::cmd::text("restorecon", &["-F", mmconfig::SSH_HOST_KEY, &format!("{}.pub", mmconfig::SSH_HOST_KEY)]);
     }
@@ -218,8 +218,14 @@ pub fn run(
     st.storage_seconds = storage_started.elapsed().as_secs_f64();
     st.problems.extend(plan.problems.iter().map(|p| p.message.clone()));
 
-    let data_ready = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
-    observe_data(host, &mut facts, data_ready)?;
+    // Only a storage step changes the data filesystem: without one, the first look stands.
+    let data_ready = if plan.steps.is_empty() {
+        mounted
+    } else {
+        let ready = probe::mount_source(&host.path(Path::new(DATA_MOUNT))).is_some();
+        observe_data(host, &mut facts, ready)?;
+        ready
+    };
     let now = Moment { facts: &facts, booting: host.booting() };
     if let Err(e) = converge_services(host, cfg, key, now, &early_changes, &mut st, say) {
         st.problems.push(format!("mirror services: {e:#}"));

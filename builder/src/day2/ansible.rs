@@ -188,15 +188,6 @@ pub struct Options {
     pub known_hosts: PathBuf,
 }
 
-/// Why nothing was written, in the operator's terms (exit 1).
-#[derive(Debug, thiserror::Error)]
-pub enum Invalid {
-    #[error("no node {0:?} in {1}")]
-    UnknownNode(String, String),
-    #[error("{file} has no host key for {nodes}: run `mmbuild build` (or --kickstart-only) for the fleet with that --out first, then export again")]
-    NoHostKey { file: String, nodes: String },
-}
-
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -209,15 +200,20 @@ pub struct Summary {
 pub fn export(fleet: &Fleet, opts: &Options) -> Result<Summary> {
     for n in &opts.nodes {
         if fleet.node(n).is_none() {
-            return Err(Invalid::UnknownNode(n.clone(), fleet.path.display().to_string()).into());
+            return crate::exit::invalid(format!("no node {n:?} in {}", fleet.path.display()));
         }
     }
     let nodes: Vec<&NodeConfig> = fleet.nodes.iter().filter(|n| opts.nodes.is_empty() || opts.nodes.contains(&n.node.name)).collect();
     let text = std::fs::read_to_string(&opts.known_hosts)
         .with_context(|| format!("reading {} (the known_hosts `mmbuild build` wrote into its --out)", opts.known_hosts.display()))?;
     let keys = crate::image::hostkeys::parse_known_hosts(&text);
-    let known_hosts = render_known_hosts(&nodes, &keys)
-        .map_err(|missing| Invalid::NoHostKey { file: opts.known_hosts.display().to_string(), nodes: missing.join(", ") })?;
+    let known_hosts = render_known_hosts(&nodes, &keys).map_err(|missing| {
+        crate::exit::Invalid::error(format!(
+            "{} has no host key for {}: run `mmbuild build` (or --kickstart-only) for the fleet with that --out first, then export again",
+            opts.known_hosts.display(),
+            missing.join(", ")
+        ))
+    })?;
     let files = render_all(&fleet.data_dir.join(DATA_DIR), &fleet.name, &nodes, &known_hosts)?;
     let files = write(&opts.out, &files)?;
     Ok(Summary { nodes: nodes.len(), groups: groups(&fleet.name, &nodes).len(), files })

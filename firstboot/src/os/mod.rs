@@ -41,12 +41,12 @@ pub fn partition_named(name: &str) -> Result<PathBuf> {
     let disk = root_disk()?;
     let dir = format!("/sys/block/{disk}");
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))?.flatten() {
-        let uevent = entry.path().join("uevent");
-        let Ok(text) = std::fs::read_to_string(&uevent) else { continue };
-        if text.lines().any(|l| l.strip_prefix("PARTNAME=") == Some(name)) {
-            if let Some(dev) = text.lines().find_map(|l| l.strip_prefix("DEVNAME=")) {
-                return Ok(PathBuf::from("/dev").join(dev));
-            }
+        if crate::probe::partname(&entry.path()).as_deref() != Some(name) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path().join("uevent")).unwrap_or_default();
+        if let Some(dev) = text.lines().find_map(|l| l.strip_prefix("DEVNAME=")) {
+            return Ok(PathBuf::from("/dev").join(dev));
         }
     }
     bail!("no partition named {name} on /dev/{disk}: this node has the single-root layout of images before A/B slots; reinstall it from its install stick to get two slots")

@@ -63,17 +63,20 @@ fn s_client(addr: SocketAddr, name: &str, cacert: Option<&Path>) -> Command {
     cmd
 }
 
-/// Connect through [`Conn`] first (typed refusal and silence), then run `cmd` in what is left of
-/// `timeout`.
+/// Run `cmd` within `timeout`. openssl says little of why it could not connect: only when it
+/// printed nothing and failed is the address asked through [`Conn`] (typed refusal and silence),
+/// so a server that answers costs one connection, not two.
 fn run(addr: SocketAddr, mut cmd: Command, input: Option<Vec<u8>>, timeout: Duration) -> Result<std::process::Output, NetError> {
     let started = Instant::now();
-    drop(Conn::open(addr, timeout)?);
-    let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
     cmd.env("LC_ALL", "C");
-    run_with_deadline_input(cmd, input, left).map_err(|e| match e {
+    let out = run_with_deadline_input(cmd, input, timeout).map_err(|e| match e {
         DeadlineError::Timeout(_) => NetError::Timeout(timeout),
         DeadlineError::Start(p, why) => NetError::Io(format!("cannot run {p}: {why} (install openssl)")),
-    })
+    })?;
+    if out.stdout.is_empty() && !out.status.success() {
+        drop(Conn::open(addr, timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100)))?);
+    }
+    Ok(out)
 }
 
 /// openssl's own reason, for the operator: its first error line.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use handlebars::Handlebars;
-use mmconfig::fleet_report::{Counts, FleetReport, NodeEntry};
+use mmconfig::fleet_report::{Counts, DayCounts, FleetReport, NodeEntry};
 use serde::Serialize;
 
 use super::chart::{self, Chart};
@@ -107,8 +107,7 @@ fn node_view(n: &NodeEntry, generated_unix: u64, pages: &BTreeMap<String, String
 }
 
 /// One chart per project: its bytes per day over the window, summed over `nodes`.
-fn charts<'a>(nodes: impl IntoIterator<Item = &'a NodeEntry>, window: Window) -> Vec<Chart> {
-    let days = model::sum_days(nodes, window);
+fn charts(days: &[DayCounts]) -> Vec<Chart> {
     let mut projects: Vec<&String> = days.iter().flat_map(|d| d.projects.keys()).collect();
     projects.sort();
     projects.dedup();
@@ -207,22 +206,14 @@ pub fn render(h: &Handlebars, r: &FleetReport, window: Window) -> Result<Vec<(St
         totals: figures(&r.totals),
         projects: rows(&r.projects),
         nodes: r.nodes.iter().map(|n| node_view(n, r.generated_unix, &pages)).collect(),
-        charts: charts(&r.nodes, window),
+        charts: charts(&r.days),
         sponsors: pages.iter().map(|(name, page)| SponsorLink { name: name.clone(), page: page.clone() }).collect(),
     };
     let mut out = vec![("index.html".to_string(), h.render("index.html", &index).context("rendering index.html")?)];
     for (sponsor, page) in &pages {
         let theirs: Vec<&NodeEntry> = r.nodes.iter().filter(|n| &n.sponsor == sponsor).collect();
-        let mut totals = Counts::default();
-        let mut projects: BTreeMap<String, Counts> = BTreeMap::new();
-        let mut days = Vec::new();
-        for n in &theirs {
-            totals.add(&n.totals);
-            for (p, c) in &n.projects {
-                projects.entry(p.clone()).or_default().add(c);
-            }
-            days.extend(n.days.iter().cloned());
-        }
+        let (totals, projects) = model::sums(theirs.iter().copied());
+        let mut days: Vec<_> = theirs.iter().flat_map(|n| n.days.iter().cloned()).collect();
         days.sort_by(|a, b| a.date.cmp(&b.date));
         let months = model::months_of(&days)
             .into_iter()
@@ -241,7 +232,7 @@ pub fn render(h: &Handlebars, r: &FleetReport, window: Window) -> Result<Vec<(St
             months,
             nodes: theirs.iter().map(|n| node_view(n, r.generated_unix, &pages)).collect(),
             plural: theirs.len() > 1,
-            charts: charts(theirs.iter().copied(), window),
+            charts: charts(&model::sum_days(theirs.iter().copied(), window)),
         };
         out.push((page.clone(), h.render("sponsor.html", &view).with_context(|| format!("rendering {page}"))?));
     }
@@ -280,6 +271,7 @@ mod tests {
             ..Default::default()
         };
         model::fleet_totals(&mut r);
+        r.days = model::sum_days(&r.nodes, Window { last: mmconfig::traffic::day_of("2026-12-07").unwrap(), days: 3 });
         r
     }
 

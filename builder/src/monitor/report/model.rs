@@ -101,16 +101,20 @@ pub fn sum_days<'a>(nodes: impl IntoIterator<Item = &'a NodeEntry>, window: Wind
 
 /// The fleet's totals and per-project sums, from its nodes' entries.
 pub fn fleet_totals(r: &mut FleetReport) {
+    (r.totals, r.projects) = sums(&r.nodes);
+}
+
+/// The totals and per-project sums of `nodes` (the fleet's, or one sponsor's).
+pub fn sums<'a>(nodes: impl IntoIterator<Item = &'a NodeEntry>) -> (Counts, BTreeMap<String, Counts>) {
     let mut totals = Counts::default();
     let mut projects: BTreeMap<String, Counts> = BTreeMap::new();
-    for n in &r.nodes {
+    for n in nodes {
         totals.add(&n.totals);
         for (p, c) in &n.projects {
             projects.entry(p.clone()).or_default().add(c);
         }
     }
-    r.totals = totals;
-    r.projects = projects;
+    (totals, projects)
 }
 
 /// The IPv6 share of `c`'s bytes, in percent with one decimal (`42.5 %`); `-` when nothing was served.
