@@ -215,7 +215,8 @@ pub struct Hardware {
     pub consoles: Vec<String>,
     /// Usable data capacity in GB (10^9 bytes) after the OS.
     pub data_capacity_gb: u64,
-    /// Kernel modules the boot and data disks and NICs need (initramfs and kickstart).
+    /// Kernel modules the boot and data disks and NICs need: kept in the image and named to the
+    /// kickstart; the initramfs loads the disk ones (NIC drivers load from the root, by udev).
     #[serde(default)]
     pub kernel_modules: Vec<String>,
     pub storage: Storage,
