@@ -183,16 +183,6 @@ pub fn run(
         // SELinux: sshd reads only keys labelled for it.
         let _ = hostkit::cmd::text("restorecon", &["-F", mmconfig::SSH_HOST_KEY, &format!("{}.pub", mmconfig::SSH_HOST_KEY)]);
     }
-    let network_changed =
-        early_changes.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with("/etc/systemd/network")));
-    if network_changed && host.live() && host.units_active(&["systemd-networkd.service"])[0] {
-        // A day-2 change (at boot we run before networkd): networkd reconfigures every link a
-        // new, changed or removed .network file matches.
-        say("network: configuration changed, reloading systemd-networkd");
-        if let Err(e) = hostkit::cmd::text("networkctl", &["reload"]) {
-            st.problems.push(format!("reloading the network configuration: {e:#}"));
-        }
-    }
     if host.live() {
         // The getty banner and every service started after us see the FQDN right away.
         nix::unistd::sethostname(&cfg.node.fqdn).context("setting the hostname")?;
@@ -421,17 +411,40 @@ fn converge_services(
         rhel_fixups(host, st);
     }
     let units: Vec<&str> = desired.units.iter().map(|(u, _)| u.as_str()).filter(|u| !missing.contains(u)).collect();
-    let active = host.units_active(&units);
-    // The firewall must hold before the network comes up (at boot we run before network-pre):
-    // load it now rather than wait for nftables.service's queued job. A running nftables.service
-    // takes a changed ruleset by its reload (a service change below).
-    let nft_active = units.iter().zip(&active).any(|(u, a)| *u == "nftables.service" && *a);
-    if !nft_active {
+    // One systemctl call learns what runs (each call costs a D-Bus round trip, a third of a second
+    // early in an emulated boot); networkd is asked along when the network files changed.
+    let network_changed = early.iter().any(|c| matches!(c, Change::WriteFile { path, .. } if path.starts_with("/etc/systemd/network")));
+    let mut asked = units.clone();
+    if network_changed {
+        asked.push(NETWORKD);
+    }
+    let mut active = host.units_active(&asked);
+    if network_changed && active.pop() == Some(true) {
+        // A day-2 change (at boot we run before networkd): networkd reconfigures every link a
+        // new, changed or removed .network file matches.
+        say("network: configuration changed, reloading systemd-networkd");
+        if let Err(e) = hostkit::cmd::text("networkctl", &["reload"]) {
+            st.problems.push(format!("reloading the network configuration: {e:#}"));
+        }
+    }
+    // The firewall must hold before the network comes up. At boot nftables.service's start, queued
+    // below, sees to it: the unit is ordered before network-pre.target, which networkd waits for.
+    // Otherwise (no such unit, or it is not running on a running node) load the ruleset now. A
+    // running nftables.service takes a changed ruleset by its reload (a service change below).
+    let nft = units.iter().zip(&active).find(|(u, _)| **u == NFTABLES).map(|(_, a)| *a);
+    if nft != Some(true) && !(booting && nft == Some(false)) {
         if let Err(e) = hostkit::cmd::text("nft", &["-f", family.nft_conf()]) {
             st.problems.push(format!("loading the firewall: {e:#}"));
         }
     }
-    for (verb, list) in systemctl_batches(&units, &active, &services, &missing) {
+    // At boot the first syncs join the one queued start; on a running node the start waits for
+    // its jobs, and a sync runs for minutes, so they are queued on their own.
+    let first = if data_ready { first_syncs(host, cfg) } else { Vec::new() };
+    if !first.is_empty() {
+        say(&format!("services: starting the first sync of {}", first.join(" ")));
+    }
+    let joined: &[String] = if booting { &first } else { &[] };
+    for (verb, list) in systemctl_batches(&units, &active, &services, &missing, joined) {
         let mut args = vec![verb];
         args.extend(queue);
         args.extend(list.iter().map(String::as_str));
@@ -439,23 +452,43 @@ fn converge_services(
             st.problems.push(format!("systemctl {verb} {}: {e:#}", list.join(" ")));
         }
     }
-    if data_ready {
-        start_first_syncs(host, cfg, st, say);
+    if !booting && !first.is_empty() {
+        let mut args = vec!["start", "--no-block"];
+        args.extend(first.iter().map(String::as_str));
+        if let Err(e) = host.systemctl(&args) {
+            st.problems.push(format!("systemctl start {}: {e:#}", first.join(" ")));
+        }
     }
     Ok(())
 }
 
+const NETWORKD: &str = "systemd-networkd.service";
+const NFTABLES: &str = "nftables.service";
+
 /// The systemctl calls that bring running units in line, one call per verb and not per unit (each
-/// call costs a D-Bus round trip, seconds under emulation): start what is not running, then the
-/// reloads, then the restarts that the written files call for. Units not installed are left out.
-fn systemctl_batches(units: &[&str], active: &[bool], services: &[Change], missing: &[&str]) -> Vec<(&'static str, Vec<String>)> {
-    let start: Vec<String> = units.iter().zip(active).filter(|(_, a)| !**a).map(|(u, _)| u.to_string()).collect();
+/// call costs a D-Bus round trip, seconds under emulation): start what is not running (and `also`),
+/// then the reloads, then the restarts that the written files call for. A unit that is started
+/// reads its new files anyway, so it gets no reload or restart (at boot, none is running and the
+/// start is the only call). Units not installed are left out.
+fn systemctl_batches(
+    units: &[&str],
+    active: &[bool],
+    services: &[Change],
+    missing: &[&str],
+    also: &[String],
+) -> Vec<(&'static str, Vec<String>)> {
+    let stopped: Vec<&str> = units.iter().zip(active).filter(|(_, a)| !**a).map(|(u, _)| *u).collect();
+    let start: Vec<String> = stopped.iter().map(|u| u.to_string()).chain(also.iter().cloned()).collect();
     let mut batches: Vec<(&str, Vec<String>)> = vec![("start", start)];
     for verb in [Verb::Reload, Verb::Restart] {
         let list: Vec<String> = services
             .iter()
             .filter_map(|c| match c {
-                Change::Service { unit, verb: v, .. } if *v == verb && !missing.contains(&unit.as_str()) => Some(unit.clone()),
+                Change::Service { unit, verb: v, .. }
+                    if *v == verb && !missing.contains(&unit.as_str()) && !stopped.contains(&unit.as_str()) =>
+                {
+                    Some(unit.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -478,24 +511,14 @@ fn rhel_fixups(host: &Host, st: &mut RunState) {
     let _ = hostkit::cmd::text("restorecon", &["-RF", &format!("/home/{ADMIN_USER}"), &format!("/home/{PUSH_USER}")]);
 }
 
-/// Each project that has never synced gets its first sync, queued and never waited for: it runs
-/// for minutes.
-fn start_first_syncs(host: &Host, cfg: &NodeConfig, st: &mut RunState, say: &mut dyn FnMut(&str)) {
-    let first: Vec<String> = cfg
-        .projects
+/// The sync service of each project that has never synced: its first sync is queued, never
+/// waited for (it runs for minutes).
+fn first_syncs(host: &Host, cfg: &NodeConfig) -> Vec<String> {
+    cfg.projects
         .iter()
         .filter(|p| !host.path(Path::new(&mmconfig::sync_status_file(&p.name))).exists())
         .map(|p| format!("mm-sync-{}.service", p.name))
-        .collect();
-    if first.is_empty() {
-        return;
-    }
-    say(&format!("services: starting the first sync of {}", first.join(" ")));
-    let mut args = vec!["start", "--no-block"];
-    args.extend(first.iter().map(String::as_str));
-    if let Err(e) = host.systemctl(&args) {
-        st.problems.push(format!("systemctl start {}: {e:#}", first.join(" ")));
-    }
+        .collect()
 }
 
 /// The plan as a person reads it: one line per change, diffs indented under their file.
@@ -552,16 +575,17 @@ mod tests {
     use crate::testdata::{node, nodes};
 
     #[test]
-    fn one_systemctl_call_per_verb_starting_what_is_stopped_and_never_a_missing_unit() {
+    fn one_systemctl_call_per_verb_starting_what_is_stopped_and_never_a_missing_unit_nor_reloading_a_stopped_one() {
         let service = |unit: &str, verb| Change::Service { unit: unit.into(), verb, because: vec!["/etc/x".into()] };
         let units = ["nginx.service", "rsyncd.service", "mm-sync-epel.timer"];
         let changes = [
             service("nginx.service", Verb::Reload),
             service("rsyncd.service", Verb::Restart),
             service("gone.service", Verb::Reload),
+            service("mm-sync-epel.timer", Verb::Restart),
             Change::RemoveFile { path: "/etc/y".into() },
         ];
-        let batches = systemctl_batches(&units, &[true, true, false], &changes, &["gone.service"]);
+        let batches = systemctl_batches(&units, &[true, true, false], &changes, &["gone.service"], &[]);
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             batches,
@@ -571,8 +595,14 @@ mod tests {
                 ("try-restart", owned(&["rsyncd.service"]))
             ]
         );
+        // At boot nothing runs yet: one start, the first syncs with it, and no reload or restart.
+        let first = owned(&["mm-sync-epel.service"]);
+        assert_eq!(
+            systemctl_batches(&units, &[false, false, false], &changes, &["gone.service"], &first),
+            [("start", owned(&["nginx.service", "rsyncd.service", "mm-sync-epel.timer", "mm-sync-epel.service"]))]
+        );
         // Nothing to do: no call at all.
-        assert!(systemctl_batches(&units, &[true, true, true], &[], &[]).is_empty());
+        assert!(systemctl_batches(&units, &[true, true, true], &[], &[], &[]).is_empty());
     }
 
     /// The unit actions a node converged on `before` takes when its configuration becomes
