@@ -339,13 +339,25 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     // must survive; the upstream grows by a new package and a large file that the node's
     // bandwidth limit makes take a while, and the power is cut while it is half transferred.
     let run = |command: &str| stdout_of(command, ssh(&known_hosts, command), &vm);
-    // What no mirror server uses is not in the image (udev loaded KVM for QEMU's emulated SVM and
-    // probed a PS/2 mouse on every boot); the data filesystem's module loads while udev settles,
-    // not at firstboot's first mount.
+    // What no mirror server uses is not in the image (udev loaded KVM for QEMU's emulated SVM,
+    // the kernel's AES and SHA accelerators for the CPU's flags, and probed a PS/2 mouse on every
+    // boot); the data filesystem's module loads while udev settles, not at firstboot's first mount.
     let lsmod = run("lsmod");
     let loaded: Vec<&str> = lsmod.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    assert!(loaded.contains(&"xfs") && loaded.contains(&"virtio_net"), "{lsmod}");
-    for refused in ["kvm", "kvm_amd", "kvm_intel", "psmouse", "pcspkr"] {
+    assert!(["xfs", "virtio_net", "crc32c_intel"].iter().all(|m| loaded.contains(m)), "{lsmod}");
+    let refused = [
+        "kvm",
+        "kvm_amd",
+        "kvm_intel",
+        "psmouse",
+        "pcspkr",
+        "aesni_intel",
+        "ghash_clmulni_intel",
+        "sha1_ssse3",
+        "sha256_ssse3",
+        "sha512_ssse3",
+    ];
+    for refused in refused {
         assert!(!loaded.contains(&refused), "{refused} is loaded:\n{lsmod}");
     }
     let early = run("sudo journalctl -b -u systemd-modules-load --no-pager");
