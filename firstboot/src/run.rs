@@ -431,8 +431,11 @@ fn converge_services(
     // below, sees to it: the unit is ordered before network-pre.target, which networkd waits for.
     // Otherwise (no such unit, or it is not running on a running node) load the ruleset now. A
     // running nftables.service takes a changed ruleset by its reload (a service change below).
-    let nft = units.iter().zip(&active).find(|(u, _)| **u == NFTABLES).map(|(_, a)| *a);
-    if nft != Some(true) && !(booting && nft == Some(false)) {
+    let load_firewall = match units.iter().zip(&active).find(|(u, _)| **u == NFTABLES) {
+        Some((_, running)) => !running && !booting,
+        None => true,
+    };
+    if load_firewall {
         if let Err(e) = hostkit::cmd::text("nft", &["-f", family.nft_conf()]) {
             st.problems.push(format!("loading the firewall: {e:#}"));
         }
@@ -444,19 +447,17 @@ fn converge_services(
         say(&format!("services: starting the first sync of {}", first.join(" ")));
     }
     let joined: &[String] = if booting { &first } else { &[] };
-    for (verb, list) in systemctl_batches(&units, &active, &services, &missing, joined) {
+    let mut calls: Vec<(&str, &[&str], Vec<String>)> =
+        systemctl_batches(&units, &active, &services, &missing, joined).into_iter().map(|(verb, list)| (verb, queue, list)).collect();
+    if !booting && !first.is_empty() {
+        calls.push(("start", &["--no-block"], first));
+    }
+    for (verb, flags, list) in calls {
         let mut args = vec![verb];
-        args.extend(queue);
+        args.extend(flags);
         args.extend(list.iter().map(String::as_str));
         if let Err(e) = host.systemctl(&args) {
             st.problems.push(format!("systemctl {verb} {}: {e:#}", list.join(" ")));
-        }
-    }
-    if !booting && !first.is_empty() {
-        let mut args = vec!["start", "--no-block"];
-        args.extend(first.iter().map(String::as_str));
-        if let Err(e) = host.systemctl(&args) {
-            st.problems.push(format!("systemctl start {}: {e:#}", first.join(" ")));
         }
     }
     Ok(())
