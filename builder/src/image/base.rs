@@ -11,7 +11,7 @@
 //! a killed build never leaves an entry that a later build would reuse.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +26,8 @@ use hostkit::apt::Archives;
 use hostkit::cmd::{require_tool, run};
 use hostkit::ids::{hex, uuid_from};
 use mmconfig::os::{Entry, Slot};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 /// Bump when the recipe (commands, trimming) changes in a way the inputs do not show.
 const OS_RECIPE: &str = "os-recipe-7";
@@ -108,6 +110,25 @@ fn log(quiet: bool, msg: &str) {
     }
 }
 
+/// Hold `<entry>.lock` beside a cache entry while it is checked and built: builds sharing a cache
+/// (two operators, the parallel test lanes) build each entry once, and the later one reuses it
+/// instead of replacing a tree the other is reading. Released when dropped, or when the process dies.
+fn lock_entry(entry: &Path, quiet: bool) -> Result<Flock<File>> {
+    let parent = entry.parent().expect("a cache entry has a parent");
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let path = entry.with_extension("lock");
+    let f =
+        OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(held) => Ok(held),
+        Err((f, Errno::EWOULDBLOCK)) => {
+            log(quiet, &format!("waiting for another build of {} to finish", entry.display()));
+            Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).with_context(|| format!("locking {}", path.display()))
+        }
+        Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
 /// Build the base, or reuse the cached one with the same content hash.
 pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     for (tool, pkg) in [("mmdebstrap", "mmdebstrap"), ("mkfs.ext4", "e2fsprogs"), ("objcopy", "binutils"), ("zstd", "zstd")] {
@@ -135,6 +156,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     }
     let os_id = hex(&h.finalize());
     let os_dir = opts.cache_dir.join("os").join(&os_id[..16]);
+    let _os_lock = lock_entry(&os_dir, opts.quiet)?;
     if !os_dir.join("root").is_dir() {
         let t = Instant::now();
         log(
@@ -203,6 +225,7 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
         packages: installed,
         image_version: image_version.clone(),
     };
+    let _lock = lock_entry(&dir, opts.quiet)?;
     if dir.join("complete").is_file() {
         log(opts.quiet, &format!("reusing base {} from {}", &id[..16], dir.display()));
         return Ok(base);
@@ -669,6 +692,26 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_entry_is_built_by_one_build_at_a_time() {
+        use std::time::Duration;
+        let tmp = tempfile::tempdir().unwrap();
+        let entry = tmp.path().join("base").join("0123456789abcdef");
+        let held = lock_entry(&entry, true).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = entry.clone();
+        let waiter = std::thread::spawn(move || {
+            let lock = lock_entry(&other, true).unwrap();
+            tx.send(()).unwrap();
+            drop(lock);
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "a second build took the entry while the first held it");
+        drop(held);
+        rx.recv_timeout(Duration::from_secs(10)).expect("the waiting build never got the entry");
+        waiter.join().unwrap();
+        assert!(tmp.path().join("base/0123456789abcdef.lock").is_file() && !entry.exists());
+    }
 
     #[test]
     fn module_keep_list_last_match_wins() {
