@@ -38,9 +38,6 @@ fn curl(url: &str) -> String {
     String::from_utf8_lossy(&Command::new("curl").args(["-s", "--max-time", "10", url]).output().unwrap().stdout).into_owned()
 }
 
-/// The example `ci` node's upstreams are rsync://10.0.2.2:10873/<module>/ (QEMU's user network
-/// maps 10.0.2.2 to this host).
-const UPSTREAM_PORT: u16 = 10873;
 const READY: &str = "mm-firstboot: ci.mm.example.net ready - ALL GOOD";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -265,15 +262,8 @@ fn apply_changes_a_live_node_and_nothing_twice() {
     let conf = tmp.path().join("rsyncd.conf");
     std::fs::write(&conf, format!("use chroot = no\nread only = yes\n[epel]\npath = {0}/epel\n[gimp]\npath = {0}/gimp\n", up.display()))
         .unwrap();
-    let mut daemon = Reaped(
-        Command::new("rsync")
-            .args(["--daemon", "--no-detach", &format!("--port={UPSTREAM_PORT}"), "--address=127.0.0.1"])
-            .arg(format!("--config={}", conf.display()))
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(daemon.0.try_wait().unwrap().is_none(), "port {UPSTREAM_PORT} is taken");
+    let port = free_port("127.0.0.1");
+    let _daemon = common::rsync_daemon(&conf, port);
 
     // Two admin keys: A is in the built image, B replaces it on day 2.
     for k in ["key_a", "key_b"] {
@@ -289,7 +279,7 @@ fn apply_changes_a_live_node_and_nothing_twice() {
         )
     };
     let v1 = with_admin(&public("key_a"));
-    std::fs::write(tmp.path().join("v1.toml"), &v1).unwrap();
+    std::fs::write(tmp.path().join("v1.toml"), common::upstreams_on(&v1, port)).unwrap();
     let hostile = "Day2 \\\"Sponsor\\\" <b>&amp; $(touch /tmp/pwned)";
     let v2 = with_admin(&public("key_b"))
         .replace(
@@ -301,13 +291,13 @@ fn apply_changes_a_live_node_and_nothing_twice() {
             "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\", gimp = \"rsync://10.0.2.2:10873/gimp/\" }",
         );
     assert!(v2.contains("projects = [\"epel\", \"gimp\"]") && v2.contains("gimp = \"rsync://10.0.2.2:10873/gimp/\""), "{v2}");
-    std::fs::write(tmp.path().join("v2.toml"), &v2).unwrap();
+    std::fs::write(tmp.path().join("v2.toml"), common::upstreams_on(&v2, port)).unwrap();
     let v3 = v2.replace("projects = [\"epel\", \"gimp\"]", "projects = [\"epel\"]").replace(hostile, "Day3 Sponsor").replace(
         "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\", gimp = \"rsync://10.0.2.2:10873/gimp/\" }",
         "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\" }",
     );
     assert!(!v3.contains("gimp"), "{v3}");
-    std::fs::write(tmp.path().join("v3.toml"), &v3).unwrap();
+    std::fs::write(tmp.path().join("v3.toml"), common::upstreams_on(&v3, port)).unwrap();
 
     let out = tmp.path().join("out");
     let data_dir = repo();

@@ -252,7 +252,8 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (up, daemon) = upstream(tmp.path());
+    let port = free_port("127.0.0.1");
+    let (up, daemon) = upstream(tmp.path(), port);
     let out = tmp.path().join("out");
     // The example fleet, plus this host as an admin (QEMU's user network shows it as 10.0.2.2)
     // with a key of ours, so the test can log in over the forwarded ssh port.
@@ -263,10 +264,11 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     let text = std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap();
     let text = text.replacen("admin_ssh_keys = [\n", &format!("admin_ssh_keys = [\n  \"{}\",\n", admin_pub.trim()), 1);
     let text = text.replacen("admin_prefixes = [\"192.0.2.0/24\",", "admin_prefixes = [\"10.0.2.2/32\", \"192.0.2.0/24\",", 1);
+    let text = common::upstreams_on(&text, port);
     // 4 MiB/s: a 48 MiB file takes long enough for the test to cut the power halfway.
-    let ci_upstream = "upstreams = { epel = \"rsync://10.0.2.2:10873/epel/\" }\n";
-    assert!(text.contains(ci_upstream));
-    let text = text.replacen(ci_upstream, &format!("{ci_upstream}sync_bwlimit_kbps = 4096\n"), 1);
+    let ci_upstream = format!("upstreams = {{ epel = \"rsync://10.0.2.2:{port}/epel/\" }}\n");
+    assert!(text.contains(&ci_upstream));
+    let text = text.replacen(&ci_upstream, &format!("{ci_upstream}sync_bwlimit_kbps = 4096\n"), 1);
     std::fs::write(&fleet, text).unwrap();
     build(&fleet, &out, &tmp.path().join("state"), &["ci"]);
     let image = tmp.path().join("ci.img");
@@ -389,8 +391,10 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     let log2 = tmp.path().join("boot2.log");
     let http_port = free_port("127.0.0.1");
     let mut vm = boot(&image, std::slice::from_ref(&data), &log2, vec![(ssh_port, 22), (http_port, 80)]);
-    let upstream_down = "mm-firstboot: ci.mm.example.net NEEDS ATTENTION: upstream rsync://10.0.2.2:10873/epel/ does not answer from this network (outbound TCP 10873)";
-    vm.wait_for(upstream_down, BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(40)));
+    let upstream_down = format!(
+        "mm-firstboot: ci.mm.example.net NEEDS ATTENTION: upstream rsync://10.0.2.2:{port}/epel/ does not answer from this network (outbound TCP {port})"
+    );
+    vm.wait_for(&upstream_down, BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}:\n{}", vm.tail(40)));
     let console = vm.serial();
     assert!(!console.contains("ALL GOOD"), "{}", vm.tail(40));
     assert!(!console.contains("creating the XFS filesystem"), "second boot formatted again:\n{console}");
@@ -411,7 +415,7 @@ fn qemu_node_boots_formats_blank_disk_and_keeps_data_across_reboots() {
     assert!(!listing.contains("zz-big") && !listing.contains("later"), "the interrupted sync shows:\n{listing}");
 
     // The upstream is back: the next sync converges to it and leaves no temporaries behind.
-    let _daemon = serve_upstream(tmp.path(), &up);
+    let _daemon = serve_upstream(tmp.path(), &up, port);
     run("sudo systemctl start --no-block mm-sync-epel.service");
     let new_repomd = std::fs::read(up.join("repodata/repomd.xml")).unwrap();
     let t = std::time::Instant::now();
@@ -536,7 +540,7 @@ fn curl(url: &str) -> (u16, Vec<u8>) {
 /// The `ci` node's epel upstream: a real rpm repository (and one XML file) served by an rsync
 /// daemon on the host (QEMU's 10.0.2.2), so the first sync succeeds and the console verdict,
 /// which covers the upstream, can be ALL GOOD.
-fn upstream(dir: &Path) -> (PathBuf, Reaped) {
+fn upstream(dir: &Path, port: u16) -> (PathBuf, Reaped) {
     let up = dir.join("upstream");
     let fixture_rpm = repo().join("scripts/fixture-rpm");
     sh(&format!("{} {}/Packages hello 1.0", fixture_rpm.display(), up.display()));
@@ -545,7 +549,7 @@ fn upstream(dir: &Path) -> (PathBuf, Reaped) {
     std::fs::create_dir_all(up.join("docs")).unwrap();
     let xml = b"<?xml version=\"1.0\"?>\n<note><to>mirror</to><body>served as is &amp; untouched</body></note>\n";
     std::fs::write(up.join("docs/note.xml"), xml).unwrap();
-    let daemon = serve_upstream(dir, &up);
+    let daemon = serve_upstream(dir, &up, port);
     (up, daemon)
 }
 
@@ -556,26 +560,13 @@ fn grow_upstream(up: &Path) {
     sh(&format!("createrepo_c --quiet {}", up.display()));
 }
 
-/// An rsync daemon serving `up` as module `epel` on the host's UPSTREAM_PORT.
-fn serve_upstream(dir: &Path, up: &Path) -> Reaped {
+/// An rsync daemon serving `up` as module `epel` on the host's `port` (the node reaches it as
+/// 10.0.2.2, through QEMU's user network), stopped when dropped.
+fn serve_upstream(dir: &Path, up: &Path, port: u16) -> Reaped {
     let conf = dir.join("rsyncd.conf");
     std::fs::write(&conf, format!("use chroot = no\nread only = yes\n[epel]\npath = {}\n", up.display())).unwrap();
-    let mut daemon = Reaped(
-        Command::new("rsync")
-            .args(["--daemon", "--no-detach", &format!("--port={UPSTREAM_PORT}"), "--address=127.0.0.1"])
-            .arg(format!("--config={}", conf.display()))
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    // A daemon left over from an earlier run would serve other files under our name.
-    assert!(daemon.0.try_wait().unwrap().is_none(), "port {UPSTREAM_PORT} is taken: is an rsync daemon from an earlier run still there?");
-    daemon
+    common::rsync_daemon(&conf, port)
 }
-
-/// The example `ci` node's epel upstream is rsync://10.0.2.2:10873/epel/: QEMU's user network
-/// maps 10.0.2.2 to the host, where this daemon serves a real rpm repository.
-const UPSTREAM_PORT: u16 = 10873;
 
 #[test]
 #[ignore = "slow: boots the example qemu node under QEMU + OVMF"]
@@ -584,11 +575,14 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (up, daemon) = upstream(tmp.path());
+    let port = free_port("127.0.0.1");
+    let (up, daemon) = upstream(tmp.path(), port);
     let xml = b"<?xml version=\"1.0\"?>\n<note><to>mirror</to><body>served as is &amp; untouched</body></note>\n";
 
     let out = tmp.path().join("out");
-    build(&repo().join("examples/fleet.toml"), &out, &tmp.path().join("state"), &["ci"]);
+    let fleet = tmp.path().join("fleet.toml");
+    std::fs::write(&fleet, common::upstreams_on(&std::fs::read_to_string(repo().join("examples/fleet.toml")).unwrap(), port)).unwrap();
+    build(&fleet, &out, &tmp.path().join("state"), &["ci"]);
     let data = tmp.path().join("data.img");
     std::fs::File::create(&data).unwrap().set_len(4 << 30).unwrap();
     let (http, rsync, metrics, ssh) = (free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1"));
@@ -615,7 +609,8 @@ fn qemu_node_syncs_from_upstream_and_serves_http_and_rsync() {
     assert!(!console.contains("FAILED"), "a unit failed on a node that is ALL GOOD:\n{console}");
     assert!(!console.contains("firmware: failed to load"), "firmware failures on the console:\n{console}");
     // The verdict covers the upstream: reachable over IPv4 (the node's IPv6 has no route to an IPv4 literal).
-    assert!(console.contains("upstream of epel: rsync://10.0.2.2:10873/epel/ - IPv4 answers, IPv6 no address"), "{}", vm.tail(40));
+    let verdict = format!("upstream of epel: rsync://10.0.2.2:{port}/epel/ - IPv4 answers, IPv6 no address");
+    assert!(console.contains(&verdict), "{}", vm.tail(40));
     if let Some(secs) = console.lines().find_map(|l| l.split(" change(s) in ").nth(1)) {
         eprintln!("serve: firstboot's own run took {}", secs.trim());
     }

@@ -16,11 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{repo, text, Reaped};
+use common::{repo, text};
 use hostkit::testenv::{free_port, Need};
 use mmbuild::boottest::qemu::{Vm, VmOptions};
 
-const UPSTREAM_PORT: u16 = 10873;
 const READY: &str = "mm-firstboot: ci.mm.example.net ready - ALL GOOD";
 /// A build from the future: v2 and v3 sort after v1 whatever the packages' dates (systemd-boot
 /// boots the newest version).
@@ -165,20 +164,15 @@ fn apply_rolls_the_os_into_the_other_slot_and_a_bad_image_rolls_back() {
     sh(&format!("createrepo_c --quiet {}/epel", up.display()));
     let conf = tmp.path().join("rsyncd.conf");
     std::fs::write(&conf, format!("use chroot = no\nread only = yes\n[epel]\npath = {}/epel\n", up.display())).unwrap();
-    let _daemon = Reaped(
-        Command::new("rsync")
-            .args(["--daemon", "--no-detach", &format!("--port={UPSTREAM_PORT}"), "--address=127.0.0.1"])
-            .arg(format!("--config={}", conf.display()))
-            .spawn()
-            .unwrap(),
-    );
+    let port = free_port("127.0.0.1");
+    let _daemon = common::rsync_daemon(&conf, port);
     sh(&format!("ssh-keygen -q -t ed25519 -N '' -C os -f {}", tmp.path().join("key").display()));
     let key = std::fs::read_to_string(tmp.path().join("key.pub")).unwrap();
     let fleet = std::fs::read_to_string(repo().join("examples/fleet.toml"))
         .unwrap()
         .replacen("admin_ssh_keys = [\n", &format!("admin_ssh_keys = [\n  \"{}\",\n", key.trim()), 1)
         .replacen("admin_prefixes = [\"192.0.2.0/24\",", "admin_prefixes = [\"10.0.2.2/32\", \"192.0.2.0/24\",", 1);
-    std::fs::write(tmp.path().join("fleet.toml"), fleet).unwrap();
+    std::fs::write(tmp.path().join("fleet.toml"), common::upstreams_on(&fleet, port)).unwrap();
     let lab = Lab {
         image: tmp.path().join("ci.img"),
         data: tmp.path().join("data.img"),
