@@ -156,15 +156,19 @@ pub fn ensure_base(opts: &BaseOptions) -> Result<Base> {
     }
     let os_id = hex(&h.finalize());
     let os_dir = opts.cache_dir.join("os").join(&os_id[..16]);
-    let _os_lock = lock_entry(&os_dir, opts.quiet)?;
-    if !os_dir.join("root").is_dir() {
-        let t = Instant::now();
-        log(
-            opts.quiet,
-            &format!("building the OS tree {} (mmdebstrap {RELEASE}, -updates, -security; {} packages)", &os_id[..16], packages.len()),
-        );
-        build_os(opts, &os_dir, &packages, &keep, &archives, &sources)?;
-        log(opts.quiet, &format!("OS tree built in {:.1} s", t.elapsed().as_secs_f64()));
+    {
+        // Held only while the tree is missing: a finished tree is never changed, so the bases
+        // built on it need no lock of it.
+        let _building = lock_entry(&os_dir, opts.quiet)?;
+        if !os_dir.join("root").is_dir() {
+            let t = Instant::now();
+            log(
+                opts.quiet,
+                &format!("building the OS tree {} (mmdebstrap {RELEASE}, -updates, -security; {} packages)", &os_id[..16], packages.len()),
+            );
+            build_os(opts, &os_dir, &packages, &keep, &archives, &sources)?;
+            log(opts.quiet, &format!("OS tree built in {:.1} s", t.elapsed().as_secs_f64()));
+        }
     }
     let lock = os_dir.join(PACKAGES_LOCK);
     let installed: Vec<String> =

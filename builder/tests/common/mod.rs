@@ -25,7 +25,7 @@ pub const EXAMPLE_UPSTREAM: &str = "10.0.2.2:10873";
 
 /// `fleet` (the text of examples/fleet.toml, or a variant of it) with the `ci` node's upstreams on
 /// `port` of this host. Each test serving them takes a free port of its own, so tests running side
-/// by side (scripts/test's slow lanes) never reach each other's daemon.
+/// by side (scripts/slow-tier's lanes) never reach each other's daemon.
 pub fn upstreams_on(fleet: &str, port: u16) -> String {
     assert!(fleet.contains(EXAMPLE_UPSTREAM), "the fleet has no upstream on {EXAMPLE_UPSTREAM}");
     fleet.replace(EXAMPLE_UPSTREAM, &format!("10.0.2.2:{port}"))
